@@ -1,0 +1,3 @@
+"""imgclf: an ImageNet image-classification service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,126 @@
+"""The ``imgclf`` command: one verb per process or task. Each verb imports only what it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from imgclf.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="imgclf: an ImageNet image-classification service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment plus CLI overrides; a bad setting exits with its message."""
+    try:
+        base = get_settings()
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**{**base.model_dump(), **values}) if values else base
+    except ValidationError as error:
+        messages = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+        typer.secho(f"Invalid settings: {messages}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes.")] = None,
+    queue_url: Annotated[
+        str | None, typer.Option(help="redis://host:port/db to use Redis workers.")
+    ] = None,
+) -> None:
+    """Run the HTTP API (embedded model worker unless a queue URL is given)."""
+    from imgclf.serving import run_server
+
+    settings = load_settings(host=host, port=port, web_concurrency=workers, queue_url=queue_url)
+    run_server(settings)
+
+
+@app.command()
+def populate() -> None:
+    """Create or upgrade the tables and create the admin user (idempotent)."""
+    from imgclf.serving import prepare_database
+
+    settings = load_settings()
+    created = prepare_database(settings)
+    state = "created" if created else "already present"
+    typer.echo(f"Database at head; admin {settings.admin_email} {state}.")
+
+
+@app.command()
+def worker(
+    queue_url: Annotated[str | None, typer.Option(help="redis://host:port/db")] = None,
+    processes: Annotated[int, typer.Option(help="Worker processes to start.", min=1)] = 1,
+    concurrency: Annotated[int | None, typer.Option(help="Batches in flight per process.")] = None,
+) -> None:
+    """Run model workers that take jobs from the Redis queue."""
+    from imgclf.worker.main import run_workers
+
+    settings = load_settings(queue_url=queue_url, worker_concurrency=concurrency)
+    if not settings.queue_url:
+        typer.secho("A worker needs --queue-url or IMGCLF_QUEUE_URL.", fg="red", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run_workers(settings, processes))
+
+
+@app.command()
+def ui(
+    api_url: Annotated[str | None, typer.Option(help="Base URL of the API.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port for the UI.")] = None,
+) -> None:
+    """Run the Streamlit UI, pointed at an API URL."""
+    from imgclf.ui.launch import run_ui
+
+    settings = load_settings(api_url=api_url, ui_port=port)
+    raise typer.Exit(run_ui(settings))
+
+
+@app.command()
+def up(
+    redis: Annotated[
+        bool, typer.Option(help="Start a local redis-server and Redis workers.")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Redis worker processes.", min=0)] = 0,
+    with_ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Start the UI too.")] = True,
+) -> None:
+    """Run the API and the UI (and Redis workers when asked) as one supervised group."""
+    from imgclf.up import run_group
+
+    settings = load_settings()
+    raise typer.Exit(run_group(settings, redis=redis, workers=workers, with_ui=with_ui))
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    top_k: Annotated[int, typer.Option(help="Classes to show per image.", min=1)] = 1,
+) -> None:
+    """Classify image files or folders locally, without a server."""
+    from imgclf.model.predict_cli import predict_paths
+
+    settings = load_settings()
+    raise typer.Exit(predict_paths(settings, paths, json_output=json_output, top_k=top_k))
+
+
+@app.command("export-model")
+def export_model(
+    output: Annotated[Path | None, typer.Option(help="Bundle folder to write.")] = None,
+) -> None:
+    """Build the model bundle from the packaged EfficientNet-Lite0 weights (needs torch)."""
+    from imgclf.model.export import export_bundle
+
+    settings = load_settings()
+    target = output or settings.resolved_model_dir
+    export_bundle(target)
+    typer.echo(f"Model bundle written to {target}")

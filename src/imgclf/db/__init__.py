@@ -1,0 +1,1 @@
+"""Database: SQLAlchemy 2 engine and sessions, typed models, Alembic migrations."""

@@ -1,0 +1,59 @@
+"""Schema migrations and the admin user: what ``imgclf populate`` does, safe to run concurrently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy.orm import Session
+
+from imgclf.db.models import User
+from imgclf.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# Any constant works: it only has to be the same for every process that migrates.
+_MIGRATION_LOCK_ID = 4_242_001
+
+
+def alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest revision; on PostgreSQL under an advisory lock."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Several containers may run `populate` at once: one migrates, the others
+            # wait here and then find nothing left to do.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+            )
+        command.upgrade(alembic_config(connection), "head")
+
+
+def ensure_admin(engine: Engine, settings: Settings, password_hash: str) -> bool:
+    """Create the admin from settings unless that email exists; True if it was created."""
+    with Session(engine) as session, session.begin():
+        if connection_is_postgres(session):
+            session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+        exists = session.scalar(select(User.id).where(User.email == settings.admin_email))
+        if exists is not None:
+            return False
+        session.add(
+            User(
+                name=settings.admin_name,
+                email=settings.admin_email,
+                hashed_password=password_hash,
+                is_admin=True,
+            )
+        )
+        return True
+
+
+def connection_is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"

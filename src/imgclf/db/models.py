@@ -1,0 +1,64 @@
+"""The tables: users, their predictions and their feedback; a user's rows go with them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from imgclf.db.base import Base, CreatedAtMixin
+
+
+class User(CreatedAtMixin, Base):
+    __tablename__ = "users"
+    # AUTOINCREMENT on SQLite: ids are never reused, so a deleted user's token
+    # can never become someone else's.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
+    hashed_password: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+
+    predictions: Mapped[list[Prediction]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+    feedbacks: Mapped[list[Feedback]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Prediction(CreatedAtMixin, Base):
+    __tablename__ = "predictions"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    image_file_name: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(200))
+    score: Mapped[float] = mapped_column(Float)
+    top_k: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    model_id: Mapped[str] = mapped_column(String(200))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    cached: Mapped[bool] = mapped_column(default=False)
+
+    user: Mapped[User] = relationship(back_populates="predictions")
+
+
+class Feedback(CreatedAtMixin, Base):
+    __tablename__ = "feedbacks"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    prediction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("predictions.id", ondelete="SET NULL"), index=True
+    )
+    score: Mapped[float] = mapped_column(Float)
+    predicted_class: Mapped[str] = mapped_column(String(200))
+    image_file_name: Mapped[str] = mapped_column(String(255))
+    feedback: Mapped[str] = mapped_column(Text)
+
+    user: Mapped[User] = relationship(back_populates="feedbacks")

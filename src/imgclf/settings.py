@@ -1,0 +1,116 @@
+"""All settings in one place: `IMGCLF_` environment variables or a `.env` file."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "change-me-development-only"  # noqa: S105 - refused in production
+DEFAULT_ADMIN_PASSWORD = "admin"  # noqa: S105 - refused in production
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class SettingsError(ValueError):
+    """A setting that makes the service unsafe or unable to start; the message names the fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IMGCLF_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    env: Environment = Environment.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    web_concurrency: int = Field(default=1, ge=1, description="uvicorn worker processes")
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    access_token_minutes: int = Field(default=30, ge=1)
+    admin_email: str = "admin@example.com"
+    admin_name: str = "Admin"
+    admin_password: SecretStr = SecretStr(DEFAULT_ADMIN_PASSWORD)
+    login_max_failures_per_email: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=50, ge=1)
+    login_failure_window_s: int = Field(default=15 * 60, ge=1)
+    cors_origins: list[str] = []
+
+    model_dir: Path | None = None
+    model_threads: int = Field(default=0, ge=0, description="0: one per CPU core")
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    top_k: int = Field(default=5, ge=1, le=100)
+
+    queue_url: str = ""
+    max_batch_size: int = Field(default=16, ge=1, le=256)
+    max_batch_wait_ms: float = Field(default=0.0, ge=0)
+    max_pending: int = Field(default=256, ge=1)
+    predict_timeout_s: float = Field(default=10.0, gt=0)
+    worker_concurrency: int = Field(default=1, ge=1)
+    worker_heartbeat_s: float = Field(default=2.0, gt=0)
+    worker_max_jobs: int = Field(
+        default=0, ge=0, description="restart a worker after N jobs; 0: never"
+    )
+    worker_max_rss_mb: int = Field(default=0, ge=0, description="restart above this RSS; 0: never")
+    cache: bool = True
+    cache_size: int = Field(default=4096, ge=1)
+    cache_ttl_s: int = Field(default=24 * 3600, ge=1)
+
+    api_url: str = "http://127.0.0.1:8000"
+    ui_port: int = Field(default=8501, ge=1, le=65535)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'imgclf.db').resolve()}"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or self.data_dir / "models" / "efficientnet-lite0"
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def resolved_model_threads(self) -> int:
+        return self.model_threads or os.cpu_count() or 1
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if not self.is_production:
+            return self
+        if self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY:
+            raise SettingsError(
+                "IMGCLF_SECRET_KEY is the development default; set it to a long random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`) "
+                "before running with IMGCLF_ENV=production"
+            )
+        if len(self.secret_key.get_secret_value()) < 32:
+            raise SettingsError("IMGCLF_SECRET_KEY must be at least 32 characters in production")
+        if self.admin_password.get_secret_value() == DEFAULT_ADMIN_PASSWORD:
+            raise SettingsError(
+                "IMGCLF_ADMIN_PASSWORD is the development default 'admin'; "
+                "set a strong password before running with IMGCLF_ENV=production"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,101 @@
+"""Shared fixtures: real servers (Redis, PostgreSQL), the real model bundle, fresh settings.
+
+A server that cannot start fails the run in CI (CI=true); on a developer's machine that lacks
+its binary, the tests that need it are skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imgclf.localservers import PostgresServer, RedisServer, ServerUnavailable
+from imgclf.settings import get_settings
+
+TEST_DATA = Path(__file__).parent / "data"
+DOG_JPEG = TEST_DATA / "dog.jpeg"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+_database_names = itertools.count()
+
+
+def unavailable(reason: str) -> None:
+    """Fail loudly in CI, skip on a developer's machine."""
+    if IN_CI:
+        pytest.fail(f"required server unavailable in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test starts from default settings with its own data dir and no .env file."""
+    for name in list(os.environ):
+        if name.startswith("IMGCLF_") and name != "IMGCLF_TEST_MODEL_DIR":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("IMGCLF_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The real EfficientNet-Lite0 bundle, built once (``make test`` builds it before pytest)."""
+    configured = os.environ.get("IMGCLF_TEST_MODEL_DIR")
+    path = (
+        Path(configured)
+        if configured
+        else Path(__file__).parents[1] / "data/models/efficientnet-lite0"
+    )
+    path = path.resolve()
+    if not (path / "bundle.json").exists():
+        from imgclf.model.export import export_bundle
+
+        export_bundle(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.start()
+    except ServerUnavailable as error:
+        unavailable(f"PostgreSQL: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server_session() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        server.start()
+    except ServerUnavailable as error:
+        unavailable(f"Redis: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server_session: RedisServer) -> str:
+    """A Redis with nothing in it."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server_session.url)
+    client.flushall()
+    client.close()
+    return redis_server_session.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or a fresh database on the throwaway PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database(f"test_{os.getpid()}_{next(_database_names)}")
