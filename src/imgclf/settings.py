@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     queue_url: str = ""
     max_batch_size: int = Field(default=16, ge=1, le=256)
     max_batch_wait_ms: float = Field(default=0.0, ge=0)
-    max_pending: int = Field(default=256, ge=1)
+    max_pending: int = Field(default=256, ge=1, description="jobs awaited per API process")
+    queue_max_length: int = Field(default=1024, ge=1, description="jobs waiting in Redis")
+    queue_max_deliveries: int = Field(default=3, ge=1, description="then dead-lettered")
     predict_timeout_s: float = Field(default=10.0, gt=0)
     worker_concurrency: int = Field(default=1, ge=1)
     worker_heartbeat_s: float = Field(default=2.0, gt=0)
@@ -86,6 +88,12 @@ class Settings(BaseSettings):
     @property
     def upload_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def visibility_timeout_s(self) -> float:
+        """How long a job may sit with a silent worker before another takes it over: well
+        inside the caller's deadline, so a worker killed mid-batch costs a delay, not a 504."""
+        return min(30.0, max(1.0, self.predict_timeout_s / 4))
 
     @property
     def resolved_model_threads(self) -> int:

@@ -1,0 +1,144 @@
+"""Prometheus metrics: requests, latency, queue depth and wait, batch sizes, inference, cache.
+
+Each app has its own registry (tests build many apps in one process). Batch sizes and
+inference times travel with each job's result, so they are seen here in both modes, also
+when the workers are other processes. With several uvicorn workers each process reports its
+own figures; a scraper that sums over instances gets the totals.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from imgclf.queue.base import JobResult
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "imgclf_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "imgclf_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge("imgclf_queue_depth", "Jobs waiting for a worker", registry=r)
+        self.in_flight = Gauge("imgclf_jobs_in_flight", "Jobs awaited by this process", registry=r)
+        self.workers = Gauge("imgclf_workers", "Live model workers", registry=r)
+        self.queue_wait = Histogram(
+            "imgclf_queue_wait_seconds",
+            "Time from submit to a worker",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "imgclf_inference_seconds",
+            "Model time of the job's batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "imgclf_batch_size",
+            "Size of the batch each job ran in",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.cache_hits = Counter("imgclf_cache_hits_total", "Answers from the cache", registry=r)
+        self.cache_misses = Counter(
+            "imgclf_cache_misses_total", "Cache lookups that missed", registry=r
+        )
+        self.rejected = Counter(
+            "imgclf_jobs_rejected_total",
+            "Jobs refused or failed in the queue",
+            ["reason"],
+            registry=r,
+        )
+        self.job_errors = Counter(
+            "imgclf_job_errors_total",
+            "Jobs a worker answered with an error",
+            ["status"],
+            registry=r,
+        )
+
+    def cache_hit(self) -> None:
+        self.cache_hits.inc()
+
+    def reject(self, reason: str) -> None:
+        self.rejected.labels(reason).inc()
+
+    def job_result(self, result: JobResult, *, cache_miss: bool) -> None:
+        if cache_miss:
+            self.cache_misses.inc()
+        if not result.ok:
+            self.job_errors.labels(str(result.status_code)).inc()
+            return
+        self.batch_size.observe(result.batch_size)
+        self.queue_wait.observe(result.queue_ms / 1000)
+        self.inference.observe(result.inference_ms / 1000)
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware): counts and times every request by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, path, str(status)).inc()
+            self.metrics.latency.labels(method, path).observe(time.perf_counter() - started)
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+async def read_metrics(request: Request) -> Response:
+    metrics: ServiceMetrics = request.app.state.metrics
+    queue: Any = getattr(request.app.state, "queue", None)
+    if queue is not None:
+        metrics.queue_depth.set(await queue.depth())
+        metrics.in_flight.set(queue.in_flight)
+        metrics.workers.set((await queue.readiness()).get("workers", 0))
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_metrics(app: FastAPI) -> ServiceMetrics:
+    metrics = ServiceMetrics()
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(router)
+    return metrics

@@ -1,0 +1,85 @@
+"""Answers to earlier identical uploads by (model id, content hash), bounded in size and age."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from imgclf.queue.keys import RedisKeys
+
+TopK = list[tuple[str, float]]
+
+
+class PredictionCache(Protocol):
+    async def get(self, model_id: str, digest: str) -> TopK | None: ...
+
+    async def put(self, model_id: str, digest: str, top_k: TopK) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """In-process LRU with a time to live: the embedded mode's cache."""
+
+    def __init__(self, max_items: int, ttl_s: float) -> None:
+        self.max_items = max_items
+        self.ttl_s = ttl_s
+        self._items: OrderedDict[tuple[str, str], tuple[float, TopK]] = OrderedDict()
+
+    async def get(self, model_id: str, digest: str) -> TopK | None:
+        key = (model_id, digest)
+        item = self._items.get(key)
+        if item is None:
+            return None
+        stored_at, top_k = item
+        if time.monotonic() - stored_at > self.ttl_s:
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return top_k
+
+    async def put(self, model_id: str, digest: str, top_k: TopK) -> None:
+        self._items[(model_id, digest)] = (time.monotonic(), top_k)
+        self._items.move_to_end((model_id, digest))
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    async def close(self) -> None:
+        self._items.clear()
+
+
+class RedisCache:
+    """Shared by every API process; entries expire by TTL. A Redis outage only means misses."""
+
+    def __init__(self, url: str, ttl_s: int, keys: RedisKeys | None = None) -> None:
+        self.ttl_s = ttl_s
+        self.keys = keys or RedisKeys()
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=8, timeout=1.0, socket_connect_timeout=0.5, socket_timeout=1.0
+        )
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+
+    async def get(self, model_id: str, digest: str) -> TopK | None:
+        try:
+            raw = await self._redis.get(self.keys.cache(model_id, digest))
+        except RedisError:
+            return None
+        if raw is None:
+            return None
+        return [(str(label), float(score)) for label, score in json.loads(raw)]
+
+    async def put(self, model_id: str, digest: str, top_k: TopK) -> None:
+        with contextlib.suppress(RedisError):
+            await self._redis.set(
+                self.keys.cache(model_id, digest), json.dumps(top_k), ex=self.ttl_s
+            )
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        await self._pool.aclose()

@@ -1,0 +1,61 @@
+"""Accepting an upload: size cap, extension and content checks, a name from its content, storage."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import HTTPException, UploadFile
+
+from imgclf.model.images import ImageError, ImageLimits, check_extension, inspect_image
+from imgclf.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedUpload:
+    data: bytes
+    digest: str
+    file_name: str
+
+
+def limits_from(settings: Settings) -> ImageLimits:
+    return ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+
+
+async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
+    """Read at most the byte limit and refuse anything that is not an image we decode.
+
+    The extension must be one we support and the content must really be an image; the content
+    decides the decoder (PNG bytes in a .jpg file are classified and keep the .jpg name).
+    """
+    limit = settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"The file is larger than the {limit / 2**20:g} MB limit.")
+    try:
+        extension = check_extension(file.filename or "")
+        inspect_image(data, limits_from(settings))
+    except ImageError as error:
+        raise HTTPException(error.status_code, str(error)) from None
+    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    # Named by content alone, never by the client's path: no traversal, one copy per image.
+    return AcceptedUpload(data=data, digest=digest, file_name=f"{digest}{extension}")
+
+
+def store_upload(upload_dir: Path, upload: AcceptedUpload) -> None:
+    """Write the upload once; concurrent writers of the same content each rename a full file."""
+    target = upload_dir / upload.file_name
+    if target.exists():
+        return
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=upload_dir, prefix=".upload-")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(upload.data)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,138 @@
+"""The queue's vocabulary: jobs, results, the API's side and the worker's side."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Job:
+    """One image to classify. ``deadline`` is wall-clock epoch seconds: workers may be elsewhere."""
+
+    id: str
+    image: bytes
+    deadline: float
+    top_k: int = 5
+    enqueued_at: float = field(default_factory=time.time)
+
+    def expired(self, now: float | None = None) -> bool:
+        return (now or time.time()) >= self.deadline
+
+
+@dataclass(slots=True)
+class JobResult:
+    """A worker's answer: the top-k labels, or the error that belongs to this job alone."""
+
+    job_id: str
+    ok: bool
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    model_id: str = ""
+    error: str | None = None
+    status_code: int = 200
+    batch_size: int = 0
+    queue_ms: float = 0.0
+    inference_ms: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> JobResult:
+        data: dict[str, Any] = json.loads(raw)
+        data["top_k"] = [(str(label), float(score)) for label, score in data.get("top_k", [])]
+        return cls(**data)
+
+
+class QueueFullError(Exception):
+    """Too many jobs in flight: the caller should retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class QueueUnavailableError(Exception):
+    """The queue cannot be reached (Redis down, or the service is stopping)."""
+
+
+class JobTimeoutError(Exception):
+    """No answer before the job's deadline."""
+
+
+class JobFailedError(Exception):
+    """The job's image was refused or could not be processed; ``status_code`` says how."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class JobQueue(Protocol):
+    """The API's side: submit a job and await its answer, without polling."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def submit(
+        self, image: bytes, *, top_k: int, timeout_s: float, job_id: str | None = None
+    ) -> JobResult:
+        """Queue the image and wait for its result; raises the errors above."""
+        ...
+
+    async def stored_result(self, job_id: str) -> JobResult | None:
+        """A finished job's result while it is kept, for the async jobs API."""
+        ...
+
+    async def record_result(self, result: JobResult) -> None:
+        """Keep a result the API itself decided (a job that failed before reaching a worker)."""
+        ...
+
+    async def remember_owner(self, job_id: str, owner_id: int, ttl_s: int) -> None: ...
+
+    async def job_owner(self, job_id: str) -> int | None: ...
+
+    async def readiness(self) -> dict[str, Any]:
+        """{"queue": "ok" | reason, "workers": live workers, "model": model id | reason}."""
+        ...
+
+    async def depth(self) -> int:
+        """Jobs waiting for a worker."""
+        ...
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs this process submitted that have no answer yet."""
+        ...
+
+    @property
+    def model_id(self) -> str | None:
+        """The model the workers serve, once known."""
+        ...
+
+
+class JobSource(Protocol):
+    """The worker's side: take jobs in batches, hand results back. Called from worker threads."""
+
+    model_id: str
+
+    def take(self, max_jobs: int, max_wait_s: float, block_s: float) -> list[Job]:
+        """Up to ``max_jobs`` jobs: waits up to ``block_s`` for the first one, then at most
+        ``max_wait_s`` for more; an empty list when nothing came or the source is stopping."""
+        ...
+
+    def complete(self, results: list[JobResult]) -> None:
+        """Deliver results to their callers (and acknowledge the jobs)."""
+        ...
+
+    def discard(self, jobs: list[Job]) -> None:
+        """Acknowledge jobs that will not be computed (past their deadline)."""
+        ...

@@ -1,0 +1,45 @@
+"""Redis key names, in one place so the API and the workers agree."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str = "imgclf"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}:jobs"
+
+    @property
+    def group(self) -> str:
+        return f"{self.prefix}-workers"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:dead"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.prefix}:result:{job_id}"
+
+    def replies(self, instance: str) -> str:
+        return f"{self.prefix}:replies:{instance}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    @property
+    def worker_pattern(self) -> str:
+        return f"{self.prefix}:worker:*"
+
+    def owner(self, job_id: str) -> str:
+        return f"{self.prefix}:owner:{job_id}"
+
+    def cache(self, model_id: str, digest: str) -> str:
+        return f"{self.prefix}:cache:{model_id}:{digest}"
+
+
+# Results outlive the request so an async-job client or a missed notice can still read them.
+RESULT_TTL_S = 3600
+REPLY_STREAM_MAXLEN = 10_000
+DEAD_LETTER_MAXLEN = 1000

@@ -1,0 +1,145 @@
+"""In-process queue: the API's event loop on one side, the worker's threads on the other."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from imgclf.queue.base import (
+    Job,
+    JobResult,
+    JobTimeoutError,
+    QueueFullError,
+    QueueUnavailableError,
+    new_job_id,
+)
+
+
+class LocalQueue:
+    """A bounded hand-off between asyncio callers and worker threads, with no polling.
+
+    Callers await a future; the worker resolves it with ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, max_pending: int, kept_results: int = 10_000) -> None:
+        self.max_pending = max_pending
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._waiting: dict[str, asyncio.Future[JobResult]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = threading.Event()
+        self._results: OrderedDict[str, JobResult] = OrderedDict()
+        self._kept_results = kept_results
+        self._owners: dict[str, int] = {}
+        self.model_id: str = ""
+        self.workers_alive = 0
+
+    # The API's side -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._closed.clear()
+
+    async def close(self) -> None:
+        self._closed.set()
+        self._jobs.put(None)  # wakes a worker blocked in take()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(QueueUnavailableError("the service is shutting down"))
+
+    async def submit(
+        self, image: bytes, *, top_k: int, timeout_s: float, job_id: str | None = None
+    ) -> JobResult:
+        if self._closed.is_set() or self._loop is None:
+            raise QueueUnavailableError("the service is shutting down")
+        if len(self._waiting) >= self.max_pending:
+            raise QueueFullError(f"{len(self._waiting)} images are already waiting; retry shortly")
+        job = Job(
+            id=job_id or new_job_id(), image=image, deadline=time.time() + timeout_s, top_k=top_k
+        )
+        future: asyncio.Future[JobResult] = self._loop.create_future()
+        self._waiting[job.id] = future
+        self._jobs.put(job)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise JobTimeoutError(f"no answer within {timeout_s:g} s") from None
+        finally:
+            # A caller that gave up frees its slot; the worker skips its job by deadline.
+            self._waiting.pop(job.id, None)
+
+    async def stored_result(self, job_id: str) -> JobResult | None:
+        return self._results.get(job_id)
+
+    async def record_result(self, result: JobResult) -> None:
+        self._keep(result)
+
+    async def remember_owner(self, job_id: str, owner_id: int, ttl_s: int) -> None:
+        self._owners[job_id] = owner_id
+        while len(self._owners) > self._kept_results:
+            self._owners.pop(next(iter(self._owners)))
+
+    async def job_owner(self, job_id: str) -> int | None:
+        return self._owners.get(job_id)
+
+    async def readiness(self) -> dict[str, Any]:
+        return {
+            "queue": "ok" if not self._closed.is_set() else "closed",
+            "workers": self.workers_alive,
+            "model": self.model_id or "not loaded",
+        }
+
+    async def depth(self) -> int:
+        return self._jobs.qsize()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiting)
+
+    # The worker's side (threads) ----------------------------------------------------------
+
+    def take(self, max_jobs: int, max_wait_s: float, block_s: float) -> list[Job]:
+        try:
+            first = self._jobs.get(timeout=block_s)
+        except queue.Empty:
+            return []
+        if first is None:
+            return []
+        batch = [first]
+        wait_until = time.monotonic() + max_wait_s
+        while len(batch) < max_jobs:
+            try:
+                remaining = wait_until - time.monotonic()
+                job = (
+                    self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if job is None:
+                self._jobs.put(None)  # keep the stop signal for the next take()
+                break
+            batch.append(job)
+        return batch
+
+    def complete(self, results: list[JobResult]) -> None:
+        for result in results:
+            self._keep(result)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._resolve, results)
+
+    def discard(self, jobs: list[Job]) -> None:
+        """Nothing to acknowledge in process: the callers have already timed out."""
+
+    def _keep(self, result: JobResult) -> None:
+        self._results[result.job_id] = result
+        while len(self._results) > self._kept_results:
+            self._results.popitem(last=False)
+
+    def _resolve(self, results: list[JobResult]) -> None:
+        for result in results:
+            future = self._waiting.get(result.job_id)
+            if future is not None and not future.done():
+                future.set_result(result)

@@ -1,0 +1,236 @@
+"""The API's side of the Redis queue: jobs into one stream, answers back on this process's own.
+
+One listener task per process reads the reply stream and wakes the waiting requests by job
+id; requests never poll. A bounded connection pool keeps Redis connections fixed under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from imgclf.queue.base import (
+    JobResult,
+    JobTimeoutError,
+    QueueFullError,
+    QueueUnavailableError,
+    new_job_id,
+)
+from imgclf.queue.keys import RESULT_TTL_S, RedisKeys
+
+logger = logging.getLogger(__name__)
+
+# XADD only while the stream is shorter than the cap: one round trip, no race between check and add.
+_BOUNDED_XADD = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+return redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'image', ARGV[3], 'deadline', ARGV[4],
+                  'top_k', ARGV[5], 'reply', ARGV[6], 'enqueued_at', ARGV[7])
+"""
+
+
+class RedisQueue:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_pending: int,
+        max_queue_length: int,
+        max_connections: int = 32,
+        keys: RedisKeys | None = None,
+    ) -> None:
+        self.url = url
+        self.max_pending = max_pending
+        self.max_queue_length = max_queue_length
+        self.keys = keys or RedisKeys()
+        self.instance = uuid.uuid4().hex[:12]
+        self.reply_stream = self.keys.replies(self.instance)
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=2.0,
+            socket_connect_timeout=1.0,
+            socket_timeout=5.0,
+        )
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+        # The listener blocks in XREAD, so it gets a connection of its own.
+        self._listener_redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=10.0
+        )
+        self._bounded_xadd = self._redis.register_script(_BOUNDED_XADD)
+        self._waiting: dict[str, asyncio.Future[JobResult]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._model_id: str | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        self._closed = False
+        self._listener = asyncio.create_task(self._listen(), name="imgclf-reply-listener")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(QueueUnavailableError("the service is shutting down"))
+        with contextlib.suppress(RedisError):
+            await self._redis.delete(self.reply_stream)
+        await self._redis.aclose()
+        await self._listener_redis.aclose()
+        await self._pool.aclose()
+
+    async def submit(
+        self, image: bytes, *, top_k: int, timeout_s: float, job_id: str | None = None
+    ) -> JobResult:
+        if self._closed:
+            raise QueueUnavailableError("the service is shutting down")
+        if len(self._waiting) >= self.max_pending:
+            raise QueueFullError(f"{len(self._waiting)} images are already waiting; retry shortly")
+        job_id = job_id or new_job_id()
+        now = time.time()
+        future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+        self._waiting[job_id] = future
+        try:
+            try:
+                added = await self._bounded_xadd(
+                    keys=[self.keys.jobs],
+                    args=[
+                        self.max_queue_length,
+                        job_id,
+                        image,
+                        repr(now + timeout_s),
+                        top_k,
+                        self.reply_stream,
+                        repr(now),
+                    ],
+                )
+            except RedisError as error:
+                raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+            if not added:
+                raise QueueFullError(f"{self.max_queue_length} images are queued; retry shortly")
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
+                stored = await self._read_stored(job_id)
+                if stored is not None:
+                    return stored
+                raise JobTimeoutError(f"no answer within {timeout_s:g} s") from None
+        finally:
+            self._waiting.pop(job_id, None)
+
+    async def stored_result(self, job_id: str) -> JobResult | None:
+        try:
+            return await self._read_stored(job_id)
+        except RedisError as error:
+            raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+
+    async def record_result(self, result: JobResult) -> None:
+        try:
+            await self._redis.set(
+                self.keys.result(result.job_id), result.to_json(), ex=RESULT_TTL_S
+            )
+        except RedisError as error:
+            raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+
+    async def remember_owner(self, job_id: str, owner_id: int, ttl_s: int) -> None:
+        try:
+            await self._redis.set(self.keys.owner(job_id), owner_id, ex=ttl_s)
+        except RedisError as error:
+            raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+
+    async def job_owner(self, job_id: str) -> int | None:
+        try:
+            owner = await self._redis.get(self.keys.owner(job_id))
+        except RedisError as error:
+            raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+        return int(owner) if owner is not None else None
+
+    async def readiness(self) -> dict[str, Any]:
+        try:
+            await self._redis.ping()
+            names = [key async for key in self._redis.scan_iter(self.keys.worker_pattern, 100)]
+            models = await self._redis.mget(names) if names else []
+        except RedisError as error:
+            return {"queue": f"Redis unreachable: {error}", "workers": 0, "model": "unknown"}
+        loaded = sorted({m.decode() if isinstance(m, bytes) else str(m) for m in models if m})
+        if loaded:
+            self._model_id = loaded[0]
+        return {
+            "queue": "ok",
+            "workers": len(names),
+            "model": ", ".join(loaded) if loaded else "no worker has loaded a model",
+        }
+
+    async def depth(self) -> int:
+        try:
+            return int(await self._redis.xlen(self.keys.jobs))
+        except RedisError:
+            return 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def model_id(self) -> str | None:
+        return self._model_id
+
+    async def _read_stored(self, job_id: str) -> JobResult | None:
+        raw = await self._redis.get(self.keys.result(job_id))
+        return JobResult.from_json(raw) if raw is not None else None
+
+    def _resolve(self, result: JobResult) -> None:
+        if result.model_id:
+            self._model_id = result.model_id
+        future = self._waiting.get(result.job_id)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    async def _listen(self) -> None:
+        last_id = "0-0"
+        backoff = 0.1
+        recovering = False
+        while not self._closed:
+            try:
+                if recovering:
+                    # Notices sent while we were cut off may be gone: read the stored answers.
+                    await self._recover_missed()
+                    recovering = False
+                replies: Any = await self._listener_redis.xread(
+                    {self.reply_stream: last_id}, count=500, block=1000
+                )
+                backoff = 0.1
+                for _stream, entries in replies:
+                    for entry_id, fields in entries:
+                        last_id = entry_id
+                        self._resolve(JobResult.from_json(fields[b"result"]))
+                if replies:
+                    await self._listener_redis.xtrim(self.reply_stream, minid=last_id)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as error:
+                logger.warning("reply listener lost Redis (%s); retrying in %.1f s", error, backoff)
+                recovering = True
+                await asyncio.sleep(backoff)  # reconnect backoff, not a request-path poll
+                backoff = min(backoff * 2, 2.0)
+            except Exception:
+                logger.exception("reply listener failed; restarting it")
+                await asyncio.sleep(backoff)
+
+    async def _recover_missed(self) -> None:
+        for job_id in list(self._waiting):
+            stored = await self._read_stored(job_id)
+            if stored is not None:
+                self._resolve(stored)
+
+
+__all__ = ["RESULT_TTL_S", "RedisQueue"]

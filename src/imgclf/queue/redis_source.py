@@ -1,0 +1,253 @@
+"""The worker's side of the Redis queue: a consumer in one group of workers.
+
+Jobs are taken with XREADGROUP and acknowledged (and deleted, so the stream stays small) only
+after their answer is stored. Entries a dead worker held are taken over with XAUTOCLAIM once
+they have sat idle past the visibility timeout; an entry delivered too often goes to the
+dead-letter stream and its caller gets an error instead of waiting for its deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError, ResponseError
+
+from imgclf.queue.base import Job, JobResult
+from imgclf.queue.keys import DEAD_LETTER_MAXLEN, REPLY_STREAM_MAXLEN, RESULT_TTL_S, RedisKeys
+
+logger = logging.getLogger(__name__)
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class RedisJobSource:
+    def __init__(
+        self,
+        url: str,
+        *,
+        visibility_timeout_s: float,
+        max_deliveries: int,
+        keys: RedisKeys | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.keys = keys or RedisKeys()
+        self.name = name or consumer_name()
+        self.visibility_timeout_ms = int(visibility_timeout_s * 1000)
+        self.max_deliveries = max_deliveries
+        self.model_id = ""
+        self._redis = redis.Redis.from_url(
+            url, socket_connect_timeout=2.0, socket_timeout=max(10.0, visibility_timeout_s)
+        )
+        self._held: dict[str, tuple[bytes, str]] = {}  # job id -> (entry id, reply stream)
+        self._lock = threading.Lock()
+        self._next_reclaim = 0.0
+        self._group_ready = False
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # Taking -------------------------------------------------------------------------------
+
+    def take(self, max_jobs: int, max_wait_s: float, block_s: float) -> list[Job]:
+        try:
+            self._ensure_group()
+            reclaimed = self._reclaim(max_jobs)
+            if reclaimed:
+                return reclaimed
+            jobs = self._read(max_jobs, int(block_s * 1000))
+            wait_until = time.monotonic() + max_wait_s
+            while jobs and len(jobs) < max_jobs:
+                remaining_ms = int((wait_until - time.monotonic()) * 1000)
+                if remaining_ms <= 0:
+                    break
+                more = self._read(max_jobs - len(jobs), remaining_ms)
+                if not more:
+                    break
+                jobs.extend(more)
+            return jobs
+        except ResponseError as error:
+            if "NOGROUP" in str(error):  # Redis restarted without our group: make it again
+                self._group_ready = False
+                return []
+            raise
+        except (RedisError, OSError) as error:
+            logger.warning("worker %s cannot reach Redis: %s", self.name, error)
+            self._group_ready = False
+            time.sleep(min(block_s, 1.0))  # worker thread backoff while Redis is away
+            return []
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self._redis.xgroup_create(self.keys.jobs, self.keys.group, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._group_ready = True
+
+    def _read(self, count: int, block_ms: int) -> list[Job]:
+        response: Any = self._redis.xreadgroup(
+            self.keys.group, self.name, {self.keys.jobs: ">"}, count=count, block=max(block_ms, 1)
+        )
+        entries: list[Entry] = [entry for _stream, items in response or [] for entry in items]
+        return self._accept(entries)
+
+    def _reclaim(self, count: int) -> list[Job]:
+        now = time.monotonic()
+        if now < self._next_reclaim:
+            return []
+        self._next_reclaim = now + self.visibility_timeout_ms / 2000
+        _cursor, entries, _deleted = self._redis.xautoclaim(
+            self.keys.jobs,
+            self.keys.group,
+            self.name,
+            min_idle_time=self.visibility_timeout_ms,
+            start_id="0-0",
+            count=count,
+        )
+        if not entries:
+            return []
+        deliveries = self._delivery_counts([entry_id for entry_id, _ in entries])
+        fresh: list[Entry] = []
+        for entry_id, fields in entries:
+            if deliveries.get(entry_id, 1) > self.max_deliveries:
+                self._dead_letter(entry_id, fields)
+            else:
+                fresh.append((entry_id, fields))
+        if fresh:
+            logger.warning(
+                "worker %s took over %d jobs from a silent worker", self.name, len(fresh)
+            )
+        return self._accept(fresh)
+
+    def _delivery_counts(self, entry_ids: list[bytes]) -> dict[bytes, int]:
+        counts: dict[bytes, int] = {}
+        for entry_id in entry_ids:
+            pending = self._redis.xpending_range(
+                self.keys.jobs, self.keys.group, min=entry_id, max=entry_id, count=1
+            )
+            if pending:
+                counts[entry_id] = int(pending[0]["times_delivered"])
+        return counts
+
+    def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        job_id = fields.get(b"id", b"?").decode()
+        logger.error(
+            "job %s failed %d deliveries; moved to %s",
+            job_id,
+            self.max_deliveries,
+            self.keys.dead_letters,
+        )
+        result = JobResult(
+            job_id,
+            ok=False,
+            status_code=500,
+            model_id=self.model_id,
+            error="This image could not be processed; it was set aside.",
+        )
+        dead: dict[Any, Any] = {k: v for k, v in fields.items() if k != b"image"}
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            pipe.xadd(self.keys.dead_letters, dead, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+            self._store_and_notify(pipe, result, fields.get(b"reply", b"").decode())
+            self._acknowledge(pipe, [entry_id])
+
+        self._execute(fill)
+
+    def _accept(self, entries: list[Entry]) -> list[Job]:
+        jobs: list[Job] = []
+        for entry_id, fields in entries:
+            try:
+                job = Job(
+                    id=fields[b"id"].decode(),
+                    image=fields[b"image"],
+                    deadline=float(fields[b"deadline"]),
+                    top_k=int(fields[b"top_k"]),
+                    enqueued_at=float(fields[b"enqueued_at"]),
+                )
+            except (KeyError, ValueError):
+                logger.error("dropping malformed queue entry %r", entry_id)
+                self._redis.xack(self.keys.jobs, self.keys.group, entry_id)
+                self._redis.xdel(self.keys.jobs, entry_id)
+                continue
+            with self._lock:
+                self._held[job.id] = (entry_id, fields.get(b"reply", b"").decode())
+            jobs.append(job)
+        return jobs
+
+    # Answering ----------------------------------------------------------------------------
+
+    def complete(self, results: list[JobResult]) -> None:
+        answers: list[tuple[JobResult, str]] = []
+        entry_ids: list[bytes] = []
+        with self._lock:
+            for result in results:
+                entry_id, reply = self._held.pop(result.job_id, (None, ""))
+                answers.append((result, reply))
+                if entry_id is not None:
+                    entry_ids.append(entry_id)
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            for result, reply in answers:
+                self._store_and_notify(pipe, result, reply)
+            # Acknowledge only after the answers are stored: a crash before this point means
+            # the jobs are taken over and answered again, never lost.
+            self._acknowledge(pipe, entry_ids)
+
+        self._execute(fill)
+
+    def discard(self, jobs: list[Job]) -> None:
+        with self._lock:
+            entry_ids = [self._held.pop(job.id)[0] for job in jobs if job.id in self._held]
+        if entry_ids:
+            self._execute(lambda pipe: self._acknowledge(pipe, entry_ids))
+
+    def _acknowledge(self, pipe: redis.client.Pipeline, entry_ids: list[bytes]) -> None:
+        if entry_ids:
+            pipe.xack(self.keys.jobs, self.keys.group, *entry_ids)
+            pipe.xdel(self.keys.jobs, *entry_ids)
+
+    def _store_and_notify(self, pipe: redis.client.Pipeline, result: JobResult, reply: str) -> None:
+        payload = result.to_json()
+        pipe.set(self.keys.result(result.job_id), payload, ex=RESULT_TTL_S)
+        if reply:
+            pipe.xadd(reply, {"result": payload}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+            pipe.expire(reply, RESULT_TTL_S)
+
+    def _execute(self, fill: Callable[[redis.client.Pipeline], None]) -> None:
+        for attempt in range(3):
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                fill(pipe)
+                pipe.execute()
+                return
+            except (RedisError, OSError) as error:
+                logger.warning("storing results failed (%s), attempt %d", error, attempt + 1)
+                time.sleep(0.2 * (attempt + 1))
+        logger.error("results lost with Redis; their jobs will be taken over and redone")
+
+    # Liveness -----------------------------------------------------------------------------
+
+    def heartbeat(self, ttl_s: float) -> None:
+        try:
+            self._redis.set(self.keys.worker(self.name), self.model_id, px=int(ttl_s * 1000))
+        except (RedisError, OSError) as error:
+            logger.warning("heartbeat failed: %s", error)
+
+    def retire(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            self._redis.delete(self.keys.worker(self.name))

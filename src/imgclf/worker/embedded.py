@@ -1,0 +1,49 @@
+"""The embedded default: a `LocalQueue` whose batching worker runs in threads of the API process."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from imgclf.model import ImageLimits, load_classifier
+from imgclf.queue.local import LocalQueue
+from imgclf.settings import Settings
+from imgclf.worker.batching import BatchingWorker
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+
+
+class EmbeddedQueue(LocalQueue):
+    """Loads the model and starts the worker threads when the app starts; stops them after."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(max_pending=settings.max_pending)
+        self.settings = settings
+        self.worker: BatchingWorker | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        # Loading and warming up the model takes a moment: keep it off the event loop.
+        classifier = await asyncio.to_thread(load_classifier, self.settings)
+        self.model_id = classifier.model_id
+        self.worker = BatchingWorker(
+            self,
+            classifier,
+            image_limits(self.settings),
+            max_batch_size=self.settings.max_batch_size,
+            max_batch_wait_ms=self.settings.max_batch_wait_ms,
+            decode_threads=self.settings.resolved_model_threads,
+        )
+        self.worker.start()
+
+    async def close(self) -> None:
+        await super().close()
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop)
+
+    async def readiness(self) -> dict[str, Any]:
+        checks = await super().readiness()
+        checks["workers"] = 1 if self.worker is not None and self.worker.alive else 0
+        return checks

@@ -1,0 +1,138 @@
+"""`imgclf worker`: model worker processes that take jobs from Redis, supervised as a group."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+from imgclf.model import load_classifier
+from imgclf.queue.redis_source import RedisJobSource
+from imgclf.settings import Settings, get_settings
+from imgclf.worker.batching import BatchingWorker
+from imgclf.worker.embedded import image_limits
+
+logger = logging.getLogger("imgclf.worker")
+
+# A worker that retires itself (job count or memory limit) exits with this code and its
+# supervisor starts a fresh one; jobs it held are acknowledged or taken over, never lost.
+EXIT_RECYCLE = 75
+
+
+def _rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_worker_process(settings: Settings) -> int:
+    """One worker: load the model, then batch jobs until SIGTERM (drain, acknowledge, exit 0)."""
+    source = RedisJobSource(
+        settings.queue_url,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        max_deliveries=settings.queue_max_deliveries,
+    )
+    classifier = load_classifier(settings)
+    source.model_id = classifier.model_id
+    worker = BatchingWorker(
+        source,
+        classifier,
+        image_limits(settings),
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_ms=settings.max_batch_wait_ms,
+        decode_threads=settings.resolved_model_threads,
+    )
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("worker %s: %s received, draining", source.name, signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    worker.start()
+    heartbeat_ttl = settings.worker_heartbeat_s * 3
+    source.heartbeat(heartbeat_ttl)
+    logger.info("worker %s ready with %s", source.name, classifier.model_id)
+    exit_code = 0
+    while not stop.wait(settings.worker_heartbeat_s):
+        if not worker.alive:
+            logger.error("worker %s: a worker thread died; exiting to be restarted", source.name)
+            exit_code = 1
+            break
+        source.heartbeat(heartbeat_ttl)
+        if settings.worker_max_jobs and worker.jobs_done >= settings.worker_max_jobs:
+            logger.info("worker %s: %d jobs done, recycling", source.name, worker.jobs_done)
+            exit_code = EXIT_RECYCLE
+            break
+        if settings.worker_max_rss_mb and _rss_mb() > settings.worker_max_rss_mb:
+            logger.info(
+                "worker %s: RSS above %d MB, recycling", source.name, settings.worker_max_rss_mb
+            )
+            exit_code = EXIT_RECYCLE
+            break
+    source.retire()
+    worker.stop()
+    source.close()
+    logger.info("worker %s stopped after %d jobs", source.name, worker.jobs_done)
+    return exit_code
+
+
+def run_workers(settings: Settings, processes: int) -> int:
+    """Run ``processes`` workers; more than one are child processes restarted when they die."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if processes == 1:
+        while True:
+            code = run_worker_process(settings)
+            if code != EXIT_RECYCLE:
+                return code
+            logger.info("starting a fresh worker in this process")
+    return _supervise(settings, processes)
+
+
+def _spawn(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "IMGCLF_QUEUE_URL": settings.queue_url,
+        "IMGCLF_WORKER_CONCURRENCY": str(settings.worker_concurrency),
+    }
+    return subprocess.Popen([sys.executable, "-m", "imgclf.worker"], env=env)
+
+
+def _supervise(settings: Settings, processes: int) -> int:
+    stopping = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    children = [_spawn(settings) for _ in range(processes)]
+    while not stopping.wait(0.5):
+        for index, child in enumerate(children):
+            code = child.poll()
+            if code is not None:
+                logger.warning("worker pid %d exited with %d; starting another", child.pid, code)
+                time.sleep(0.5 if code == EXIT_RECYCLE else 2.0)  # no restart storm
+                children[index] = _spawn(settings)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    worst = 0
+    for child in children:
+        try:
+            code = child.wait(60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
+        worst = max(worst, abs(code))
+    return 0 if worst in (0, signal.SIGTERM) else 1
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sys.exit(run_worker_process(get_settings()))
