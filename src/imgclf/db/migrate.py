@@ -6,7 +6,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imgclf.db.models import User
@@ -36,23 +39,38 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(alembic_config(connection), "head")
 
 
+def schema_is_current(engine: Engine) -> bool:
+    """True when the database is at the newest revision (production start-up only checks)."""
+    heads = set(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+    with engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads()) == heads
+
+
 def ensure_admin(engine: Engine, settings: Settings, password_hash: str) -> bool:
     """Create the admin from settings unless that email exists; True if it was created."""
-    with Session(engine) as session, session.begin():
-        if connection_is_postgres(session):
-            session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-        exists = session.scalar(select(User.id).where(User.email == settings.admin_email))
-        if exists is not None:
-            return False
-        session.add(
-            User(
-                name=settings.admin_name,
-                email=settings.admin_email,
-                hashed_password=password_hash,
-                is_admin=True,
+    email = settings.admin_email.strip().lower()
+    try:
+        with Session(engine) as session, session.begin():
+            if connection_is_postgres(session):
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                )
+            exists = session.scalar(select(User.id).where(User.email == email))
+            if exists is not None:
+                return False
+            session.add(
+                User(
+                    name=settings.admin_name,
+                    email=email,
+                    hashed_password=password_hash,
+                    is_admin=True,
+                )
             )
-        )
-        return True
+    except IntegrityError:
+        # SQLite has no advisory lock: another process created the admin between our
+        # check and our insert, which is the outcome we wanted.
+        return False
+    return True
 
 
 def connection_is_postgres(session: Session) -> bool:

@@ -1,0 +1,106 @@
+"""The app factory: settings, database and queue are wired in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+import imgclf
+from imgclf.api.auth.router import router as auth_router
+from imgclf.api.auth.throttle import LoginThrottle
+from imgclf.api.errors import install_error_handlers
+from imgclf.api.feedback.router import router as feedback_router
+from imgclf.api.health.router import router as health_router
+from imgclf.api.metrics import install_metrics
+from imgclf.api.middleware import SecurityHeadersMiddleware
+from imgclf.api.predictions.cache import build_cache
+from imgclf.api.predictions.router import router as predictions_router
+from imgclf.api.security import hash_password, verify_password
+from imgclf.api.users.router import router as users_router
+from imgclf.db.engine import make_engine, make_session_factory
+from imgclf.db.migrate import ensure_admin, schema_is_current, upgrade
+from imgclf.settings import Settings, get_settings
+
+logger = logging.getLogger("imgclf.api")
+
+
+class SchemaOutdatedError(RuntimeError):
+    """Production start-up found the database behind the code's migrations."""
+
+
+def _prepare_database(app: FastAPI, settings: Settings) -> None:
+    """Development: migrate and create the admin. Production: only check, never change."""
+    engine = app.state.engine
+    if settings.is_production:
+        if not schema_is_current(engine):
+            raise SchemaOutdatedError(
+                "The database schema is not at the newest revision; "
+                "run `imgclf populate` before starting the API"
+            )
+        return
+    upgrade(engine)
+    if ensure_admin(engine, settings, hash_password(settings.admin_password.get_secret_value())):
+        logger.info("Created the admin user %s", settings.admin_email)
+    # Warm the dummy hash that unknown-email logins verify against.
+    verify_password("", None)
+
+
+def create_app(settings: Settings | None = None, *, queue: Any | None = None) -> FastAPI:
+    """A fresh app. ``queue`` (a ``JobQueue``) is started and closed by the app's lifespan."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        try:
+            await anyio.to_thread.run_sync(_prepare_database, app, settings)
+            settings.upload_dir.mkdir(parents=True, exist_ok=True)
+            app.state.prediction_cache = build_cache(settings)
+            app.state.background_jobs = set()
+            if queue is not None:
+                await queue.start()
+            try:
+                yield
+            finally:
+                if queue is not None:
+                    await queue.close()
+                if app.state.prediction_cache is not None:
+                    await app.state.prediction_cache.close()
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="imgclf",
+        version=imgclf.__version__,
+        description="Upload a photo, learn what is in it, tell us whether we were right.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.queue = queue
+    app.state.login_throttle = LoginThrottle.from_settings(settings)
+
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
+    install_metrics(app)
+
+    app.include_router(health_router)
+    app.include_router(auth_router)
+    app.include_router(users_router)
+    app.include_router(feedback_router)
+    app.include_router(predictions_router)
+    return app

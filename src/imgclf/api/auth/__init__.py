@@ -1,0 +1,1 @@
+"""Logging in: the OAuth2 password form, JWT access tokens, throttled failures."""

@@ -1,0 +1,21 @@
+"""Checking an email and password against the users table."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from imgclf.api.security import verify_password
+from imgclf.db.models import User
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The user with this email and password, else None; as slow for an unknown email."""
+    user = session.scalar(select(User).where(User.email == normalize_email(email)))
+    if not verify_password(password, user.hashed_password if user else None):
+        return None
+    return user

@@ -1,0 +1,84 @@
+"""Failed-login throttling, in process: per email and per client address, in a sliding window."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from imgclf.settings import Settings
+
+
+class LoginThrottle:
+    """Counts failed logins; refuses a key that reached its limit until its oldest failure ages out.
+
+    Successes are not counted, and every refusal ends by itself after at most one window, so an
+    attacker cannot lock an owner out for longer than that. Memory is bounded: each key keeps
+    at most ``limit`` timestamps, and at most ``max_keys`` keys are tracked.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_per_email: int,
+        max_per_address: int,
+        window_s: float,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limits = {"email": max_per_email, "address": max_per_address}
+        self._window_s = window_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoginThrottle:
+        return cls(
+            max_per_email=settings.login_max_failures_per_email,
+            max_per_address=settings.login_max_failures_per_address,
+            window_s=settings.login_failure_window_s,
+        )
+
+    def _keys(self, email: str, address: str) -> list[tuple[str, str]]:
+        return [("email", email), ("address", address)]
+
+    def retry_after(self, email: str, address: str) -> int | None:
+        """Seconds until this email and address may try again; None if they may now."""
+        now = self._clock()
+        wait = 0.0
+        with self._lock:
+            for key in self._keys(email, address):
+                failures = self._failures.get(key)
+                if failures is None:
+                    continue
+                self._drop_expired(failures, now)
+                if len(failures) >= self._limits[key[0]]:
+                    wait = max(wait, failures[0] + self._window_s - now)
+        return max(1, math.ceil(wait)) if wait > 0 else None
+
+    def record_failure(self, email: str, address: str) -> None:
+        now = self._clock()
+        with self._lock:
+            for key in self._keys(email, address):
+                failures = self._failures.get(key)
+                if failures is None:
+                    if len(self._failures) >= self._max_keys:
+                        self._evict(now)
+                    failures = self._failures[key] = deque(maxlen=self._limits[key[0]])
+                failures.append(now)
+
+    def _drop_expired(self, failures: deque[float], now: float) -> None:
+        while failures and failures[0] <= now - self._window_s:
+            failures.popleft()
+
+    def _evict(self, now: float) -> None:
+        """Forget expired keys; if that is not enough, the oldest half (inserted first)."""
+        for key in [k for k, f in self._failures.items() if not f or f[-1] <= now - self._window_s]:
+            del self._failures[key]
+        if len(self._failures) >= self._max_keys:
+            for key in list(self._failures)[: len(self._failures) // 2 + 1]:
+                del self._failures[key]

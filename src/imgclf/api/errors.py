@@ -1,0 +1,88 @@
+"""One error shape, ``{"detail": "..."}``, for every error the API returns, and its OpenAPI docs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imgclf.api.middleware import SECURITY_HEADERS
+
+logger = logging.getLogger("imgclf.api")
+
+_DESCRIPTIONS = {
+    400: "The request is not acceptable (the message says why)",
+    401: "Not authenticated, or the token is invalid or expired",
+    403: "Authenticated, but not allowed to do this",
+    404: "No such resource (or not yours)",
+    413: "Too large (the message gives the limit)",
+    422: "The request's parameters or body are invalid (the message names each field)",
+    429: "Too many attempts; retry after the Retry-After seconds",
+    503: "A dependency is unavailable; retry later",
+    504: "No answer in time",
+}
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route: each status with the ``ErrorResponse`` schema."""
+    return {
+        code: {
+            "model": ErrorResponse,
+            "description": _DESCRIPTIONS.get(code, HTTPStatus(code).phrase),
+        }
+        for code in status_codes
+    }
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """Pydantic's error list as one line a person can act on, without echoing input values."""
+    parts: list[str] = []
+    for error in errors:
+        loc = error.get("loc", ())
+        if error.get("type") == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "")
+            parts.append(f"body: malformed JSON ({reason})" if reason else "body: malformed JSON")
+            continue
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        parts.append(f"{_location(loc)}: {message}" if loc else message)
+    return "; ".join(parts) or "Invalid request"
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": validation_message(exc.errors())}, status_code=422)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    # This answer is sent from outside the other middleware, so it carries their headers itself.
+    return JSONResponse(
+        {"detail": "Internal server error"}, status_code=500, headers=dict(SECURITY_HEADERS)
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,1 @@
+"""Feedback: whether a prediction was right, kept beside it."""

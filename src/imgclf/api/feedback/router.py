@@ -1,0 +1,65 @@
+"""``/feedback/``: tell us whether a prediction was right; read back your own."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, status
+
+from imgclf.api.deps import CurrentUser, PageDep, SessionDep, id_path
+from imgclf.api.errors import error_responses
+from imgclf.api.feedback import service
+from imgclf.api.feedback.schemas import FeedbackCreate, FeedbackPublic
+from imgclf.db.models import Feedback
+
+router = APIRouter(prefix="/feedback", tags=["feedback"])
+
+
+# The seed's UI posts to /feedback: answer it there too rather than redirect, since clients
+# would follow a redirect as a GET and lose the body.
+@router.post(
+    "",
+    response_model=FeedbackPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 404, 422),
+    include_in_schema=False,
+)
+@router.post(
+    "/",
+    response_model=FeedbackPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 404, 422),
+)
+def create_feedback(body: FeedbackCreate, user: CurrentUser, session: SessionDep) -> Feedback:
+    """Record feedback on a prediction; ``prediction_id``, if given, must be one of yours."""
+    try:
+        return service.create_feedback(session, user_id=user.id, data=body)
+    except service.PredictionNotFound:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=f"Prediction {body.prediction_id} not found"
+        ) from None
+
+
+@router.get("/", response_model=list[FeedbackPublic], responses=error_responses(401, 422))
+def read_feedbacks(user: CurrentUser, session: SessionDep, page: PageDep) -> list[Feedback]:
+    """Your own feedback, newest first."""
+    return list(
+        service.read_feedbacks(session, user_id=user.id, limit=page.limit, offset=page.offset)
+    )
+
+
+@router.get(
+    "/{feedback_id}", response_model=FeedbackPublic, responses=error_responses(401, 403, 404, 422)
+)
+def read_feedback(
+    feedback_id: Annotated[int, id_path("A feedback's id.")],
+    user: CurrentUser,
+    session: SessionDep,
+) -> Feedback:
+    """One feedback: your own, or anyone's if you are an admin."""
+    feedback = service.get_feedback(session, feedback_id)
+    if feedback is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"Feedback {feedback_id} not found")
+    if feedback.user_id != user.id and not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="You may only read your own feedback")
+    return feedback

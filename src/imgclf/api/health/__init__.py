@@ -1,0 +1,1 @@
+"""Operations: the index, liveness and readiness."""

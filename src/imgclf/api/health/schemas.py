@@ -1,0 +1,22 @@
+"""What the operations routes return."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class Index(BaseModel):
+    service: str = "imgclf"
+    version: str
+    status: Literal["ok"] = "ok"
+
+
+class Liveness(BaseModel):
+    status: Literal["alive"] = "alive"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str | int]

@@ -1,0 +1,68 @@
+"""Password hashing (Argon2 via pwdlib) and access tokens (PyJWT, HS256)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import jwt
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+from imgclf.settings import Settings
+
+ALGORITHM = "HS256"
+MAX_USER_ID = 2**31 - 1  # the users.id column is a 32-bit integer
+_password_hash = PasswordHash((Argon2Hasher(),))
+
+
+class InvalidTokenError(Exception):
+    """The token is missing a claim, expired, tampered with or signed with another key."""
+
+
+def hash_password(password: str) -> str:
+    return _password_hash.hash(password)
+
+
+@cache
+def _dummy_hash() -> str:
+    return _password_hash.hash("imgclf-dummy-password-that-nobody-has")
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """Check a password; with no hash (unknown email) spend the same time and say no.
+
+    Verifying against a dummy hash makes an unknown email take as long as a wrong password,
+    so response times do not tell which emails have accounts.
+    """
+    if password_hash is None:
+        _password_hash.verify(password, _dummy_hash())
+        return False
+    return _password_hash.verify(password, password_hash)
+
+
+def create_access_token(user_id: int, settings: Settings, *, now: datetime | None = None) -> str:
+    issued = now or datetime.now(UTC)
+    claims = {
+        "sub": str(user_id),
+        "iat": issued,
+        "exp": issued + timedelta(minutes=settings.access_token_minutes),
+    }
+    return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm=ALGORITHM)
+
+
+def decode_access_token(token: str, settings: Settings) -> int:
+    """The user id a valid token names; anything else raises InvalidTokenError."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret_key.get_secret_value(),
+            algorithms=[ALGORITHM],  # pinned: never trust the token's own `alg` header
+            options={"require": ["exp", "iat", "sub"]},
+        )
+        user_id = int(claims["sub"])
+    except (jwt.InvalidTokenError, ValueError, TypeError) as error:
+        raise InvalidTokenError(str(error)) from None
+    if not 1 <= user_id <= MAX_USER_ID:
+        raise InvalidTokenError("the subject is not a user id")
+    return user_id

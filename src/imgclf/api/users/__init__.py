@@ -1,0 +1,1 @@
+"""Users: sign-up, the current user, and (for admins) everyone."""

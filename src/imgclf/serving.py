@@ -1,0 +1,85 @@
+"""Running the API: prepare the database, print how to log in, hand over to uvicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import typer
+from fastapi import FastAPI
+
+from imgclf.settings import DEFAULT_ADMIN_PASSWORD, Settings, get_settings
+
+# uvicorn imports the app by name (it must, to start several worker processes), so each
+# process builds its own app, engine and queue from the environment.
+APP_FACTORY = "imgclf.embedded:create_service_app"
+
+
+def create_api_app() -> FastAPI:
+    """uvicorn's factory: the API configured from the environment."""
+    from imgclf.api.app import create_app
+
+    return create_app(get_settings())
+
+
+def prepare_database(settings: Settings) -> bool:
+    """Migrate to the newest schema and create the admin; True if the admin was created."""
+    from imgclf.api.security import hash_password
+    from imgclf.db.engine import make_engine
+    from imgclf.db.migrate import ensure_admin, upgrade
+
+    engine = make_engine(settings)
+    try:
+        upgrade(engine)
+        password_hash = hash_password(settings.admin_password.get_secret_value())
+        return ensure_admin(engine, settings, password_hash)
+    finally:
+        engine.dispose()
+
+
+def _export_to_environment(settings: Settings) -> None:
+    """Pass settings given on the command line on to uvicorn's processes, which read the env."""
+    from_environment = Settings()
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value == getattr(from_environment, name):
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        os.environ[f"IMGCLF_{name.upper()}"] = text
+    get_settings.cache_clear()
+
+
+def login_banner(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host  # noqa: S104
+    url = f"http://{host}:{settings.port}"
+    hint = "the value of IMGCLF_ADMIN_PASSWORD"
+    is_default = settings.admin_password.get_secret_value() == DEFAULT_ADMIN_PASSWORD
+    if is_default and not settings.is_production:
+        hint = f"{DEFAULT_ADMIN_PASSWORD} (the development default)"
+    return "\n".join(
+        [
+            f"imgclf API on {url}  (docs: {url}/docs)",
+            f"Admin login: {settings.admin_email}  password: {hint}",
+        ]
+    )
+
+
+def run_server(settings: Settings) -> None:
+    """Serve the API with uvicorn until interrupted."""
+    import uvicorn
+
+    if not settings.is_production:
+        # Once here rather than in each of several worker processes at the same time.
+        prepare_database(settings)
+    _export_to_environment(settings)
+    typer.echo(login_banner(settings))
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.web_concurrency,
+        log_level="info",
+    )
