@@ -1,0 +1,160 @@
+"""The ONNX Runtime classifier: a batch of preprocessed images -> top-k labels with scores.
+
+ONNX Runtime is imported when a :class:`Classifier` is built, never at import time, so the API
+can use :mod:`imgclf.model` image checks without having ONNX Runtime installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from imgclf.model.bundle import ModelBundle, bundle_error, load_bundle
+from imgclf.model.images import ImageError, ImageLimits
+from imgclf.model.preprocessing import preprocess
+
+if TYPE_CHECKING:
+    from imgclf.settings import Settings
+
+
+@dataclass(frozen=True)
+class ScoredLabel:
+    label: str
+    score: float
+
+
+class Classifier:
+    """One ONNX Runtime session over a bundle. ``session.run`` releases the GIL.
+
+    ``threads``: intra-op threads (0: one per CPU core). ``spinning``: whether idle ONNX Runtime
+    threads busy-wait for the next piece of work. Spinning shaves a little latency off a lone
+    model, but burns the cores that decoding threads beside it need (see docs/benchmarks.md).
+    """
+
+    def __init__(self, bundle: ModelBundle, threads: int = 0, *, spinning: bool = False) -> None:
+        import onnxruntime as ort
+
+        self.bundle = bundle
+        self.model_id = bundle.model_id
+        self.threads = threads or os.cpu_count() or 1
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
+        try:
+            self._session = ort.InferenceSession(
+                str(bundle.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:
+            raise bundle_error(
+                bundle.path, f"ONNX Runtime cannot load the model ({error})."
+            ) from None
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise bundle_error(bundle.path, f"the model has {len(inputs)} inputs; it needs one.")
+        self._input_name = inputs[0].name
+        batch_dim = inputs[0].shape[0] if inputs[0].shape else None
+        # A model exported with a fixed batch size is run in chunks of that size.
+        self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        self._warm_up()
+
+    @property
+    def input_size(self) -> int:
+        return self.bundle.preprocessing.input_size
+
+    def _warm_up(self) -> None:
+        """First run allocates ORT's buffers; it also proves the output fits the labels."""
+        size = self.input_size
+        try:
+            output = self._run(np.zeros((1, 3, size, size), dtype=np.float32))
+        except Exception as error:
+            raise bundle_error(
+                self.bundle.path,
+                f"the model does not run on a (1, 3, {size}, {size}) input ({error}).",
+            ) from None
+        if output.shape != (1, self.bundle.num_classes):
+            raise bundle_error(
+                self.bundle.path,
+                f"the model outputs shape {output.shape} for one image; the labels need "
+                f"(1, {self.bundle.num_classes}).",
+            )
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self._fixed_batch is None or len(batch) == self._fixed_batch:
+            outputs: list[Any] = self._session.run(None, {self._input_name: batch})
+            return np.asarray(outputs[0], dtype=np.float32).reshape(len(batch), -1)
+        step = self._fixed_batch
+        parts = []
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            padded = np.zeros((step, *batch.shape[1:]), dtype=np.float32)
+            padded[: len(chunk)] = chunk
+            outputs = self._session.run(None, {self._input_name: padded})
+            parts.append(np.asarray(outputs[0], dtype=np.float32).reshape(step, -1)[: len(chunk)])
+        return np.concatenate(parts)
+
+    def preprocess(self, data: bytes, limits: ImageLimits) -> np.ndarray:
+        """Decode one image into this model's input, (3, H, W) float32; raises ImageError."""
+        return preprocess(data, self.bundle.preprocessing, limits)
+
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (N, classes), for a (N, 3, H, W) float32 batch."""
+        size = self.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(f"expected a batch of shape (N, 3, {size}, {size}), got {batch.shape}")
+        if len(batch) == 0:
+            return np.zeros((0, self.bundle.num_classes), dtype=np.float32)
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        output: np.ndarray = self._run(batch)
+        if self.bundle.output == "probabilities":
+            return output
+        output = output - output.max(axis=1, keepdims=True)
+        np.exp(output, out=output)
+        output /= output.sum(axis=1, keepdims=True)
+        return output
+
+    def classify(self, batch: np.ndarray, top_k: int = 5) -> list[list[ScoredLabel]]:
+        """Top-k labels per image, best first, from one ONNX Runtime run."""
+        probabilities = self.scores(batch)
+        k = max(1, min(top_k, probabilities.shape[1]))
+        best = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+        labels = self.bundle.labels
+        results = []
+        for row, candidates in zip(probabilities, best, strict=True):
+            ordered = candidates[np.argsort(-row[candidates], kind="stable")]
+            results.append([ScoredLabel(labels[i].name, float(row[i])) for i in ordered])
+        return results
+
+    def classify_bytes(
+        self, images: Sequence[bytes], limits: ImageLimits, top_k: int = 5
+    ) -> list[list[ScoredLabel] | ImageError]:
+        """Decode each image and classify the good ones in one run; a bad one gets its error."""
+        results: list[list[ScoredLabel] | ImageError] = []
+        tensors: list[np.ndarray] = []
+        good: list[int] = []
+        for position, data in enumerate(images):
+            try:
+                tensors.append(self.preprocess(data, limits))
+            except ImageError as error:
+                results.append(error)
+            else:
+                results.append([])
+                good.append(position)
+        if tensors:
+            for position, top in zip(good, self.classify(np.stack(tensors), top_k), strict=True):
+                results[position] = top
+        return results
+
+
+def load_classifier(settings: Settings, *, spinning: bool = False) -> Classifier:
+    """The classifier for the configured bundle; raises BundleError with the fix."""
+    bundle = load_bundle(settings.resolved_model_dir)
+    return Classifier(bundle, threads=settings.resolved_model_threads, spinning=spinning)
