@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SECRET_KEY = "change-me-development-only"  # noqa: S105 - refused in production
+DEFAULT_SECRET_KEY = "change-me-development-only-not-a-secret"  # noqa: S105 - refused in production
 DEFAULT_ADMIN_PASSWORD = "admin"  # noqa: S105 - refused in production
 
 

@@ -12,7 +12,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -137,6 +144,7 @@ async def read_metrics(request: Request) -> Response:
 
 
 def install_metrics(app: FastAPI) -> ServiceMetrics:
+    disable_created_metrics()  # the *_created series only add noise to every scrape
     metrics = ServiceMetrics()
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from imgclf.queue.keys import RedisKeys
+from imgclf.settings import Settings
 
 TopK = list[tuple[str, float]]
 
@@ -83,3 +84,12 @@ class RedisCache:
     async def close(self) -> None:
         await self._redis.aclose()
         await self._pool.aclose()
+
+
+def build_cache(settings: Settings) -> PredictionCache | None:
+    """Shared in Redis when the queue is Redis, in process otherwise; None when turned off."""
+    if not settings.cache:
+        return None
+    if settings.queue_url:
+        return RedisCache(settings.queue_url, ttl_s=settings.cache_ttl_s)
+    return MemoryCache(max_items=settings.cache_size, ttl_s=settings.cache_ttl_s)
