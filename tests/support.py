@@ -1,0 +1,59 @@
+"""Helpers for tests that run real worker processes next to an app under test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from imgclf.queue.keys import RedisKeys
+
+DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"
+
+
+def dog_upload(name: str = "dog.jpeg") -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (name, DOG_JPEG.read_bytes(), "image/jpeg")}
+
+
+def start_worker(redis_url: str, model_dir: Path, **settings: object) -> subprocess.Popen[bytes]:
+    """One `python -m imgclf.worker` process (as `imgclf worker --processes N` starts them)."""
+    env = {
+        **os.environ,
+        "IMGCLF_QUEUE_URL": redis_url,
+        "IMGCLF_MODEL_DIR": str(model_dir),
+        "IMGCLF_MODEL_THREADS": "1",
+        "IMGCLF_WORKER_HEARTBEAT_S": "0.5",
+        **{f"IMGCLF_{key.upper()}": str(value) for key, value in settings.items()},
+    }
+    return subprocess.Popen([sys.executable, "-m", "imgclf.worker"], env=env)
+
+
+def live_workers(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return len(list(client.scan_iter(RedisKeys().worker_pattern)))
+    finally:
+        client.close()
+
+
+def wait_for_workers(redis_url: str, count: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while live_workers(redis_url) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} workers did not report alive within {timeout_s} s")
+        time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            return process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
