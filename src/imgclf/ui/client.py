@@ -1,0 +1,258 @@
+"""A small client for the imgclf HTTP API, as the UI uses it.
+
+Every call has a timeout and returns either its typed result or an ``ApiError``: a refusal
+(4xx/5xx) carries the API's own ``detail`` text, and a server that cannot be reached becomes a
+sentence, never a traceback. One ``requests.Session`` keeps connections alive between calls.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+
+T = TypeVar("T")
+
+# (connect, read) seconds. A prediction waits for the model behind a queue, so it may read longer.
+TIMEOUT_S = (3.05, 15.0)
+PREDICT_TIMEOUT_S = (3.05, 60.0)
+
+
+@dataclass(frozen=True)
+class ApiError:
+    """Why a call failed; ``status`` is None when no HTTP answer came back."""
+
+    message: str
+    status: int | None = None
+
+    @property
+    def unauthorized(self) -> bool:
+        """The token is missing, expired or no longer valid: the user must log in again."""
+        return self.status == 401
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class ScoredLabel:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer to one upload (``POST /model/predict``)."""
+
+    prediction: str
+    score: float
+    image_file_name: str
+    top_k: tuple[ScoredLabel, ...]
+    prediction_id: int
+    model: str
+    cached: bool
+
+
+@dataclass(frozen=True)
+class PastPrediction:
+    """One entry of ``GET /model/predictions``."""
+
+    id: int
+    image_file_name: str
+    label: str
+    score: float
+    top_k: tuple[ScoredLabel, ...]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Feedback:
+    id: int
+    score: float
+    predicted_class: str
+    image_file_name: str
+    feedback: str
+    prediction_id: int | None
+
+
+@dataclass(frozen=True)
+class History:
+    predictions: tuple[PastPrediction, ...]
+    feedback: tuple[Feedback, ...]
+
+
+def _scored(items: list[dict[str, Any]]) -> tuple[ScoredLabel, ...]:
+    return tuple(ScoredLabel(str(item["label"]), float(item["score"])) for item in items)
+
+
+class ApiClient:
+    """The API at ``base_url``. Safe to share between UI sessions: it keeps no token or cookie."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = requests.Session()
+        # Tokens travel per call in a header; a shared cookie jar could leak state between users.
+        self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        timeout: tuple[float, float] = TIMEOUT_S,
+        **kwargs: Any,
+    ) -> Any | ApiError:
+        """The decoded JSON body of a 2xx answer, or an ``ApiError``."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            response = self._session.request(
+                method, self.base_url + path, headers=headers, timeout=timeout, **kwargs
+            )
+        except requests.Timeout:
+            return ApiError(f"The API at {self.base_url} did not answer in time; try again.")
+        except requests.RequestException:
+            return ApiError(f"Cannot reach the API at {self.base_url}. Is it running?")
+        if response.ok:
+            try:
+                return response.json() if response.content else None
+            except ValueError:
+                return ApiError(f"The API answered {response.status_code} with a body not JSON.")
+        return ApiError(_detail(response), response.status_code)
+
+    def login(self, email: str, password: str) -> str | ApiError:
+        """An access token for these credentials (the OAuth2 password form of ``/login``)."""
+        body = self._call("POST", "/login", data={"username": email, "password": password})
+        return self._parse(body, lambda body: str(body["access_token"]))
+
+    def sign_up(self, name: str, email: str, password: str) -> User | ApiError:
+        body = self._call(
+            "POST", "/user/", json={"name": name, "email": email, "password": password}
+        )
+        return self._parse(body, _user)
+
+    def me(self, token: str) -> User | ApiError:
+        return self._parse(self._call("GET", "/user/me", token), _user)
+
+    def predict(self, token: str, file_name: str, data: bytes) -> Prediction | ApiError:
+        """Classify one image; ``file_name`` gives the API its extension."""
+        content_type = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        body = self._call(
+            "POST",
+            "/model/predict",
+            token,
+            timeout=PREDICT_TIMEOUT_S,
+            files={"file": (file_name, data, content_type)},
+        )
+        return self._parse(body, _prediction)
+
+    def send_feedback(
+        self,
+        token: str,
+        feedback: str,
+        score: float,
+        predicted_class: str,
+        image_file_name: str,
+        prediction_id: int | None = None,
+    ) -> Feedback | ApiError:
+        body = self._call(
+            "POST",
+            "/feedback",
+            token,
+            json={
+                "feedback": feedback,
+                "score": score,
+                "predicted_class": predicted_class,
+                "image_file_name": image_file_name,
+                "prediction_id": prediction_id,
+            },
+        )
+        return self._parse(body, _feedback)
+
+    def history(self, token: str, limit: int = 20) -> History | ApiError:
+        """The user's latest predictions and feedback, newest first."""
+        page = {"limit": limit}
+        predictions = self._call("GET", "/model/predictions", token, params=page)
+        if isinstance(predictions, ApiError):
+            return predictions
+        feedback = self._call("GET", "/feedback/", token, params=page)
+        if isinstance(feedback, ApiError):
+            return feedback
+        return self._parse(
+            (predictions, feedback),
+            lambda pair: History(
+                predictions=tuple(_past_prediction(item) for item in pair[0]),
+                feedback=tuple(_feedback(item) for item in pair[1]),
+            ),
+        )
+
+    def _parse(self, body: Any, build: Callable[[Any], T]) -> T | ApiError:
+        """``build(body)``, or an ``ApiError`` if the body is one or is not the API's shape."""
+        if isinstance(body, ApiError):
+            return body
+        try:
+            return build(body)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return ApiError(
+                f"{self.base_url} answered, but not as the imgclf API does. Is it the right URL?"
+            )
+
+
+def _detail(response: requests.Response) -> str:
+    """The API's ``{"detail": ...}`` text, or a plain sentence when the body has none."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, str) and detail:
+        return detail
+    return f"The API answered {response.status_code} {response.reason or ''}".strip() + "."
+
+
+def _prediction(body: dict[str, Any]) -> Prediction:
+    return Prediction(
+        prediction=str(body["prediction"]),
+        score=float(body["score"]),
+        image_file_name=str(body["image_file_name"]),
+        top_k=_scored(body["top_k"]),
+        prediction_id=int(body["prediction_id"]),
+        model=str(body["model"]),
+        cached=bool(body.get("cached", False)),
+    )
+
+
+def _past_prediction(body: dict[str, Any]) -> PastPrediction:
+    return PastPrediction(
+        id=int(body["id"]),
+        image_file_name=str(body["image_file_name"]),
+        label=str(body["label"]),
+        score=float(body["score"]),
+        top_k=_scored(body.get("top_k", [])),
+        created_at=str(body.get("created_at", "")),
+    )
+
+
+def _user(body: dict[str, Any]) -> User:
+    return User(id=int(body["id"]), name=str(body["name"]), email=str(body["email"]))
+
+
+def _feedback(body: dict[str, Any]) -> Feedback:
+    prediction_id = body.get("prediction_id")
+    return Feedback(
+        id=int(body["id"]),
+        score=float(body["score"]),
+        predicted_class=str(body["predicted_class"]),
+        image_file_name=str(body["image_file_name"]),
+        feedback=str(body["feedback"]),
+        prediction_id=None if prediction_id is None else int(prediction_id),
+    )
