@@ -113,8 +113,10 @@ def export_onnx(net: nn.Module, path: Path, input_size: int) -> None:
     dummy = torch.zeros(1, 3, input_size, input_size)
     with warnings.catch_warnings():
         # The TorchScript exporter notes that it cannot fold the Slice ops of F.pad's pad list;
-        # ONNX Runtime's constant folding does it below.
+        # ONNX Runtime's constant folding does it below. It also warns that it is deprecated in
+        # favour of the torch.export-based exporter, which needs onnxscript (not a dependency).
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             net,
             (dummy,),

@@ -40,7 +40,7 @@ def _images_under(folder: Path) -> Iterator[Path]:
 def predict_paths(settings: Settings, paths: list[Path], *, json_output: bool, top_k: int) -> int:
     """Print a prediction per image (table, or JSON lines); exit code 1 if any file failed."""
     out = Console()
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # one line per problem, for grep
     errors: list[tuple[Path, str]] = []
     files = collect_files(paths, errors)
     for path, message in errors:

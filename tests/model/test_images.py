@@ -1,0 +1,126 @@
+"""The cheap per-upload checks the API makes: extension, byte size, format, pixel count."""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+
+import pytest
+from model_helpers import encode
+from PIL import Image
+
+from imgclf.model import (
+    CorruptImageError,
+    ImageLimits,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    check_extension,
+    inspect_image,
+)
+from imgclf.settings import Settings
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (a decompression-bomb shape)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    rows = zlib.compress(b"\0" * (width + 1) * 4)  # a few rows; nothing reads further
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows)
+
+
+@pytest.mark.parametrize(
+    ("name", "extension"),
+    [
+        ("dog.jpeg", ".jpeg"),
+        ("DOG.JPG", ".jpg"),
+        ("a.b.PNG", ".png"),
+        ("x.gif", ".gif"),
+        ("x.webp", ".webp"),
+        ("x.Bmp", ".bmp"),
+    ],
+)
+def test_supported_extensions_come_back_lowercased(name: str, extension: str) -> None:
+    assert check_extension(name) == extension
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "photo.tiff", "jpg", "photo", "photo.jpg.exe", ""])
+def test_other_extensions_are_refused(name: str) -> None:
+    with pytest.raises(UnsupportedImageError, match=r"^File type is not supported\.$") as caught:
+        check_extension(name)
+    assert caught.value.status_code == 400
+
+
+def test_inspect_names_the_format_of_each_supported_kind(dog_image: Image.Image) -> None:
+    small = dog_image.resize((64, 43))
+    limits = ImageLimits()
+    assert inspect_image(encode(small, "JPEG"), limits) == "JPEG"
+    assert inspect_image(encode(small, "PNG"), limits) == "PNG"
+    assert inspect_image(encode(small.convert("P"), "GIF"), limits) == "GIF"
+    assert inspect_image(encode(small, "WEBP"), limits) == "WEBP"
+    assert inspect_image(encode(small, "BMP"), limits) == "BMP"
+
+
+def test_the_content_decides_not_the_name(dog_image: Image.Image) -> None:
+    # PNG bytes uploaded as photo.jpg are a PNG; TIFF is a real image format we do not accept.
+    assert inspect_image(encode(dog_image, "PNG"), ImageLimits()) == "PNG"
+    with pytest.raises(UnsupportedImageError):
+        inspect_image(encode(dog_image, "TIFF"), ImageLimits())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"hello, this is a text file named photo.jpg\n", bytes(range(256)) * 10, b"\xff\xd8"],
+    ids=["text", "random", "two-bytes-of-jpeg-magic"],
+)
+def test_non_images_are_unsupported_or_corrupt(data: bytes) -> None:
+    with pytest.raises((UnsupportedImageError, CorruptImageError)) as caught:
+        inspect_image(data, ImageLimits())
+    assert caught.value.status_code == 400
+
+
+def test_an_empty_file_is_refused_as_undecodable() -> None:
+    with pytest.raises(CorruptImageError, match="could not be decoded: the file is empty"):
+        inspect_image(b"", ImageLimits())
+
+
+def test_too_many_bytes_is_413_with_the_limit(dog_bytes: bytes) -> None:
+    with pytest.raises(ImageTooLargeError, match=r"the limit is 0\.0 MB") as caught:
+        inspect_image(dog_bytes, ImageLimits(max_bytes=1000))
+    assert caught.value.status_code == 413
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_100_megapixel_header_is_refused_before_any_decoding() -> None:
+    bomb = png_header_only(10_000, 10_000)
+    assert len(bomb) < 1000
+    with pytest.raises(ImageTooLargeError) as caught:
+        inspect_image(bomb, ImageLimits())
+    assert str(caught.value) == "The image is 100.0 megapixels; the limit is 50.0 megapixels."
+    assert caught.value.status_code == 413
+
+
+def test_pillows_own_bomb_guard_also_comes_back_typed() -> None:
+    # Above twice Pillow's MAX_IMAGE_PIXELS, Image.open raises before we look at the size.
+    with pytest.raises(ImageTooLargeError):
+        inspect_image(png_header_only(20_000, 10_000), ImageLimits(max_pixels=10**9))
+
+
+def test_limits_come_from_settings() -> None:
+    limits = ImageLimits.from_settings(Settings(max_upload_bytes=123, max_image_pixels=456))
+    assert limits == ImageLimits(max_bytes=123, max_pixels=456)
+
+
+def test_inspect_is_cheap(dog_bytes: bytes) -> None:
+    limits = ImageLimits()
+    inspect_image(dog_bytes, limits)
+    rounds = 200
+    started = time.perf_counter()
+    for _ in range(rounds):
+        inspect_image(dog_bytes, limits)
+    per_call = (time.perf_counter() - started) / rounds
+    assert per_call < 0.002, f"{per_call * 1000:.2f} ms per call"  # about 0.1 ms when idle
