@@ -1,0 +1,141 @@
+"""POST /login and the bearer tokens it issues: what is accepted and what is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from imgclf.api.security import create_access_token
+
+from .conftest import PASSWORD, Caller
+
+INVALID = {"detail": "Could not validate credentials"}
+
+
+def test_login_returns_a_bearer_token_naming_the_user(
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    alice = make_user(email="alice@example.com")
+    answer = client.post(
+        "/login",
+        data={
+            "username": "Alice@Example.com",  # emails are compared lower-cased
+            "password": PASSWORD,
+            "grant_type": "",
+            "scope": "",
+            "client_id": "",
+            "client_secret": "",
+        },
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["token_type"] == "bearer"
+    secret = app.state.settings.secret_key.get_secret_value()
+    claims = jwt.decode(body["access_token"], secret, algorithms=["HS256"])
+    assert claims["sub"] == str(alice.id)
+    assert claims["exp"] - claims["iat"] == 30 * 60
+    me = client.get("/user/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert me.json()["email"] == "alice@example.com"
+
+
+def test_the_admin_from_settings_can_log_in(client: TestClient) -> None:
+    answer = client.post("/login", data={"username": "admin@example.com", "password": "admin"})
+    assert answer.status_code == 200
+
+
+def test_wrong_password_and_unknown_email_get_the_same_answer(
+    client: TestClient, make_user: Callable[..., Caller]
+) -> None:
+    alice = make_user()
+    wrong_password = client.post("/login", data={"username": alice.email, "password": "nope-nope"})
+    unknown_email = client.post(
+        "/login", data={"username": "nobody@example.com", "password": PASSWORD}
+    )
+    for answer in (wrong_password, unknown_email):
+        assert answer.status_code == 401
+        assert answer.json() == {"detail": "Incorrect email or password"}
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+    assert wrong_password.content == unknown_email.content
+    assert dict(wrong_password.headers) == dict(unknown_email.headers)
+
+
+def test_login_form_fields_are_required(client: TestClient) -> None:
+    answer = client.post("/login", data={"username": "alice@example.com"})
+    assert answer.status_code == 422
+    assert answer.json() == {"detail": "body.password: Field required"}
+
+
+def test_no_token_is_401_not_authenticated(client: TestClient) -> None:
+    for headers in ({}, {"Authorization": "Basic YWRtaW46YWRtaW4="}):
+        answer = client.get("/user/me", headers=headers)
+        assert answer.status_code == 401
+        assert answer.json() == {"detail": "Not authenticated"}
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _bad_tokens(app: FastAPI, user_id: int) -> dict[str, str]:
+    secret = app.state.settings.secret_key.get_secret_value()
+    now = datetime.now(UTC)
+    claims = {"sub": str(user_id), "iat": now, "exp": now + timedelta(minutes=5)}
+
+    def sign(payload: dict[str, object], key: str = secret, **kwargs: object) -> str:
+        return jwt.encode(payload, key, algorithm="HS256", **kwargs)  # type: ignore[arg-type]
+
+    valid = sign(claims)
+    header, payload, signature = valid.split(".")
+    other = {**claims, "sub": str(user_id + 1)}
+    return {
+        "expired": create_access_token(
+            user_id, app.state.settings, now=now - timedelta(minutes=31)
+        ),
+        "tampered payload": f"{header}.{_b64({**other, 'iat': 0, 'exp': 4e9})}.{signature}",
+        "tampered signature": f"{header}.{payload}.{signature[:-4]}AAAA",
+        "other key": sign(claims, "another-secret-key-that-is-long-enough"),
+        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
+        "HS512": jwt.encode(claims, secret, algorithm="HS512"),
+        "missing sub": sign({k: v for k, v in claims.items() if k != "sub"}),
+        "missing exp": sign({k: v for k, v in claims.items() if k != "exp"}),
+        "missing iat": sign({k: v for k, v in claims.items() if k != "iat"}),
+        "future iat": sign({**claims, "iat": now + timedelta(minutes=3)}),
+        "non-numeric sub": sign({**claims, "sub": "admin"}),
+        "huge sub": sign({**claims, "sub": str(10**30)}),
+        "garbage": "not-a-jwt",
+    }
+
+
+def test_bad_tokens_are_refused_with_one_answer(
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    alice = make_user()
+    for name, token in _bad_tokens(app, alice.id).items():
+        answer = client.get("/user/me", headers={"Authorization": f"Bearer {token}"})
+        assert (answer.status_code, answer.json()) == (401, INVALID), name
+        assert answer.headers["WWW-Authenticate"] == "Bearer", name
+
+
+def test_a_deleted_users_token_is_refused(
+    client: TestClient, make_user: Callable[..., Caller], admin: Caller
+) -> None:
+    alice = make_user()
+    assert client.delete(f"/user/{alice.id}", headers=admin.headers).status_code == 204
+    answer = client.get("/user/me", headers=alice.headers)
+    assert (answer.status_code, answer.json()) == (401, INVALID)
+
+
+def test_user_ids_are_never_reused(
+    client: TestClient, make_user: Callable[..., Caller], admin: Caller
+) -> None:
+    alice = make_user()
+    client.delete(f"/user/{alice.id}", headers=admin.headers)
+    assert make_user().id > alice.id
+    assert client.get("/user/me", headers=alice.headers).status_code == 401

@@ -1,0 +1,140 @@
+"""/feedback/: created by its author, read by them (and admins), linked to their predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from imgclf.db.models import Prediction
+
+from .conftest import Caller
+
+FEEDBACK = {
+    "feedback": "Right breed, wrong colour",
+    "score": 0.6222,
+    "predicted_class": "Eskimo_dog",
+    "image_file_name": "0a1b2c.jpg",
+}
+
+
+def add_prediction(app: FastAPI, user_id: int) -> int:
+    with app.state.session_factory() as session, session.begin():
+        prediction = Prediction(
+            user_id=user_id,
+            image_file_name="0a1b2c.jpg",
+            label="Eskimo_dog",
+            score=0.6222,
+            top_k=[{"label": "Eskimo_dog", "score": 0.6222}],
+            model_id="efficientnet-lite0",
+            latency_ms=10.0,
+        )
+        session.add(prediction)
+        session.flush()
+        return prediction.id
+
+
+def test_feedback_is_created_at_both_paths_without_a_redirect(
+    client: TestClient, make_user: Callable[..., Caller]
+) -> None:
+    alice = make_user()
+    for path in ("/feedback/", "/feedback"):
+        answer = client.post(path, json=FEEDBACK, headers=alice.headers, follow_redirects=False)
+        assert answer.status_code == 201, path
+        assert answer.json() == {**FEEDBACK, "id": answer.json()["id"], "prediction_id": None}
+
+
+def test_feedback_needs_a_token(client: TestClient) -> None:
+    for path in ("/feedback/", "/feedback"):
+        answer = client.post(path, json=FEEDBACK)
+        assert (answer.status_code, answer.json()) == (401, {"detail": "Not authenticated"})
+    assert client.get("/feedback/").status_code == 401
+
+
+def test_feedback_links_only_your_own_prediction(
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    alice, bob = make_user(), make_user()
+    mine, theirs = add_prediction(app, alice.id), add_prediction(app, bob.id)
+
+    linked = client.post(
+        "/feedback/", json={**FEEDBACK, "prediction_id": mine}, headers=alice.headers
+    )
+    assert linked.status_code == 201
+    assert linked.json()["prediction_id"] == mine
+
+    for prediction_id in (theirs, 424242):
+        refused = client.post(
+            "/feedback/", json={**FEEDBACK, "prediction_id": prediction_id}, headers=alice.headers
+        )
+        assert refused.status_code == 404
+        assert refused.json() == {"detail": f"Prediction {prediction_id} not found"}
+    assert len(client.get("/feedback/", headers=alice.headers).json()) == 1
+
+
+INVALID_FEEDBACK = [
+    ({"score": 1.5}, "body.score: Input should be less than or equal to 1"),
+    ({"score": -0.1}, "body.score: Input should be greater than or equal to 0"),
+    ({"score": "high"}, "body.score: Input should be a valid number"),
+    ({"feedback": "x" * 2001}, "body.feedback: String should have at most 2000 characters"),
+    ({"predicted_class": ""}, "body.predicted_class: String should have at least 1 character"),
+    ({"user_id": 1}, "body.user_id: Extra inputs are not permitted"),
+    ({"prediction_id": 2**40}, "body.prediction_id: Input should be less than or equal to"),
+]
+
+
+def test_invalid_feedback_is_422_naming_the_field(
+    client: TestClient, make_user: Callable[..., Caller]
+) -> None:
+    alice = make_user()
+    for change, reason in INVALID_FEEDBACK:
+        answer = client.post("/feedback/", json={**FEEDBACK, **change}, headers=alice.headers)
+        assert answer.status_code == 422, change
+        assert answer.json()["detail"].startswith(reason), answer.json()
+    assert client.get("/feedback/", headers=alice.headers).json() == []
+
+
+def test_feedback_list_is_your_own_newest_first_and_paginated(
+    client: TestClient, make_user: Callable[..., Caller]
+) -> None:
+    alice, bob = make_user(), make_user()
+    created = [
+        client.post(
+            "/feedback/", json={**FEEDBACK, "feedback": f"note {n}"}, headers=alice.headers
+        ).json()
+        for n in range(3)
+    ]
+    client.post("/feedback/", json=FEEDBACK, headers=bob.headers)
+
+    newest_first = [f["id"] for f in reversed(created)]
+    assert [f["id"] for f in client.get("/feedback/", headers=alice.headers).json()] == newest_first
+    page = client.get("/feedback/?limit=2&offset=1", headers=alice.headers).json()
+    assert [f["id"] for f in page] == newest_first[1:]
+    assert len(client.get("/feedback/", headers=bob.headers).json()) == 1
+    assert client.get("/feedback/?limit=101", headers=alice.headers).status_code == 422
+
+
+def test_one_feedback_is_read_by_its_author_or_an_admin(
+    client: TestClient, make_user: Callable[..., Caller], admin: Caller
+) -> None:
+    alice, bob = make_user(), make_user()
+    created = client.post("/feedback/", json=FEEDBACK, headers=alice.headers).json()
+    path = f"/feedback/{created['id']}"
+
+    assert client.get(path, headers=alice.headers).json() == created
+    assert client.get(path, headers=admin.headers).json() == created
+    refused = client.get(path, headers=bob.headers)
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": "You may only read your own feedback"}
+    missing = client.get("/feedback/999999", headers=admin.headers)
+    assert (missing.status_code, missing.json()) == (404, {"detail": "Feedback 999999 not found"})
+
+
+def test_deleting_a_user_removes_their_feedback(
+    client: TestClient, make_user: Callable[..., Caller], admin: Caller
+) -> None:
+    alice = make_user()
+    created = client.post("/feedback/", json=FEEDBACK, headers=alice.headers).json()
+    assert client.delete(f"/user/{alice.id}", headers=admin.headers).status_code == 204
+    assert client.get(f"/feedback/{created['id']}", headers=admin.headers).status_code == 404
