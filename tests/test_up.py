@@ -1,0 +1,190 @@
+"""`imgclf up` as a user runs it: a real process group on free ports, used over HTTP, stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from imgclf.localservers import PostgresServer, free_port
+
+DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"
+IMGCLF = str(Path(sys.executable).with_name("imgclf"))
+READY_LINE = "Press Ctrl-C to stop."
+
+pytestmark = pytest.mark.slow
+
+
+class UpProcess:
+    """`imgclf up ...` with its output collected; knows every process of its group."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [IMGCLF, "up", *args],
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if READY_LINE in line:
+                self.ready.set()
+        self.ready.set()  # output ended: the group is gone, ready or not
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        self.ready.wait(timeout_s)
+        assert self.process.poll() is None, f"imgclf up exited early:\n{self.output}"
+        assert READY_LINE in self.output, f"imgclf up not ready in {timeout_s} s:\n{self.output}"
+
+    def group(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def interrupt(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(60)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def still_running(processes: list[psutil.Process]) -> list[str]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{process.pid} {' '.join(process.cmdline())}")
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+@pytest.fixture
+def start_up() -> Iterator[type[UpProcess]]:
+    started: list[UpProcess] = []
+
+    class Tracked(UpProcess):
+        def __init__(self, args: list[str], env: dict[str, str]) -> None:
+            super().__init__(args, env)
+            started.append(self)
+
+    yield Tracked
+    for up in started:
+        leftovers = up.group() if up.process.poll() is None else []
+        up.kill()
+        for process in leftovers:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+
+
+def test_up_redis_workers_postgres_serves_and_stops_cleanly(
+    start_up: type[UpProcess], postgres_server: PostgresServer, model_dir: Path
+) -> None:
+    port = free_port()
+    env = {
+        "IMGCLF_DATABASE_URL": postgres_server.create_database(f"up_{os.getpid()}"),
+        "IMGCLF_PORT": str(port),
+        "IMGCLF_MODEL_DIR": str(model_dir),
+        "IMGCLF_MODEL_THREADS": "1",
+        "IMGCLF_WORKER_HEARTBEAT_S": "0.5",
+    }
+    up = start_up(["--redis", "--workers", "2", "--no-ui"], env)
+    up.wait_ready()
+    base = f"http://127.0.0.1:{port}"
+    assert f"imgclf API on {base}" in up.output
+    assert "Admin login: admin@example.com" in up.output
+    for name in ("redis", "worker", "api"):
+        assert any(line.startswith(f"{name} ") and " | " in line for line in up.lines), name
+
+    with httpx.Client(base_url=base, timeout=30) as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["workers"] == 2
+        user = {"name": "Ada", "email": "ada@example.com", "password": "long enough pw"}
+        assert client.post("/user/", json=user).status_code == 201
+        form = {"username": user["email"], "password": user["password"]}
+        login = client.post("/login", data=form)
+        assert login.status_code == 200, login.text
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
+        predicted = client.post("/model/predict", files=files, headers=headers)
+        assert predicted.status_code == 200, predicted.text
+        body = predicted.json()
+        assert body["prediction"] == "Eskimo_dog"
+        feedback = {
+            "feedback": "right",
+            "score": body["score"],
+            "predicted_class": body["prediction"],
+            "image_file_name": body["image_file_name"],
+            "prediction_id": body["prediction_id"],
+        }
+        assert client.post("/feedback/", json=feedback, headers=headers).status_code == 201
+
+    group = up.group()
+    names = [" ".join(p.cmdline()) for p in group]
+    assert any("redis-server" in name for name in names), names
+    assert sum("imgclf.worker" in name for name in names) == 2, names
+    assert up.interrupt() == 0, up.output
+    assert still_running(group) == [], up.output
+
+
+def test_up_embedded_default_stops_cleanly(start_up: type[UpProcess], model_dir: Path) -> None:
+    port = free_port()
+    up = start_up(["--no-ui"], {"IMGCLF_PORT": str(port), "IMGCLF_MODEL_DIR": str(model_dir)})
+    up.wait_ready()
+    assert "Queue: embedded" in up.output
+    ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=10)
+    assert ready.status_code == 200, ready.text
+    group = up.group()
+    assert group
+    up.process.send_signal(signal.SIGTERM)
+    assert up.process.wait(60) == 0, up.output
+    assert still_running(group) == []
+
+
+def test_up_stops_the_group_when_a_child_dies(start_up: type[UpProcess], model_dir: Path) -> None:
+    port = free_port()
+    up = start_up(
+        ["--redis", "--no-ui"], {"IMGCLF_PORT": str(port), "IMGCLF_MODEL_DIR": str(model_dir)}
+    )
+    up.wait_ready()
+    group = up.group()
+    redis_server = next(p for p in group if "redis-server" in " ".join(p.cmdline()))
+    redis_server.kill()
+    assert up.process.wait(60) == 1
+    assert "redis exited unexpectedly" in up.output
+    assert still_running(group) == []
+
+
+def test_up_refuses_a_port_in_use(start_up: type[UpProcess]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        up = start_up(["--no-ui"], {"IMGCLF_PORT": str(port)})
+        assert up.process.wait(30) == 1
+    assert f"port {port} is in use" in up.output
