@@ -1,0 +1,68 @@
+"""The imgclf page: ``streamlit run`` this file (``imgclf ui`` does), with ``IMGCLF_API_URL``.
+
+It talks to the API only over HTTP. The URL comes straight from the environment rather than
+from ``imgclf.settings``: the UI needs no secret, and production settings refuse to load
+without one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from imgclf.ui import classify_view, history_view, login_view, session
+from imgclf.ui.client import ApiClient
+from imgclf.ui.text import escape_markdown
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+CLASSIFY, HISTORY = "Classify", "History"
+
+
+@st.cache_resource
+def api_client(base_url: str) -> ApiClient:
+    """One client (one connection pool) per API URL, shared by every browser tab."""
+    return ApiClient(base_url)
+
+
+def api_url() -> str:
+    return os.environ.get("IMGCLF_API_URL", "").strip() or DEFAULT_API_URL
+
+
+def header() -> None:
+    who = session.user()
+    title, account = st.columns([3, 2], vertical_alignment="bottom")
+    with title:
+        st.title(":material/image_search: imgclf")
+        st.caption("Upload a photo, learn what is in it, tell us whether we were right.")
+    if who is None:
+        return
+    with account:
+        st.markdown(f"Signed in as **{escape_markdown(who.name)}**", text_alignment="right")
+        st.button("Log out", icon=":material/logout:", on_click=session.log_out, width="stretch")
+
+
+def main() -> None:
+    st.set_page_config(page_title="imgclf", page_icon="🔎", layout="centered")
+    client = api_client(api_url())
+    header()
+    token = session.token()
+    if token is None:
+        login_view.render(client)
+        return
+    view = st.segmented_control(
+        "View",
+        [CLASSIFY, HISTORY],
+        default=CLASSIFY,
+        required=True,
+        key="view",
+        label_visibility="collapsed",
+        width="stretch",
+    )
+    if view == HISTORY:
+        history_view.render(client, token)
+    else:
+        classify_view.render(client, token)
+
+
+main()

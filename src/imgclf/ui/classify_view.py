@@ -1,0 +1,87 @@
+"""Upload images, classify them, and show each answer with its top-5 and a feedback form."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import streamlit as st
+
+from imgclf.ui import session
+from imgclf.ui.client import ApiClient, ApiError, Prediction
+from imgclf.ui.result_view import render_result
+
+# What the API accepts and a browser can preview (the API also takes BMP).
+IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "webp"]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file from the uploader: its uploader id, its name and its bytes."""
+
+    id: str
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    upload: Upload
+    outcome: Prediction | ApiError
+
+
+def classify(client: ApiClient, token: str, uploads: Sequence[Upload]) -> list[ImageResult]:
+    """Ask the API about each upload in turn; an expired token ends the run (back to login)."""
+    results: list[ImageResult] = []
+    progress = st.progress(0.0) if len(uploads) > 1 else None
+    for done, upload in enumerate(uploads, start=1):
+        outcome = session.authorized(client.predict(token, upload.name, upload.data))
+        results.append(ImageResult(upload, outcome))
+        if progress is not None:
+            progress.progress(done / len(uploads), text=f"{done} of {len(uploads)} classified")
+    if progress is not None:
+        progress.empty()
+    return results
+
+
+def render(client: ApiClient, token: str) -> None:
+    files = st.file_uploader(
+        "Choose one or more images",
+        type=IMAGE_TYPES,
+        accept_multiple_files=True,
+        key="uploader",
+        help="JPEG, PNG, GIF or WebP photos.",
+    )
+    uploads = [Upload(file.file_id, file.name, file.getvalue()) for file in files or []]
+    preview = st.container()
+    clicked = st.button(
+        "Classify",
+        key="classify",
+        type="primary",
+        icon=":material/image_search:",
+        disabled=not uploads,
+        width="stretch",
+    )
+    if clicked:
+        noun = "image" if len(uploads) == 1 else f"{len(uploads)} images"
+        with st.spinner(f"Classifying {noun}…"):
+            st.session_state[session.RESULTS] = classify(client, token, uploads)
+
+    # Show only the answers for files still in the uploader: removing a file removes its answer.
+    current = {upload.id for upload in uploads}
+    results = [
+        result
+        for result in st.session_state.get(session.RESULTS, [])
+        if result.upload.id in current
+    ]
+    answered = {result.upload.id for result in results}
+    waiting = [upload for upload in uploads if upload.id not in answered]
+    if waiting:
+        with preview:
+            st.image(
+                [upload.data for upload in waiting],
+                caption=[upload.name for upload in waiting],
+                width=120,
+            )
+    for result in results:
+        render_result(client, token, result.upload.name, result.upload.data, result.outcome)

@@ -1,0 +1,58 @@
+"""``imgclf ui``: run the Streamlit page as a child process pointed at the API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from imgclf.settings import Settings
+
+APP_PATH = Path(__file__).with_name("app.py")
+
+
+def streamlit_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_PATH),
+        "--server.port",
+        str(settings.ui_port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+
+
+def run_ui(settings: Settings) -> int:
+    """Run the UI until it stops; its exit code. SIGTERM is passed on to Streamlit, so a
+    supervisor that stops ``imgclf ui`` does not leave the page server behind."""
+    env = {**os.environ, "IMGCLF_API_URL": settings.api_url}
+    print(f"UI: http://127.0.0.1:{settings.ui_port}  (API: {settings.api_url})", flush=True)
+    process = subprocess.Popen(streamlit_command(settings), env=env)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            process.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached Streamlit too (same process group); let it finish stopping.
+        try:
+            return process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
