@@ -82,4 +82,5 @@ def run_server(settings: Settings) -> None:
         port=settings.port,
         workers=settings.web_concurrency,
         log_level="info",
+        access_log=settings.access_log,
     )

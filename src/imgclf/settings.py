@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1, description="uvicorn worker processes")
+    access_log: bool = True
     data_dir: Path = Path("./data")
     database_url: str = ""
     db_pool_size: int = Field(default=10, ge=1)

@@ -1,0 +1,133 @@
+"""The batching worker with the real model behind a real in-process queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from imgclf.model import ImageLimits, load_bundle
+from imgclf.model.classifier import Classifier
+from imgclf.queue.base import JobResult, JobTimeoutError, QueueUnavailableError
+from imgclf.queue.local import LocalQueue
+from imgclf.worker.batching import BatchingWorker
+from tests.support import DOG_JPEG
+
+DOG = DOG_JPEG.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def classifier(model_dir: Path) -> Classifier:
+    return Classifier(load_bundle(model_dir), threads=1)
+
+
+def run_with_worker(
+    classifier: Classifier, images: list[bytes], *, start_late: bool = False, timeout_s: float = 10
+) -> list[JobResult | BaseException]:
+    """Submit ``images`` concurrently; with ``start_late`` they are all queued before the
+    worker starts, so it finds them waiting together."""
+
+    async def scenario() -> list[JobResult | BaseException]:
+        queue = LocalQueue(max_pending=64)
+        await queue.start()
+        worker = BatchingWorker(
+            queue, classifier, ImageLimits(), max_batch_size=16, max_batch_wait_ms=0
+        )
+        if not start_late:
+            worker.start()
+        tasks = [
+            asyncio.create_task(queue.submit(image, top_k=3, timeout_s=timeout_s))
+            for image in images
+        ]
+        if start_late:
+            await asyncio.sleep(0.05)
+            worker.start()
+        try:
+            return await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await queue.close()
+            await asyncio.to_thread(worker.stop)
+
+    return asyncio.run(scenario())
+
+
+def test_jobs_waiting_together_run_as_one_batch_with_the_single_answers(
+    classifier: Classifier,
+) -> None:
+    single = run_with_worker(classifier, [DOG])[0]
+    together = run_with_worker(classifier, [DOG] * 8, start_late=True)
+
+    assert isinstance(single, JobResult)
+    assert single.batch_size == 1
+    for result in together:
+        assert isinstance(result, JobResult)
+        assert result.batch_size == 8
+        assert result.top_k[0][0] == "Eskimo_dog"
+        assert result.top_k[0][1] == pytest.approx(single.top_k[0][1], abs=1e-5)
+
+
+def test_a_bad_image_fails_alone_in_its_batch(classifier: Classifier) -> None:
+    images = [DOG, b"not an image at all", DOG[:2500], DOG]
+    results = run_with_worker(classifier, images, start_late=True)
+
+    good, garbage, truncated, good_again = results
+    assert isinstance(good, JobResult)
+    assert good.ok
+    assert isinstance(good_again, JobResult)
+    assert good_again.ok
+    assert isinstance(garbage, JobResult)
+    assert not garbage.ok
+    assert garbage.status_code == 400
+    assert isinstance(truncated, JobResult)
+    assert (truncated.ok, truncated.status_code) == (False, 400)
+    assert "could not be decoded" in (truncated.error or "")
+
+
+def test_expired_jobs_are_dropped_not_computed(classifier: Classifier) -> None:
+    async def scenario() -> tuple[BaseException | JobResult, int]:
+        queue = LocalQueue(max_pending=8)
+        await queue.start()
+        outcome: BaseException | JobResult
+        try:
+            outcome = await queue.submit(DOG, top_k=1, timeout_s=0.05)
+        except JobTimeoutError as error:
+            outcome = error
+        worker = BatchingWorker(
+            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
+        )
+        worker.start()
+        await asyncio.sleep(0.3)
+        await queue.close()
+        await asyncio.to_thread(worker.stop)
+        return outcome, worker.jobs_done
+
+    outcome, computed = asyncio.run(scenario())
+    assert isinstance(outcome, JobTimeoutError)
+    assert computed == 0
+
+
+def test_stop_finishes_the_batches_already_taken(classifier: Classifier) -> None:
+    async def scenario() -> list[JobResult | BaseException]:
+        queue = LocalQueue(max_pending=32)
+        await queue.start()
+        worker = BatchingWorker(
+            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
+        )
+        tasks = [asyncio.create_task(queue.submit(DOG, top_k=1, timeout_s=20)) for _ in range(6)]
+        await asyncio.sleep(0.02)
+        worker.start()
+        await asyncio.sleep(0.01)
+        await asyncio.to_thread(worker.stop)
+        # Jobs no worker took are failed at shutdown, never left hanging.
+        await queue.close()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    started = time.monotonic()
+    results = asyncio.run(scenario())
+    answered = [r for r in results if isinstance(r, JobResult)]
+    assert len(answered) >= 4, results
+    assert all(r.ok for r in answered)
+    assert all(isinstance(r, JobResult | QueueUnavailableError) for r in results), results
+    assert time.monotonic() - started < 15
