@@ -82,7 +82,35 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _document_one_error_shape(app: FastAPI) -> None:
+    """Make the OpenAPI schema tell the truth about 422s on every route, even one that did not
+    declare its 422: FastAPI documents its own list-of-errors shape, which we never send."""
+    build_schema = app.openapi
+    error_ref = "#/components/schemas/ErrorResponse"
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build_schema()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                response = operation.get("responses", {}).get("422")
+                if response is None:
+                    continue
+                response["description"] = _DESCRIPTIONS[422]
+                response["content"] = {"application/json": {"schema": {"$ref": error_ref}}}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    _document_one_error_shape(app)

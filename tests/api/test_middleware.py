@@ -1,0 +1,61 @@
+"""Security headers on every answer; CORS closed unless origins are configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from imgclf.api.app import create_app
+from imgclf.settings import Settings
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'middleware.db'}"
+
+
+def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
+    answers = [
+        client.get("/"),
+        client.get("/user/me"),  # 401
+        client.get("/nowhere"),  # 404
+        client.post("/user/", json={}),  # 422
+        client.get("/docs"),
+    ]
+    for answer in answers:
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers[name] == value, (answer.request.url, name)
+
+
+def test_cors_is_closed_by_default(client: TestClient) -> None:
+    preflight = client.options(
+        "/login",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    assert (
+        "access-control-allow-origin"
+        not in client.get("/", headers={"Origin": "https://evil.example"}).headers
+    )
+
+
+def test_configured_origins_may_call_the_api(database_url: str) -> None:
+    settings = Settings(database_url=database_url, cors_origins=["https://ui.example"])
+    with TestClient(create_app(settings)) as client:
+        allowed = client.options(
+            "/login",
+            headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://ui.example"
+        other = client.get("/", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers

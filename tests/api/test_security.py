@@ -1,0 +1,50 @@
+"""Passwords and tokens, below the HTTP layer."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from imgclf.api.security import (
+    InvalidTokenError,
+    create_access_token,
+    decode_access_token,
+    hash_password,
+    verify_password,
+)
+from imgclf.settings import Settings
+
+
+def test_passwords_are_hashed_with_argon2_and_salted() -> None:
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first.startswith("$argon2id$")
+    assert first != second
+    assert verify_password("correct horse", first)
+    assert not verify_password("Correct horse", first)
+
+
+def test_an_unknown_email_costs_as_much_as_a_wrong_password() -> None:
+    known = hash_password("correct horse")
+    verify_password("warm-up", None)
+
+    def best_of_three(stored: str | None) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            assert not verify_password("wrong", stored)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    assert best_of_three(None) > 0.5 * best_of_three(known)
+
+
+def test_tokens_name_their_user_and_expire() -> None:
+    settings = Settings(access_token_minutes=5)
+    assert decode_access_token(create_access_token(42, settings), settings) == 42
+    old = create_access_token(42, settings, now=datetime.now(UTC) - timedelta(minutes=6))
+    with pytest.raises(InvalidTokenError):
+        decode_access_token(old, settings)
+    with pytest.raises(InvalidTokenError):
+        decode_access_token(create_access_token(42, settings), Settings(secret_key="x" * 40))

@@ -1,0 +1,94 @@
+"""The ``imgclf`` command's foundation verbs: help, populate, serve and its refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from imgclf.cli import app
+from imgclf.localservers import free_port, wait_for_port
+
+runner = CliRunner()
+
+
+def test_help_explains_each_verb() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for verb in ("serve", "populate", "worker", "ui", "up", "predict", "export-model"):
+        assert verb in result.output
+
+
+def test_populate_twice_is_idempotent(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGCLF_DATABASE_URL", database_url)
+    first = runner.invoke(app, ["populate"])
+    assert first.exit_code == 0, first.output
+    assert "admin admin@example.com created" in first.output
+    second = runner.invoke(app, ["populate"])
+    assert second.exit_code == 0, second.output
+    assert "admin admin@example.com already present" in second.output
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({}, "IMGCLF_SECRET_KEY is the development default"),
+        (
+            {"IMGCLF_SECRET_KEY": "a-production-secret-key-of-forty-characters"},
+            "IMGCLF_ADMIN_PASSWORD is the development default",
+        ),
+    ],
+)
+@pytest.mark.parametrize("verb", ["serve", "populate"])
+def test_production_with_default_secrets_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], message: str, verb: str
+) -> None:
+    monkeypatch.setenv("IMGCLF_ENV", "production")
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, [verb])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not Path("data").exists()  # refused before touching anything
+
+
+@pytest.mark.slow
+def test_bare_serve_on_an_empty_data_dir_is_ready_to_log_in(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    port = free_port()
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("IMGCLF_") or k.endswith("DIR")
+    }
+    environment["IMGCLF_DATA_DIR"] = str(tmp_path / "served")
+    environment["IMGCLF_MODEL_DIR"] = str(model_dir)  # the embedded worker loads it at start
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("imgclf")), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, timeout_s=60, process=process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if httpx.get(f"{url}/health/live").status_code == 200:
+                break
+            time.sleep(0.1)
+        admin = {"username": "admin@example.com", "password": "admin"}
+        assert httpx.post(f"{url}/login", data=admin).status_code == 200
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/docs" in output
+    assert "Admin login: admin@example.com" in output
+    assert "password: admin (the development default)" in output
