@@ -17,7 +17,8 @@ def multipart_request(url: str, token: str, filename: str, content: bytes) -> by
     boundary = uuid.uuid4().hex
     body = (
         (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
             f"Content-Type: image/jpeg\r\n\r\n"
         ).encode()
         + content

@@ -28,11 +28,11 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadResult, closed_loop, multipart_request, open_loop  # noqa: E402
+from loadgen import LoadResult, closed_loop, multipart_request, open_loop
 
-from imgclf.localservers import RedisServer, free_port, wait_for_port  # noqa: E402
-from imgclf.model import ImageLimits, load_bundle  # noqa: E402
-from imgclf.model.classifier import Classifier  # noqa: E402
+from imgclf.localservers import RedisServer, free_port, wait_for_port
+from imgclf.model import ImageLimits, load_bundle
+from imgclf.model.classifier import Classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 DOG = ROOT / "tests" / "data" / "dog.jpeg"
@@ -242,7 +242,7 @@ def report(
         f"**{overload.percentile(50, 503):.1f} ms**, p99 **{overload.percentile(99, 503):.1f} ms** "
         "(target < 50 ms)",
     ]
-    text = "\n".join(table + [""] + summary)
+    text = "\n".join([*table, "", *summary])
     print("\n" + text)
     if args.no_write:
         return
