@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     queue_max_length: int = Field(default=1024, ge=1, description="jobs waiting in Redis")
     queue_max_deliveries: int = Field(default=3, ge=1, description="then dead-lettered")
     predict_timeout_s: float = Field(default=10.0, gt=0)
-    worker_concurrency: int = Field(default=1, ge=1)
+    worker_concurrency: int = Field(
+        default=0, ge=0, description="threads decoding images per worker; 0: one per core"
+    )
     worker_heartbeat_s: float = Field(default=2.0, gt=0)
     worker_max_jobs: int = Field(
         default=0, ge=0, description="restart a worker after N jobs; 0: never"
@@ -95,6 +97,10 @@ class Settings(BaseSettings):
         """How long a job may sit with a silent worker before another takes it over: well
         inside the caller's deadline, so a worker killed mid-batch costs a delay, not a 504."""
         return min(30.0, max(1.0, self.predict_timeout_s / 4))
+
+    @property
+    def resolved_decode_threads(self) -> int:
+        return self.worker_concurrency or os.cpu_count() or 1
 
     @property
     def resolved_model_threads(self) -> int:

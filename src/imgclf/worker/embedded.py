@@ -34,7 +34,7 @@ class EmbeddedQueue(LocalQueue):
             image_limits(self.settings),
             max_batch_size=self.settings.max_batch_size,
             max_batch_wait_ms=self.settings.max_batch_wait_ms,
-            decode_threads=self.settings.resolved_model_threads,
+            decode_threads=self.settings.resolved_decode_threads,
         )
         self.worker.start()
 

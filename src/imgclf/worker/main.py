@@ -44,7 +44,7 @@ def run_worker_process(settings: Settings) -> int:
         image_limits(settings),
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,
-        decode_threads=settings.resolved_model_threads,
+        decode_threads=settings.resolved_decode_threads,
     )
     stop = threading.Event()
 
