@@ -10,6 +10,7 @@ import streamlit as st
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
 from imgclf.ui.result_view import render_result
+from imgclf.ui.text import previewable
 
 # What the API accepts and a browser can preview (the API also takes BMP).
 IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "webp"]
@@ -75,7 +76,7 @@ def render(client: ApiClient, token: str) -> None:
         if result.upload.id in current
     ]
     answered = {result.upload.id for result in results}
-    waiting = [upload for upload in uploads if upload.id not in answered]
+    waiting = [u for u in uploads if u.id not in answered and previewable(u.data)]
     if waiting:
         with preview:
             st.image(

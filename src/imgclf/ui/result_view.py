@@ -9,7 +9,7 @@ import streamlit as st
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
 from imgclf.ui.labels import choices, display_name
-from imgclf.ui.text import percent
+from imgclf.ui.text import escape_markdown, percent, previewable
 
 YES, NO = "Yes", "No"
 TOP_COLOR, OTHER_COLOR = "#FF4B4B", "#A3A8B8"
@@ -50,11 +50,15 @@ def render_result(
 ) -> None:
     with st.container(border=True):
         picture, answer = st.columns([2, 3], gap="medium")
-        picture.image(data, caption=name, width="stretch")
+        if previewable(data):
+            picture.image(data, caption=name, width="stretch")
+        else:
+            picture.caption(f"{escape_markdown(name)} (no preview)")
         with answer:
             if isinstance(outcome, ApiError):
                 st.error(
-                    f"**{name}** was not classified: {outcome.message}", icon=":material/block:"
+                    f"**{escape_markdown(name)}** was not classified: {outcome.message}",
+                    icon=":material/block:",
                 )
                 return
             st.caption("Most likely")

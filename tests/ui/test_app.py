@@ -1,0 +1,200 @@
+"""The page's logic with Streamlit's AppTest, against the live API (``IMGCLF_API_URL``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from imgclf.localservers import free_port
+from imgclf.ui import session
+from imgclf.ui.client import ApiClient, History, User
+from imgclf.ui.launch import APP_PATH
+from imgclf.ui.session import EXPIRED_NOTICE
+from tests.conftest import DOG_JPEG
+from tests.ui.conftest import PASSWORD, Account
+
+
+def page(monkeypatch: pytest.MonkeyPatch, api_url: str) -> AppTest:
+    monkeypatch.setenv("IMGCLF_API_URL", api_url)
+    app = AppTest.from_file(str(APP_PATH), default_timeout=30)
+    app.run()
+    assert not app.exception
+    return app
+
+
+def logged_in_page(monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account) -> AppTest:
+    app = page(monkeypatch, api_url)
+    log_in(app, account.email, account.password)
+    assert app.session_state[session.TOKEN]
+    return app
+
+
+def log_in(app: AppTest, email: str, password: str) -> None:
+    app.text_input(key="login-email").input(email)
+    app.text_input(key="login-password").input(password)
+    app.button[0].click()  # the login form's submit button comes first on the page
+    app.run()
+    assert not app.exception
+
+
+def texts(app: AppTest) -> str:
+    """Everything the page says in Markdown, captions and alerts, as one string."""
+    parts = [*app.markdown, *app.caption, *app.error, *app.info, *app.success, *app.warning]
+    return "\n".join(str(part.value) for part in parts)
+
+
+def classify_dog(app: AppTest) -> None:
+    app.file_uploader(key="uploader").set_value(("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg"))
+    app.run()
+    app.button(key="classify").click()
+    app.run()
+    assert not app.exception
+
+
+def test_the_login_form_is_shown_first(monkeypatch: pytest.MonkeyPatch, api_url: str) -> None:
+    app = page(monkeypatch, api_url)
+    assert app.text_input(key="login-email").label == "Email"
+    assert app.text_input(key="login-password").label == "Password"
+    assert [tab.label for tab in app.tabs] == ["Log in", "Sign up"]
+    assert api_url in texts(app)
+
+
+def test_a_wrong_password_says_so(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = page(monkeypatch, api_url)
+    log_in(app, account.email, "not the password")
+    assert [error.value for error in app.error] == ["Incorrect email or password"]
+    assert session.TOKEN not in app.session_state
+
+
+def test_a_server_that_is_down_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    app = page(monkeypatch, url)
+    log_in(app, "someone@example.com", PASSWORD)
+    assert [error.value for error in app.error] == [
+        f"Cannot reach the API at {url}. Is it running?"
+    ]
+
+
+def test_sign_up_logs_the_new_user_in(monkeypatch: pytest.MonkeyPatch, api_url: str) -> None:
+    app = page(monkeypatch, api_url)
+    email = f"new-{free_port()}@example.com"
+    app.text_input(key="signup-name").input("Ada Lovelace")
+    app.text_input(key="signup-email").input(email)
+    app.text_input(key="signup-password").input(PASSWORD)
+    app.button[1].click()
+    app.run()
+    assert not app.exception
+    assert app.session_state[session.USER].email == email
+    assert "Signed in as **Ada Lovelace**" in texts(app)
+
+
+def test_classifying_shows_the_class_its_score_and_the_top_5(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    classify_dog(app)
+    said = texts(app)
+    assert "### Eskimo dog" in said
+    assert "**62.2%** sure" in said
+    charts = app.get("vega_lite_chart")
+    assert len(charts) == 1
+
+
+def test_a_refused_file_shows_the_api_message(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    app.file_uploader(key="uploader").set_value(
+        [
+            ("notes.png", b"not an image at all", "image/png"),
+            ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg"),
+        ]
+    )
+    app.run()
+    app.button(key="classify").click()
+    app.run()
+    assert [error.value for error in app.error] == [
+        "**notes\\.png** was not classified: File type is not supported."
+    ]
+    assert "### Eskimo dog" in texts(app)
+
+
+def test_feedback_is_sent_with_the_prediction_id(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    classify_dog(app)
+    prediction_id = app.session_state[session.RESULTS][0].outcome.prediction_id
+    key = f"fb-{prediction_id}"
+    app.radio(key=f"{key}-correct").set_value("No")
+    app.run()
+    app.selectbox(key=f"{key}-class").set_value("Siberian_husky")
+    app.text_area(key=f"{key}-comment").input("Blue eyes.")
+    app.button(key=f"{key}-send").click()
+    app.run()
+    assert not app.exception
+    assert [s.value for s in app.success] == ["Thank you! Your feedback was saved."]
+
+    history = api.history(account.token)
+    assert isinstance(history, History)
+    assert history.feedback[0].prediction_id == prediction_id
+    assert history.feedback[0].feedback == "Wrong. Right class: Siberian_husky. Blue eyes."
+    assert history.feedback[0].predicted_class == "Eskimo_dog"
+
+
+def test_history_lists_predictions_and_feedback(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    app.segmented_control(key="view").set_value("History")
+    app.run()
+    assert "No predictions yet" in texts(app)
+    app.segmented_control(key="view").set_value("Classify")
+    app.run()
+    classify_dog(app)
+    prediction_id = app.session_state[session.RESULTS][0].outcome.prediction_id
+    app.radio(key=f"fb-{prediction_id}-correct").set_value("Yes")
+    app.run()
+    app.button(key=f"fb-{prediction_id}-send").click()
+    app.run()
+    app.segmented_control(key="view").set_value("History")
+    app.run()
+    predictions, feedback = (table.value for table in app.table)
+    assert predictions.iloc[0]["Class"] == "Eskimo dog"
+    assert predictions.iloc[0]["Score"] == "62.2%"
+    assert predictions.iloc[0]["Your feedback"] == "Correct\\."
+    assert feedback.iloc[0]["Feedback"] == "Correct\\."
+
+
+def test_an_expired_token_sends_the_user_back_to_log_in(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    from imgclf.api.security import create_access_token
+    from imgclf.settings import Settings
+
+    app = logged_in_page(monkeypatch, api_url, account)
+    user = app.session_state[session.USER]
+    assert isinstance(user, User)
+    app.session_state[session.TOKEN] = create_access_token(
+        user.id, Settings(), now=datetime.now(UTC) - timedelta(hours=1)
+    )
+    classify_dog(app)
+    assert session.TOKEN not in app.session_state
+    assert [info.value for info in app.info] == [EXPIRED_NOTICE]
+    assert app.text_input(key="login-email")
+
+
+def test_log_out_forgets_the_user(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    classify_dog(app)
+    next(button for button in app.button if button.label == "Log out").click()
+    app.run()
+    assert session.TOKEN not in app.session_state
+    assert session.RESULTS not in app.session_state
+    assert app.text_input(key="login-email").value == ""
