@@ -152,18 +152,35 @@ def test_up_redis_workers_postgres_serves_and_stops_cleanly(
     assert still_running(group) == [], up.output
 
 
-def test_up_embedded_default_stops_cleanly(start_up: type[UpProcess], model_dir: Path) -> None:
-    port = free_port()
-    up = start_up(["--no-ui"], {"IMGCLF_PORT": str(port), "IMGCLF_MODEL_DIR": str(model_dir)})
+def healthcheck(role: str, **env: str) -> int:
+    """The containers' health check script, run against this machine's servers."""
+    script = Path(__file__).parents[1] / "deploy" / "healthcheck.py"
+    command = [sys.executable, str(script), role]
+    return subprocess.run(command, env={**os.environ, **env}, timeout=30, check=False).returncode
+
+
+def test_up_default_starts_api_and_ui_and_stops_cleanly(
+    start_up: type[UpProcess], model_dir: Path
+) -> None:
+    port, ui_port = free_port(), free_port()
+    env = {"IMGCLF_PORT": str(port), "IMGCLF_UI_PORT": str(ui_port)}
+    up = start_up([], {**env, "IMGCLF_MODEL_DIR": str(model_dir)})
     up.wait_ready()
+    assert f"imgclf API on http://127.0.0.1:{port}" in up.output
+    assert f"imgclf UI  on http://127.0.0.1:{ui_port}" in up.output
     assert "Queue: embedded" in up.output
     ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=10)
     assert ready.status_code == 200, ready.text
+    assert healthcheck("api", **env) == 0
+    assert healthcheck("ui", **env) == 0
     group = up.group()
-    assert group
+    streamlit = next(p for p in group if "streamlit" in " ".join(p.cmdline()))
+    assert streamlit.environ()["IMGCLF_API_URL"] == f"http://127.0.0.1:{port}"
     up.process.send_signal(signal.SIGTERM)
     assert up.process.wait(60) == 0, up.output
     assert still_running(group) == []
+    assert healthcheck("api", **env) == 1
+    assert healthcheck("ui", **env) == 1
 
 
 def test_up_stops_the_group_when_a_child_dies(start_up: type[UpProcess], model_dir: Path) -> None:
