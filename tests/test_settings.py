@@ -48,3 +48,13 @@ def test_production_refuses_unsafe_defaults(values: dict[str, str], message: str
 def test_production_accepts_real_secrets() -> None:
     settings = Settings(env="production", secret_key=STRONG_SECRET, admin_password="s3cret!x")
     assert settings.is_production
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [
+        f"IMGCLF_{name.upper()}"
+        for name in Settings.model_fields
+        if f"| `IMGCLF_{name.upper()}` |" not in readme
+    ]
+    assert missing == [], "add these to the README's Configuration table"
