@@ -1,6 +1,6 @@
 """The model bundle: a folder with ``model.onnx``, ``labels.json`` and ``bundle.json``.
 
-Any ONNX image classifier can be served by giving it such a folder (see ``docs/model.md``):
+Any ONNX image classifier can be served by giving it such a folder (see ``README.md`` here):
 
 - ``model.onnx``: one float32 input of shape (N, 3, input_size, input_size), RGB, NCHW; one
   output of shape (N, classes): logits, or probabilities with ``"output": "probabilities"``.
