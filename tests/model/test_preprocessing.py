@@ -214,3 +214,10 @@ def test_damaged_jpegs_raise_only_image_errors(dog_bytes: bytes) -> None:
             continue
         assert tensor.shape == (3, 224, 224)
         assert np.isfinite(tensor).all()
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+def test_damaged_exif_is_ignored(dog_image: Image.Image) -> None:
+    data = encode(dog_image, "JPEG", quality=90, exif=b"Exif\x00\x00MM\x00*garbage-garbage")
+    tensor = preprocess(data, CONFIG, LIMITS)
+    assert tensor.shape == (3, 224, 224)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from imgclf.model.bundle import BundleError
 from imgclf.model.classifier import ScoredLabel, load_classifier
-from imgclf.model.images import SUPPORTED_EXTENSIONS, ImageError, ImageLimits
+from imgclf.model.images import SUPPORTED_EXTENSIONS, ImageError, ImageLimits, check_size
 from imgclf.settings import Settings
 
 PROGRESS_MIN_FILES = 8
@@ -69,7 +69,11 @@ def predict_paths(settings: Settings, paths: list[Path], *, json_output: bool, t
             readable: list[tuple[Path, bytes]] = []
             for path in chunk:
                 try:
+                    check_size(path.stat().st_size, limits)  # before reading a huge file
                     readable.append((path, path.read_bytes()))
+                except ImageError as error:
+                    failures += 1
+                    progress.console.print(f"[red]{path}[/red]: {error}", highlight=False)
                 except OSError as error:
                     failures += 1
                     progress.console.print(

@@ -68,11 +68,20 @@ def decode_rgb(
         image.draft("RGB", (min_side, min_side))
     image.load()
     # Animated GIF / WebP: Image.open positions on the first frame, which is what we classify.
-    orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
+    orientation = _orientation(image)
     image = _to_rgb(image)
     if orientation in _ORIENTATION:
         image = image.transpose(_ORIENTATION[orientation])
     return image
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation, or None; damaged EXIF data is ignored, not fatal to the picture."""
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION_TAG)
+    except Exception:  # Pillow's EXIF parser raises a variety of errors
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
