@@ -53,7 +53,7 @@ class Classifier:
             self._session = ort.InferenceSession(
                 str(bundle.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
             )
-        except Exception as error:
+        except Exception as error:  # ONNX Runtime raises its own exception types
             raise bundle_error(
                 bundle.path, f"ONNX Runtime cannot load the model ({error})."
             ) from None
@@ -75,7 +75,7 @@ class Classifier:
         size = self.input_size
         try:
             output = self._run(np.zeros((1, 3, size, size), dtype=np.float32))
-        except Exception as error:
+        except Exception as error:  # any failure here means an unusable model
             raise bundle_error(
                 self.bundle.path,
                 f"the model does not run on a (1, 3, {size}, {size}) input ({error}).",

@@ -52,7 +52,7 @@ def preprocess(data: bytes, config: Preprocessing, limits: ImageLimits) -> np.nd
         raise ImageTooLargeError(f"The image is too large: {error}") from None
     except MemoryError:
         raise ImageTooLargeError("The image is too large to decode.") from None
-    except Exception as error:
+    except Exception as error:  # a hostile file must never escape as a crash
         raise CorruptImageError(_reason(error)) from None
 
 
