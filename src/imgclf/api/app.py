@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
                 if app.state.prediction_cache is not None:
                     await app.state.prediction_cache.close()
         finally:
-            engine.dispose()
+            await anyio.to_thread.run_sync(engine.dispose)
 
     app = FastAPI(
         title="imgclf",

@@ -25,10 +25,9 @@ def create_user(session: Session, *, name: str, email: str, password_hash: str) 
     user = User(name=name, email=email, hashed_password=password_hash, is_admin=False)
     session.add(user)
     try:
-        # A savepoint, so that losing a race for the email leaves the request's transaction usable.
-        with session.begin_nested():
-            session.flush()
+        session.flush()
     except IntegrityError:
+        # Lost a race for this email: the request's transaction is rolled back with the error.
         raise EmailTaken(email) from None
     return user
 
