@@ -58,7 +58,8 @@ class UpProcess:
         assert READY_LINE in self.output, f"imgclf up not ready in {timeout_s} s:\n{self.output}"
 
     def group(self) -> list[psutil.Process]:
-        return psutil.Process(self.process.pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(self.process.pid).children(recursive=True)
+        return children
 
     def interrupt(self) -> int:
         self.process.send_signal(signal.SIGINT)

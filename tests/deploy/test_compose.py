@@ -79,13 +79,13 @@ def test_compose_interpolations_are_documented_in_env_example() -> None:
 def test_env_example_refuses_production_until_its_secrets_are_set(tmp_path: Path) -> None:
     example = DEPLOY / ".env.example"
     with pytest.raises(ValidationError, match="IMGCLF_SECRET_KEY"):
-        Settings(_env_file=example, env="production")  # type: ignore[call-arg]
+        Settings(_env_file=example, env="production")
     filled = tmp_path / ".env"
     text = example.read_text()
     text = text.replace("IMGCLF_SECRET_KEY=change-me", "IMGCLF_SECRET_KEY=" + "k" * 48 + "-")
     text = text.replace("IMGCLF_ADMIN_PASSWORD=admin", "IMGCLF_ADMIN_PASSWORD=a-strong-one")
     filled.write_text(text)
-    settings = Settings(_env_file=filled, env="production")  # type: ignore[call-arg]
+    settings = Settings(_env_file=filled, env="production")
     assert settings.is_production
     assert settings.web_concurrency == 2
 
