@@ -150,24 +150,24 @@ def test_history_lists_predictions_and_feedback(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
-    app.segmented_control(key="view").set_value("History")
+    app.session_state["view"] = "History"
     app.run()
     assert "No predictions yet" in texts(app)
-    app.segmented_control(key="view").set_value("Classify")
-    app.run()
     classify_dog(app)
     prediction_id = app.session_state[session.RESULTS][0].outcome.prediction_id
     app.radio(key=f"fb-{prediction_id}-correct").set_value("Yes")
     app.run()
     app.button(key=f"fb-{prediction_id}-send").click()
     app.run()
-    app.segmented_control(key="view").set_value("History")
+    app.session_state["view"] = "History"
     app.run()
     predictions, feedback = (table.value for table in app.table)
     assert predictions.iloc[0]["Class"] == "Eskimo dog"
     assert predictions.iloc[0]["Score"] == "62.2%"
     assert predictions.iloc[0]["Your feedback"] == "Correct\\."
     assert feedback.iloc[0]["Feedback"] == "Correct\\."
+    # The Classify tab kept its answer while History was open.
+    assert "### Eskimo dog" in texts(app)
 
 
 def test_an_expired_token_sends_the_user_back_to_log_in(

@@ -37,9 +37,11 @@ def header() -> None:
         st.caption("Upload a photo, learn what is in it, tell us whether we were right.")
     if who is None:
         return
-    with account:
-        st.markdown(f"Signed in as **{escape_markdown(who.name)}**", text_alignment="right")
-        st.button("Log out", icon=":material/logout:", on_click=session.log_out, width="stretch")
+    with account.container(
+        horizontal=True, horizontal_alignment="right", vertical_alignment="center"
+    ):
+        st.markdown(f"Signed in as **{escape_markdown(who.name)}**", width="content")
+        st.button("Log out", icon=":material/logout:", on_click=session.log_out)
 
 
 def main() -> None:
@@ -50,19 +52,14 @@ def main() -> None:
     if token is None:
         login_view.render(client)
         return
-    view = st.segmented_control(
-        "View",
-        [CLASSIFY, HISTORY],
-        default=CLASSIFY,
-        required=True,
-        key="view",
-        label_visibility="collapsed",
-        width="stretch",
-    )
-    if view == HISTORY:
-        history_view.render(client, token)
-    else:
+    # The Classify tab always runs, so its uploads and answers survive a look at History;
+    # History asks the API only while it is open.
+    classify_tab, history_tab = st.tabs([CLASSIFY, HISTORY], key="view", on_change="rerun")
+    with classify_tab:
         classify_view.render(client, token)
+    with history_tab:
+        if history_tab.open:
+            history_view.render(client, token)
 
 
 main()

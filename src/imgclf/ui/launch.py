@@ -28,6 +28,9 @@ def streamlit_command(settings: Settings) -> list[str]:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        # No "Deploy" button or developer menu: the people using the page are not its authors.
+        "--client.toolbarMode",
+        "minimal",
     ]
 
 

@@ -75,7 +75,7 @@ def _feedback_form(client: ApiClient, token: str, prediction: Prediction) -> Non
         return
     key = f"fb-{prediction.prediction_id}"
     verdict = st.radio(
-        f"Is it a {display_name(prediction.prediction)}?",
+        "Is this right?",
         [YES, NO],
         index=None,
         horizontal=True,
