@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import psutil
 import pytest
 
 from imgclf.localservers import PostgresServer, free_port
+from imgclf.up import Child, LogPrinter
 
 DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"
 IMGCLF = str(Path(sys.executable).with_name("imgclf"))
@@ -206,3 +209,32 @@ def test_up_refuses_a_port_in_use(start_up: type[UpProcess]) -> None:
         up = start_up(["--no-ui"], {"IMGCLF_PORT": str(port)})
         assert up.process.wait(30) == 1
     assert f"port {port} is in use" in up.output
+
+
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+grandchild = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+subprocess.Popen([sys.executable, "-c", grandchild])
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def test_stop_kills_a_group_that_ignores_sigterm() -> None:
+    output = io.StringIO()
+    log = LogPrinter(output, ["stubborn"])
+    child = Child("stubborn", [sys.executable, "-c", STUBBORN], dict(os.environ), log)
+    child.start()
+    deadline = time.monotonic() + 20
+    while "started" not in output.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leader = psutil.Process(child.pid)
+    group = [leader, *leader.children(recursive=True)]
+    assert len(group) == 2
+
+    child.stop(grace_s=1)
+
+    assert still_running(group) == []
+    assert "stubborn | started" in output.getvalue()
+    assert "stubborn did not stop within 1 s; killing it" in output.getvalue()

@@ -58,7 +58,8 @@ class LogPrinter:
         prefix = f"{name:<{self.width}} | "
         if self.colour:
             prefix = f"\x1b[{_COLOURS.get(name.split('-')[0], '37')}m{prefix}\x1b[0m"
-        with self._lock:
+        # A closed terminal or pipe must not stop the relay: children would block on a full pipe.
+        with self._lock, contextlib.suppress(OSError, ValueError):
             self.stream.write(prefix + line + "\n")
             self.stream.flush()
 
@@ -207,6 +208,13 @@ def _redis_command(port: int, directory: Path) -> list[str]:
     ]
 
 
+def _worker_environment(env: dict[str, str], workers: int, settings: Settings) -> dict[str, str]:
+    """Workers on one machine share its cores: unless told otherwise, each gets its share."""
+    if settings.model_threads:
+        return env
+    return {**env, "IMGCLF_MODEL_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+
+
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[threading.Event]:
     stop = threading.Event()
@@ -317,7 +325,8 @@ def run_group(
                 group.run_once(Child("migrate", [*imgclf, "populate"], env, log))
             if workers:
                 command = [*imgclf, "worker", "--processes", str(workers)]
-                group.start(Child("worker", command, env, log))
+                worker_env = _worker_environment(env, workers, settings)
+                group.start(Child("worker", command, worker_env, log))
             group.start(Child("api", [*imgclf, "serve"], env, log))
             # With no worker of ours in Redis mode, readiness waits on workers we did not start.
             probe = "/health/live" if queue_url and not workers else "/health/ready"
