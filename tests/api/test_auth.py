@@ -65,6 +65,11 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(
     assert dict(wrong_password.headers) == dict(unknown_email.headers)
 
 
+def test_an_email_no_account_can_have_is_just_a_wrong_login(client: TestClient) -> None:
+    answer = client.post("/login", data={"username": "a\x00b@example.com", "password": "x"})
+    assert (answer.status_code, answer.json()) == (401, {"detail": "Incorrect email or password"})
+
+
 def test_login_form_fields_are_required(client: TestClient) -> None:
     answer = client.post("/login", data={"username": "alice@example.com"})
     assert answer.status_code == 422

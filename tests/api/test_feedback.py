@@ -80,6 +80,8 @@ INVALID_FEEDBACK = [
     ({"feedback": "x" * 2001}, "body.feedback: String should have at most 2000 characters"),
     ({"predicted_class": ""}, "body.predicted_class: String should have at least 1 character"),
     ({"user_id": 1}, "body.user_id: Extra inputs are not permitted"),
+    ({"feedback": "nul \x00 byte"}, "body.feedback: must not contain NUL characters"),
+    ({"image_file_name": "a\x00.jpg"}, "body.image_file_name: must not contain NUL characters"),
     ({"prediction_id": 2**40}, "body.prediction_id: Input should be less than or equal to"),
 ]
 

@@ -77,6 +77,14 @@ def test_weak_or_malformed_sign_up_is_422_with_every_reason(client: TestClient) 
     wrong_type = client.post("/user/", json={"name": 42, "email": [], "password": None})
     assert wrong_type.status_code == 422
 
+    # PostgreSQL cannot store a NUL character: refused as input, never a 500.
+    nul = client.post(
+        "/user/", json={"name": "Ada\x00", "email": "a\x00@example.com", "password": PASSWORD}
+    )
+    assert nul.status_code == 422
+    assert "body.name: must not contain NUL characters" in nul.json()["detail"]
+    assert "body.email" in nul.json()["detail"]
+
 
 def test_unknown_fields_are_refused_and_is_admin_cannot_be_set(
     client: TestClient, app: FastAPI

@@ -128,7 +128,8 @@ class Page:
 
 def get_page(
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
-    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    # Bounded like ids: a larger offset only overflows the database's integer (a 500).
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip.")] = 0,
 ) -> Page:
     return Page(limit=limit, offset=offset)
 

@@ -15,7 +15,9 @@ def normalize_email(email: str) -> str:
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The user with this email and password, else None; as slow for an unknown email."""
-    user = session.scalar(select(User).where(User.email == normalize_email(email)))
+    email = normalize_email(email)
+    # No stored email holds a NUL, and PostgreSQL refuses one even in a query.
+    user = None if "\x00" in email else session.scalar(select(User).where(User.email == email))
     if not verify_password(password, user.hashed_password if user else None):
         return None
     return user

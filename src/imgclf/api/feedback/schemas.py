@@ -6,14 +6,16 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imgclf.api.text import NoNul
+
 
 class FeedbackCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    feedback: Annotated[str, Field(max_length=2000, description="What the user says.")]
+    feedback: Annotated[str, Field(max_length=2000, description="What the user says."), NoNul]
     score: Annotated[float, Field(ge=0, le=1, description="The prediction's score.")]
-    predicted_class: Annotated[str, Field(min_length=1, max_length=200)]
-    image_file_name: Annotated[str, Field(min_length=1, max_length=255)]
+    predicted_class: Annotated[str, Field(min_length=1, max_length=200), NoNul]
+    image_file_name: Annotated[str, Field(min_length=1, max_length=255), NoNul]
     prediction_id: Annotated[
         int | None,
         Field(default=None, ge=1, le=2**31 - 1, description="One of your own predictions."),

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=50)]
+from imgclf.api.text import NoNul
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=50), NoNul]
 # Emails are compared lower-cased: Bob@Example.com and bob@example.com are one account.
 Email = Annotated[EmailStr, AfterValidator(lambda email: email.lower())]
 
