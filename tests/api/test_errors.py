@@ -44,6 +44,16 @@ def test_malformed_bodies_are_422_with_a_message(
     assert answer.json()["detail"].startswith(expected), answer.json()
 
 
+def test_a_body_that_cannot_be_parsed_is_400(client: TestClient) -> None:
+    answer = client.post(
+        "/user/", content=b'{"name": "\xff\xfe"}', headers={"Content-Type": "application/json"}
+    )
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"detail": "There was an error parsing the body"},
+    )
+
+
 def test_unexpected_errors_are_500_logged_and_roll_back(
     app: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
