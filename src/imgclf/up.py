@@ -103,18 +103,22 @@ class Child:
         if self.process is None:
             return
         _signal_group(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None and not _group_members(self.pid):
-                break
-            time.sleep(0.05)
-        else:
+        if not self._wait_gone(grace_s):
             self.log.write("up", f"{self.name} did not stop within {grace_s:g} s; killing it")
             _signal_group(self.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
+            self._wait_gone(5)
         if self._relay is not None:
             self._relay.join(2)
+
+    def _wait_gone(self, timeout_s: float) -> bool:
+        """Wait until the child and every process of its group have exited."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None and not _group_members(self.pid):
+                return True
+            time.sleep(0.05)
+        return False
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
