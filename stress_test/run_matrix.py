@@ -183,6 +183,7 @@ def run_level(stack: Stack, users: int, options: RunOptions, run_dir: Path) -> d
         "requests": aggregated["count"],
         "failures": aggregated["failures"],
         "rps": aggregated["rps"],
+        "avg_ms": aggregated["avg_ms"],
         "p50_ms": aggregated["p50_ms"],
         "p95_ms": aggregated["p95_ms"],
         "p99_ms": aggregated["p99_ms"],
