@@ -38,6 +38,10 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ({}, "IMGCLF_SECRET_KEY is the development default"),
         ({"secret_key": "short"}, "IMGCLF_SECRET_KEY must be at least 32 characters"),
         ({"secret_key": STRONG_SECRET}, "IMGCLF_ADMIN_PASSWORD is the development default"),
+        (
+            {"secret_key": STRONG_SECRET, "admin_password": "short"},
+            "IMGCLF_ADMIN_PASSWORD must be at least 12 characters",
+        ),
     ],
 )
 def test_production_refuses_unsafe_defaults(values: dict[str, str], message: str) -> None:
@@ -46,7 +50,9 @@ def test_production_refuses_unsafe_defaults(values: dict[str, str], message: str
 
 
 def test_production_accepts_real_secrets() -> None:
-    settings = Settings(env="production", secret_key=STRONG_SECRET, admin_password="s3cret!x")
+    settings = Settings(
+        env="production", secret_key=STRONG_SECRET, admin_password="s3cret!x-long-enough"
+    )
     assert settings.is_production
 
 

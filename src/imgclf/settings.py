@@ -123,6 +123,10 @@ class Settings(BaseSettings):
                 "IMGCLF_ADMIN_PASSWORD is the development default 'admin'; "
                 "set a strong password before running with IMGCLF_ENV=production"
             )
+        if len(self.admin_password.get_secret_value()) < 12:
+            raise SettingsError(
+                "IMGCLF_ADMIN_PASSWORD must be at least 12 characters in production"
+            )
         return self
 
 
