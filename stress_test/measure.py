@@ -14,9 +14,10 @@ Key = tuple[int, float]  # (pid, create time): a pid reused by a new process is 
 
 
 class CpuSampler(threading.Thread):
-    """Cumulative CPU time of each process in the given process trees, read every
-    ``interval_s``; ``start_window``/``end_window`` give each process's mean CPU in between,
-    in % of one core (200% is both cores of a 2-core machine)."""
+    """Cumulative CPU time of each process in the given process trees (the "runner" root
+    alone, without its children), read every ``interval_s``; ``start_window``/``end_window``
+    give each process's mean CPU in between, in % of one core (200% is both cores of a 2-core
+    machine). A process is counted under the first role whose tree it is found in."""
 
     def __init__(self, roots: dict[str, int], interval_s: float = 1.0) -> None:
         super().__init__(daemon=True)
@@ -44,7 +45,8 @@ class CpuSampler(threading.Thread):
             for role, root_pid in self.roots.items():
                 try:
                     root = psutil.Process(root_pid)
-                    processes = [root, *root.children(recursive=True)]
+                    children = [] if role == "runner" else root.children(recursive=True)
+                    processes = [root, *children]
                 except psutil.Error:
                     continue
                 for process in processes:

@@ -172,6 +172,10 @@ def _photos() -> str:
     return ", ".join(parts)
 
 
+def _spawn_rates(results: dict[str, Any]) -> dict[int, int]:
+    return {run["users"]: run["spawn_rate"] for run in results["runs"]}
+
+
 def render(results: dict[str, Any], images: dict[str, str], img_path: str = "img") -> str:
     runs = Runs(results["runs"], results["options"]["think_time_s"])
     env = results["environment"]
@@ -212,9 +216,18 @@ def render(results: dict[str, Any], images: dict[str, str], img_path: str = "img
         "",
         "- For each configuration the runner starts the real service (`imgclf serve`; in Redis "
         "mode also a `redis-server` on a free port and `imgclf worker --processes N`) with a "
-        "fresh SQLite database, waits for `/health/ready` with every worker alive, then runs "
+        f"fresh {'PostgreSQL' if options['postgres'] else 'SQLite'} database, waits for "
+        "`/health/ready` with every worker alive, then runs "
         "`locust -f stress_test/locustfile.py --headless -u U -r R --csv ... --only-summary` "
-        "once per number of users U (spawn rate R = min(U, 25)/s).",
+        "once per number of users U (spawn rate R: "
+        + ", ".join(f"{rate}/s for {u}" for u, rate in sorted(_spawn_rates(results).items()))
+        + ")."
+        + (
+            f" `IMGCLF_WEB_CONCURRENCY` = {env['settings']['web_concurrency']}: each API "
+            "process keeps its own `/metrics`, so the batch figures below come from one of them."
+            if env["settings"]["web_concurrency"] > 1
+            else ""
+        ),
         "- Each Locust user signs up (`POST /user/`) and logs in (`POST /login`) once, then "
         "loops over tasks with weights predict 8, feedback 2 (on its last prediction, with "
         "`prediction_id`), history 2 (`GET /model/predictions`), index 1 (`GET /`), pausing "
@@ -240,7 +253,8 @@ def render(results: dict[str, Any], images: dict[str, str], img_path: str = "img
         "- **CPU** is sampled with psutil every second per process (API, each worker, "
         "redis-server, Locust) and given as the mean over the window in % of one core, so "
         f"{100 * env['cores']}% is the whole machine. *Machine* is all CPU in use, *others* "
-        "what processes outside the test used. **Locust runs on the same cores as the service "
+        "what processes outside the test used (the runner itself is listed as *runner*). "
+        "**Locust runs on the same cores as the service "
         "and takes its share of them**; its column shows how much.",
         "- Latency is Locust's, at the client: upload, queue, model, database and answer. "
         "*Mean batch* is the size of the batch each prediction ran in (job-weighted, from "

@@ -152,7 +152,7 @@ def run_level(stack: Stack, users: int, options: RunOptions, run_dir: Path) -> d
         locust = subprocess.Popen(
             command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        sampler = CpuSampler({**stack.pids, "locust": locust.pid})
+        sampler = CpuSampler({**stack.pids, "locust": locust.pid, "runner": os.getpid()})
         sampler.start()
         try:
             while not warmup_file.exists():
@@ -238,9 +238,12 @@ def run_matrix(
     out_dir: Path,
     model_dir: Path = MODEL_DIR,
     redis_url: str | None = None,
+    runs: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
+    """Every configuration in turn; results are appended to ``runs`` as each one finishes, so
+    that a caller keeps what was measured when a later one fails."""
     load_photos()  # made once, before any clock runs
-    runs: list[dict[str, Any]] = []
+    runs = [] if runs is None else runs
     for config in configs:
         runs += run_configuration(config, users, options, out_dir, model_dir, redis_url)
     return runs
@@ -326,11 +329,15 @@ def main() -> None:
     out_dir = RESULTS / f"{datetime.now():%Y%m%d-%H%M%S}-{preset_name}"
     out_dir.mkdir(parents=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     print(
         f"{preset_name} matrix: {len(configs)} configurations x users {users}, "
         f"{options.measure_s:g} s measured each; results in {out_dir}",
         flush=True,
     )
+    per_level = options.warmup_s + options.measure_s + 8  # Locust's start, log-ins, stop
+    estimate = len(configs) * (10 + len(users) * per_level + sum(users) * 0.1)
+    print(f"expected to take about {estimate / 60:.0f} minutes", flush=True)
     started = time.monotonic()
     results = {
         "preset": preset_name,
@@ -341,11 +348,18 @@ def main() -> None:
         "environment": collect_environment(),
         "started": datetime.now().isoformat(timespec="seconds"),
     }
+    results["runs"] = []
     try:
-        results["runs"] = run_matrix(configs, users, options, out_dir)
-    except KeyboardInterrupt:
-        print("interrupted: everything started was stopped", file=sys.stderr)
-        raise SystemExit(130) from None
+        run_matrix(configs, users, options, out_dir, runs=results["runs"])
+    except BaseException as error:
+        results["duration_s"] = round(time.monotonic() - started)
+        results["incomplete"] = repr(error)
+        save_results(results, out_dir)
+        print(f"stopped ({error!r}); everything started was stopped; the configurations "
+              f"finished so far are in {out_dir / 'results.json'}", file=sys.stderr)  # fmt: skip
+        if isinstance(error, KeyboardInterrupt):
+            raise SystemExit(130) from None
+        raise
     results["duration_s"] = round(time.monotonic() - started)
     path = save_results(results, out_dir)
     print(f"results: {path} ({results['duration_s']} s)")

@@ -123,7 +123,9 @@ class Stack:
             "IMGCLF_ACCESS_LOG": "false",
             "IMGCLF_MAX_BATCH_SIZE": str(self.config.max_batch_size),
         }
+        # The matrix decides these; a developer's own database or queue is never touched.
         env.pop("IMGCLF_QUEUE_URL", None)
+        env.pop("IMGCLF_DATABASE_URL", None)
         return env
 
     def _spawn(self, role: str, args: list[str]) -> subprocess.Popen[bytes]:
