@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from stress_test.analysis import Runs, predict_ms, predict_rps
 
@@ -30,8 +31,11 @@ def _axes(ax: Axes, users: list[int], metric: str) -> None:
         ax.set_ylabel("predictions/s")
         ax.set_ylim(bottom=0)
     else:
-        ax.set_ylabel("prediction p95 latency, ms")
+        ax.set_ylabel("prediction p95 latency, ms (log scale)")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -100,8 +104,10 @@ def draw_plots(runs: Runs, img_dir: Path) -> dict[str, str]:
         images[name] = title
 
     top = max(users)
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    roles = sorted({role for r in runs.runs for role in r["cpu"]["processes"]} | {"others"})
+    fig, ax = plt.subplots(figsize=(10, 4.4))
+    found = {role for r in runs.runs for role in r["cpu"]["processes"]}
+    order = ["api", *sorted(r for r in found if r.startswith("worker")), "redis", "postgres"]
+    roles = [r for r in [*order, "locust", "runner"] if r in found] + ["others"]
     labels = [runs.name(s) for s in runs.slugs]
     bottoms = [0.0] * len(runs.slugs)
     for index, role in enumerate(roles):
@@ -110,16 +116,16 @@ def draw_plots(runs: Runs, img_dir: Path) -> dict[str, str]:
             run = runs.at(slug, top)
             cpu = run["cpu"] if run else {"processes": {}, "others": 0}
             values.append(cpu["others"] if role == "others" else cpu["processes"].get(role, 0))
-        color = "lightgrey" if role == "others" else f"C{index}"
+        color = "lightgrey" if role == "others" else f"C{index % 10}"
         ax.bar(labels, values, bottom=bottoms, label=role, color=color)
         bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     cores = runs.runs[0]["cpu"]["cores"]
-    ax.axhline(100 * cores, color="black", linewidth=1, linestyle="--")
-    ax.text(-0.4, 100 * cores + 3, f"{cores} cores", fontsize=8)
+    ax.axhline(100 * cores, color="black", linewidth=1, linestyle="--", label=f"{cores} cores")
+    ax.set_ylim(0, 100 * cores * 1.08)
     ax.set_ylabel("CPU, % of one core")
-    ax.set_title(f"CPU by process at {top} users")
+    ax.set_title(f"CPU by process at {top} users (mean over the measured window)")
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     _save(fig, img_dir / "stress-cpu.png")
     images["stress-cpu.png"] = f"CPU by process at {top} users"
     return images
