@@ -1,5 +1,6 @@
-"""A live API (``imgclf serve`` with the real model, in a subprocess) for the UI's tests, and
-fresh users on it. The UI knows the API only over HTTP, so its tests talk to a real one."""
+"""The service as ``make run`` starts it (``imgclf up``: the API with the real model, and the
+UI) on free ports, once per session, and fresh users on it. The UI knows the API only over
+HTTP, so its tests talk to a real one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from imgclf.localservers import ServerUnavailable, free_port, wait_for_port
-from imgclf.ui.client import ApiClient, ApiError
+from imgclf.ui.client import ApiClient, User
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"
 PASSWORD = "correct horse battery"
@@ -24,9 +25,13 @@ _emails = itertools.count(1)
 
 @dataclass(frozen=True)
 class Account:
-    email: str
+    user: User
     password: str
     token: str
+
+    @property
+    def email(self) -> str:
+        return self.user.email
 
 
 def clean_environment(**values: str) -> dict[str, str]:
@@ -35,7 +40,9 @@ def clean_environment(**values: str) -> dict[str, str]:
     return env | values
 
 
-def start_process(command: list[str], port: int, cwd: Path, env: dict[str, str], log: Path):
+def start_process(
+    command: list[str], port: int, cwd: Path, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
     """Start a server and wait for its port; on failure, fail with the end of its log."""
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -59,21 +66,35 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+@dataclass(frozen=True)
+class Stack:
+    process: subprocess.Popen[bytes]
+    api_url: str
+    ui_port: int
+    log: Path
+
+
 @pytest.fixture(scope="session")
-def api_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``imgclf serve`` (embedded model worker, SQLite) on a free port, for the whole session."""
-    root = tmp_path_factory.mktemp("ui-api")
-    port = free_port()
+def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``imgclf up`` (API with its embedded model worker and SQLite, then the UI)."""
+    root = tmp_path_factory.mktemp("ui-stack")
+    api_port, ui_port = free_port(), free_port()
     env = clean_environment(
         IMGCLF_DATA_DIR=str(root / "data"),
         IMGCLF_MODEL_DIR=str(model_dir),
         IMGCLF_MODEL_THREADS="1",
+        IMGCLF_PORT=str(api_port),
+        IMGCLF_UI_PORT=str(ui_port),
     )
-    process = start_process(
-        [IMGCLF, "serve", "--port", str(port)], port, root, env, root / "api.log"
-    )
-    yield f"http://127.0.0.1:{port}"
+    log = root / "up.log"
+    process = start_process([IMGCLF, "up"], api_port, root, env, log)
+    yield Stack(process, f"http://127.0.0.1:{api_port}", ui_port, log)
     stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def api_url(stack: Stack) -> str:
+    return stack.api_url
 
 
 @pytest.fixture
@@ -85,10 +106,16 @@ def api(api_url: str) -> Iterator[ApiClient]:
 
 @pytest.fixture
 def account(api: ApiClient) -> Account:
-    """A user of its own, signed up through the API, with a token."""
+    """A user of its own, signed up through the API, with a token.
+
+    The token is minted with the development secret the API runs with, as ``/login`` would
+    make it: Argon2 costs a noticeable fraction of a second on purpose, and the login tests
+    go through ``/login`` for real.
+    """
+    from imgclf.api.security import create_access_token
+    from imgclf.settings import Settings
+
     email = f"ui-user-{os.getpid()}-{next(_emails)}@example.com"
-    created = api.sign_up("UI Tester", email, PASSWORD)
-    assert not isinstance(created, ApiError), created
-    token = api.login(email, PASSWORD)
-    assert isinstance(token, str), token
-    return Account(email, PASSWORD, token)
+    user = api.sign_up("UI Tester", email, PASSWORD)
+    assert isinstance(user, User), user
+    return Account(user, PASSWORD, create_access_token(user.id, Settings()))

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from imgclf.localservers import free_port
 from imgclf.ui import session
-from imgclf.ui.client import ApiClient, History, User
+from imgclf.ui.client import ApiClient, History
 from imgclf.ui.launch import APP_PATH
 from imgclf.ui.session import EXPIRED_NOTICE
 from tests.conftest import DOG_JPEG
@@ -25,9 +25,13 @@ def page(monkeypatch: pytest.MonkeyPatch, api_url: str) -> AppTest:
 
 
 def logged_in_page(monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account) -> AppTest:
-    app = page(monkeypatch, api_url)
-    log_in(app, account.email, account.password)
-    assert app.session_state[session.TOKEN]
+    """The page as it is after a login (the login form has tests of its own)."""
+    monkeypatch.setenv("IMGCLF_API_URL", api_url)
+    app = AppTest.from_file(str(APP_PATH), default_timeout=30)
+    app.session_state[session.TOKEN] = account.token
+    app.session_state[session.USER] = account.user
+    app.run()
+    assert not app.exception
     return app
 
 
@@ -59,6 +63,16 @@ def test_the_login_form_is_shown_first(monkeypatch: pytest.MonkeyPatch, api_url:
     assert app.text_input(key="login-password").label == "Password"
     assert [tab.label for tab in app.tabs] == ["Log in", "Sign up"]
     assert api_url in texts(app)
+
+
+def test_logging_in_shows_the_user_and_the_classify_tab(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = page(monkeypatch, api_url)
+    log_in(app, account.email, account.password)
+    assert app.session_state[session.USER] == account.user
+    assert "Signed in as **UI Tester**" in texts(app)
+    assert app.file_uploader(key="uploader")
 
 
 def test_a_wrong_password_says_so(
@@ -177,10 +191,8 @@ def test_an_expired_token_sends_the_user_back_to_log_in(
     from imgclf.settings import Settings
 
     app = logged_in_page(monkeypatch, api_url, account)
-    user = app.session_state[session.USER]
-    assert isinstance(user, User)
     app.session_state[session.TOKEN] = create_access_token(
-        user.id, Settings(), now=datetime.now(UTC) - timedelta(hours=1)
+        account.user.id, Settings(), now=datetime.now(UTC) - timedelta(hours=1)
     )
     classify_dog(app)
     assert session.TOKEN not in app.session_state

@@ -11,17 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error, FloatRect, Page, expect, sync_playwright
 
-from imgclf.localservers import free_port
-from tests.conftest import DOG_JPEG
-from tests.ui.conftest import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    IMGCLF,
-    clean_environment,
-    start_process,
-    stop_process,
-)
+from imgclf.localservers import ServerUnavailable, wait_for_port
+from tests.conftest import DOG_JPEG, unavailable
+from tests.ui.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,28 +28,24 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).parents[2] / "docs" / "img"
 TIMEOUT_MS = 30_000
-SCREENSHOT_CLIP_LOGIN = {"x": 0, "y": 0, "width": 900, "height": 640}
+LOGIN_CLIP = FloatRect(x=0, y=0, width=900, height=640)
 
 
 @pytest.fixture(scope="module")
-def ui_url(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``imgclf ui`` on a free port, pointed at the live API."""
-    root = tmp_path_factory.mktemp("ui")
-    port = free_port()
-    command = [IMGCLF, "ui", "--api-url", api_url, "--port", str(port)]
-    process = start_process(command, port, root, clean_environment(), root / "ui.log")
-    yield f"http://127.0.0.1:{port}"
-    stop_process(process)
+def ui_url(stack: Stack) -> str:
+    """The UI that ``imgclf up`` started after its API was ready."""
+    try:
+        wait_for_port(stack.ui_port, timeout_s=90, process=stack.process)
+    except ServerUnavailable as error:
+        pytest.fail(f"the UI did not start: {error}\n{stack.log.read_text()[-3000:]}")
+    return f"http://127.0.0.1:{stack.ui_port}"
 
 
 @pytest.fixture
-def page(ui_url: str) -> Iterator[object]:
-    from tests.conftest import unavailable
-
+def page(ui_url: str) -> Iterator[Page]:
     if not CHROMIUM.exists():
         unavailable(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             # Tall enough that the result card, chart and feedback form fit in one picture.
@@ -66,16 +56,14 @@ def page(ui_url: str) -> Iterator[object]:
             browser.close()
 
 
-def test_log_in_classify_send_feedback_and_find_it_in_history(page, ui_url: str) -> None:  # type: ignore[no-untyped-def]
-    from playwright.sync_api import expect
-
+def test_log_in_classify_send_feedback_and_find_it_in_history(page: Page, ui_url: str) -> None:
     expect.set_options(timeout=TIMEOUT_MS)
     page.goto(ui_url)
     expect(page.get_by_role("tab", name="Log in")).to_be_visible()
     page.locator(".st-key-login-email input").fill(ADMIN_EMAIL)
     page.locator(".st-key-login-password input").fill(ADMIN_PASSWORD)
     page.locator(".st-key-login-password input").blur()
-    page.screenshot(path=SCREENSHOTS / "ui-login.png", clip=SCREENSHOT_CLIP_LOGIN)
+    page.screenshot(path=SCREENSHOTS / "ui-login.png", clip=LOGIN_CLIP)
     page.get_by_role("button", name="Log in").click()
 
     expect(page.get_by_text("Signed in as")).to_be_visible()
@@ -99,16 +87,14 @@ def test_log_in_classify_send_feedback_and_find_it_in_history(page, ui_url: str)
     expect(page.get_by_role("cell", name=said).first).to_be_visible()
 
 
-def settle(page) -> None:  # type: ignore[no-untyped-def]
+def settle(page: Page) -> None:
     """Wait until Streamlit has finished rerunning the script (its own end-to-end tests'
     marker), so that the next click lands on elements the rerun will not replace."""
     page.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for()
 
 
-def choose_class(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def choose_class(page: Page, name: str) -> None:
     """Pick ``name`` in the "What is it?" select by typing part of it, as a person would."""
-    from playwright.sync_api import Error
-
     select = page.locator("[class*=st-key-fb-][class*=-class]")
     option = page.get_by_role("option", name=name, exact=True)
     for _attempt in range(3):

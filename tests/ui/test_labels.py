@@ -1,0 +1,51 @@
+"""The class names the UI ships, and how it shows them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgclf.settings import Settings
+from imgclf.ui.labels import bundle_class_names, choices, class_names, display_name
+from imgclf.ui.launch import streamlit_command
+from imgclf.ui.text import escape_markdown, previewable
+from tests.conftest import DOG_JPEG
+
+
+def test_labels_txt_matches_the_model_bundle(model_dir: Path) -> None:
+    """Regenerate with ``python -m imgclf.ui.labels data/models/efficientnet-lite0``."""
+    assert list(class_names()) == bundle_class_names(model_dir)
+    assert len(class_names()) == 1000
+
+
+def test_choices_put_the_runners_up_first_and_name_each_class_once() -> None:
+    options = choices(["Siberian_husky", "dogsled"])
+    assert options[:3] == ["Siberian_husky", "dogsled", "abacus"]
+    assert len(options) == len(set(options)) == 998  # two cranes, two maillots
+    assert options.count("crane") == 1
+
+
+def test_class_names_read_as_words() -> None:
+    assert display_name("Eskimo_dog") == "Eskimo dog"
+    assert display_name("jack-o'-lantern") == "jack-o'-lantern"
+
+
+def test_names_a_user_typed_stay_text_in_markdown() -> None:
+    assert escape_markdown("![x](http://example.com/t.png)") == (
+        "\\!\\[x\\]\\(http\\://example\\.com/t\\.png\\)"
+    )
+
+
+def test_only_real_images_get_a_preview() -> None:
+    assert previewable(DOG_JPEG.read_bytes())
+    assert not previewable(b"not an image")
+    assert not previewable(DOG_JPEG.read_bytes()[:200])
+
+
+def test_imgclf_ui_runs_streamlit_headless_on_the_ui_port() -> None:
+    command = streamlit_command(Settings(ui_port=8599))
+    assert command[1:4] == ["-m", "streamlit", "run"]
+    assert command[4].endswith("imgclf/ui/app.py")
+    flags = dict(zip(command[5::2], command[6::2], strict=False))
+    assert flags["--server.port"] == "8599"
+    assert flags["--server.headless"] == "true"
+    assert flags["--browser.gatherUsageStats"] == "false"
