@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -34,6 +35,13 @@ class SchemaOutdatedError(RuntimeError):
     """Production start-up found the database behind the code's migrations."""
 
 
+@lru_cache(maxsize=4)
+def _admin_hash(password: str) -> str:
+    """Hash the admin password once per process, however many apps it builds (tests build
+    one per case, and Argon2 takes a good part of a second on purpose)."""
+    return hash_password(password)
+
+
 def _prepare_database(app: FastAPI, settings: Settings) -> None:
     """Development: migrate and create the admin. Production: only check, never change."""
     engine = app.state.engine
@@ -45,7 +53,7 @@ def _prepare_database(app: FastAPI, settings: Settings) -> None:
             )
         return
     upgrade(engine)
-    if ensure_admin(engine, settings, hash_password(settings.admin_password.get_secret_value())):
+    if ensure_admin(engine, settings, _admin_hash(settings.admin_password.get_secret_value())):
         logger.info("Created the admin user %s", settings.admin_email)
     # Warm the dummy hash that unknown-email logins verify against.
     verify_password("", None)
