@@ -165,6 +165,10 @@ def run_level(stack: Stack, users: int, options: RunOptions, run_dir: Path) -> d
             before = parse_metrics(stack.metrics_text())
             sampler.start_window()
             warmup = json.loads(warmup_file.read_text())
+            if warmup["users"] < users:
+                raise RuntimeError(
+                    f"only {warmup['users']} of {users} users logged in: {warmup['errors']}"
+                )
             time.sleep(max(0.0, warmup["ended_at"] + options.measure_s - time.time()))
             after = parse_metrics(stack.metrics_text())
             cpu = sampler.end_window()
