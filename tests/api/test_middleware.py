@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,31 @@ def test_configured_origins_may_call_the_api(database_url: str) -> None:
         assert allowed.headers["access-control-allow-origin"] == "https://ui.example"
         other = client.get("/", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_oversized_bodies_are_413_before_being_read(client: TestClient) -> None:
+    big = b'{"name": "' + b"x" * 70_000 + b'"}'
+
+    def chunked() -> Iterator[bytes]:  # declares no length: counted as it arrives
+        yield big[:40_000]
+        yield big[40_000:]
+
+    for content in (big, chunked()):
+        answer = client.post(
+            "/user/", content=content, headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 413
+        assert answer.json() == {"detail": "The request body is larger than the 64 KiB limit."}
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    login = client.post("/login", data={"username": "a@example.com", "password": "x" * 70_000})
+    assert login.status_code == 413
+
+
+def test_uploads_may_be_as_large_as_the_upload_setting(database_url: str) -> None:
+    settings = Settings(database_url=database_url, max_upload_bytes=2**20)
+    with TestClient(create_app(settings)) as client:
+        within = client.post("/login", files={"file": ("a.bin", b"x" * 2**20)})
+        assert within.status_code == 422  # read, then refused for what it is, not its size
+        over = client.post("/login", files={"file": ("a.bin", b"x" * (2**20 + 2**17))})
+        assert over.status_code == 413
+        assert over.json() == {"detail": "The upload is larger than the 1 MB limit."}

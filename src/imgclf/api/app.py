@@ -19,7 +19,7 @@ from imgclf.api.errors import install_error_handlers
 from imgclf.api.feedback.router import router as feedback_router
 from imgclf.api.health.router import router as health_router
 from imgclf.api.metrics import install_metrics
-from imgclf.api.middleware import SecurityHeadersMiddleware
+from imgclf.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from imgclf.api.predictions.cache import build_cache
 from imgclf.api.predictions.router import router as predictions_router
 from imgclf.api.security import hash_password, verify_password
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
             allow_methods=["*"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(BodySizeLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     install_metrics(app)
 

@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgclf.api.middleware import SECURITY_HEADERS
@@ -27,6 +29,7 @@ _DESCRIPTIONS = {
     429: "Too many attempts; retry after the Retry-After seconds",
     503: "A dependency is unavailable; retry later",
     504: "No answer in time",
+    507: "The upload could not be stored (disk full or unwritable); retry later",
 }
 
 
@@ -82,6 +85,17 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database went away (restart, network, pool exhausted): a clear 503, not a 500.
+    The statement's parameters are hidden by the engine, so the log shows no user data."""
+    logger.error("Database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "The database is unavailable; retry shortly."},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 def _document_one_error_shape(app: FastAPI) -> None:
     """Make the OpenAPI schema tell the truth about 422s on every route, even one that did not
     declare its 422: FastAPI documents its own list-of-errors shape, which we never send."""
@@ -94,7 +108,14 @@ def _document_one_error_shape(app: FastAPI) -> None:
         schema = build_schema()
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
-                response = operation.get("responses", {}).get("422")
+                responses = operation.get("responses", {})
+                if ({"401", "422"} & responses.keys()) and "503" not in responses:
+                    # Every route that reads the database may meet it unavailable.
+                    responses["503"] = {
+                        "description": _DESCRIPTIONS[503],
+                        "content": {"application/json": {"schema": {"$ref": error_ref}}},
+                    }
+                response = responses.get("422")
                 if response is None:
                     continue
                 response["description"] = _DESCRIPTIONS[422]
@@ -112,5 +133,7 @@ def _document_one_error_shape(app: FastAPI) -> None:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for database_error in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(database_error, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
     _document_one_error_shape(app)

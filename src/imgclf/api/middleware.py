@@ -1,8 +1,10 @@
-"""Security headers on every response (pure ASGI, so streaming bodies pass untouched)."""
+"""Pure ASGI middleware (streaming bodies pass untouched): security headers, body size caps."""
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SECURITY_HEADERS = (
@@ -31,3 +33,59 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# JSON and form bodies here are small (a feedback is at most 2000 characters); uploads are
+# multipart, capped by the upload setting plus room for the multipart framing.
+MAX_BODY_BYTES = 64 * 1024
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies over their cap with 413 before they are read into memory.
+
+    Neither uvicorn nor FastAPI caps a body by default, so without this one large JSON body
+    would be buffered whole. The check runs on the declared Content-Length and again on the
+    bytes as they arrive (a chunked body declares nothing).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_upload_bytes = max_upload_bytes
+
+    def _limit(self, headers: Headers) -> tuple[int, str]:
+        if headers.get("content-type", "").lower().startswith("multipart/"):
+            limit = self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+            return (
+                limit,
+                f"The upload is larger than the {self.max_upload_bytes / 2**20:g} MB limit.",
+            )
+        return (
+            MAX_BODY_BYTES,
+            f"The request body is larger than the {MAX_BODY_BYTES // 1024} KiB limit.",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        limit, message = self._limit(headers)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            response = JSONResponse({"detail": message}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message_in = await receive()
+            if message_in["type"] == "http.request":
+                received += len(message_in.get("body", b""))
+                if received > limit:
+                    # An HTTPException, so the app's error handler answers it in the usual shape.
+                    raise HTTPException(413, message)
+            return message_in
+
+        await self.app(scope, receive_within_limit, send)

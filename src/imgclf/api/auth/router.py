@@ -25,7 +25,7 @@ def get_login_throttle(request: Request) -> LoginThrottle:
 LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 
 
-@router.post("/login", response_model=Token, responses=error_responses(400, 401, 422, 429))
+@router.post("/login", response_model=Token, responses=error_responses(400, 401, 413, 422, 429))
 def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,

@@ -21,14 +21,14 @@ router = APIRouter(prefix="/feedback", tags=["feedback"])
     "",
     response_model=FeedbackPublic,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 401, 404, 422),
+    responses=error_responses(400, 401, 404, 413, 422),
     include_in_schema=False,
 )
 @router.post(
     "/",
     response_model=FeedbackPublic,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 401, 404, 422),
+    responses=error_responses(400, 401, 404, 413, 422),
 )
 def create_feedback(body: FeedbackCreate, user: CurrentUser, session: SessionDep) -> Feedback:
     """Record feedback on a prediction; ``prediction_id``, if given, must be one of yours."""

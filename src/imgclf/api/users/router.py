@@ -44,7 +44,7 @@ def _email_taken() -> HTTPException:
     "/",
     response_model=UserPublic,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 422),
+    responses=error_responses(400, 413, 422),
 )
 def create_user(body: UserCreate, session: SessionDep) -> User:
     """Sign up. No authentication; the new user is never an admin."""
