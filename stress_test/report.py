@@ -228,8 +228,13 @@ def render(results: dict[str, Any], images: dict[str, str], img_path: str = "img
             if env["settings"]["web_concurrency"] > 1
             else ""
         ),
-        "- Each Locust user signs up (`POST /user/`) and logs in (`POST /login`) once, then "
-        "loops over tasks with weights predict 8, feedback 2 (on its last prediction, with "
+        (
+            "- Each Locust user signs up (`POST /user/`) and logs in (`POST /login`) once, then "
+            if options["login"] == "signup"
+            else "- Each Locust user logs in once as the development admin (`--login admin`: "
+            "`POST /login`, no sign-up), then "
+        )
+        + "loops over tasks with weights predict 8, feedback 2 (on its last prediction, with "
         "`prediction_id`), history 2 (`GET /model/predictions`), index 1 (`GET /`), pausing "
         f"{0.5 * options['think_time_s']:g}-{1.5 * options['think_time_s']:g} s between tasks. "
         "A user waits for each answer, so U users offer at most about U requests per "
@@ -242,9 +247,9 @@ def render(results: dict[str, Any], images: dict[str, str], img_path: str = "img
             if any(c["cache"] for c in results["configs"])
             else "off (`--cache` adds cache-on runs)."
         ),
-        "- **Warm-up left out.** Sign-ups and log-ins hash passwords with Argon2, which costs "
-        "tens of milliseconds of CPU each; the first requests also meet a cold model. The "
-        "locustfile resets Locust's statistics "
+        "- **Warm-up left out.** Sign-ups and log-ins hash or verify passwords with Argon2, "
+        "which costs tens of milliseconds of CPU each; the first requests also meet a cold "
+        "model. The locustfile resets Locust's statistics "
         f"{options['warmup_s']:g} s after the last user has logged in (a fixed warm-up could "
         "end before 100 log-ins do), then measures "
         f"{options['measure_s']:g} s and stops. The runner reads `/metrics` and starts its CPU "

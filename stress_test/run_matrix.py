@@ -79,7 +79,7 @@ PRESETS = {
     "quick": Preset(
         users=(1, 10, 50),
         configs=(EMBEDDED, _redis(1), _redis(2)),
-        options=RunOptions(warmup_s=3, measure_s=15),
+        options=RunOptions(warmup_s=2, measure_s=15),
     ),
 }
 
@@ -168,6 +168,11 @@ def run_level(stack: Stack, users: int, options: RunOptions, run_dir: Path) -> d
             if warmup["users"] < users:
                 raise RuntimeError(
                     f"only {warmup['users']} of {users} users logged in: {warmup['errors']}"
+                    + (
+                        " (--login admin measures without sign-ups)"
+                        if options.login == "signup"
+                        else ""
+                    )
                 )
             time.sleep(max(0.0, warmup["ended_at"] + options.measure_s - time.time()))
             after = parse_metrics(stack.metrics_text())
