@@ -72,6 +72,7 @@ def test_log_in_classify_send_feedback_and_find_it_in_history(page: Page, ui_url
     expect(page.get_by_role("heading", name="Eskimo dog")).to_be_visible()
     expect(page.get_by_text("62.2% sure")).to_be_visible()
     expect(page.locator("[data-testid=stVegaLiteChart]")).to_be_visible()
+    settle(page)
     page.mouse.move(0, 0)  # no hover effect on the Classify button in the picture
     page.wait_for_timeout(500)  # let the chart finish drawing
     page.screenshot(path=SCREENSHOTS / "ui-classify.png")
