@@ -22,6 +22,8 @@ def streamlit_command(settings: Settings) -> list[str]:
         "streamlit",
         "run",
         str(APP_PATH),
+        "--server.address",
+        settings.host,
         "--server.port",
         str(settings.ui_port),
         "--server.headless",
@@ -38,7 +40,7 @@ def run_ui(settings: Settings) -> int:
     """Run the UI until it stops; its exit code. SIGTERM is passed on to Streamlit, so a
     supervisor that stops ``imgclf ui`` does not leave the page server behind."""
     env = {**os.environ, "IMGCLF_API_URL": settings.api_url}
-    print(f"UI: http://127.0.0.1:{settings.ui_port}  (API: {settings.api_url})", flush=True)
+    print(f"UI: http://{settings.host}:{settings.ui_port}  (API: {settings.api_url})", flush=True)
     process = subprocess.Popen(streamlit_command(settings), env=env)
     previous = None
     if threading.current_thread() is threading.main_thread():
