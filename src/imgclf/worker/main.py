@@ -29,13 +29,28 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_worker_process(settings: Settings) -> int:
-    """One worker: load the model, then batch jobs until SIGTERM (drain, acknowledge, exit 0)."""
+def _stop_on_signals(stop: threading.Event, name: str) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("worker %s: %s received, draining", name, signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
+def run_worker_process(settings: Settings, stop: threading.Event | None = None) -> int:
+    """One worker: load the model, then batch jobs until SIGTERM (drain, acknowledge, exit 0).
+
+    ``stop`` outlives a recycled worker, so a SIGTERM that arrives while the next one loads
+    its model is not lost: the fresh worker drains at once instead of running on.
+    """
+    stop = stop or threading.Event()
     source = RedisJobSource(
         settings.queue_url,
         visibility_timeout_s=settings.visibility_timeout_s,
         max_deliveries=settings.queue_max_deliveries,
     )
+    _stop_on_signals(stop, source.name)
     classifier = load_classifier(settings)
     source.model_id = classifier.model_id
     worker = BatchingWorker(
@@ -46,14 +61,6 @@ def run_worker_process(settings: Settings) -> int:
         max_batch_wait_ms=settings.max_batch_wait_ms,
         decode_threads=settings.resolved_decode_threads,
     )
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("worker %s: %s received, draining", source.name, signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     worker.start()
     heartbeat_ttl = settings.worker_heartbeat_s * 3
     source.heartbeat(heartbeat_ttl)
@@ -86,10 +93,13 @@ def run_workers(settings: Settings, processes: int) -> int:
     """Run ``processes`` workers; more than one are child processes restarted when they die."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if processes == 1:
+        stop = threading.Event()
         while True:
-            code = run_worker_process(settings)
+            code = run_worker_process(settings, stop)
             if code != EXIT_RECYCLE:
                 return code
+            if stop.is_set():  # asked to stop while retiring: do not start another
+                return 0
             logger.info("starting a fresh worker in this process")
     return _supervise(settings, processes)
 
