@@ -48,7 +48,7 @@ def _scored(top_k: list[tuple[str, float]]) -> list[ScoredLabelPublic]:
     "/predict",
     response_model=PredictionResponse,
     summary="Classify an image",
-    responses=error_responses(400, 401, 413, 422, 503, 504),
+    responses=error_responses(400, 401, 413, 422, 503, 504, 507),
 )
 async def predict(request: Request, user: CurrentUserId, file: ImageUpload) -> PredictionResponse:
     state = request.app.state

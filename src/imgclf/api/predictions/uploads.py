@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from fastapi import HTTPException, UploadFile
 
 from imgclf.model.images import ImageError, ImageLimits, check_extension, inspect_image
 from imgclf.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,20 @@ async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
 
 
 def store_upload(upload_dir: Path, upload: AcceptedUpload) -> None:
-    """Write the upload once; concurrent writers of the same content each rename a full file."""
+    """Write the upload once, or answer 507 when it cannot be (disk full, folder gone or
+    read-only); the prediction is then not recorded either."""
+    try:
+        _write_once(upload_dir, upload)
+    except OSError as error:
+        logger.error("could not store the upload %s in %s: %s", upload.file_name, upload_dir, error)
+        reason = error.strerror or type(error).__name__  # no server path in the answer
+        raise HTTPException(
+            507, f"Insufficient storage: the image could not be saved ({reason}); retry later."
+        ) from None
+
+
+def _write_once(upload_dir: Path, upload: AcceptedUpload) -> None:
+    """Concurrent writers of the same content each rename a full file; none leaves a part."""
     target = upload_dir / upload.file_name
     if target.exists():
         return
