@@ -113,6 +113,18 @@ def _compare(new: float, old: float) -> str:
     return "made no clear difference to"
 
 
+def competition(compared: list[dict[str, Any]]) -> str:
+    """A caveat when other processes took a real share of the cores in any compared window."""
+    worst = max(compared, key=lambda r: _capacity_share(r, "others"))
+    share = _capacity_share(worst, "others")
+    if share <= COMPETING:
+        return ""
+    return (
+        f" Other processes took up to {100 * share:.0f}% of the cores during these windows, "
+        "so a difference of this size may be theirs rather than the configurations'."
+    )
+
+
 def _worker_cpu(run: dict[str, Any]) -> float:
     processes = run["cpu"]["processes"]
     return sum(v for k, v in processes.items() if k.startswith("worker ") and k[-1].isdigit())
@@ -144,6 +156,17 @@ def _workers(runs: Runs) -> tuple[list[str], bool]:
     rates = {w: predict_rps(p) for w, p in peaks.items()}
     listing = ", ".join(f"{rates[w]:.1f} with {w}" for w in rates)
     flat = max(rates.values()) <= (1 + SAME) * min(rates.values())
+    busy = [_capacity_share(p, "machine") for p in peaks.values()]
+    others = [_capacity_share(p, "others") for p in peaks.values()]
+    cores = next(iter(peaks.values()))["cpu"]["cores"]
+    busy_text = _span(min(busy), max(busy))
+    if max(others) > COMPETING:
+        return [
+            f"Saturated peaks of {listing} worker(s) (predictions/s, batch 16); the cores were "
+            f"{busy_text} busy, but other processes on this shared machine took up to "
+            f"{100 * max(others):.0f}% of them, so this run can neither rank the worker counts "
+            "nor separate the service's own limit from that competition."
+        ], False
     sentences = [
         (
             "More workers did not raise throughput"
@@ -152,12 +175,8 @@ def _workers(runs: Runs) -> tuple[list[str], bool]:
         )
         + f": saturated peaks of {listing} worker(s) (predictions/s, batch 16)."
     ]
-    busy = [_capacity_share(p, "machine") for p in peaks.values()]
-    others = [_capacity_share(p, "others") for p in peaks.values()]
-    cores = next(iter(peaks.values()))["cpu"]["cores"]
-    busy_text = _span(min(busy), max(busy))
     cores_limit = False
-    if min(busy) >= BUSY and max(others) <= COMPETING:
+    if min(busy) >= BUSY:
         cores_limit = True
         sentences.append(
             f"At those peaks the {cores} cores were {busy_text} busy, nearly all with this test "
@@ -168,12 +187,6 @@ def _workers(runs: Runs) -> tuple[list[str], bool]:
                 if flat
                 else "the gain stopped once the cores were full."
             )
-        )
-    elif min(busy) >= BUSY:
-        sentences.append(
-            f"The cores were {busy_text} busy at those peaks, but other processes on this shared "
-            f"machine took up to {100 * max(others):.0f}% of them, so this run cannot separate "
-            "the service's own limit from that competition."
         )
     else:
         sentences.append(
@@ -204,6 +217,7 @@ def _batching(runs: Runs, settings: dict[str, Any]) -> list[str]:
     sentences = []
     verdicts = []
     low_costs = []
+    caveat = ""
     for on, off in pairs:
         low, top = runs.common(on, off)
         high_on, high_off = runs.pair(on, off, top)
@@ -219,6 +233,7 @@ def _batching(runs: Runs, settings: dict[str, Any]) -> list[str]:
                 f"batching {verdict} throughput ({_change(rate_on, rate_off)}): "
                 f"{rate_on:.1f} vs {rate_off:.1f} predictions/s"
             )
+            caveat = competition([high_on, high_off])
         else:
             text += (
                 f"not both saturated there, so throughput ({rate_on:.1f} vs {rate_off:.1f} "
@@ -232,6 +247,8 @@ def _batching(runs: Runs, settings: dict[str, Any]) -> list[str]:
             f"{p50_on:.0f} vs {p50_off:.0f} ms."
         )
         sentences.append(text)
+    if caveat:
+        sentences.append(caveat.strip())
     if verdicts:
         if len(set(verdicts)) == 1:
             sentences.append(
@@ -271,7 +288,7 @@ def _modes(runs: Runs) -> list[str]:
         ratio = r / e if e else 0.0
         verdict = "about the same as" if abs(ratio - 1) < SAME else f"{100 * ratio:.0f}% of"
         text = (
-            f"Redis mode with one worker peaked at {r:.1f} predictions/s, {verdict} the "
+            f"Redis mode with one worker saturated at {r:.1f} predictions/s, {verdict} the "
             f"embedded mode's {e:.1f}"
         )
     else:
@@ -285,7 +302,7 @@ def _modes(runs: Runs) -> list[str]:
         f"against {predict_ms(e_top):,.0f} ms embedded. Redis mode adds a hop (redis-server "
         f"used {r_top['cpu']['processes'].get('redis', 0):.0f}% of a core at {n_users(top)}) and "
         "ships every image to the worker; it earns its place when workers and API processes "
-        "run on more than one machine."
+        "run on more than one machine." + competition([runs.peak(embedded), runs.peak(redis)])
     ]
 
 
@@ -363,7 +380,7 @@ def headline(runs: Runs, env: dict[str, Any]) -> str:
     fastest = ranking[1]
     peak = runs.peak(fastest)
     text = (
-        f"On {env['cores']} cores ({env['cpu']}) the service levelled off at "
+        f"On {env['cores']} cores ({env['cpu']}) the service saturated at "
         f"**{predict_rps(peak):.1f} predictions/s** ({peak['rps']:.1f} requests/s in all, "
         f"prediction p95 {predict_ms(peak):,.0f} ms, {peak['failures']} failures) with "
         f"{runs.name(fastest)} at {n_users(peak['users'])}"
@@ -434,7 +451,7 @@ def _advice(runs: Runs, settings: dict[str, Any]) -> str:
     rec = runs.of(recommended)[0]
     text = (
         f"**Recommended settings** for a machine like this one: {runs.name(recommended)} "
-        f"(levelled off at {predict_rps(runs.peak(recommended)):.1f} predictions/s"
+        f"(saturated at {predict_rps(runs.peak(recommended)):.1f} predictions/s"
     )
     if recommended != fastest:
         text += (
@@ -449,12 +466,19 @@ def _advice(runs: Runs, settings: dict[str, Any]) -> str:
             + ", ".join(runs.name(s) for s in unsaturated)
             + ". "
         )
+    saturated_peaks = [runs.peak(s) for s in runs.slugs if runs.saturated(s)]
+    worst = max(_capacity_share(r, "others") for r in saturated_peaks)
+    if worst > COMPETING:
+        text += (
+            f"Other processes took up to {100 * worst:.0f}% of the cores during these windows, "
+            "so treat this ranking as provisional. "
+        )
     if rec["mode"] == "embedded":
         text += "Move to Redis workers when the model needs more than one machine. "
     text += (
         f"`IMGCLF_MAX_BATCH_SIZE={rec['max_batch_size']}`, "
         f"`IMGCLF_MAX_BATCH_WAIT_MS={settings['max_batch_wait_ms']:g}`. Past saturation more "
-        "users only add latency, so size for the levelled-off rate, not for a number of users."
+        "users only add latency, so size for the saturated rate, not for a number of users."
     )
     return text
 

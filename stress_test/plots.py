@@ -128,4 +128,7 @@ def draw_plots(runs: Runs, img_dir: Path) -> dict[str, str]:
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     _save(fig, img_dir / "stress-cpu.png")
     images["stress-cpu.png"] = f"CPU by process at {top} users"
+    for stale in img_dir.glob("stress-*.png"):  # a plot this run had no data for
+        if stale.name not in images:
+            stale.unlink()
     return images

@@ -305,6 +305,7 @@ def main() -> None:
     )
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--login", choices=["signup", "admin"], help="a new account per user")
+    parser.add_argument("--note", help="a line to print at the top of the report")
     parser.add_argument("--no-report", action="store_true", help="leave docs/ untouched")
     parser.add_argument("--report-from", type=Path, help="only rewrite the report from a run")
     args = parser.parse_args()
@@ -312,7 +313,11 @@ def main() -> None:
     from stress_test.report import collect_environment, write_report
 
     if args.report_from:
-        write_report(json.loads(args.report_from.read_text()))
+        results = json.loads(args.report_from.read_text())
+        if args.note:
+            results["note"] = args.note
+            args.report_from.write_text(json.dumps(results, indent=1))
+        print(f"report: {write_report(results)}")
         return
     preset_name = "quick" if args.quick else "full"
     preset = PRESETS[preset_name]
@@ -356,6 +361,7 @@ def main() -> None:
         "configs": [asdict(c) | {"slug": c.slug, "name": c.name} for c in configs],
         "environment": collect_environment(),
         "started": datetime.now().isoformat(timespec="seconds"),
+        "note": args.note,
     }
     results["runs"] = []
     try:
