@@ -312,15 +312,23 @@ def _cache(runs: Runs) -> list[str]:
         run = runs.of(slug)[0]
         if not run["cache"]:
             continue
-        off = runs.find(run["mode"], run["workers"], run["max_batch_size"])
         on_peak = runs.peak(slug)
         ratio = on_peak["service"]["cache_hit_ratio"] or 0
         text = (
-            f"{runs.name(slug)}: {100 * ratio:.0f}% of predictions at {n_users(on_peak['users'])} "
-            f"came from the cache; highest {predict_rps(on_peak):.1f} predictions/s"
+            f"{runs.name(slug)}: {100 * ratio:.0f}% of predictions at "
+            f"{n_users(on_peak['users'])} came from the cache"
         )
+        off = runs.find(run["mode"], run["workers"], run["max_batch_size"])
         if off:
-            text += f" against {predict_rps(runs.peak(off)):.1f} with the cache off"
+            _, top = runs.common(slug, off)
+            on_top, off_top = runs.pair(slug, off, top)
+            text += (
+                f"; at {n_users(top)} {predict_rps(on_top):.1f} predictions/s with p95 "
+                f"{predict_ms(on_top):,.0f} ms, against {predict_rps(off_top):.1f} and "
+                f"{predict_ms(off_top):,.0f} ms with the cache off"
+            )
+            if not (runs.saturated(slug, top) and runs.saturated(off, top)):
+                text += " (not both saturated, so the rates are the users' demand)"
         sentences.append(text + ".")
     return sentences
 
