@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from stress_test.analysis import Runs, predict_ms, predict_rps
+from stress_test.runs import Runs, predict_ms, predict_rps
 
 
 def _series(ax: Axes, runs: Runs, slug: str, metric: str, **style: Any) -> None:

@@ -18,9 +18,10 @@ from typing import Any
 import psutil
 
 from bench.service import cpu_model
-from stress_test.analysis import COMPETING, Runs, analyse, headline
+from stress_test.analysis import COMPETING, analyse, headline
 from stress_test.photos import load_photos
 from stress_test.plots import draw_plots
+from stress_test.runs import Runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "stress-test-report.md"
