@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from imgclf.queue.base import (
@@ -57,6 +58,9 @@ class RedisQueue:
             timeout=2.0,
             socket_connect_timeout=1.0,
             socket_timeout=5.0,
+            # A pooled connection left from before a Redis restart fails once on first use;
+            # one retry on a fresh connection keeps that from becoming a caller's 503.
+            retry_on_error=[RedisConnectionError],
         )
         self._redis = aioredis.Redis(connection_pool=self._pool)
         # The listener blocks in XREAD, so it gets a connection of its own.
@@ -120,7 +124,12 @@ class RedisQueue:
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout_s)
             except TimeoutError:
-                stored = await self._read_stored(job_id)
+                # A missed notice may have left the answer stored; if Redis is away or slow
+                # now, the deadline has passed all the same: 504, never a 500 or a longer wait.
+                try:
+                    stored = await asyncio.wait_for(self._read_stored(job_id), 1.0)
+                except (RedisError, TimeoutError):
+                    stored = None
                 if stored is not None:
                     return stored
                 raise JobTimeoutError(f"no answer within {timeout_s:g} s") from None
