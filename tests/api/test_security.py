@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 
 from imgclf.api.security import (
     InvalidTokenError,
+    PasswordHasher,
     create_access_token,
     decode_access_token,
     hash_password,
@@ -48,3 +50,21 @@ def test_tokens_name_their_user_and_expire() -> None:
         decode_access_token(old, settings)
     with pytest.raises(InvalidTokenError):
         decode_access_token(create_access_token(42, settings), Settings(secret_key="x" * 40))
+
+
+def test_the_hasher_runs_argon2_off_the_loop_a_few_at_a_time() -> None:
+    async def main() -> None:
+        hasher = PasswordHasher(max_concurrent=2)
+        hashes = []
+        async with anyio.create_task_group() as group:
+            for number in range(3):
+
+                async def one(n: int = number) -> None:
+                    hashes.append((n, await hasher.hash(f"password {n}")))
+
+                group.start_soon(one)
+        for number, stored in hashes:
+            assert await hasher.verify(f"password {number}", stored)
+        assert not await hasher.verify("password 9", None)
+
+    anyio.run(main)

@@ -22,7 +22,7 @@ from imgclf.api.metrics import install_metrics
 from imgclf.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from imgclf.api.predictions.cache import build_cache
 from imgclf.api.predictions.router import router as predictions_router
-from imgclf.api.security import hash_password, verify_password
+from imgclf.api.security import PasswordHasher, hash_password, verify_password
 from imgclf.api.users.router import router as users_router
 from imgclf.db.engine import make_engine, make_session_factory
 from imgclf.db.migrate import ensure_admin, schema_is_current, upgrade
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
         engine = make_engine(settings)
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
+        app.state.password_hasher = PasswordHasher()
         try:
             await anyio.to_thread.run_sync(_prepare_database, app, settings)
             settings.upload_dir.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
+import anyio
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -39,6 +41,26 @@ def verify_password(password: str, password_hash: str | None) -> bool:
         _password_hash.verify(password, _dummy_hash())
         return False
     return _password_hash.verify(password, password_hash)
+
+
+class PasswordHasher:
+    """Argon2 off the event loop, a few at a time.
+
+    Each hash takes about 64 MiB and a core for a fraction of a second: more at once than
+    there are cores only queue for the CPU and multiply the memory, and they would take every
+    worker thread that database work needs. Made in the app's lifespan (it belongs to a loop).
+    """
+
+    def __init__(self, max_concurrent: int | None = None) -> None:
+        self._limiter = anyio.CapacityLimiter(max_concurrent or os.cpu_count() or 2)
+
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(hash_password, password, limiter=self._limiter)
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        return await anyio.to_thread.run_sync(
+            verify_password, password, password_hash, limiter=self._limiter
+        )
 
 
 def create_access_token(user_id: int, settings: Settings, *, now: datetime | None = None) -> str:

@@ -8,16 +8,16 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from imgclf.api.auth.schemas import Token
-from imgclf.api.auth.service import authenticate, normalize_email
+from imgclf.api.auth.service import find_credentials, normalize_email
 from imgclf.api.auth.throttle import LoginThrottle
-from imgclf.api.deps import SessionDep, SettingsDep
+from imgclf.api.deps import DatabaseDep, PasswordHasherDep, SettingsDep
 from imgclf.api.errors import error_responses
 from imgclf.api.security import create_access_token
 
 router = APIRouter(tags=["auth"])
 
 
-def get_login_throttle(request: Request) -> LoginThrottle:
+async def get_login_throttle(request: Request) -> LoginThrottle:
     throttle: LoginThrottle = request.app.state.login_throttle
     return throttle
 
@@ -26,10 +26,11 @@ LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 
 
 @router.post("/login", response_model=Token, responses=error_responses(400, 401, 413, 422, 429))
-def login(
+async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
-    session: SessionDep,
+    db: DatabaseDep,
+    hasher: PasswordHasherDep,
     settings: SettingsDep,
     throttle: LoginThrottleDep,
 ) -> Token:
@@ -43,8 +44,10 @@ def login(
             detail=f"Too many failed logins; try again in {retry_after} seconds",
             headers={"Retry-After": str(retry_after)},
         )
-    user = authenticate(session, email, form.password)
-    if user is None:
+    # The lookup's connection is released before Argon2 runs; an unknown email is verified
+    # against a dummy hash, so it takes as long as a wrong password.
+    credentials = await db.run(find_credentials, email)
+    if not await hasher.verify(form.password, credentials.password_hash if credentials else None):
         throttle.record_failure(email, address)
         # One answer for an unknown email and a wrong password: it must not tell them apart.
         raise HTTPException(
@@ -52,4 +55,5 @@ def login(
             detail="Incorrect email or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return Token(access_token=create_access_token(user.id, settings))
+    assert credentials is not None  # verify() never accepts the dummy hash
+    return Token(access_token=create_access_token(credentials.user_id, settings))

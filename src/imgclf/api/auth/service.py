@@ -1,23 +1,30 @@
-"""Checking an email and password against the users table."""
+"""Looking up what a login is checked against."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from imgclf.api.security import verify_password
 from imgclf.db.models import User
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    user_id: int
+    password_hash: str
 
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def authenticate(session: Session, email: str, password: str) -> User | None:
-    """The user with this email and password, else None; as slow for an unknown email."""
-    email = normalize_email(email)
-    # No stored email holds a NUL, and PostgreSQL refuses one even in a query.
-    user = None if "\x00" in email else session.scalar(select(User).where(User.email == email))
-    if not verify_password(password, user.hashed_password if user else None):
+def find_credentials(session: Session, email: str) -> Credentials | None:
+    """The id and password hash of the account with this (normalized) email, if any."""
+    if "\x00" in email:  # no stored email holds one, and PostgreSQL refuses it even in a query
         return None
-    return user
+    row = session.execute(
+        select(User.id, User.hashed_password).where(User.email == email)
+    ).one_or_none()
+    return Credentials(row.id, row.hashed_password) if row else None

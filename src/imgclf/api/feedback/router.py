@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, status
 
-from imgclf.api.deps import CurrentUser, PageDep, SessionDep, id_path
+from imgclf.api.deps import CurrentUser, DatabaseDep, PageDep, id_path
 from imgclf.api.errors import error_responses
 from imgclf.api.feedback import service
 from imgclf.api.feedback.schemas import FeedbackCreate, FeedbackPublic
@@ -30,10 +30,10 @@ router = APIRouter(prefix="/feedback", tags=["feedback"])
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 401, 404, 413, 422),
 )
-def create_feedback(body: FeedbackCreate, user: CurrentUser, session: SessionDep) -> Feedback:
+async def create_feedback(body: FeedbackCreate, user: CurrentUser, db: DatabaseDep) -> Feedback:
     """Record feedback on a prediction; ``prediction_id``, if given, must be one of yours."""
     try:
-        return service.create_feedback(session, user_id=user.id, data=body)
+        return await db.run(service.create_feedback, user_id=user.id, data=body)
     except service.PredictionNotFound:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"Prediction {body.prediction_id} not found"
@@ -41,23 +41,23 @@ def create_feedback(body: FeedbackCreate, user: CurrentUser, session: SessionDep
 
 
 @router.get("/", response_model=list[FeedbackPublic], responses=error_responses(401, 422))
-def read_feedbacks(user: CurrentUser, session: SessionDep, page: PageDep) -> list[Feedback]:
+async def read_feedbacks(user: CurrentUser, db: DatabaseDep, page: PageDep) -> list[Feedback]:
     """Your own feedback, newest first."""
-    return list(
-        service.read_feedbacks(session, user_id=user.id, limit=page.limit, offset=page.offset)
+    return await db.run(
+        service.read_feedbacks, user_id=user.id, limit=page.limit, offset=page.offset
     )
 
 
 @router.get(
     "/{feedback_id}", response_model=FeedbackPublic, responses=error_responses(401, 403, 404, 422)
 )
-def read_feedback(
+async def read_feedback(
     feedback_id: Annotated[int, id_path("A feedback's id.")],
     user: CurrentUser,
-    session: SessionDep,
+    db: DatabaseDep,
 ) -> Feedback:
     """One feedback: your own, or anyone's if you are an admin."""
-    feedback = service.get_feedback(session, feedback_id)
+    feedback = await db.run(service.get_feedback, feedback_id)
     if feedback is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"Feedback {feedback_id} not found")
     if feedback.user_id != user.id and not user.is_admin:

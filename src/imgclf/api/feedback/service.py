@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,9 +24,7 @@ def create_feedback(session: Session, *, user_id: int, data: FeedbackCreate) -> 
     return feedback
 
 
-def read_feedbacks(
-    session: Session, *, user_id: int, limit: int, offset: int
-) -> Sequence[Feedback]:
+def read_feedbacks(session: Session, *, user_id: int, limit: int, offset: int) -> list[Feedback]:
     """The user's feedback, newest first."""
     query = (
         select(Feedback)
@@ -37,7 +33,7 @@ def read_feedbacks(
         .limit(limit)
         .offset(offset)
     )
-    return session.scalars(query).all()
+    return list(session.scalars(query))
 
 
 def get_feedback(session: Session, feedback_id: int) -> Feedback | None:

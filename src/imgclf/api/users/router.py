@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
+from sqlalchemy.orm import Session
 
-from imgclf.api.deps import AdminUser, CurrentUser, PageDep, SessionDep, id_path
+from imgclf.api.deps import (
+    AdminUser,
+    AuthenticatedUser,
+    CurrentUser,
+    DatabaseDep,
+    PageDep,
+    PasswordHasherDep,
+    id_path,
+)
 from imgclf.api.errors import error_responses
-from imgclf.api.security import hash_password
 from imgclf.api.users import service
 from imgclf.api.users.schemas import UserCreate, UserPublic
 from imgclf.db.models import User
 
 router = APIRouter(prefix="/user", tags=["users"])
-
-
 UserIdPath = Annotated[int, id_path("A user's id.")]
 
 
-def get_target_user(user_id: UserIdPath, caller: CurrentUser, session: SessionDep) -> User:
+def _target_user(session: Session, user_id: int, caller: AuthenticatedUser) -> User:
     """The user a path names: 404 when missing, 403 when it is neither the caller nor an admin."""
     user = service.get_user(session, user_id)
     if user is None:
@@ -31,7 +37,8 @@ def get_target_user(user_id: UserIdPath, caller: CurrentUser, session: SessionDe
     return user
 
 
-TargetUser = Annotated[User, Depends(get_target_user)]
+def _delete_target_user(session: Session, user_id: int, caller: AuthenticatedUser) -> None:
+    service.delete_user(session, _target_user(session, user_id, caller))
 
 
 def _email_taken() -> HTTPException:
@@ -46,34 +53,36 @@ def _email_taken() -> HTTPException:
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 413, 422),
 )
-def create_user(body: UserCreate, session: SessionDep) -> User:
+async def create_user(body: UserCreate, db: DatabaseDep, hasher: PasswordHasherDep) -> User:
     """Sign up. No authentication; the new user is never an admin."""
-    if service.email_exists(session, body.email):
+    if await db.run(service.email_exists, body.email):
         raise _email_taken()
+    # Hashed outside any transaction: the insert then holds its lock for a moment only.
+    password_hash = await hasher.hash(body.password)
     try:
-        return service.create_user(
-            session, name=body.name, email=body.email, password_hash=hash_password(body.password)
+        return await db.run(
+            service.create_user, name=body.name, email=body.email, password_hash=password_hash
         )
     except service.EmailTaken:
         raise _email_taken() from None
 
 
 @router.get("/me", response_model=UserPublic, responses=error_responses(401))
-def read_me(user: CurrentUser) -> User:
+async def read_me(user: CurrentUser) -> AuthenticatedUser:
     """The user the token belongs to."""
     return user
 
 
 @router.get("/", response_model=list[UserPublic], responses=error_responses(401, 403, 422))
-def read_users(_admin: AdminUser, session: SessionDep, page: PageDep) -> list[User]:
+async def read_users(_admin: AdminUser, db: DatabaseDep, page: PageDep) -> list[User]:
     """Every user, by id (admins only)."""
-    return list(service.read_users(session, limit=page.limit, offset=page.offset))
+    return await db.run(service.read_users, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{user_id}", response_model=UserPublic, responses=error_responses(401, 403, 404, 422))
-def read_user(user: TargetUser) -> User:
+async def read_user(user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep) -> User:
     """One user: yourself, or anyone if you are an admin."""
-    return user
+    return await db.run(_target_user, user_id, caller)
 
 
 @router.delete(
@@ -82,6 +91,6 @@ def read_user(user: TargetUser) -> User:
     response_class=Response,
     responses=error_responses(401, 403, 404, 422),
 )
-def delete_user(user: TargetUser, session: SessionDep) -> None:
+async def delete_user(user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep) -> None:
     """Delete yourself (or anyone, as an admin), with your predictions and feedback."""
-    service.delete_user(session, user)
+    await db.run(_delete_target_user, user_id, caller)

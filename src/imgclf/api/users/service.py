@@ -1,8 +1,6 @@
-"""Rules for users; services flush, the request's session commits."""
+"""Rules for users; services flush, the unit of work around them commits."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -32,8 +30,8 @@ def create_user(session: Session, *, name: str, email: str, password_hash: str) 
     return user
 
 
-def read_users(session: Session, *, limit: int, offset: int) -> Sequence[User]:
-    return session.scalars(select(User).order_by(User.id).limit(limit).offset(offset)).all()
+def read_users(session: Session, *, limit: int, offset: int) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.id).limit(limit).offset(offset)))
 
 
 def get_user(session: Session, user_id: int) -> User | None:
