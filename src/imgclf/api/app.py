@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
         engine = make_engine(settings)
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
+        app.state.write_session_factory = make_session_factory(engine, writes=True)
         app.state.password_hasher = PasswordHasher()
         try:
             await anyio.to_thread.run_sync(_prepare_database, app, settings)

@@ -89,8 +89,15 @@ class Database:
         return await run_in_threadpool(unit)
 
 
-async def get_database(factory: SessionFactoryDep) -> Database:
-    return Database(factory)
+_READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def get_database(request: Request) -> Database:
+    """Units of work of requests that may write get sessions that say so up front (on SQLite
+    they begin IMMEDIATE: see ``imgclf.db.engine``)."""
+    state = request.app.state
+    reads_only = request.method in _READ_ONLY_METHODS
+    return Database(state.session_factory if reads_only else state.write_session_factory)
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]

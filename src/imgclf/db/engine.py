@@ -7,13 +7,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgclf.settings import Settings
 
+# Sessions of units of work that will write carry this execution option.
+WRITES = "imgclf_writes"
+
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy, not the sqlite3 module, starts transactions: see _begin_sqlite_transaction.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the one writer; foreign keys make ON DELETE CASCADE work.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -21,6 +26,16 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    """In WAL mode a transaction that has read cannot start writing once another connection
+    has committed since: it fails at once with "database is locked", whatever the busy
+    timeout. So a unit of work that will write takes the write lock as it begins (IMMEDIATE)
+    and waits its turn; read-only ones stay DEFERRED and never wait. Units of work run whole
+    in one thread (``api.deps.Database``), so the lock is held for microseconds."""
+    immediate = connection.get_execution_options().get(WRITES, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -31,6 +46,7 @@ def make_engine(settings: Settings) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
         event.listen(engine, "connect", _enable_sqlite_pragmas)
+        event.listen(engine, "begin", _begin_sqlite_transaction)
         return engine
     return create_engine(
         url,
@@ -42,8 +58,11 @@ def make_engine(settings: Settings) -> Engine:
     )
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, *, writes: bool = False) -> sessionmaker[Session]:
+    """Sessions on ``engine``; ``writes=True`` for units of work that will write (on SQLite
+    they begin IMMEDIATE; elsewhere nothing changes)."""
+    bind = engine.execution_options(**{WRITES: True}) if writes else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 @contextmanager

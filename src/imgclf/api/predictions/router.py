@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
-from imgclf.api.deps import CurrentUser, CurrentUserId, PageDep, SessionDep
+from imgclf.api.deps import CurrentUserId, DatabaseDep, PageDep
 from imgclf.api.errors import error_responses
 from imgclf.api.predictions import service
 from imgclf.api.predictions.schemas import (
@@ -64,7 +64,7 @@ async def predict(request: Request, user: CurrentUserId, file: ImageUpload) -> P
     )
     prediction_id = await run_in_threadpool(
         service.record_prediction,
-        state.session_factory,
+        state.write_session_factory,
         settings.upload_dir,
         user.id,
         upload,
@@ -88,8 +88,8 @@ async def predict(request: Request, user: CurrentUserId, file: ImageUpload) -> P
     summary="Your past predictions, newest first",
     responses=error_responses(401, 422),
 )
-def read_predictions(session: SessionDep, user: CurrentUser, page: PageDep) -> list[Any]:
-    return service.read_predictions(session, user.id, page.limit, page.offset)
+async def read_predictions(db: DatabaseDep, user: CurrentUserId, page: PageDep) -> list[Any]:
+    return await db.run(service.read_predictions, user.id, page.limit, page.offset)
 
 
 @router.post(
@@ -134,7 +134,7 @@ async def _run_job(request: Request, job_id: str, user_id: int, upload: Accepted
         answer = service.Answer(result.top_k, result.model_id, False, result.inference_ms, result)
         await run_in_threadpool(
             service.record_prediction,
-            state.session_factory,
+            state.write_session_factory,
             settings.upload_dir,
             user_id,
             upload,
