@@ -437,14 +437,14 @@ def report(
         "- Decoding figures are the decoding thread's CPU time, which waiting for a core does "
         "not inflate. Draft mode skips most of the inverse DCT, colour conversion and the big "
         "resize, but not the entropy (Huffman) decoding of every coefficient, which libjpeg "
-        "cannot skip: for a 3-4 MB photo that floor is most of what is left (about 30-35 ms "
+        "cannot skip: for a 3-4 MB photo that floor is most of what is left (about 35 ms "
         "on this CPU), so a full decode is about 2x slower here, not 4x. Smaller files (the same "
         "pixels, less detail) gain more; phones' JPEGs sit near this benchmark's size.",
-        "- Thread spinning is off by default (`Classifier(..., spinning=False)`). Over the "
-        "runs made while writing this, spinning gained at most about 10% for the model alone, "
-        "and beside a decoding thread it lowered the model's rate or the decoder's in every "
-        "run: idle-spinning threads hold the cores that decoding needs, and on a shared "
-        "machine they take them from the neighbours too.",
+        "- Thread spinning is off by default (`Classifier(..., spinning=False)`). Over five "
+        "runs made while writing this, spinning changed the model-alone rate by anything from "
+        "-44% to +26% (the neighbours' load dominates), and beside a decoding thread it "
+        "lowered the model's rate in all five runs and the decoder's in four: idle-spinning "
+        "threads hold the cores that decoding needs, and take them from the neighbours too.",
         "",
     ]
     return "\n".join(lines)
