@@ -7,9 +7,11 @@ one service per module; each test makes its own users, so no test depends on ano
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -51,6 +53,22 @@ class Service:
             return Caller(admin.id, admin.email, create_access_token(admin.id, self.settings))
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _no_outside_settings() -> Iterator[None]:
+    """The services here outlive one test, so they are built before the per-test settings
+    reset: keep a developer's IMGCLF_* variables (a real database URL, say) out of them."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("IMGCLF_") and name != "IMGCLF_TEST_MODEL_DIR":
+                patch.delenv(name)
+        yield
+
+
+def isolated_settings(**values: Any) -> Settings:
+    """Settings from these values and the defaults only: no .env file is read."""
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
 @pytest.fixture(scope="session")
 def shared_password_hash() -> str:
     return hash_password(PASSWORD)
@@ -68,5 +86,7 @@ def embedded(
 ) -> Iterator[Service]:
     """The embedded service (SQLite, in-process worker, real model) shared by a module."""
     data_dir = tmp_path_factory.mktemp("service") / "data"
-    settings = Settings(data_dir=data_dir, model_dir=model_dir, model_threads=1, cache=False)
+    settings = isolated_settings(
+        data_dir=data_dir, model_dir=model_dir, model_threads=1, cache=False
+    )
     yield from start_service(settings, shared_password_hash)

@@ -36,9 +36,8 @@ from imgclf.api import security
 from imgclf.api.app import create_app
 from imgclf.embedded import create_service_app
 from imgclf.localservers import PostgresServer
-from imgclf.settings import Settings
 from tests.api.conftest import Caller
-from tests.security.conftest import Service
+from tests.security.conftest import Service, isolated_settings
 
 CHECKS = [
     not_a_server_error,
@@ -87,7 +86,7 @@ def fuzz_target(
     if request.param == "postgresql":
         server: PostgresServer = request.getfixturevalue("postgres_server")
         database_url = server.create_database(f"fuzz_{data_dir.parent.name.replace('-', '_')}")
-    settings = Settings(
+    settings = isolated_settings(
         data_dir=data_dir,
         database_url=database_url,
         model_dir=model_dir,
@@ -126,7 +125,7 @@ def _can_be_invalid(operation: dict[str, Any]) -> bool:
 def _cases() -> list[tuple[str, str, GenerationMode]]:
     """Every (method, path) the schema documents, read from an app that is built, not started;
     valid inputs for each, and invalid ones where it takes any input that can be invalid."""
-    paths = create_app(Settings()).openapi()["paths"]
+    paths = create_app(isolated_settings(env="development")).openapi()["paths"]
     cases = []
     for path, item in paths.items():
         for method, operation in item.items():

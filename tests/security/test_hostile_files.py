@@ -20,8 +20,7 @@ import pytest
 import redis
 
 from imgclf.localservers import RedisServer
-from imgclf.settings import Settings
-from tests.security.conftest import Service, start_service
+from tests.security.conftest import Service, isolated_settings, start_service
 from tests.security.hostile_files import Hostile, corpus, dog_bytes
 from tests.support import start_worker, stop_process, wait_for_workers
 
@@ -47,7 +46,9 @@ def hostile_service(
     shared_password_hash: str,
 ) -> Iterator[Service]:
     root = tmp_path_factory.mktemp(f"hostile-{request.param}")
-    settings = Settings(data_dir=root / "data", model_dir=model_dir, model_threads=1, cache=False)
+    settings = isolated_settings(
+        data_dir=root / "data", model_dir=model_dir, model_threads=1, cache=False
+    )
     if request.param == "embedded":
         yield from start_service(settings, shared_password_hash)
         return
