@@ -71,10 +71,12 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def send(self, request: bytes) -> int:
-        if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(request)
-        status_line = await self.reader.readline()
+        status_line = await self._exchange(request)
+        if not status_line:
+            # The server closed an idle keep-alive connection: once more on a fresh one.
+            self.close()
+            status_line = await self._exchange(request)
+        assert self.reader is not None
         status = int(status_line.split()[1])
         length = 0
         close = False
@@ -91,6 +93,12 @@ class Connection:
         if close:
             self.close()
         return status
+
+    async def _exchange(self, request: bytes) -> bytes:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(request)
+        return await self.reader.readline()
 
     def close(self) -> None:
         if self.writer is not None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgclf.api.predictions.cache import PredictionCache, TopK
 from imgclf.api.predictions.uploads import AcceptedUpload, store_upload
+from imgclf.db.engine import transaction
 from imgclf.db.models import Prediction
 from imgclf.queue.base import (
     JobQueue,
@@ -98,7 +99,7 @@ def record_prediction(
     """Store the upload (once per content) and the prediction row in one short transaction."""
     store_upload(upload_dir, upload)
     label, score = answer.top_k[0]
-    with factory() as session, session.begin():
+    with transaction(factory) as session:
         prediction = Prediction(
             user_id=user_id,
             image_file_name=upload.file_name,
