@@ -20,6 +20,7 @@ from imgclf.api.feedback.router import router as feedback_router
 from imgclf.api.health.router import router as health_router
 from imgclf.api.metrics import install_metrics
 from imgclf.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from imgclf.api.predictions.admission import AdmissionMiddleware
 from imgclf.api.predictions.cache import build_cache
 from imgclf.api.predictions.router import router as predictions_router
 from imgclf.api.security import PasswordHasher, hash_password, verify_password
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(AdmissionMiddleware)  # inside the security headers, outside the rest
     app.add_middleware(SecurityHeadersMiddleware)
     install_metrics(app)
 
