@@ -238,3 +238,33 @@ def test_worker_needs_a_queue_url() -> None:
     result = subprocess.run([imgclf, "worker"], capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert "--queue-url" in result.stderr
+
+
+def test_answers_are_kept_for_a_few_deadlines_and_async_ones_for_an_hour(
+    redis_url: str, redis_client: redis.Redis, model_dir: Path, tmp_path: Path
+) -> None:
+    worker = start_worker(redis_url, model_dir)
+    try:
+        wait_for_workers(redis_url, 1)
+        with service(redis_url, tmp_path, predict_timeout_s=5) as client:
+            headers = login(client)
+            assert (
+                client.post("/model/predict", files=dog_upload(), headers=headers).status_code
+                == 200
+            )
+            job_id = client.post("/model/jobs", files=dog_upload(), headers=headers).json()[
+                "job_id"
+            ]
+            deadline = time.monotonic() + 10
+            while (
+                client.get(f"/model/jobs/{job_id}", headers=headers).json()["status"] == "pending"
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        ttls = {key: redis_client.ttl(key) for key in redis_client.scan_iter(KEYS.result("*"))}
+        async_ttl = ttls.pop(KEYS.result(job_id).encode())
+        assert 3500 < async_ttl <= 3600
+        assert len(ttls) == 1
+        assert 0 < next(iter(ttls.values())) <= 60
+    finally:
+        stop_process(worker)

@@ -83,9 +83,18 @@ class JobQueue(Protocol):
     async def close(self) -> None: ...
 
     async def submit(
-        self, image: bytes, *, top_k: int, timeout_s: float, job_id: str | None = None
+        self,
+        image: bytes,
+        *,
+        top_k: int,
+        timeout_s: float,
+        job_id: str | None = None,
+        keep_result_s: int | None = None,
     ) -> JobResult:
-        """Queue the image and wait for its result; raises the errors above."""
+        """Queue the image and wait for its result; raises the errors above.
+
+        ``keep_result_s``: how long the answer stays readable by job id (``stored_result``);
+        by default a few deadlines, long enough for a caller whose notice was missed."""
         ...
 
     async def stored_result(self, job_id: str) -> JobResult | None:

@@ -51,7 +51,13 @@ class LocalQueue:
                 future.set_exception(QueueUnavailableError("the service is shutting down"))
 
     async def submit(
-        self, image: bytes, *, top_k: int, timeout_s: float, job_id: str | None = None
+        self,
+        image: bytes,
+        *,
+        top_k: int,
+        timeout_s: float,
+        job_id: str | None = None,
+        keep_result_s: int | None = None,
     ) -> JobResult:
         if self._closed.is_set() or self._loop is None:
             raise QueueUnavailableError("the service is shutting down")

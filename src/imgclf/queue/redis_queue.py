@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 _BOUNDED_XADD = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
 return redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'image', ARGV[3], 'deadline', ARGV[4],
-                  'top_k', ARGV[5], 'reply', ARGV[6], 'enqueued_at', ARGV[7])
+                  'top_k', ARGV[5], 'reply', ARGV[6], 'enqueued_at', ARGV[7], 'ttl', ARGV[8])
 """
 
 
@@ -93,7 +93,13 @@ class RedisQueue:
         await self._pool.aclose()
 
     async def submit(
-        self, image: bytes, *, top_k: int, timeout_s: float, job_id: str | None = None
+        self,
+        image: bytes,
+        *,
+        top_k: int,
+        timeout_s: float,
+        job_id: str | None = None,
+        keep_result_s: int | None = None,
     ) -> JobResult:
         if self._closed:
             raise QueueUnavailableError("the service is shutting down")
@@ -115,6 +121,7 @@ class RedisQueue:
                         top_k,
                         self.reply_stream,
                         repr(now),
+                        keep_result_s or max(60, int(timeout_s * 6)),
                     ],
                 )
             except RedisError as error:

@@ -29,6 +29,14 @@ logger = logging.getLogger(__name__)
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 
+def _ttl(fields: dict[bytes, bytes]) -> int:
+    """How long the job's answer stays readable, as its caller asked (older entries: the hour)."""
+    try:
+        return int(fields.get(b"ttl", RESULT_TTL_S))
+    except ValueError:
+        return RESULT_TTL_S
+
+
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -51,7 +59,8 @@ class RedisJobSource:
         self._redis = redis.Redis.from_url(
             url, socket_connect_timeout=2.0, socket_timeout=max(10.0, visibility_timeout_s)
         )
-        self._held: dict[str, tuple[bytes, str]] = {}  # job id -> (entry id, reply stream)
+        # job id -> (entry id, reply stream, seconds its answer stays readable)
+        self._held: dict[str, tuple[bytes, str, int]] = {}
         self._lock = threading.Lock()
         self._next_reclaim = 0.0
         self._group_ready = False
@@ -163,7 +172,7 @@ class RedisJobSource:
 
         def fill(pipe: redis.client.Pipeline) -> None:
             pipe.xadd(self.keys.dead_letters, dead, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
-            self._store_and_notify(pipe, result, fields.get(b"reply", b"").decode())
+            self._store_and_notify(pipe, result, fields.get(b"reply", b"").decode(), _ttl(fields))
             self._acknowledge(pipe, [entry_id])
 
         self._execute(fill)
@@ -185,25 +194,26 @@ class RedisJobSource:
                 self._redis.xdel(self.keys.jobs, entry_id)
                 continue
             with self._lock:
-                self._held[job.id] = (entry_id, fields.get(b"reply", b"").decode())
+                self._held[job.id] = (entry_id, fields.get(b"reply", b"").decode(), _ttl(fields))
             jobs.append(job)
         return jobs
 
     # Answering ----------------------------------------------------------------------------
 
     def complete(self, results: list[JobResult]) -> None:
-        answers: list[tuple[JobResult, str]] = []
+        answers: list[tuple[JobResult, str, int]] = []
         entry_ids: list[bytes] = []
         with self._lock:
             for result in results:
-                entry_id, reply = self._held.pop(result.job_id, (None, ""))
-                answers.append((result, reply))
+                held = self._held.pop(result.job_id, None)
+                entry_id, reply, ttl = held if held is not None else (None, "", RESULT_TTL_S)
+                answers.append((result, reply, ttl))
                 if entry_id is not None:
                     entry_ids.append(entry_id)
 
         def fill(pipe: redis.client.Pipeline) -> None:
-            for result, reply in answers:
-                self._store_and_notify(pipe, result, reply)
+            for result, reply, ttl in answers:
+                self._store_and_notify(pipe, result, reply, ttl)
             # Acknowledge only after the answers are stored: a crash before this point means
             # the jobs are taken over and answered again, never lost.
             self._acknowledge(pipe, entry_ids)
@@ -221,9 +231,11 @@ class RedisJobSource:
             pipe.xack(self.keys.jobs, self.keys.group, *entry_ids)
             pipe.xdel(self.keys.jobs, *entry_ids)
 
-    def _store_and_notify(self, pipe: redis.client.Pipeline, result: JobResult, reply: str) -> None:
+    def _store_and_notify(
+        self, pipe: redis.client.Pipeline, result: JobResult, reply: str, ttl: int
+    ) -> None:
         payload = result.to_json()
-        pipe.set(self.keys.result(result.job_id), payload, ex=RESULT_TTL_S)
+        pipe.set(self.keys.result(result.job_id), payload, ex=ttl)
         if reply:
             pipe.xadd(reply, {"result": payload}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
             pipe.expire(reply, RESULT_TTL_S)

@@ -124,7 +124,11 @@ async def _run_job(request: Request, job_id: str, user_id: int, upload: Accepted
     queue = _queue(request)
     try:
         result = await queue.submit(
-            upload.data, top_k=settings.top_k, timeout_s=settings.predict_timeout_s, job_id=job_id
+            upload.data,
+            top_k=settings.top_k,
+            timeout_s=settings.predict_timeout_s,
+            job_id=job_id,
+            keep_result_s=JOB_TTL_S,
         )
     except Exception as error:
         logger.warning("job %s failed before a worker answered: %s", job_id, error)
