@@ -144,7 +144,7 @@ async def open_loop(
     """Requests arrive at a fixed rate whatever the answers do (as real traffic does)."""
     parts = urlsplit(url)
     result = LoadResult()
-    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    idle: asyncio.LifoQueue[Connection] = asyncio.LifoQueue()  # reuse the warm ones first
     for _ in range(connections):
         idle.put_nowait(Connection(parts.hostname or "127.0.0.1", parts.port or 80))
     start = time.perf_counter()
@@ -156,6 +156,10 @@ async def open_loop(
         connection = await idle.get()
         try:
             status = await connection.send(request)
+        except (OSError, IndexError, asyncio.IncompleteReadError):
+            # Counted as a failed request (status 0): a long run must not stop on one.
+            connection.close()
+            status = 0
         finally:
             idle.put_nowait(connection)
         done = time.perf_counter()

@@ -35,7 +35,7 @@ import psutil
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import Connection, LoadResult, closed_loop, multipart_request
+from loadgen import LoadResult, closed_loop, multipart_request, open_loop
 
 from imgclf.localservers import RedisServer, free_port, wait_for_port
 
@@ -156,43 +156,6 @@ def find_peak(service: Service, image: bytes, seconds: float) -> LoadResult:
     return asyncio.run(closed_loop(service.url, request, 32, seconds))
 
 
-async def open_loop(url: str, request: bytes, rate: float, duration_s: float) -> LoadResult:
-    """Requests due at a fixed rate, as loadgen.open_loop, for minutes: a connection that sat
-    idle past uvicorn's keep-alive (5 s) is closed by the server, so it is reopened once."""
-    parts = urllib.parse.urlsplit(url)
-    result = LoadResult()
-    idle: asyncio.LifoQueue[Connection] = asyncio.LifoQueue()  # reuse the warm ones first
-    for _ in range(64):
-        idle.put_nowait(Connection(parts.hostname or "127.0.0.1", parts.port or 80))
-    start = time.perf_counter()
-
-    async def one(scheduled: float) -> None:
-        connection = await idle.get()
-        try:
-            try:
-                status = await connection.send(request)
-            except (IndexError, ConnectionError, asyncio.IncompleteReadError):
-                connection.close()
-                status = await connection.send(request)
-        except (OSError, IndexError, asyncio.IncompleteReadError):
-            connection.close()
-            status = 0
-        finally:
-            idle.put_nowait(connection)
-        result.record(status, (time.perf_counter() - scheduled) * 1000)
-
-    tasks = []
-    for index in range(int(duration_s * rate)):
-        scheduled = start + index / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled)))
-    await asyncio.gather(*tasks)
-    result.elapsed_s = duration_s
-    return result
-
-
 async def soak(
     service: Service, image: bytes, rate: float, minutes: float, every_s: float
 ) -> tuple[LoadResult, Samples]:
@@ -209,7 +172,9 @@ async def soak(
 
     sampler = asyncio.create_task(record())
     try:
-        result = await open_loop(service.url, request, rate, minutes * 60)
+        result = await open_loop(
+            service.url, request, rate, minutes * 60, warmup_s=0, connections=64
+        )
     finally:
         sampler.cancel()
     samples.minutes.append((time.monotonic() - started) / 60)
