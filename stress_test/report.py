@@ -78,7 +78,7 @@ def collect_environment() -> dict[str, Any]:
         "settings": {name: getattr(settings, name) for name in SETTINGS}
         | {
             "model_threads": settings.resolved_model_threads,
-            "decode_threads": settings.resolved_decode_threads,
+            "worker_concurrency": settings.resolved_worker_concurrency,
         },
         "loadavg": [round(v, 2) for v in psutil.getloadavg()],
     }

@@ -62,7 +62,7 @@ def worker(
     queue_url: Annotated[str | None, typer.Option(help="redis://host:port/db")] = None,
     processes: Annotated[int, typer.Option(help="Worker processes to start.", min=1)] = 1,
     concurrency: Annotated[
-        int | None, typer.Option(help="Decoding threads per process (0: one per core).")
+        int | None, typer.Option(help="Batches each process runs at once (0: one per core).")
     ] = None,
 ) -> None:
     """Run model workers that take jobs from the Redis queue."""

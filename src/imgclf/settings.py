@@ -62,7 +62,10 @@ class Settings(BaseSettings):
     queue_max_deliveries: int = Field(default=3, ge=1, description="then dead-lettered")
     predict_timeout_s: float = Field(default=10.0, gt=0)
     worker_concurrency: int = Field(
-        default=0, ge=0, description="threads decoding images per worker; 0: one per core"
+        default=0,
+        ge=0,
+        description="batches a worker runs at once, each decoded and classified in a thread of "
+        "its own; 0: one per core",
     )
     worker_heartbeat_s: float = Field(default=2.0, gt=0)
     worker_max_jobs: int = Field(
@@ -99,7 +102,7 @@ class Settings(BaseSettings):
         return min(30.0, max(1.0, self.predict_timeout_s / 4))
 
     @property
-    def resolved_decode_threads(self) -> int:
+    def resolved_worker_concurrency(self) -> int:
         return self.worker_concurrency or os.cpu_count() or 1
 
     @property

@@ -22,6 +22,7 @@ from imgclf.api.metrics import install_metrics
 from imgclf.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from imgclf.api.predictions.admission import AdmissionMiddleware
 from imgclf.api.predictions.cache import build_cache
+from imgclf.api.predictions.recorder import PredictionRecorder
 from imgclf.api.predictions.router import router as predictions_router
 from imgclf.api.security import PasswordHasher, hash_password, verify_password
 from imgclf.api.users.router import router as users_router
@@ -76,6 +77,10 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
             settings.upload_dir.mkdir(parents=True, exist_ok=True)
             app.state.prediction_cache = build_cache(settings)
             app.state.background_jobs = set()
+            app.state.recorder = PredictionRecorder(
+                app.state.write_session_factory, settings.upload_dir
+            )
+            app.state.recorder.start()
             if queue is not None:
                 await queue.start()
             try:
@@ -83,6 +88,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
             finally:
                 if queue is not None:
                     await queue.close()
+                await app.state.recorder.close()
                 if app.state.prediction_cache is not None:
                     await app.state.prediction_cache.close()
         finally:

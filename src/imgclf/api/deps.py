@@ -149,8 +149,19 @@ def get_current_user_short(
 
 
 CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user_short)]
-# The same dependency under the name the predictions routes first used.
-CurrentUserId = CurrentUser
+
+
+async def get_token_user_id(token: TokenDep, settings: SettingsDep) -> int:
+    """The user id a valid token names, checked without the database. Only for routes whose
+    write proves the account still exists (a foreign key to ``users``; ids are never reused)
+    and answers 401 when it does not, as ``POST /model/predict`` does."""
+    try:
+        return decode_access_token(token, settings)
+    except InvalidTokenError:
+        raise credentials_error() from None
+
+
+TokenUserId = Annotated[int, Depends(get_token_user_id)]
 
 
 async def get_admin_user(user: CurrentUser) -> AuthenticatedUser:

@@ -28,35 +28,35 @@ class ScoredLabel:
 
 
 class Classifier:
-    """One ONNX Runtime session over a bundle. ``session.run`` releases the GIL.
+    """ONNX Runtime over a bundle. ``session.run`` releases the GIL.
 
-    ``threads``: intra-op threads (0: one per CPU core). ``spinning``: whether idle ONNX Runtime
-    threads busy-wait for the next piece of work. Spinning shaves a little latency off a lone
-    model, but burns the cores that decoding threads beside it need (see docs/benchmarks.md).
+    ``threads``: intra-op threads of a call (0: one per CPU core). ``spinning``: whether idle
+    ONNX Runtime threads busy-wait for the next piece of work. Spinning shaves a little latency
+    off a lone model, but burns the cores that decoding threads beside it need.
+
+    ``single_thread_runs`` adds a second session with one thread, for calls made while other
+    work (decoding, other model calls) keeps the cores busy: ONNX Runtime's parallel loops wait
+    for their slowest thread at every layer, so a call spread over cores that are also busy
+    costs far more CPU than one thread per call (see docs/benchmarks.md).
     """
 
-    def __init__(self, bundle: ModelBundle, threads: int = 0, *, spinning: bool = False) -> None:
-        import onnxruntime as ort
-
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        threads: int = 0,
+        *,
+        spinning: bool = False,
+        single_thread_runs: bool = False,
+    ) -> None:
         self.bundle = bundle
         self.model_id = bundle.model_id
         self.threads = threads or os.cpu_count() or 1
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        self._session = self._open_session(self.threads, spinning)
+        self._single_thread_session = (
+            self._open_session(1, spinning)
+            if single_thread_runs and self.threads > 1
+            else self._session
         )
-        try:
-            self._session = ort.InferenceSession(
-                str(bundle.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # ONNX Runtime raises its own exception types
-            raise bundle_error(
-                bundle.path, f"ONNX Runtime cannot load the model ({error})."
-            ) from None
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise bundle_error(bundle.path, f"the model has {len(inputs)} inputs; it needs one.")
@@ -65,6 +65,28 @@ class Classifier:
         # A model exported with a fixed batch size is run in chunks of that size.
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._warm_up()
+
+    def _open_session(self, threads: int, spinning: bool) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
+        try:
+            return ort.InferenceSession(
+                str(self.bundle.onnx_path),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as error:  # ONNX Runtime raises its own exception types
+            raise bundle_error(
+                self.bundle.path, f"ONNX Runtime cannot load the model ({error})."
+            ) from None
 
     @property
     def input_size(self) -> int:
@@ -75,6 +97,8 @@ class Classifier:
         size = self.input_size
         try:
             output = self._run(np.zeros((1, 3, size, size), dtype=np.float32))
+            if self._single_thread_session is not self._session:
+                self._run(np.zeros((1, 3, size, size), dtype=np.float32), single_thread=True)
         except Exception as error:  # any failure here means an unusable model
             raise bundle_error(
                 self.bundle.path,
@@ -87,9 +111,10 @@ class Classifier:
                 f"(1, {self.bundle.num_classes}).",
             )
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray, *, single_thread: bool = False) -> np.ndarray:
+        session = self._single_thread_session if single_thread else self._session
         if self._fixed_batch is None or len(batch) == self._fixed_batch:
-            outputs: list[Any] = self._session.run(None, {self._input_name: batch})
+            outputs: list[Any] = session.run(None, {self._input_name: batch})
             return np.asarray(outputs[0], dtype=np.float32).reshape(len(batch), -1)
         step = self._fixed_batch
         parts = []
@@ -97,7 +122,7 @@ class Classifier:
             chunk = batch[start : start + step]
             padded = np.zeros((step, *batch.shape[1:]), dtype=np.float32)
             padded[: len(chunk)] = chunk
-            outputs = self._session.run(None, {self._input_name: padded})
+            outputs = session.run(None, {self._input_name: padded})
             parts.append(np.asarray(outputs[0], dtype=np.float32).reshape(step, -1)[: len(chunk)])
         return np.concatenate(parts)
 
@@ -105,15 +130,18 @@ class Classifier:
         """Decode one image into this model's input, (3, H, W) float32; raises ImageError."""
         return preprocess(data, self.bundle.preprocessing, limits)
 
-    def scores(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities, shape (N, classes), for a (N, 3, H, W) float32 batch."""
+    def scores(self, batch: np.ndarray, *, single_thread: bool = False) -> np.ndarray:
+        """Class probabilities, shape (N, classes), for a (N, 3, H, W) float32 batch.
+
+        ``single_thread``: run on the one-thread session (when built), because the cores are
+        busy with other work."""
         size = self.input_size
         if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
             raise ValueError(f"expected a batch of shape (N, 3, {size}, {size}), got {batch.shape}")
         if len(batch) == 0:
             return np.zeros((0, self.bundle.num_classes), dtype=np.float32)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        output: np.ndarray = self._run(batch)
+        output: np.ndarray = self._run(batch, single_thread=single_thread)
         if self.bundle.output == "probabilities":
             return output
         output = output - output.max(axis=1, keepdims=True)
@@ -121,9 +149,11 @@ class Classifier:
         output /= output.sum(axis=1, keepdims=True)
         return output
 
-    def classify(self, batch: np.ndarray, top_k: int = 5) -> list[list[ScoredLabel]]:
+    def classify(
+        self, batch: np.ndarray, top_k: int = 5, *, single_thread: bool = False
+    ) -> list[list[ScoredLabel]]:
         """Top-k labels per image, best first, from one ONNX Runtime run."""
-        probabilities = self.scores(batch)
+        probabilities = self.scores(batch, single_thread=single_thread)
         k = max(1, min(top_k, probabilities.shape[1]))
         best = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
         labels = self.bundle.labels
@@ -154,7 +184,14 @@ class Classifier:
         return results
 
 
-def load_classifier(settings: Settings, *, spinning: bool = False) -> Classifier:
+def load_classifier(
+    settings: Settings, *, spinning: bool = False, single_thread_runs: bool = False
+) -> Classifier:
     """The classifier for the configured bundle; raises BundleError with the fix."""
     bundle = load_bundle(settings.resolved_model_dir)
-    return Classifier(bundle, threads=settings.resolved_model_threads, spinning=spinning)
+    return Classifier(
+        bundle,
+        threads=settings.resolved_model_threads,
+        spinning=spinning,
+        single_thread_runs=single_thread_runs,
+    )

@@ -1,10 +1,17 @@
-"""The dynamic batching loop: decode the next images while the model runs on the current batch.
+"""The dynamic batching loop: batches formed when a lane frees up, run in parallel lanes.
 
-Two stages joined by a hand-off of one batch. The feeder takes whatever is queued (up to
-``max_batch_size``, waiting at most ``max_batch_wait_ms`` for more) and starts decoding it on a
-thread pool; the runner stacks the decoded images and makes one ONNX Runtime call. While the
-runner is busy, new jobs pile up in the queue, so batches grow with load and stay at one under
-light load. Pillow and ONNX Runtime release the GIL, so both stages use the cores for real.
+A feeder thread waits for an idle lane, then takes whatever is queued (up to
+``max_batch_size``, waiting at most ``max_batch_wait_ms`` for more) and hands it to that lane. A
+lane decodes its batch and makes one ONNX Runtime call for it. While the lanes are busy, new jobs
+pile up in the queue, so batches grow with load and stay at one under light load; and a worker
+never holds more jobs than it is running, so other workers on the same Redis queue get them.
+
+How a lane uses the cores: alone (the other lanes idle), its model call spreads over all of the
+model's threads, which gives a lone request the lowest latency. When other lanes are busy, each
+call runs on one thread and the lanes share the cores, decoding beside the model: ONNX Runtime's
+parallel loops wait for their slowest thread at every layer, so spreading a call over cores that
+are busy anyway costs a third more CPU per image (docs/benchmarks.md). Pillow and ONNX Runtime
+release the GIL, so the lanes run in parallel for real.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,14 +32,16 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class _DecodedBatch:
+class _Batch:
     jobs: list[Job]
-    tensors: list[Future[np.ndarray]]
     taken_at: float
 
 
 class BatchingWorker:
-    """Runs the two stages on their own threads until ``stop()``; finishes what it has taken."""
+    """Runs the feeder and ``lanes`` lane threads until ``stop()``; finishes what it has taken.
+
+    ``classifier`` should be built with ``single_thread_runs=True`` when ``lanes`` > 1.
+    """
 
     def __init__(
         self,
@@ -43,7 +51,7 @@ class BatchingWorker:
         *,
         max_batch_size: int,
         max_batch_wait_ms: float,
-        decode_threads: int = 2,
+        lanes: int = 1,
         on_results: Callable[[list[JobResult]], None] | None = None,
     ) -> None:
         self.source = source
@@ -51,62 +59,71 @@ class BatchingWorker:
         self.limits = limits
         self.max_batch_size = max_batch_size
         self.max_batch_wait_s = max_batch_wait_ms / 1000
+        self.lanes = max(1, lanes)
         self.on_results = on_results
         self.jobs_done = 0
-        self._decoder = ThreadPoolExecutor(decode_threads, thread_name_prefix="imgclf-decode")
-        self._handoff: queue.Queue[_DecodedBatch | None] = queue.Queue(maxsize=1)
+        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._idle_lanes = threading.Semaphore(self.lanes)
+        self._busy_lanes = 0
+        self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._feeder: threading.Thread | None = None
+        self._lane_threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._threads = [
-            threading.Thread(target=self._feed, name="imgclf-feeder", daemon=True),
-            threading.Thread(target=self._run, name="imgclf-runner", daemon=True),
+        self._feeder = threading.Thread(target=self._feed, name="imgclf-feeder", daemon=True)
+        self._lane_threads = [
+            threading.Thread(target=self._run_lane, name=f"imgclf-lane-{n}", daemon=True)
+            for n in range(self.lanes)
         ]
-        for thread in self._threads:
+        for thread in [self._feeder, *self._lane_threads]:
             thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop taking work, finish the batches already taken, then return."""
         self._stopping.set()
         deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
+        for thread in [*([self._feeder] if self._feeder else []), *self._lane_threads]:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._decoder.shutdown(wait=False, cancel_futures=True)
 
     @property
     def alive(self) -> bool:
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        threads = [*([self._feeder] if self._feeder else []), *self._lane_threads]
+        return bool(threads) and all(thread.is_alive() for thread in threads)
 
     def _feed(self) -> None:
         try:
             while not self._stopping.is_set():
-                jobs = self.source.take(self.max_batch_size, self.max_batch_wait_s, block_s=0.5)
-                if not jobs:
+                # Take nothing until a lane can start on it: jobs wait in the queue, where the
+                # next batch (or another worker) picks them up, not in this worker's hands.
+                if not self._idle_lanes.acquire(timeout=0.5):
                     continue
-                now = time.time()
-                expired = [job for job in jobs if job.expired(now)]
-                if expired:
-                    # Their callers have had a 504 already: computing them helps nobody.
-                    self.source.discard(expired)
-                    jobs = [job for job in jobs if not job.expired(now)]
-                    if not jobs:
-                        continue
-                tensors = [
-                    self._decoder.submit(self.classifier.preprocess, job.image, self.limits)
-                    for job in jobs
-                ]
-                self._handoff.put(_DecodedBatch(jobs, tensors, now))
+                jobs = self._live_jobs(
+                    self.source.take(self.max_batch_size, self.max_batch_wait_s, block_s=0.5)
+                )
+                if jobs:
+                    self._batches.put(_Batch(jobs, time.time()))
+                else:
+                    self._idle_lanes.release()
         except Exception:
             logger.exception("the batch feeder stopped on an unexpected error")
         finally:
-            self._handoff.put(None)
+            for _ in self._lane_threads:
+                self._batches.put(None)
 
-    def _run(self) -> None:
-        while True:
-            batch = self._handoff.get()
-            if batch is None:
-                return
+    def _live_jobs(self, jobs: list[Job]) -> list[Job]:
+        now = time.time()
+        expired = [job for job in jobs if job.expired(now)]
+        if expired:
+            # Their callers have had a 504 already: computing them helps nobody.
+            self.source.discard(expired)
+            return [job for job in jobs if not job.expired(now)]
+        return jobs
+
+    def _run_lane(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            with self._lock:
+                self._busy_lanes += 1
             try:
                 results = self._classify(batch)
             except Exception:
@@ -121,49 +138,63 @@ class BatchingWorker:
                     )
                     for job in batch.jobs
                 ]
-            self.source.complete(results)
-            self.jobs_done += len(results)
+            finally:
+                with self._lock:
+                    self._busy_lanes -= 1
+            try:
+                self.source.complete(results)
+            finally:
+                with self._lock:
+                    self.jobs_done += len(results)
+                self._idle_lanes.release()
             if self.on_results is not None:
                 self.on_results(results)
 
-    def _classify(self, batch: _DecodedBatch) -> list[JobResult]:
+    def _decode(self, job: Job) -> np.ndarray | JobResult:
+        """The model's input for this job, or its failure: a poison image fails alone."""
         model_id = self.classifier.model_id
+        try:
+            return self.classifier.preprocess(job.image, self.limits)
+        except ImageError as error:
+            return JobResult(
+                job.id, ok=False, error=str(error), status_code=error.status_code, model_id=model_id
+            )
+        except Exception:
+            logger.exception("decoding job %s failed unexpectedly", job.id)
+            return JobResult(
+                job.id,
+                ok=False,
+                status_code=400,
+                model_id=model_id,
+                error="The image could not be decoded.",
+            )
+
+    def _classify(self, batch: _Batch) -> list[JobResult]:
         results: dict[str, JobResult] = {}
         good_jobs: list[Job] = []
         good_tensors: list[np.ndarray] = []
-        for job, future in zip(batch.jobs, batch.tensors, strict=True):
-            try:
-                good_tensors.append(future.result())
+        for job in batch.jobs:
+            decoded = self._decode(job)
+            if isinstance(decoded, JobResult):
+                results[job.id] = decoded
+            else:
                 good_jobs.append(job)
-            except ImageError as error:
-                results[job.id] = JobResult(
-                    job.id,
-                    ok=False,
-                    error=str(error),
-                    status_code=error.status_code,
-                    model_id=model_id,
-                )
-            except Exception:
-                # A poison image fails its own job, never the batch or the worker.
-                logger.exception("decoding job %s failed unexpectedly", job.id)
-                results[job.id] = JobResult(
-                    job.id,
-                    ok=False,
-                    status_code=400,
-                    model_id=model_id,
-                    error="The image could not be decoded.",
-                )
+                good_tensors.append(decoded)
         if good_jobs:
+            with self._lock:
+                alone = self._busy_lanes == 1
             started = time.perf_counter()
             top_k = max(job.top_k for job in good_jobs)
-            answers = self.classifier.classify(np.stack(good_tensors), top_k=top_k)
+            answers = self.classifier.classify(
+                np.stack(good_tensors), top_k=top_k, single_thread=not alone
+            )
             inference_ms = (time.perf_counter() - started) * 1000
             for job, answer in zip(good_jobs, answers, strict=True):
                 results[job.id] = JobResult(
                     job.id,
                     ok=True,
                     top_k=[(item.label, item.score) for item in answer[: job.top_k]],
-                    model_id=model_id,
+                    model_id=self.classifier.model_id,
                     batch_size=len(good_jobs),
                     queue_ms=(batch.taken_at - job.enqueued_at) * 1000,
                     inference_ms=inference_ms,

@@ -26,7 +26,10 @@ class EmbeddedQueue(LocalQueue):
     async def start(self) -> None:
         await super().start()
         # Loading and warming up the model takes a moment: keep it off the event loop.
-        classifier = await asyncio.to_thread(load_classifier, self.settings)
+        lanes = self.settings.resolved_worker_concurrency
+        classifier = await asyncio.to_thread(
+            load_classifier, self.settings, single_thread_runs=lanes > 1
+        )
         self.model_id = classifier.model_id
         self.worker = BatchingWorker(
             self,
@@ -34,7 +37,7 @@ class EmbeddedQueue(LocalQueue):
             image_limits(self.settings),
             max_batch_size=self.settings.max_batch_size,
             max_batch_wait_ms=self.settings.max_batch_wait_ms,
-            decode_threads=self.settings.resolved_decode_threads,
+            lanes=lanes,
         )
         self.worker.start()
 

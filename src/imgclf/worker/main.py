@@ -51,7 +51,8 @@ def run_worker_process(settings: Settings, stop: threading.Event | None = None) 
         max_deliveries=settings.queue_max_deliveries,
     )
     _stop_on_signals(stop, source.name)
-    classifier = load_classifier(settings)
+    lanes = settings.resolved_worker_concurrency
+    classifier = load_classifier(settings, single_thread_runs=lanes > 1)
     source.model_id = classifier.model_id
     worker = BatchingWorker(
         source,
@@ -59,7 +60,7 @@ def run_worker_process(settings: Settings, stop: threading.Event | None = None) 
         image_limits(settings),
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,
-        decode_threads=settings.resolved_decode_threads,
+        lanes=lanes,
     )
     worker.start()
     heartbeat_ttl = settings.worker_heartbeat_s * 3

@@ -7,11 +7,11 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
-from starlette.concurrency import run_in_threadpool
 
-from imgclf.api.deps import CurrentUserId, DatabaseDep, PageDep
+from imgclf.api.deps import CurrentUser, DatabaseDep, PageDep, TokenUserId, credentials_error
 from imgclf.api.errors import error_responses
 from imgclf.api.predictions import service
+from imgclf.api.predictions.recorder import AccountGoneError
 from imgclf.api.predictions.schemas import (
     JobAccepted,
     JobStatus,
@@ -50,7 +50,7 @@ def _scored(top_k: list[tuple[str, float]]) -> list[ScoredLabelPublic]:
     summary="Classify an image",
     responses=error_responses(400, 401, 413, 422, 503, 504, 507),
 )
-async def predict(request: Request, user: CurrentUserId, file: ImageUpload) -> PredictionResponse:
+async def predict(request: Request, user_id: TokenUserId, file: ImageUpload) -> PredictionResponse:
     state = request.app.state
     settings = state.settings
     upload = await accept_upload(file, settings)
@@ -62,14 +62,12 @@ async def predict(request: Request, user: CurrentUserId, file: ImageUpload) -> P
         timeout_s=settings.predict_timeout_s,
         observe=state.metrics,
     )
-    prediction_id = await run_in_threadpool(
-        service.record_prediction,
-        state.write_session_factory,
-        settings.upload_dir,
-        user.id,
-        upload,
-        answer,
-    )
+    try:
+        prediction_id = await state.recorder.record(
+            service.prediction_row(user_id, upload, answer), upload
+        )
+    except AccountGoneError:  # deleted since its token was issued
+        raise credentials_error() from None
     label, score = answer.top_k[0]
     return PredictionResponse(
         prediction=label,
@@ -88,7 +86,7 @@ async def predict(request: Request, user: CurrentUserId, file: ImageUpload) -> P
     summary="Your past predictions, newest first",
     responses=error_responses(401, 422),
 )
-async def read_predictions(db: DatabaseDep, user: CurrentUserId, page: PageDep) -> list[Any]:
+async def read_predictions(db: DatabaseDep, user: CurrentUser, page: PageDep) -> list[Any]:
     return await db.run(service.read_predictions, user.id, page.limit, page.offset)
 
 
@@ -99,7 +97,7 @@ async def read_predictions(db: DatabaseDep, user: CurrentUserId, page: PageDep) 
     summary="Queue an image and read its answer later",
     responses=error_responses(400, 401, 413, 422, 503),
 )
-async def create_job(request: Request, user: CurrentUserId, file: ImageUpload) -> JobAccepted:
+async def create_job(request: Request, user: CurrentUser, file: ImageUpload) -> JobAccepted:
     state = request.app.state
     queue = _queue(request)
     upload = await accept_upload(file, state.settings)
@@ -136,14 +134,10 @@ async def _run_job(request: Request, job_id: str, user_id: int, upload: Accepted
         return
     if result.ok:
         answer = service.Answer(result.top_k, result.model_id, False, result.inference_ms, result)
-        await run_in_threadpool(
-            service.record_prediction,
-            state.write_session_factory,
-            settings.upload_dir,
-            user_id,
-            upload,
-            answer,
-        )
+        try:
+            await state.recorder.record(service.prediction_row(user_id, upload, answer), upload)
+        except AccountGoneError:
+            logger.info("job %s: its account was deleted before the answer came", job_id)
 
 
 @router.get(
@@ -152,7 +146,7 @@ async def _run_job(request: Request, job_id: str, user_id: int, upload: Accepted
     summary="The state of a queued job, with its answer once done",
     responses=error_responses(401, 403, 404, 503),
 )
-async def read_job(request: Request, user: CurrentUserId, job_id: str) -> JobStatus:
+async def read_job(request: Request, user: CurrentUser, job_id: str) -> JobStatus:
     queue = _queue(request)
     try:
         owner = await queue.job_owner(job_id)

@@ -1,20 +1,18 @@
-"""Getting an answer for an upload (cache, then the queue) and recording it, without holding a
-database connection while the model works."""
+"""Getting an answer for an upload (cache, then the queue), without holding a database
+connection while the model works; and the row that records it."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from imgclf.api.predictions.cache import PredictionCache, TopK
-from imgclf.api.predictions.uploads import AcceptedUpload, store_upload
-from imgclf.db.engine import transaction
+from imgclf.api.predictions.uploads import AcceptedUpload
 from imgclf.db.models import Prediction
 from imgclf.queue.base import (
     JobQueue,
@@ -89,30 +87,19 @@ async def answer_upload(
     )
 
 
-def record_prediction(
-    factory: sessionmaker[Session],
-    upload_dir: Path,
-    user_id: int,
-    upload: AcceptedUpload,
-    answer: Answer,
-) -> int:
-    """Store the upload (once per content) and the prediction row in one short transaction."""
-    store_upload(upload_dir, upload)
+def prediction_row(user_id: int, upload: AcceptedUpload, answer: Answer) -> dict[str, Any]:
+    """The ``predictions`` row for an answer, as the recorder inserts it."""
     label, score = answer.top_k[0]
-    with transaction(factory) as session:
-        prediction = Prediction(
-            user_id=user_id,
-            image_file_name=upload.file_name,
-            label=label,
-            score=round(score, 4),
-            top_k=[{"label": name, "score": value} for name, value in answer.top_k],
-            model_id=answer.model_id,
-            latency_ms=round(answer.latency_ms, 3),
-            cached=answer.cached,
-        )
-        session.add(prediction)
-        session.flush()
-        return prediction.id
+    return {
+        "user_id": user_id,
+        "image_file_name": upload.file_name,
+        "label": label,
+        "score": round(score, 4),
+        "top_k": [{"label": name, "score": value} for name, value in answer.top_k],
+        "model_id": answer.model_id,
+        "latency_ms": round(answer.latency_ms, 3),
+        "cached": answer.cached,
+    }
 
 
 def read_predictions(session: Session, user_id: int, limit: int, offset: int) -> list[Prediction]:

@@ -1,0 +1,154 @@
+"""Recording answered predictions: one thread, many rows per transaction when they come together.
+
+Under load, answers arrive in bursts (a batch of the model answers them all at once). Each used
+to cost a trip to a worker thread and a transaction of its own; here the recorder takes every
+record that is waiting, stores their uploads and inserts all the rows in one transaction, so a
+burst costs one commit. A lone record costs what it did: one trip, one short transaction.
+
+Recording is also how the predict route proves the caller's account still exists: its token
+was checked, and the row's foreign key to ``users`` is checked by the database (user ids are
+never reused). One round trip instead of a read before the model and a write after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgclf.api.predictions.uploads import AcceptedUpload, store_upload
+from imgclf.db.engine import transaction
+from imgclf.db.models import Prediction
+
+logger = logging.getLogger(__name__)
+
+
+class AccountGoneError(Exception):
+    """The account a valid token names was deleted since the token was issued."""
+
+
+@dataclass(slots=True)
+class _Record:
+    row: dict[str, Any]
+    upload: AcceptedUpload
+    future: asyncio.Future[int]
+
+
+class PredictionRecorder:
+    """``await record(...)`` returns the new prediction's id. Started and closed by the app."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], upload_dir: Path, max_rows: int = 64
+    ) -> None:
+        self.factory = factory
+        self.upload_dir = upload_dir
+        self.max_rows = max_rows
+        self._pending: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="imgclf-recorder", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Records already handed over are written before this returns."""
+        if self._thread is not None:
+            self._pending.put(None)
+            await asyncio.to_thread(self._thread.join)
+
+    async def record(self, row: dict[str, Any], upload: AcceptedUpload) -> int:
+        """Store the upload (once per content) and insert the ``predictions`` row.
+
+        Raises HTTPException 507 when the upload cannot be stored, AccountGoneError when the
+        row's user no longer exists."""
+        if self._loop is None or self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("the prediction recorder is not running")
+        future: asyncio.Future[int] = self._loop.create_future()
+        self._pending.put(_Record(row, upload, future))
+        return await future
+
+    # The recorder's thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (first := self._pending.get()) is not None:
+            records = [first]
+            stopping = False
+            while len(records) < self.max_rows:
+                try:
+                    record = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if record is None:
+                    stopping = True
+                    break
+                records.append(record)
+            self._write(records)
+            if stopping:
+                return
+
+    def _write(self, records: list[_Record]) -> None:
+        stored: list[_Record] = []
+        for record in records:
+            try:
+                store_upload(self.upload_dir, record.upload)
+            except HTTPException as error:  # 507: this one is not recorded
+                self._settle(record, error)
+            else:
+                stored.append(record)
+        if not stored:
+            return
+        try:
+            ids = self._insert([record.row for record in stored])
+        except IntegrityError:
+            # A deleted account among them: find which, one row at a time.
+            for record in stored:
+                self._write_alone(record)
+            return
+        except Exception as error:
+            logger.exception("recording %d predictions failed", len(stored))
+            for record in stored:
+                self._settle(record, error)
+            return
+        for record, prediction_id in zip(stored, ids, strict=True):
+            self._settle(record, prediction_id)
+
+    def _write_alone(self, record: _Record) -> None:
+        try:
+            (prediction_id,) = self._insert([record.row])
+        except IntegrityError:
+            self._settle(record, AccountGoneError())
+        except Exception as error:
+            logger.exception("recording a prediction failed")
+            self._settle(record, error)
+        else:
+            self._settle(record, prediction_id)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        statement = insert(Prediction).returning(Prediction.id, sort_by_parameter_order=True)
+        with transaction(self.factory) as session:
+            return list(session.scalars(statement, rows))
+
+    def _settle(self, record: _Record, outcome: int | BaseException) -> None:
+        assert self._loop is not None
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_resolve, record.future, outcome)
+
+
+def _resolve(future: asyncio.Future[int], outcome: int | BaseException) -> None:
+    if future.done():  # its caller went away
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
