@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgclf.api.predictions.uploads import AcceptedUpload, store_upload
-from imgclf.db.engine import transaction
+from imgclf.db.engine import core_write_transaction
 from imgclf.db.models import Prediction
 
 logger = logging.getLogger(__name__)
@@ -136,8 +136,8 @@ class PredictionRecorder:
 
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
         statement = insert(Prediction).returning(Prediction.id, sort_by_parameter_order=True)
-        with transaction(self.factory) as session:
-            return list(session.scalars(statement, rows))
+        with core_write_transaction(self.factory) as connection:
+            return list(connection.scalars(statement, rows))
 
     def _settle(self, record: _Record, outcome: int | BaseException) -> None:
         assert self._loop is not None
