@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +133,49 @@ def test_stop_finishes_the_batches_already_taken(classifier: Classifier) -> None
     assert all(r.ok for r in answered)
     assert all(isinstance(r, JobResult | QueueUnavailableError) for r in results), results
     assert time.monotonic() - started < 15
+
+
+def test_lanes_share_the_cores_when_busy_and_a_lone_job_gets_them_all(model_dir: Path) -> None:
+    classifier = Classifier(load_bundle(model_dir), threads=2, single_thread_runs=True)
+    calls: list[tuple[str, float, float, bool]] = []
+    classify = classifier.classify
+
+    def recording_classify(batch: Any, top_k: int = 5, *, single_thread: bool = False) -> Any:
+        started = time.perf_counter()
+        answers = classify(batch, top_k, single_thread=single_thread)
+        calls.append((threading.current_thread().name, started, time.perf_counter(), single_thread))
+        return answers
+
+    classifier.classify = recording_classify  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[list[JobResult], JobResult]:
+        queue = LocalQueue(max_pending=64)
+        await queue.start()
+        worker = BatchingWorker(
+            queue, classifier, ImageLimits(), max_batch_size=2, max_batch_wait_ms=0, lanes=2
+        )
+        worker.start()
+        try:
+            burst = await asyncio.gather(
+                *(queue.submit(DOG, top_k=1, timeout_s=30) for _ in range(24))
+            )
+            lone = await queue.submit(DOG, top_k=1, timeout_s=30)
+            return burst, lone
+        finally:
+            await queue.close()
+            await asyncio.to_thread(worker.stop)
+
+    burst, lone = asyncio.run(scenario())
+
+    assert all(result.top_k[0][0] == "Eskimo_dog" for result in [*burst, lone])
+    *burst_calls, lone_call = calls
+    assert {name for name, *_ in burst_calls} == {"imgclf-lane-0", "imgclf-lane-1"}
+    overlapping = [
+        single
+        for _name, started, _ended, single in burst_calls
+        if any(other_start < started < other_end for _, other_start, other_end, _ in burst_calls)
+    ]
+    assert overlapping, "the two lanes never ran the model at the same time"
+    # A call made while another lane works runs on one thread: the lanes share the cores.
+    assert all(overlapping)
+    assert lone_call[3] is False  # alone, it spreads over all the model's threads

@@ -1,0 +1,153 @@
+"""The prediction recorder on a real database (SQLite and PostgreSQL): many rows per
+transaction, a deleted account refused alone, an upload that cannot be stored refused alone."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import HTTPException
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgclf.api.predictions.recorder import AccountGoneError, PredictionRecorder
+from imgclf.api.predictions.service import Answer, prediction_row
+from imgclf.api.predictions.uploads import AcceptedUpload
+from imgclf.db.engine import make_engine, make_session_factory, transaction
+from imgclf.db.migrate import upgrade
+from imgclf.db.models import Prediction, User
+from imgclf.settings import Settings
+from tests.support import DOG_JPEG
+
+ANSWER = Answer([("Eskimo_dog", 0.6222), ("malamute", 0.2)], "efficientnet-lite0@test", False, 12.5)
+
+
+def upload_of(data: bytes) -> AcceptedUpload:
+    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return AcceptedUpload(data=data, digest=digest, file_name=f"{digest}.jpg")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(Settings(database_url=database_url))
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def writes(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine, writes=True)
+
+
+def add_user(writes: sessionmaker[Session], email: str) -> int:
+    with transaction(writes) as session:
+        user = User(name="Someone", email=email, hashed_password="not a real hash")
+        session.add(user)
+        session.flush()
+        return user.id
+
+
+def count_commits(engine: Engine) -> list[int]:
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda _connection: commits.append(1))
+    return commits
+
+
+def record_all(
+    writes: sessionmaker[Session], upload_dir: Path, items: list[tuple[int, AcceptedUpload]]
+) -> list[int | BaseException]:
+    """Hand every record over at once, as a batch of answers does."""
+
+    async def scenario() -> list[Any]:
+        recorder = PredictionRecorder(writes, upload_dir)
+        recorder.start()
+        try:
+            calls = [
+                recorder.record(prediction_row(user_id, upload, ANSWER), upload)
+                for user_id, upload in items
+            ]
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await recorder.close()
+
+    return asyncio.run(scenario())
+
+
+def test_records_that_arrive_together_share_one_transaction(
+    engine: Engine, writes: sessionmaker[Session], tmp_path: Path
+) -> None:
+    alice = add_user(writes, "alice@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+    commits = count_commits(engine)
+
+    ids = record_all(writes, tmp_path, [(alice, dog)] * 20)
+
+    assert all(isinstance(prediction_id, int) for prediction_id in ids), ids
+    assert len(set(ids)) == 20
+    assert len(commits) < 20  # a burst is written in far fewer transactions than rows
+    with Session(engine) as session:
+        rows = session.scalars(select(Prediction).order_by(Prediction.id)).all()
+    assert [row.id for row in rows] == sorted(ids)
+    assert {(row.user_id, row.label, row.score, row.cached) for row in rows} == {
+        (alice, "Eskimo_dog", 0.6222, False)
+    }
+    assert rows[0].top_k[0] == {"label": "Eskimo_dog", "score": 0.6222}
+    assert rows[0].created_at is not None
+    assert (tmp_path / dog.file_name).read_bytes() == dog.data  # stored once, whole
+
+
+def test_each_caller_gets_the_id_of_its_own_row(
+    engine: Engine, writes: sessionmaker[Session], tmp_path: Path
+) -> None:
+    users = [add_user(writes, f"user{n}@example.com") for n in range(6)]
+    uploads = [upload_of(DOG_JPEG.read_bytes() + bytes([n])) for n in range(6)]
+
+    ids = record_all(writes, tmp_path, list(zip(users, uploads, strict=True)))
+
+    with Session(engine) as session:
+        for prediction_id, user_id, upload in zip(ids, users, uploads, strict=True):
+            row = session.get(Prediction, prediction_id)
+            assert row is not None
+            assert (row.user_id, row.image_file_name) == (user_id, upload.file_name)
+
+
+def test_a_deleted_account_fails_alone_and_the_others_are_recorded(
+    engine: Engine, writes: sessionmaker[Session], tmp_path: Path
+) -> None:
+    alice = add_user(writes, "alice@example.com")
+    gone = add_user(writes, "gone@example.com")
+    with transaction(writes) as session:
+        session.delete(session.get(User, gone))
+    dog = upload_of(DOG_JPEG.read_bytes())
+
+    outcomes = record_all(writes, tmp_path, [(alice, dog), (gone, dog), (alice, dog)])
+
+    first, refused, last = outcomes
+    assert isinstance(refused, AccountGoneError)
+    assert isinstance(first, int)
+    assert isinstance(last, int)
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 2
+
+
+def test_an_upload_that_cannot_be_stored_fails_alone(
+    engine: Engine, writes: sessionmaker[Session], tmp_path: Path
+) -> None:
+    alice = add_user(writes, "alice@example.com")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the upload folder should be")
+    dog = upload_of(DOG_JPEG.read_bytes())
+
+    (outcome,) = record_all(writes, blocked, [(alice, dog)])
+    (stored,) = record_all(writes, tmp_path, [(alice, dog)])
+
+    assert isinstance(outcome, HTTPException)
+    assert outcome.status_code == 507
+    assert isinstance(stored, int)
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 1
