@@ -1,4 +1,4 @@
-"""Model benchmark: inference throughput, decode cost, thread spinning, memory.
+"""Model benchmark: inference throughput, decode cost, thread spinning, lanes, memory.
 
     python bench/model.py             # `make bench`; rewrites "## Model" in docs/benchmarks.md
     python bench/model.py --no-write  # print only
@@ -299,6 +299,57 @@ def spinning_costs(bundle: ModelBundle, threads: int, budget_s: float) -> list[S
     return results
 
 
+# --- lanes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class LaneResult:
+    lanes: int
+    threads_per_call: int
+    batch: int
+    images_per_s: float
+    cpu_ms_per_image: float
+
+
+def lanes_run(
+    classifier: Classifier, lanes: int, single_thread: bool, batch: int, seconds: float
+) -> tuple[float, float]:
+    """Images/s and CPU ms per image of ``lanes`` threads, each decoding a batch of 0.3 MP
+    JPEGs then classifying it, as the worker's lanes do."""
+    data = photo_like_jpeg(*PHOTO_SIZES["0.3 MP"], source_photos(), seed=2)
+    stop = threading.Event()
+    done = [0] * lanes
+
+    def lane(index: int) -> None:
+        while not stop.is_set():
+            tensors = [classifier.preprocess(data, LIMITS) for _ in range(batch)]
+            classifier.scores(np.stack(tensors), single_thread=single_thread)
+            done[index] += batch
+
+    workers = [threading.Thread(target=lane, args=(index,)) for index in range(lanes)]
+    started, cpu = time.perf_counter(), time.process_time()
+    for worker in workers:
+        worker.start()
+    time.sleep(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    elapsed, cpu_used = time.perf_counter() - started, time.process_time() - cpu
+    return sum(done) / elapsed, cpu_used * 1000 / max(1, sum(done))
+
+
+def lane_costs(bundle: ModelBundle, threads: int, budget_s: float) -> list[LaneResult]:
+    """One lane whose calls spread over every thread, against one lane per core whose calls
+    run on one thread each: what the batching worker does alone and under load."""
+    classifier = Classifier(bundle, threads=threads, single_thread_runs=True)
+    results = []
+    for batch in (1, 8):
+        for lanes, single_thread in ((1, False), (threads, True)):
+            ips, cpu_ms = lanes_run(classifier, lanes, single_thread, batch, 2 * budget_s)
+            results.append(LaneResult(lanes, 1 if single_thread else threads, batch, ips, cpu_ms))
+    return results
+
+
 # --- memory ----------------------------------------------------------------------------------
 
 
@@ -341,6 +392,7 @@ def report(
     eager: Throughput | None,
     decodes: list[DecodeResult],
     spins: list[SpinResult],
+    lanes: list[LaneResult],
     rss: tuple[float, float],
 ) -> str:
     versions = ", ".join(
@@ -402,6 +454,18 @@ def report(
         )
     lines += [
         "",
+        "### Sharing the cores: decode + classify (0.3 MP JPEG) in lanes",
+        "",
+        "| batch | lanes x threads per model call | images/s | CPU ms/image |",
+        "| ---: | --- | ---: | ---: |",
+    ]
+    for lane in lanes:
+        lines.append(
+            f"| {lane.batch} | {lane.lanes} x {lane.threads_per_call} "
+            f"| {lane.images_per_s:.1f} | {lane.cpu_ms_per_image:.1f} |"
+        )
+    lines += [
+        "",
         "### Memory",
         "",
         f"Peak RSS of a fresh process: {rss[0]:.0f} MB after loading the bundle (with warm-up), "
@@ -445,6 +509,11 @@ def report(
         "-44% to +26% (the neighbours' load dominates), and beside a decoding thread it "
         "lowered the model's rate in all five runs and the decoder's in four: idle-spinning "
         "threads hold the cores that decoding needs, and take them from the neighbours too.",
+        "- Lanes: a model call spread over every core waits at each layer for its slowest "
+        "thread, and pays to wake the others; while one lane decodes, the call has fewer cores "
+        "than threads. One lane per core, each decoding its batch and running the model on "
+        "one thread, keeps every core busy at a lower CPU cost per image: that is how the "
+        "batching worker runs under load. A lone job still gets every thread (lowest latency).",
         "",
     ]
     return "\n".join(lines)
@@ -480,10 +549,14 @@ def main() -> None:
     decodes = decode_costs(bundle, args.budget)
     print("thread spinning...", file=sys.stderr)
     spins = spinning_costs(bundle, threads, args.budget)
+    print("lanes...", file=sys.stderr)
+    lanes = lane_costs(bundle, threads, args.budget)
     print("memory...", file=sys.stderr)
     rss = peak_rss_mb(model_dir, threads)
 
-    section = report((load_start, os.getloadavg()[0]), threads, ort, eager, decodes, spins, rss)
+    section = report(
+        (load_start, os.getloadavg()[0]), threads, ort, eager, decodes, spins, lanes, rss
+    )
     print(section)
     if not args.no_write:
         write_section(section)

@@ -37,7 +37,7 @@ class Classifier:
     ``single_thread_runs`` adds a second session with one thread, for calls made while other
     work (decoding, other model calls) keeps the cores busy: ONNX Runtime's parallel loops wait
     for their slowest thread at every layer, so a call spread over cores that are also busy
-    costs far more CPU than one thread per call (see docs/benchmarks.md).
+    stalls, where one-thread calls side by side keep every core working.
     """
 
     def __init__(

@@ -8,10 +8,11 @@ never holds more jobs than it is running, so other workers on the same Redis que
 
 How a lane uses the cores: alone (the other lanes idle), its model call spreads over all of the
 model's threads, which gives a lone request the lowest latency. When other lanes are busy, each
-call runs on one thread and the lanes share the cores, decoding beside the model: ONNX Runtime's
-parallel loops wait for their slowest thread at every layer, so spreading a call over cores that
-are busy anyway costs a third more CPU per image (docs/benchmarks.md). Pillow and ONNX Runtime
-release the GIL, so the lanes run in parallel for real.
+call runs on one thread and the lanes share the cores, one decoding while another runs the
+model: a call spread over every core waits at each layer for its slowest thread, so a core
+taken by another lane stalls it. On 2 cores, two one-thread lanes decode and classify about a
+third more images per second than one lane with two threads (docs/benchmarks.md). Pillow and
+ONNX Runtime release the GIL, so the lanes run in parallel for real.
 """
 
 from __future__ import annotations
