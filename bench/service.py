@@ -189,16 +189,14 @@ def main() -> None:
     figures: dict[str, Figures] = defaultdict(Figures)
     lone_overheads: list[float] = []
 
-    # Every configuration once per round, each compared with the raw loop of its own round:
+    # Every configuration once per round, each compared with a raw loop run just before it:
     # on a shared machine the speed of the cores drifts by tens of percent within minutes.
     for round_number in range(1, args.rounds + 1):
-        raw_rate, raw_ms = raw_pipeline(image, args.seconds / 2)
-        raw_rates.append(raw_rate)
-        raw_times.append(raw_ms)
-        print(
-            f"round {round_number}: raw pipeline {raw_rate:.1f} img/s, {raw_ms:.1f} ms", flush=True
-        )
+        print(f"round {round_number}", flush=True)
         for name, options in CONFIGURATIONS:
+            raw_rate, raw_ms = raw_pipeline(image, args.seconds / 2)
+            raw_rates.append(raw_rate)
+            raw_times.append(raw_ms)
             with running_service(**options) as (url, token):  # type: ignore[arg-type]
                 result = load(url, token, image, args.clients, args.seconds)
                 figures[name].add(result, raw_rate)
@@ -211,9 +209,16 @@ def main() -> None:
                         open_loop(url, request, 0.7 * result.throughput, args.seconds)
                     )
                     figures["open loop 70%"].add(open_result, raw_rate)
+                    print(
+                        f"  lone request: p50 {lone.percentile(50):.1f} ms "
+                        f"({lone.percentile(50) - raw_ms:+.1f}); open loop at "
+                        f"{0.7 * result.throughput:.0f}/s: p99 {open_result.percentile(99):.1f} ms",
+                        flush=True,
+                    )
             print(
                 f"  {name}: {result.throughput:.1f} img/s ({result.throughput / raw_rate:.2f} "
-                f"of raw), p50 {result.percentile(50):.1f} ms, statuses {result.statuses}",
+                f"of the raw loop's {raw_rate:.1f} just before), p50 "
+                f"{result.percentile(50):.1f} ms, statuses {result.statuses}",
                 flush=True,
             )
 
@@ -290,10 +295,10 @@ def report(
         "## Service\n\n"
         f"Measured {date.today().isoformat()} on {cpu_model()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, by `make bench` (`bench/service.py`): "
-        f"{args.rounds} interleaved rounds, each running the raw loop then every configuration "
-        f"for {args.seconds:g} s after a 2 s warm-up; medians over the rounds, and ratios "
-        "taken against the raw loop of the same round. Cache off, one 640x480 JPEG, the "
-        "client (bench/loadgen.py) on the same cores.\n\n" + text + "\n"
+        f"{args.rounds} rounds, each running every configuration for {args.seconds:g} s after a "
+        f"2 s warm-up, right after {args.seconds / 2:g} s of the raw loop; each ratio is taken "
+        "against that raw run, and the table holds medians over the rounds. Cache off, one "
+        "640x480 JPEG, the client (bench/loadgen.py) on the same cores.\n\n" + text + "\n"
     )
     path = ROOT / "docs" / "benchmarks.md"
     existing = path.read_text() if path.exists() else "# Benchmarks\n"
