@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from imgclf.api.app import create_app
 from imgclf.api.auth.throttle import LoginThrottle
+from imgclf.localservers import free_port
 from imgclf.settings import Settings
 
 from .conftest import PASSWORD, Caller
@@ -75,15 +78,19 @@ class FakeClock:
 def test_the_window_ends_by_itself() -> None:
     clock = FakeClock()
     throttle = LoginThrottle(max_per_email=2, max_per_address=10, window_s=60, clock=clock)
-    throttle.record_failure("a@example.com", "10.0.0.1")
+
+    def retry_after(email: str) -> int | None:
+        return asyncio.run(throttle.retry_after(email, "10.0.0.1"))
+
+    asyncio.run(throttle.record_failure("a@example.com", "10.0.0.1"))
     clock.now += 30
-    throttle.record_failure("a@example.com", "10.0.0.1")
-    assert throttle.retry_after("a@example.com", "10.0.0.1") == 30
-    assert throttle.retry_after("b@example.com", "10.0.0.1") is None
+    asyncio.run(throttle.record_failure("a@example.com", "10.0.0.1"))
+    assert retry_after("a@example.com") == 30
+    assert retry_after("b@example.com") is None
     clock.now += 30  # the first failure ages out; one more try is allowed
-    assert throttle.retry_after("a@example.com", "10.0.0.1") is None
+    assert retry_after("a@example.com") is None
     clock.now += 30
-    assert throttle.retry_after("a@example.com", "10.0.0.1") is None
+    assert retry_after("a@example.com") is None
 
 
 def test_memory_stays_bounded() -> None:
@@ -93,7 +100,43 @@ def test_memory_stays_bounded() -> None:
     )
     for number in range(1000):
         for _ in range(5):
-            throttle.record_failure(f"user{number}@example.com", f"10.0.{number // 250}.{number}")
+            asyncio.run(
+                throttle.record_failure(
+                    f"user{number}@example.com", f"10.0.{number // 250}.{number}"
+                )
+            )
         clock.now += 0.01
     assert len(throttle._failures) <= 100
     assert all(len(failures) <= 3 for failures in throttle._failures.values())
+
+
+# Shared through Redis: every API process counts together ---------------------------------------
+
+
+def test_api_processes_sharing_redis_share_one_budget(
+    database_url: str, redis_url: str, make_user: Callable[..., Caller]
+) -> None:
+    """Two apps (as two API processes or replicas) on one database and one Redis."""
+    alice = make_user()
+    settings = Settings(database_url=database_url, queue_url=redis_url)
+    with TestClient(create_app(settings)) as first, TestClient(create_app(settings)) as second:
+        for client in (first, second, first, second, first):
+            assert attempt(client, alice.email, "wrong password").status_code == 401
+        for client in (second, first):
+            refused = attempt(client, alice.email, PASSWORD)
+            assert refused.status_code == 429
+            assert 15 * 60 - 60 < int(refused.headers["Retry-After"]) <= 15 * 60
+        keys = redis.Redis.from_url(redis_url).keys("imgclf:login-failures:*")
+    assert len(keys) == 2  # one per email, one per address
+    assert not any(alice.email.encode() in key or b"testclient" in key for key in keys)
+
+
+def test_without_redis_the_throttle_still_counts_in_process(
+    database_url: str, make_user: Callable[..., Caller]
+) -> None:
+    alice = make_user()
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    with TestClient(create_app(Settings(database_url=database_url, queue_url=nowhere))) as client:
+        for _ in range(5):
+            assert attempt(client, alice.email, "wrong password").status_code == 401
+        assert attempt(client, alice.email, PASSWORD).status_code == 429

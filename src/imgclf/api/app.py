@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import imgclf
 from imgclf.api.auth.router import router as auth_router
-from imgclf.api.auth.throttle import LoginThrottle
+from imgclf.api.auth.throttle import build_login_throttle
 from imgclf.api.errors import install_error_handlers
 from imgclf.api.feedback.router import router as feedback_router
 from imgclf.api.health.router import router as health_router
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
                 if queue is not None:
                     await queue.close()
                 await app.state.recorder.close()
+                await app.state.login_throttle.close()
                 if app.state.prediction_cache is not None:
                     await app.state.prediction_cache.close()
         finally:
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
     )
     app.state.settings = settings
     app.state.queue = queue
-    app.state.login_throttle = LoginThrottle.from_settings(settings)
+    app.state.login_throttle = build_login_throttle(settings)
 
     install_error_handlers(app)
     if settings.cors_origins:

@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from imgclf.api.auth.schemas import Token
 from imgclf.api.auth.service import find_credentials, normalize_email
-from imgclf.api.auth.throttle import LoginThrottle
+from imgclf.api.auth.throttle import FailedLoginThrottle
 from imgclf.api.deps import DatabaseDep, PasswordHasherDep, SettingsDep
 from imgclf.api.errors import error_responses
 from imgclf.api.security import create_access_token
@@ -17,12 +17,12 @@ from imgclf.api.security import create_access_token
 router = APIRouter(tags=["auth"])
 
 
-async def get_login_throttle(request: Request) -> LoginThrottle:
-    throttle: LoginThrottle = request.app.state.login_throttle
+async def get_login_throttle(request: Request) -> FailedLoginThrottle:
+    throttle: FailedLoginThrottle = request.app.state.login_throttle
     return throttle
 
 
-LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
+LoginThrottleDep = Annotated[FailedLoginThrottle, Depends(get_login_throttle)]
 
 
 @router.post("/login", response_model=Token, responses=error_responses(400, 401, 413, 422, 429))
@@ -37,7 +37,7 @@ async def login(
     """Exchange an email (the form's ``username``) and password for an access token."""
     email = normalize_email(form.username)
     address = request.client.host if request.client else "unknown"
-    retry_after = throttle.retry_after(email, address)
+    retry_after = await throttle.retry_after(email, address)
     if retry_after is not None:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -48,7 +48,7 @@ async def login(
     # against a dummy hash, so it takes as long as a wrong password.
     credentials = await db.run(find_credentials, email)
     if not await hasher.verify(form.password, credentials.password_hash if credentials else None):
-        throttle.record_failure(email, address)
+        await throttle.record_failure(email, address)
         # One answer for an unknown email and a wrong password: it must not tell them apart.
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
