@@ -274,7 +274,8 @@ def report(
     summary = [
         f"- embedded HTTP service / raw pipeline at {args.clients} clients: "
         f"**{embedded.ratio:.2f}** (target ≥ 0.90; per round {_listed(embedded.ratios)})",
-        f"- Redis mode, 1 worker / embedded: **{redis_vs_embedded:.2f}** (target ≥ 0.80)",
+        f"- Redis mode, 1 worker / embedded: **{redis_vs_embedded:.2f}** (median of the rounds' "
+        "ratios; target ≥ 0.80)",
         f"- a lone request's p50 over one raw decode+classify: "
         f"**{statistics.median(lone_overheads):+.1f} ms** (target < 5 ms; per round "
         f"{', '.join(f'{value:+.1f}' for value in lone_overheads)})",

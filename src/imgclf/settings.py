@@ -109,6 +109,17 @@ class Settings(BaseSettings):
     def resolved_model_threads(self) -> int:
         return self.model_threads or os.cpu_count() or 1
 
+    def worker_share_environment(self, processes: int) -> dict[str, str]:
+        """The environment that gives each of ``processes`` workers on this machine its share of
+        the cores (model threads and lanes), where these settings leave them to the default."""
+        share = str(max(1, (os.cpu_count() or 1) // processes))
+        env = {}
+        if not self.model_threads:
+            env["IMGCLF_MODEL_THREADS"] = share
+        if not self.worker_concurrency:
+            env["IMGCLF_WORKER_CONCURRENCY"] = share
+        return env
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if not self.is_production:

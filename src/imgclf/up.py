@@ -213,14 +213,8 @@ def _redis_command(port: int, directory: Path) -> list[str]:
 
 
 def _worker_environment(env: dict[str, str], workers: int, settings: Settings) -> dict[str, str]:
-    """Workers on one machine share its cores: unless told otherwise, each gets its share of
-    model threads and of lanes (batches run at once)."""
-    share = str(max(1, (os.cpu_count() or 1) // workers))
-    if not settings.model_threads:
-        env = {**env, "IMGCLF_MODEL_THREADS": share}
-    if not settings.worker_concurrency:
-        env = {**env, "IMGCLF_WORKER_CONCURRENCY": share}
-    return env
+    """Workers on one machine share its cores: unless told otherwise, each gets its share."""
+    return {**env, **settings.worker_share_environment(workers)}
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi import HTTPException
 from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgclf.api.predictions.recorder import AccountGoneError, PredictionRecorder
@@ -151,3 +152,51 @@ def test_an_upload_that_cannot_be_stored_fails_alone(
     assert isinstance(stored, int)
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Prediction)) == 1
+
+
+def test_a_row_the_database_refuses_for_another_reason_is_not_a_deleted_account(
+    writes: sessionmaker[Session], tmp_path: Path
+) -> None:
+    alice = add_user(writes, "alice@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+
+    async def scenario() -> tuple[BaseException | int, int]:
+        recorder = PredictionRecorder(writes, tmp_path)
+        recorder.start()
+        try:
+            broken = {**prediction_row(alice, dog, ANSWER), "label": None}  # NOT NULL
+            outcome: BaseException | int
+            try:
+                outcome = await recorder.record(broken, dog)
+            except Exception as error:
+                outcome = error
+            return outcome, await recorder.record(prediction_row(alice, dog, ANSWER), dog)
+        finally:
+            await recorder.close()
+
+    refused, recorded = asyncio.run(scenario())
+
+    assert isinstance(refused, IntegrityError)
+    assert isinstance(recorded, int)  # the recorder lives on
+
+
+def test_records_handed_over_after_close_are_refused_not_left_waiting(
+    writes: sessionmaker[Session], tmp_path: Path
+) -> None:
+    alice = add_user(writes, "alice@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+
+    async def scenario() -> BaseException | int:
+        recorder = PredictionRecorder(writes, tmp_path)
+        recorder.start()
+        await recorder.close()
+        try:
+            return await asyncio.wait_for(
+                recorder.record(prediction_row(alice, dog, ANSWER), dog), 5
+            )
+        except Exception as error:
+            return error
+
+    outcome = asyncio.run(scenario())
+    assert isinstance(outcome, HTTPException)
+    assert outcome.status_code == 503

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +13,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy import Engine
 
 import imgclf
 from imgclf.api.auth.router import router as auth_router
@@ -31,6 +34,8 @@ from imgclf.db.migrate import ensure_admin, schema_is_current, upgrade
 from imgclf.settings import Settings, get_settings
 
 logger = logging.getLogger("imgclf.api")
+# How long shutdown waits for async jobs to record their answers.
+BACKGROUND_JOBS_GRACE_S = 5.0
 
 
 class SchemaOutdatedError(RuntimeError):
@@ -61,6 +66,17 @@ def _prepare_database(app: FastAPI, settings: Settings) -> None:
     verify_password("", None)
 
 
+async def _dispose(engine: Engine) -> None:
+    await anyio.to_thread.run_sync(engine.dispose)
+
+
+async def _finish_background_jobs(jobs: set[asyncio.Task[None]]) -> None:
+    """Async jobs whose answers came in are recorded before the recorder stops (a few seconds
+    at most: the queue has closed, so the rest fail at once)."""
+    if jobs:
+        await asyncio.wait(set(jobs), timeout=BACKGROUND_JOBS_GRACE_S)
+
+
 def create_app(settings: Settings | None = None, *, queue: Any | None = None) -> FastAPI:
     """A fresh app. ``queue`` (a ``JobQueue``) is started and closed by the app's lifespan."""
     settings = settings or get_settings()
@@ -72,28 +88,29 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
         app.state.session_factory = make_session_factory(engine)
         app.state.write_session_factory = make_session_factory(engine, writes=True)
         app.state.password_hasher = PasswordHasher()
-        try:
+        # Whatever started is stopped, in reverse order, however far the start-up got.
+        async with contextlib.AsyncExitStack() as started:
+            started.push_async_callback(_dispose, engine)
             await anyio.to_thread.run_sync(_prepare_database, app, settings)
             settings.upload_dir.mkdir(parents=True, exist_ok=True)
-            app.state.prediction_cache = build_cache(settings)
-            app.state.background_jobs = set()
-            app.state.recorder = PredictionRecorder(
-                app.state.write_session_factory, settings.upload_dir
+            app.state.prediction_cache = cache = build_cache(settings)
+            if cache is not None:
+                started.push_async_callback(cache.close)
+            app.state.login_throttle = throttle = build_login_throttle(settings)
+            started.push_async_callback(throttle.close)
+            app.state.recorder = recorder = PredictionRecorder(
+                app.state.write_session_factory,
+                settings.upload_dir,
+                timeout_s=settings.predict_timeout_s,
             )
-            app.state.recorder.start()
+            recorder.start()
+            started.push_async_callback(recorder.close)
+            app.state.background_jobs = set()
+            started.push_async_callback(_finish_background_jobs, app.state.background_jobs)
             if queue is not None:
                 await queue.start()
-            try:
-                yield
-            finally:
-                if queue is not None:
-                    await queue.close()
-                await app.state.recorder.close()
-                await app.state.login_throttle.close()
-                if app.state.prediction_cache is not None:
-                    await app.state.prediction_cache.close()
-        finally:
-            await anyio.to_thread.run_sync(engine.dispose)
+                started.push_async_callback(queue.close)
+            yield
 
     app = FastAPI(
         title="imgclf",
@@ -103,7 +120,6 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
     )
     app.state.settings = settings
     app.state.queue = queue
-    app.state.login_throttle = build_login_throttle(settings)
 
     install_error_handlers(app)
     if settings.cors_origins:

@@ -21,7 +21,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +29,8 @@ from imgclf.model import Classifier, ImageError, ImageLimits
 from imgclf.queue.base import Job, JobResult, JobSource
 
 logger = logging.getLogger(__name__)
+# Pause after an unexpected error in taking a batch, so a persistent one does not spin.
+FEED_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -53,7 +54,6 @@ class BatchingWorker:
         max_batch_size: int,
         max_batch_wait_ms: float,
         lanes: int = 1,
-        on_results: Callable[[list[JobResult]], None] | None = None,
     ) -> None:
         self.source = source
         self.classifier = classifier
@@ -61,7 +61,6 @@ class BatchingWorker:
         self.max_batch_size = max_batch_size
         self.max_batch_wait_s = max_batch_wait_ms / 1000
         self.lanes = max(1, lanes)
-        self.on_results = on_results
         self.jobs_done = 0
         self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._idle_lanes = threading.Semaphore(self.lanes)
@@ -99,15 +98,22 @@ class BatchingWorker:
                 # next batch (or another worker) picks them up, not in this worker's hands.
                 if not self._idle_lanes.acquire(timeout=0.5):
                     continue
-                jobs = self._live_jobs(
-                    self.source.take(self.max_batch_size, self.max_batch_wait_s, block_s=0.5)
-                )
-                if jobs:
-                    self._batches.put(_Batch(jobs, time.time()))
-                else:
-                    self._idle_lanes.release()
-        except Exception:
-            logger.exception("the batch feeder stopped on an unexpected error")
+                handed_over = False
+                try:
+                    jobs = self._live_jobs(
+                        self.source.take(self.max_batch_size, self.max_batch_wait_s, block_s=0.5)
+                    )
+                    if jobs:
+                        self._batches.put(_Batch(jobs, time.time()))
+                        handed_over = True
+                except Exception:
+                    # The source's own errors (Redis away) are handled in take(); anything else
+                    # is logged and tried again after a pause, never the end of the worker.
+                    logger.exception("taking a batch failed; trying again")
+                    self._stopping.wait(FEED_RETRY_S)
+                finally:
+                    if not handed_over:
+                        self._idle_lanes.release()
         finally:
             for _ in self._lane_threads:
                 self._batches.put(None)
@@ -144,12 +150,14 @@ class BatchingWorker:
                     self._busy_lanes -= 1
             try:
                 self.source.complete(results)
+            except Exception:
+                # Unacknowledged on Redis, so taken over and answered again; in process the
+                # callers get their 504. Either way this lane goes on.
+                logger.exception("handing back %d answers failed", len(results))
             finally:
                 with self._lock:
                     self.jobs_done += len(results)
                 self._idle_lanes.release()
-            if self.on_results is not None:
-                self.on_results(results)
 
     def _decode(self, job: Job) -> np.ndarray | JobResult:
         """The model's input for this job, or its failure: a poison image fails alone."""

@@ -105,11 +105,13 @@ def run_workers(settings: Settings, processes: int) -> int:
     return _supervise(settings, processes)
 
 
-def _spawn(settings: Settings) -> subprocess.Popen[bytes]:
+def _spawn(settings: Settings, processes: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "IMGCLF_QUEUE_URL": settings.queue_url,
         "IMGCLF_WORKER_CONCURRENCY": str(settings.worker_concurrency),
+        # The processes share this machine's cores, as lanes and model threads.
+        **settings.worker_share_environment(processes),
     }
     return subprocess.Popen([sys.executable, "-m", "imgclf.worker"], env=env)
 
@@ -122,14 +124,14 @@ def _supervise(settings: Settings, processes: int) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    children = [_spawn(settings) for _ in range(processes)]
+    children = [_spawn(settings, processes) for _ in range(processes)]
     while not stopping.wait(0.5):
         for index, child in enumerate(children):
             code = child.poll()
             if code is not None:
                 logger.warning("worker pid %d exited with %d; starting another", child.pid, code)
                 time.sleep(0.5 if code == EXIT_RECYCLE else 2.0)  # no restart storm
-                children[index] = _spawn(settings)
+                children[index] = _spawn(settings, processes)
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

@@ -3,14 +3,16 @@
 Without it, each process has its own budget: N processes behind a load balancer give an
 attacker N times the tries. The rules are those of the in-process ``LoginThrottle``: a key keeps
 its last ``limit`` failures (a sorted set scored by time); it is refused while it holds
-``limit`` failures younger than the window. Keys name a hash of the email or address, so Redis
-holds neither. If Redis cannot be reached, this process's own counts decide (they are always
-kept too), so an outage weakens the throttle to its in-process form, never to nothing.
+``limit`` failures younger than the window. Keys name an HMAC of the email or address under the
+secret key, so Redis holds neither, nor anything a dictionary of emails or addresses reverses.
+If Redis cannot be reached, this process's own counts decide (they are always kept too), so an
+outage weakens the throttle to its in-process form, never to nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import math
 import secrets
@@ -26,10 +28,16 @@ logger = logging.getLogger(__name__)
 
 class RedisLoginThrottle:
     def __init__(
-        self, url: str, local: LoginThrottle, *, prefix: str = "imgclf:login-failures"
+        self,
+        url: str,
+        local: LoginThrottle,
+        *,
+        key_secret: bytes,
+        prefix: str = "imgclf:login-failures",
     ) -> None:
         self.local = local
         self.prefix = prefix
+        self._key_secret = key_secret
         self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
 
     async def close(self) -> None:
@@ -38,7 +46,7 @@ class RedisLoginThrottle:
     def _keys(self, email: str, address: str) -> list[tuple[str, int]]:
         keys = []
         for kind, value in (("email", email), ("address", address)):
-            digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+            digest = hmac.new(self._key_secret, value.encode(), hashlib.sha256).hexdigest()[:32]
             keys.append((f"{self.prefix}:{kind}:{digest}", self.local.limits[kind]))
         return keys
 

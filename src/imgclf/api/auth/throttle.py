@@ -31,7 +31,11 @@ def build_login_throttle(settings: Settings) -> FailedLoginThrottle:
     if settings.queue_url:
         from imgclf.api.auth.shared_throttle import RedisLoginThrottle
 
-        return RedisLoginThrottle(settings.queue_url, LoginThrottle.from_settings(settings))
+        return RedisLoginThrottle(
+            settings.queue_url,
+            LoginThrottle.from_settings(settings),
+            key_secret=settings.secret_key.get_secret_value().encode(),
+        )
     return LoginThrottle.from_settings(settings)
 
 

@@ -13,6 +13,7 @@ never reused). One round trip instead of a read before the model and a write aft
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -47,14 +48,21 @@ class PredictionRecorder:
     """``await record(...)`` returns the new prediction's id. Started and closed by the app."""
 
     def __init__(
-        self, factory: sessionmaker[Session], upload_dir: Path, max_rows: int = 64
+        self,
+        factory: sessionmaker[Session],
+        upload_dir: Path,
+        *,
+        timeout_s: float = 30.0,
+        max_rows: int = 64,
     ) -> None:
         self.factory = factory
         self.upload_dir = upload_dir
+        self.timeout_s = timeout_s
         self.max_rows = max_rows
         self._pending: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -62,7 +70,9 @@ class PredictionRecorder:
         self._thread.start()
 
     async def close(self) -> None:
-        """Records already handed over are written before this returns."""
+        """Records handed over before this call are written before it returns; later ones are
+        refused."""
+        self._closing = True
         if self._thread is not None:
             self._pending.put(None)
             await asyncio.to_thread(self._thread.join)
@@ -70,32 +80,54 @@ class PredictionRecorder:
     async def record(self, row: dict[str, Any], upload: AcceptedUpload) -> int:
         """Store the upload (once per content) and insert the ``predictions`` row.
 
-        Raises HTTPException 507 when the upload cannot be stored, AccountGoneError when the
-        row's user no longer exists."""
-        if self._loop is None or self._thread is None or not self._thread.is_alive():
-            raise RuntimeError("the prediction recorder is not running")
+        Raises HTTPException 507 when the upload cannot be stored (503 when the database does
+        not answer in time), AccountGoneError when the row's user no longer exists."""
+        if self._closing or self._loop is None or self._thread is None:
+            raise HTTPException(
+                503, "The service is shutting down; retry shortly.", headers={"Retry-After": "5"}
+            )
         future: asyncio.Future[int] = self._loop.create_future()
         self._pending.put(_Record(row, upload, future))
-        return await future
+        try:
+            # Shielded: the row may still be written after the caller stops waiting.
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except TimeoutError:
+            raise HTTPException(
+                503,
+                "The database did not record the prediction in time; retry shortly.",
+                headers={"Retry-After": "5"},
+            ) from None
 
     # The recorder's thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        while (first := self._pending.get()) is not None:
-            records = [first]
-            stopping = False
-            while len(records) < self.max_rows:
+        stopping = False
+        while not stopping:
+            records: list[_Record] = []
+            item = self._pending.get()
+            while item is not None:
+                records.append(item)
+                if len(records) >= self.max_rows:
+                    break
                 try:
-                    record = self._pending.get_nowait()
+                    item = self._pending.get_nowait()
                 except queue.Empty:
                     break
-                if record is None:
-                    stopping = True
-                    break
-                records.append(record)
-            self._write(records)
-            if stopping:
+            stopping = item is None
+            try:
+                self._write(records)
+            except BaseException as error:  # never leave a caller waiting on a dead thread
+                logger.exception("the prediction recorder failed on %d records", len(records))
+                for record in records:
+                    self._settle(record, error)
+        # Handed over after close() began: refused, not left waiting.
+        while True:
+            try:
+                late = self._pending.get_nowait()
+            except queue.Empty:
                 return
+            if late is not None:
+                self._settle(late, RuntimeError("the prediction recorder has stopped"))
 
     def _write(self, records: list[_Record]) -> None:
         stored: list[_Record] = []
@@ -110,7 +142,9 @@ class PredictionRecorder:
             return
         try:
             ids = self._insert([record.row for record in stored])
-        except IntegrityError:
+        except IntegrityError as error:
+            if not _names_missing_user(error):
+                raise
             # A deleted account among them: find which, one row at a time.
             for record in stored:
                 self._write_alone(record)
@@ -126,8 +160,8 @@ class PredictionRecorder:
     def _write_alone(self, record: _Record) -> None:
         try:
             (prediction_id,) = self._insert([record.row])
-        except IntegrityError:
-            self._settle(record, AccountGoneError())
+        except IntegrityError as error:
+            self._settle(record, AccountGoneError() if _names_missing_user(error) else error)
         except Exception as error:
             logger.exception("recording a prediction failed")
             self._settle(record, error)
@@ -141,8 +175,13 @@ class PredictionRecorder:
 
     def _settle(self, record: _Record, outcome: int | BaseException) -> None:
         assert self._loop is not None
-        if not self._loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(_resolve, record.future, outcome)
+
+
+def _names_missing_user(error: IntegrityError) -> bool:
+    """A foreign key refused (the only one of ``predictions`` is its user), on either database."""
+    return getattr(error.orig, "sqlstate", None) == "23503" or "FOREIGN KEY" in str(error.orig)
 
 
 def _resolve(future: asyncio.Future[int], outcome: int | BaseException) -> None:

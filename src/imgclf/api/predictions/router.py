@@ -138,6 +138,8 @@ async def _run_job(request: Request, job_id: str, user_id: int, upload: Accepted
             await state.recorder.record(service.prediction_row(user_id, upload, answer), upload)
         except AccountGoneError:
             logger.info("job %s: its account was deleted before the answer came", job_id)
+        except Exception as error:  # the answer stays readable; only the history lacks it
+            logger.warning("job %s: its prediction could not be recorded: %s", job_id, error)
 
 
 @router.get(
