@@ -83,13 +83,16 @@ class BatchingWorker:
         """Stop taking work, finish the batches already taken, then return."""
         self._stopping.set()
         deadline = time.monotonic() + timeout_s
-        for thread in [*([self._feeder] if self._feeder else []), *self._lane_threads]:
+        for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
+    def _threads(self) -> list[threading.Thread]:
+        return [*([self._feeder] if self._feeder else []), *self._lane_threads]
+
+    @property
     def alive(self) -> bool:
-        threads = [*([self._feeder] if self._feeder else []), *self._lane_threads]
-        return bool(threads) and all(thread.is_alive() for thread in threads)
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
     def _feed(self) -> None:
         try:
