@@ -130,15 +130,22 @@ class AuthenticatedUser:
     is_admin: bool
 
 
-def get_current_user_short(
-    factory: SessionFactoryDep, token: TokenDep, settings: SettingsDep
-) -> AuthenticatedUser:
-    """Authenticate in a session of its own that is closed before the route runs, so no
-    route holds a connection because of who is calling (the model's wait, in particular)."""
+async def get_token_user_id(token: TokenDep, settings: SettingsDep) -> int:
+    """The user id a valid token names, checked without the database. Alone, only for routes
+    whose write proves the account still exists (a foreign key to ``users``; ids are never
+    reused) and answers 401 when it does not, as ``POST /model/predict`` does."""
     try:
-        user_id = decode_access_token(token, settings)
+        return decode_access_token(token, settings)
     except InvalidTokenError:
         raise credentials_error() from None
+
+
+TokenUserId = Annotated[int, Depends(get_token_user_id)]
+
+
+def get_current_user_short(factory: SessionFactoryDep, user_id: TokenUserId) -> AuthenticatedUser:
+    """Authenticate in a session of its own that is closed before the route runs, so no
+    route holds a connection because of who is calling (the model's wait, in particular)."""
     with factory() as session:
         user = session.get(User, user_id)
         if user is None:  # deleted since the token was issued
@@ -149,19 +156,6 @@ def get_current_user_short(
 
 
 CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user_short)]
-
-
-async def get_token_user_id(token: TokenDep, settings: SettingsDep) -> int:
-    """The user id a valid token names, checked without the database. Only for routes whose
-    write proves the account still exists (a foreign key to ``users``; ids are never reused)
-    and answers 401 when it does not, as ``POST /model/predict`` does."""
-    try:
-        return decode_access_token(token, settings)
-    except InvalidTokenError:
-        raise credentials_error() from None
-
-
-TokenUserId = Annotated[int, Depends(get_token_user_id)]
 
 
 async def get_admin_user(user: CurrentUser) -> AuthenticatedUser:
