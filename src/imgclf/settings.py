@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     cache_size: int = Field(default=4096, ge=1)
     cache_ttl_s: int = Field(default=24 * 3600, ge=1)
 
+    redis_server: str = Field(
+        default="", description="redis-server binary for `imgclf up --redis` and the tests"
+    )
+    pg_bin: str = Field(default="", description="PostgreSQL bin folder for the tests")
+
     api_url: str = "http://127.0.0.1:8000"
     ui_port: int = Field(default=8501, ge=1, le=65535)
 

@@ -29,7 +29,7 @@ from typing import IO, TextIO
 
 from pydantic import ValidationError
 
-from imgclf.localservers import ServerUnavailable, find_binary, free_port
+from imgclf.localservers import ServerUnavailable, free_port, redis_server_binary
 from imgclf.settings import Settings
 
 STOP_GRACE_S = 20.0
@@ -206,7 +206,7 @@ def _redis_command(port: int, directory: Path) -> list[str]:
     # The queue is transient: a caller whose job is lost times out and retries, so no RDB
     # snapshots and no append-only file.
     return [
-        find_binary("redis-server"),
+        redis_server_binary(),
         *("--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes"),
         *("--save", "", "--appendonly", "no", "--dir", str(directory)),
     ]

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from imgclf.db.models import Prediction
-from imgclf.localservers import PostgresServer, find_binary, free_port, wait_for_port
+from imgclf.localservers import PostgresServer, free_port, postgres_binary, wait_for_port
 from tests.support import DOG_JPEG
 
 
@@ -166,7 +166,7 @@ class RestartablePostgres(PostgresServer):
     """A PostgreSQL whose server can be stopped and started again on the same data."""
 
     def _pg_ctl(self, *args: str) -> None:
-        self._run(find_binary("pg_ctl"), "-D", str(self.data), *args)
+        self._run(postgres_binary("pg_ctl"), "-D", str(self.data), *args)
 
     def halt(self) -> None:
         self._pg_ctl("-m", "fast", "-w", "stop")
