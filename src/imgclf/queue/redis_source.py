@@ -120,14 +120,15 @@ class RedisJobSource:
         if now < self._next_reclaim:
             return []
         self._next_reclaim = now + self.visibility_timeout_ms / 2000
-        _cursor, entries, _deleted = self._redis.xautoclaim(
+        # Redis 7 answers (cursor, entries, deleted ids), 6.2 only (cursor, entries).
+        entries = self._redis.xautoclaim(
             self.keys.jobs,
             self.keys.group,
             self.name,
             min_idle_time=self.visibility_timeout_ms,
             start_id="0-0",
             count=count,
-        )
+        )[1]
         if not entries:
             return []
         deliveries = self._delivery_counts([entry_id for entry_id, _ in entries])
