@@ -213,7 +213,9 @@ class PostgresServer:
 
     def stop(self) -> None:
         with contextlib.suppress(ServerUnavailable):
-            self._run(postgres_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._run(
+                postgres_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
+            )
         shutil.rmtree(self.root, ignore_errors=True)
 
     def create_database(self, name: str) -> str:
