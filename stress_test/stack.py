@@ -122,6 +122,10 @@ class Stack:
             "IMGCLF_CACHE": str(self.config.cache).lower(),
             "IMGCLF_ACCESS_LOG": "false",
             "IMGCLF_MAX_BATCH_SIZE": str(self.config.max_batch_size),
+            # Every Locust user signs up and logs in from this one address, many at once.
+            "IMGCLF_SIGNUP_MAX_PER_ADDRESS": "1000000",
+            "IMGCLF_PASSWORD_CHECKS_PER_ADDRESS": "1000",
+            "IMGCLF_PASSWORD_CHECKS_WAITING": "1000",
         }
         # The matrix decides these; a developer's own database or queue is never touched.
         env.pop("IMGCLF_QUEUE_URL", None)

@@ -43,6 +43,10 @@ def test_populate_twice_is_idempotent(database_url: str, monkeypatch: pytest.Mon
             {"IMGCLF_SECRET_KEY": "a-production-secret-key-of-forty-characters"},
             "IMGCLF_ADMIN_PASSWORD is the development default",
         ),
+        (
+            {"IMGCLF_SECRET_KEY": "a" * 36},
+            "IMGCLF_SECRET_KEY must hold at least 8 different characters",
+        ),
     ],
 )
 @pytest.mark.parametrize("verb", ["serve", "populate"])

@@ -42,6 +42,8 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
             {"secret_key": STRONG_SECRET, "admin_password": "short"},
             "IMGCLF_ADMIN_PASSWORD must be at least 12 characters",
         ),
+        ({"secret_key": "a" * 36}, "IMGCLF_SECRET_KEY must hold at least 8 different characters"),
+        ({"secret_key": "password" * 5}, "IMGCLF_SECRET_KEY must hold at least 8 different"),
     ],
 )
 def test_production_refuses_unsafe_defaults(values: dict[str, str], message: str) -> None:

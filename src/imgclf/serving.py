@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import typer
 from fastapi import FastAPI
@@ -66,6 +67,18 @@ def login_banner(settings: Settings) -> str:
     )
 
 
+def forwarding_options(settings: Settings) -> dict[str, Any]:
+    """Believe X-Forwarded-For only from the proxies the settings name, none by default.
+
+    uvicorn's own default believes it from loopback, so anything on this host, or any proxy
+    here that passes the header on, could name a new client address per request and with it
+    a fresh login budget.
+    """
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
+
+
 def run_server(settings: Settings) -> None:
     """Serve the API with uvicorn until interrupted."""
     import uvicorn
@@ -83,4 +96,5 @@ def run_server(settings: Settings) -> None:
         workers=settings.web_concurrency,
         log_level="info",
         access_log=settings.access_log,
+        **forwarding_options(settings),
     )

@@ -12,6 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "change-me-development-only-not-a-secret"  # noqa: S105 - refused in production
 DEFAULT_ADMIN_PASSWORD = "admin"  # noqa: S105 - refused in production
+# Refuses keys such as "aaaa…" or "passwordpassword…". Random keys pass: of a million keys of
+# 32 hex digits (the poorest alphabet in use), none held fewer than 8 different characters
+# (91 held fewer than 10); token_urlsafe keys hold 16 or more.
+MIN_SECRET_KEY_DISTINCT_CHARACTERS = 8
 
 
 class Environment(StrEnum):
@@ -43,9 +47,22 @@ class Settings(BaseSettings):
     admin_email: str = "admin@example.com"
     admin_name: str = "Admin"
     admin_password: SecretStr = SecretStr(DEFAULT_ADMIN_PASSWORD)
-    login_max_failures_per_email: int = Field(default=5, ge=1)
+    login_max_failures_per_email: int = Field(
+        default=5, ge=1, description="per email from one client address"
+    )
     login_max_failures_per_address: int = Field(default=50, ge=1)
     login_failure_window_s: int = Field(default=15 * 60, ge=1)
+    signup_max_per_address: int = Field(default=10, ge=1)
+    signup_window_s: int = Field(default=60 * 60, ge=1)
+    password_checks_waiting: int = Field(
+        default=16, ge=0, description="Argon2 checks that may wait for a core, per process"
+    )
+    password_checks_per_address: int = Field(
+        default=4, ge=1, description="Argon2 checks one client address may run at once"
+    )
+    trusted_proxies: list[str] = Field(
+        default=[], description="peers whose X-Forwarded-For names the client; none by default"
+    )
     cors_origins: list[str] = []
 
     model_dir: Path | None = None
@@ -137,6 +154,13 @@ class Settings(BaseSettings):
             )
         if len(self.secret_key.get_secret_value()) < 32:
             raise SettingsError("IMGCLF_SECRET_KEY must be at least 32 characters in production")
+        if len(set(self.secret_key.get_secret_value())) < MIN_SECRET_KEY_DISTINCT_CHARACTERS:
+            # Length alone lets "aaaa…" through; a random key of 32+ characters has far more.
+            raise SettingsError(
+                f"IMGCLF_SECRET_KEY must hold at least {MIN_SECRET_KEY_DISTINCT_CHARACTERS} "
+                "different characters in production; use a random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
         if self.admin_password.get_secret_value() == DEFAULT_ADMIN_PASSWORD:
             raise SettingsError(
                 "IMGCLF_ADMIN_PASSWORD is the development default 'admin'; "

@@ -186,6 +186,17 @@ def _local_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _api_environment(env: dict[str, str], settings: Settings, with_ui: bool) -> dict[str, str]:
+    """With our UI, the API believes the client address the UI names (each browser's, for its
+    login budgets), as it calls from this machine; an operator's IMGCLF_TRUSTED_PROXIES wins.
+    Anything else on this host may then name an address too: the threat model trusts it."""
+    if not with_ui or settings.trusted_proxies:
+        return env
+    host = _local_host(settings.host).strip("[]")
+    peers = ["127.0.0.1", "::1"] if host == "localhost" else [host]
+    return {**env, "IMGCLF_TRUSTED_PROXIES": json.dumps(peers)}
+
+
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host.strip("[]"), port), timeout=0.5):
@@ -329,7 +340,9 @@ def run_group(
                 command = [*imgclf, "worker", "--processes", str(workers)]
                 worker_env = _worker_environment(env, workers, settings)
                 group.start(Child("worker", command, worker_env, log))
-            group.start(Child("api", [*imgclf, "serve"], env, log))
+            group.start(
+                Child("api", [*imgclf, "serve"], _api_environment(env, settings, with_ui), log)
+            )
             # With no worker of ours in Redis mode, readiness waits on workers we did not start.
             probe = "/health/live" if queue_url and not workers else "/health/ready"
             group.wait_for(lambda: _http_ok(api_url + probe), f"api ({probe})", READY_TIMEOUT_S)

@@ -1,8 +1,10 @@
-"""Failed-login throttling: per email, per client address, successes free, windows that end."""
+"""Failed-login throttling: per email and client, per client address, successes free, windows
+that end; sign-ups budgeted per address."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from imgclf.api.app import create_app
-from imgclf.api.auth.throttle import LoginThrottle
+from imgclf.api.auth.throttle import AttemptsRefused, Budget, WindowCounter, in_words
 from imgclf.localservers import free_port
 from imgclf.settings import Settings
 
@@ -40,9 +42,7 @@ def test_five_failures_lock_that_email_for_the_rest_of_the_window(
         assert refused.status_code == 429
         retry_after = int(refused.headers["Retry-After"])
         assert 15 * 60 - 60 < retry_after <= 15 * 60
-        assert refused.json() == {
-            "detail": f"Too many failed logins; try again in {retry_after} seconds"
-        }
+        assert refused.json() == {"detail": "Too many failed logins; try again in 15 minutes"}
     assert attempt(client, bob.email, PASSWORD).status_code == 200  # other emails still may
 
 
@@ -77,37 +77,61 @@ class FakeClock:
 
 def test_the_window_ends_by_itself() -> None:
     clock = FakeClock()
-    throttle = LoginThrottle(max_per_email=2, max_per_address=10, window_s=60, clock=clock)
+    counter = WindowCounter(clock=clock)
 
-    def retry_after(email: str) -> int | None:
-        return asyncio.run(throttle.retry_after(email, "10.0.0.1"))
+    def admit(key: str = "a") -> int | None:
+        """None if admitted, else the seconds to wait."""
+        try:
+            asyncio.run(counter.admit([Budget(key, 2, 60)]))
+        except AttemptsRefused as refused:
+            return refused.retry_after_s
+        return None
 
-    asyncio.run(throttle.record_failure("a@example.com", "10.0.0.1"))
+    assert admit() is None
     clock.now += 30
-    asyncio.run(throttle.record_failure("a@example.com", "10.0.0.1"))
-    assert retry_after("a@example.com") == 30
-    assert retry_after("b@example.com") is None
-    clock.now += 30  # the first failure ages out; one more try is allowed
-    assert retry_after("a@example.com") is None
-    clock.now += 30
-    assert retry_after("a@example.com") is None
+    assert admit() is None
+    assert admit() == 30
+    assert admit("b") is None
+    clock.now += 30  # the first attempt ages out; one more is admitted
+    assert admit() is None
+    assert admit() == 30
+
+
+def test_an_attempt_counts_in_all_its_windows_or_in_none() -> None:
+    counter = WindowCounter(clock=FakeClock())
+    email, address = Budget("email", 1, 60), Budget("address", 3, 60)
+    first = asyncio.run(counter.admit([email, address]))
+    with pytest.raises(AttemptsRefused):
+        asyncio.run(counter.admit([email, address]))  # refused: not counted for the address
+    for other in ("second", "third"):
+        asyncio.run(counter.admit([Budget(other, 1, 60), address]))
+    with pytest.raises(AttemptsRefused):
+        asyncio.run(counter.admit([Budget("fourth", 1, 60), address]))
+    asyncio.run(counter.give_back(first))  # a success hands its place back in both
+    asyncio.run(counter.admit([email, address]))
 
 
 def test_memory_stays_bounded() -> None:
     clock = FakeClock()
-    throttle = LoginThrottle(
-        max_per_email=3, max_per_address=3, window_s=60, max_keys=100, clock=clock
-    )
+    counter = WindowCounter(max_keys=100, clock=clock)
     for number in range(1000):
         for _ in range(5):
-            asyncio.run(
-                throttle.record_failure(
-                    f"user{number}@example.com", f"10.0.{number // 250}.{number}"
-                )
-            )
+            budgets = [Budget(f"user{number}", 3, 60), Budget(f"10.0.{number // 250}", 3, 60)]
+            with contextlib.suppress(AttemptsRefused):
+                asyncio.run(counter.admit(budgets))
         clock.now += 0.01
-    assert len(throttle._failures) <= 100
-    assert all(len(failures) <= 3 for failures in throttle._failures.values())
+    assert len(counter) <= 100
+
+
+def test_waits_are_said_in_minutes_beyond_one() -> None:
+    assert [in_words(s) for s in (1, 40, 60, 61, 898, 900)] == [
+        "1 second",
+        "40 seconds",
+        "1 minute",
+        "2 minutes",
+        "15 minutes",
+        "15 minutes",
+    ]
 
 
 # Shared through Redis: every API process counts together ---------------------------------------
@@ -126,8 +150,8 @@ def test_api_processes_sharing_redis_share_one_budget(
             refused = attempt(client, alice.email, PASSWORD)
             assert refused.status_code == 429
             assert 15 * 60 - 60 < int(refused.headers["Retry-After"]) <= 15 * 60
-        keys = redis.Redis.from_url(redis_url).keys("imgclf:login-failures:*")
-    assert len(keys) == 2  # one per email, one per address
+        keys = redis.Redis.from_url(redis_url).keys("imgclf:attempts:*")
+    assert len(keys) == 2  # one per email and address, one per address
     assert not any(alice.email.encode() in key or b"testclient" in key for key in keys)
 
 

@@ -82,7 +82,10 @@ def test_env_example_refuses_production_until_its_secrets_are_set(tmp_path: Path
         Settings(_env_file=example, env="production")
     filled = tmp_path / ".env"
     text = example.read_text()
-    text = text.replace("IMGCLF_SECRET_KEY=change-me", "IMGCLF_SECRET_KEY=" + "k" * 48 + "-")
+    text = text.replace(
+        "IMGCLF_SECRET_KEY=change-me",
+        "IMGCLF_SECRET_KEY=a-production-secret-key-of-forty-characters",
+    )
     text = text.replace("IMGCLF_ADMIN_PASSWORD=admin", "IMGCLF_ADMIN_PASSWORD=a-strong-one")
     filled.write_text(text)
     settings = Settings(_env_file=filled, env="production")

@@ -85,6 +85,8 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         IMGCLF_MODEL_THREADS="1",
         IMGCLF_PORT=str(api_port),
         IMGCLF_UI_PORT=str(ui_port),
+        # Every test signs up its own user, all from this machine's address.
+        IMGCLF_SIGNUP_MAX_PER_ADDRESS="1000",
     )
     log = root / "up.log"
     process = start_process([IMGCLF, "up"], api_port, root, env, log)

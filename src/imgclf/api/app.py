@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 import imgclf
 from imgclf.api.auth.router import router as auth_router
-from imgclf.api.auth.throttle import build_login_throttle
+from imgclf.api.auth.throttle import build_auth_throttle
 from imgclf.api.errors import install_error_handlers
 from imgclf.api.feedback.router import router as feedback_router
 from imgclf.api.health.router import router as health_router
@@ -87,7 +87,10 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         app.state.write_session_factory = make_session_factory(engine, writes=True)
-        app.state.password_hasher = PasswordHasher()
+        app.state.password_hasher = PasswordHasher(
+            max_waiting=settings.password_checks_waiting,
+            max_per_client=settings.password_checks_per_address,
+        )
         # Whatever started is stopped, in reverse order, however far the start-up got.
         async with contextlib.AsyncExitStack() as started:
             started.push_async_callback(_dispose, engine)
@@ -96,7 +99,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
             app.state.prediction_cache = cache = build_cache(settings)
             if cache is not None:
                 started.push_async_callback(cache.close)
-            app.state.login_throttle = throttle = build_login_throttle(settings)
+            app.state.auth_throttle = throttle = build_auth_throttle(settings)
             started.push_async_callback(throttle.close)
             app.state.recorder = recorder = PredictionRecorder(
                 app.state.write_session_factory,

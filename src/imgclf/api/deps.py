@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from imgclf.api.auth.throttle import AttemptsRefused, AuthThrottle, in_words
 from imgclf.api.security import InvalidTokenError, PasswordHasher, decode_access_token
 from imgclf.db.engine import transaction
 from imgclf.db.models import User
@@ -109,6 +110,34 @@ async def get_password_hasher(request: Request) -> PasswordHasher:
 
 
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
+
+
+async def get_client_address(request: Request) -> str:
+    """The caller's address as uvicorn reports it: the peer, or the client a trusted proxy
+    names (only proxies listed in IMGCLF_TRUSTED_PROXIES are believed; see imgclf.serving)."""
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddressDep = Annotated[str, Depends(get_client_address)]
+
+
+async def get_auth_throttle(request: Request) -> AuthThrottle:
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    return throttle
+
+
+AuthThrottleDep = Annotated[AuthThrottle, Depends(get_auth_throttle)]
+
+
+def too_many_attempts(what: str, refused: AttemptsRefused) -> HTTPException:
+    """429 with ``Retry-After`` in seconds and the wait in words ("15 minutes")."""
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"Too many {what}; try again in {in_words(refused.retry_after_s)}",
+        headers={"Retry-After": str(refused.retry_after_s)},
+    )
+
+
 TokenDep = Annotated[str, Depends(oauth2_scheme)]
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import anyio
 import jwt
+from fastapi import HTTPException
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
@@ -43,24 +46,72 @@ def verify_password(password: str, password_hash: str | None) -> bool:
     return _password_hash.verify(password, password_hash)
 
 
+class PasswordChecksBusy(HTTPException):
+    """Too many password checks at once: refused at once, never queued without end."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(status_code, detail=detail, headers={"Retry-After": "1"})
+
+
 class PasswordHasher:
-    """Argon2 off the event loop, a few at a time.
+    """Argon2 off the event loop, a few at a time, with a bounded line.
 
     Each hash takes about 64 MiB and a core for a fraction of a second: more at once than
     there are cores only queue for the CPU and multiply the memory, and they would take every
-    worker thread that database work needs. Made in the app's lifespan (it belongs to a loop).
+    worker thread that database work needs. Beyond ``max_waiting`` checks waiting for a core a
+    check is refused (503), so a burst cannot make every login behind it wait seconds; one
+    client address may run ``max_per_client`` at once (429 beyond), so a burst from one address
+    holds only that many. Made in the app's lifespan (it belongs to a loop).
     """
 
-    def __init__(self, max_concurrent: int | None = None) -> None:
+    def __init__(
+        self,
+        max_concurrent: int | None = None,
+        *,
+        max_waiting: int = 16,
+        max_per_client: int = 4,
+    ) -> None:
         self._limiter = anyio.CapacityLimiter(max_concurrent or os.cpu_count() or 2)
+        self._max_admitted = int(self._limiter.total_tokens) + max_waiting
+        self._max_per_client = max_per_client
+        self._admitted = 0
+        self._per_client: dict[str, int] = {}
 
-    async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(hash_password, password, limiter=self._limiter)
+    @contextmanager
+    def _admission(self, client: str | None) -> Iterator[None]:
+        """Counted on the event loop (one thread), so no lock is needed."""
+        if client is not None and self._per_client.get(client, 0) >= self._max_per_client:
+            raise PasswordChecksBusy(
+                429, "Too many password checks at once from your address; try again in 1 second"
+            )
+        if self._admitted >= self._max_admitted:
+            raise PasswordChecksBusy(
+                503, "The server is busy checking other passwords; try again in 1 second"
+            )
+        self._admitted += 1
+        if client is not None:
+            self._per_client[client] = self._per_client.get(client, 0) + 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+            if client is not None:
+                self._per_client[client] -= 1
+                if not self._per_client[client]:
+                    del self._per_client[client]
 
-    async def verify(self, password: str, password_hash: str | None) -> bool:
-        return await anyio.to_thread.run_sync(
-            verify_password, password, password_hash, limiter=self._limiter
-        )
+    async def hash(self, password: str, *, client: str | None = None) -> str:
+        with self._admission(client):
+            return await anyio.to_thread.run_sync(hash_password, password, limiter=self._limiter)
+
+    async def verify(
+        self, password: str, password_hash: str | None, *, client: str | None = None
+    ) -> bool:
+        """``client`` (an address) limits how many checks it runs at once; None: no limit."""
+        with self._admission(client):
+            return await anyio.to_thread.run_sync(
+                verify_password, password, password_hash, limiter=self._limiter
+            )
 
 
 def create_access_token(user_id: int, settings: Settings, *, now: datetime | None = None) -> str:

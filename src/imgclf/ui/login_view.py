@@ -61,17 +61,25 @@ def _sign_up_form(client: ApiClient) -> None:
     if len(password) < MIN_PASSWORD:
         st.error(f"Choose a password of at least {MIN_PASSWORD} characters.")
         return
-    created = client.sign_up(name.strip(), email.strip(), password)
+    created = client.sign_up(name.strip(), email.strip(), password, _visitor_address())
     if isinstance(created, ApiError):
         st.error(created.message)
         return
     _enter(client, email.strip(), password)
 
 
+def _visitor_address() -> str | None:
+    """The browser's address, so one visitor's failures spend only that visitor's login budget.
+    None from this machine (the API then counts the UI's own address), and in Streamlit's
+    AppTest, which has no connection."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None
+
+
 def _enter(client: ApiClient, email: str, password: str) -> None:
     """Log in and go to the main page, or say why not."""
     with st.spinner("Logging in…"):
-        access_token = client.login(email, password)
+        access_token = client.login(email, password, _visitor_address())
         who = client.me(access_token) if isinstance(access_token, str) else access_token
     if isinstance(who, ApiError):
         st.error(who.message, icon=":material/error:")

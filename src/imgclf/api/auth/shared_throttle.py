@@ -1,86 +1,94 @@
-"""Failed-login throttling kept in Redis, so every API process and replica counts together.
+"""Attempt windows kept in Redis, so every API process and replica counts together.
 
 Without it, each process has its own budget: N processes behind a load balancer give an
-attacker N times the tries. The rules are those of the in-process ``LoginThrottle``: a key keeps
-its last ``limit`` failures (a sorted set scored by time); it is refused while it holds
-``limit`` failures younger than the window. Keys name an HMAC of the email or address under the
-secret key, so Redis holds neither, nor anything a dictionary of emails or addresses reverses.
-If Redis cannot be reached, this process's own counts decide (they are always kept too), so an
-outage weakens the throttle to its in-process form, never to nothing.
+attacker N times the tries. Each window is a sorted set of attempt tokens scored by Redis's own
+clock (so replicas with drifting clocks agree). One Lua script checks every window of an
+attempt and counts it in all of them, or in none: Redis runs a script whole, so attempts from
+many replicas at once cannot all pass a budget that has room for a few.
+
+This process's own counts are kept too. If Redis cannot be reached they decide, so an outage
+weakens the throttle to its in-process form, never to nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
-import secrets
-import time
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from imgclf.api.auth.throttle import LoginThrottle
+from imgclf.api.auth.throttle import (
+    Attempt,
+    AttemptsRefused,
+    Budget,
+    WindowCounter,
+    seconds_to_wait,
+)
 
 logger = logging.getLogger(__name__)
 
+# KEYS: the windows. ARGV: the attempt's token, then each window's limit and length in ms.
+# Answers 0 once counted, else the milliseconds until every window has room.
+ADMIT = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local limit, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  if count >= limit then
+    local freeing = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+    wait = math.max(wait, tonumber(freeing[2]) + window - now)
+  end
+end
+if wait > 0 then
+  return wait
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, ARGV[1])
+  redis.call('PEXPIRE', key, ARGV[2 * i + 1])
+end
+return 0
+"""
 
-class RedisLoginThrottle:
-    def __init__(
-        self,
-        url: str,
-        local: LoginThrottle,
-        *,
-        key_secret: bytes,
-        prefix: str = "imgclf:login-failures",
-    ) -> None:
+
+class RedisWindowCounter:
+    def __init__(self, url: str, local: WindowCounter, *, prefix: str = "imgclf:attempts") -> None:
         self.local = local
         self.prefix = prefix
-        self._key_secret = key_secret
         self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        self._admit = self._redis.register_script(ADMIT)
 
     async def close(self) -> None:
         await self._redis.aclose()
 
-    def _keys(self, email: str, address: str) -> list[tuple[str, int]]:
-        keys = []
-        for kind, value in (("email", email), ("address", address)):
-            digest = hmac.new(self._key_secret, value.encode(), hashlib.sha256).hexdigest()[:32]
-            keys.append((f"{self.prefix}:{kind}:{digest}", self.local.limits[kind]))
-        return keys
+    def _keys(self, attempt: Attempt) -> list[str]:
+        return [f"{self.prefix}:{budget.key}" for budget in attempt.budgets]
 
-    async def retry_after(self, email: str, address: str) -> int | None:
-        now = time.time()
-        window = self.local.window_s
-        keys = self._keys(email, address)
+    async def admit(self, budgets: Sequence[Budget]) -> Attempt:
+        attempt = await self.local.admit(budgets)
+        windows: list[str | int] = [attempt.token]
+        for budget in budgets:
+            windows += [budget.limit, math.ceil(budget.window_s * 1000)]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, _limit in keys:
-                    pipe.zremrangebyscore(key, "-inf", now - window)
-                    pipe.zcard(key)
-                    pipe.zrange(key, 0, 0, withscores=True)
-                replies = await pipe.execute()
+            wait_ms = int(await self._admit(keys=self._keys(attempt), args=windows))
         except (RedisError, OSError) as error:
-            logger.warning("login throttle: Redis unreachable (%s); counting in process", error)
-            return await self.local.retry_after(email, address)
-        wait = 0.0
-        for index, (_key, limit) in enumerate(keys):
-            count, oldest = replies[3 * index + 1], replies[3 * index + 2]
-            if count >= limit and oldest:
-                wait = max(wait, float(oldest[0][1]) + window - now)
-        return max(1, math.ceil(wait)) if wait > 0 else None
+            logger.warning("attempt windows: Redis unreachable (%s); counting in process", error)
+            return attempt
+        if wait_ms > 0:
+            await self.local.give_back(attempt)
+            raise AttemptsRefused(seconds_to_wait(wait_ms / 1000))
+        return attempt
 
-    async def record_failure(self, email: str, address: str) -> None:
-        await self.local.record_failure(email, address)
-        now = time.time()
-        member = f"{now:.6f}-{secrets.token_hex(4)}"
+    async def give_back(self, attempt: Attempt) -> None:
+        await self.local.give_back(attempt)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, limit in self._keys(email, address):
-                    pipe.zadd(key, {member: now})
-                    pipe.zremrangebyrank(key, 0, -(limit + 1))  # keep the last `limit`
-                    pipe.expire(key, math.ceil(self.local.window_s) + 1)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key in self._keys(attempt):
+                    pipe.zrem(key, attempt.token)
                 await pipe.execute()
         except (RedisError, OSError) as error:
-            logger.warning("login throttle: Redis unreachable (%s); counted in process", error)
+            logger.warning("attempt windows: Redis unreachable (%s); given back in process", error)

@@ -1,115 +1,224 @@
-"""Failed-login throttling: per email and per client address, in a sliding window.
+"""Budgets for logins and sign-ups: sliding windows that count an attempt before its work.
 
-In process by default; with Redis configured (``IMGCLF_QUEUE_URL``) the counts are kept there, so
+An attempt is counted in the same step that checks its budget, so attempts that arrive together
+cannot all pass a budget that has room for a few: a burst of guesses for one email gets as many
+password checks as the budget allows, and 429 for the rest. A login that succeeds gives its
+place back. Refused attempts are not counted, so every refusal ends when its window does.
+
+In process by default; with Redis configured (``IMGCLF_QUEUE_URL``) the counts live there, so
 every API process and replica shares them (``imgclf.api.auth.shared_throttle``).
+
+Hand-written rather than the ``limits`` package: a login must be counted in two windows at once,
+in both or in neither, and a success must hand back that one attempt. ``limits`` hits one window
+at a time and has no refund.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import math
+import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from imgclf.settings import Settings
 
 
-class FailedLoginThrottle(Protocol):
-    """What the login route asks of a throttle, in process or shared."""
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """At most ``limit`` attempts counted under ``key`` in any ``window_s`` seconds."""
 
-    async def retry_after(self, email: str, address: str) -> int | None: ...
+    key: str
+    limit: int
+    window_s: float
 
-    async def record_failure(self, email: str, address: str) -> None: ...
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One admitted attempt: its entry in each of its budgets' windows."""
+
+    budgets: tuple[Budget, ...]
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+
+
+class AttemptsRefused(Exception):
+    """A budget is spent; it has room again in ``retry_after_s`` seconds."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class AttemptCounter(Protocol):
+    """Counts attempts in windows, in process or shared."""
+
+    async def admit(self, budgets: Sequence[Budget]) -> Attempt:
+        """Count one attempt in every budget, or in none and raise ``AttemptsRefused``."""
+        ...
+
+    async def give_back(self, attempt: Attempt) -> None: ...
 
     async def close(self) -> None: ...
 
 
-def build_login_throttle(settings: Settings) -> FailedLoginThrottle:
-    """Shared through Redis when the service has one, else in this process."""
-    if settings.queue_url:
-        from imgclf.api.auth.shared_throttle import RedisLoginThrottle
-
-        return RedisLoginThrottle(
-            settings.queue_url,
-            LoginThrottle.from_settings(settings),
-            key_secret=settings.secret_key.get_secret_value().encode(),
-        )
-    return LoginThrottle.from_settings(settings)
+def seconds_to_wait(wait_s: float) -> int:
+    return max(1, math.ceil(wait_s))
 
 
-class LoginThrottle:
-    """Counts failed logins; refuses a key that reached its limit until its oldest failure ages out.
+class _Window:
+    __slots__ = ("entries", "window_s")
 
-    Successes are not counted, and every refusal ends by itself after at most one window, so an
-    attacker cannot lock an owner out for longer than that. Memory is bounded: each key keeps
-    at most ``limit`` timestamps, and at most ``max_keys`` keys are tracked.
-    """
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.entries: deque[tuple[float, str]] = deque()  # (when, token), oldest first
+
+    def drop_expired(self, now: float) -> None:
+        while self.entries and self.entries[0][0] <= now - self.window_s:
+            self.entries.popleft()
+
+
+class WindowCounter:
+    """Attempts counted in this process. Memory is bounded: a window holds at most its limit,
+    and at most ``max_keys`` windows are kept (expired ones go first)."""
 
     def __init__(
-        self,
-        *,
-        max_per_email: int,
-        max_per_address: int,
-        window_s: float,
-        max_keys: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
+        self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.limits = {"email": max_per_email, "address": max_per_address}
-        self.window_s = window_s
         self._max_keys = max_keys
         self._clock = clock
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._windows: dict[str, _Window] = {}
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> LoginThrottle:
-        return cls(
-            max_per_email=settings.login_max_failures_per_email,
-            max_per_address=settings.login_max_failures_per_address,
-            window_s=settings.login_failure_window_s,
-        )
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    async def admit(self, budgets: Sequence[Budget]) -> Attempt:
+        attempt = Attempt(tuple(budgets))
+        now = self._clock()
+        with self._lock:
+            wait = 0.0
+            for budget in budgets:
+                window = self._windows.get(budget.key)
+                if window is None:
+                    continue
+                window.drop_expired(now)
+                over = len(window.entries) - budget.limit
+                if over >= 0:  # room again when the entry `over` places from the oldest expires
+                    wait = max(wait, window.entries[over][0] + budget.window_s - now)
+            if wait > 0:
+                raise AttemptsRefused(seconds_to_wait(wait))
+            for budget in budgets:
+                window = self._windows.get(budget.key)
+                if window is None:
+                    if len(self._windows) >= self._max_keys:
+                        self._evict(now)
+                    window = self._windows[budget.key] = _Window(budget.window_s)
+                window.entries.append((now, attempt.token))
+        return attempt
+
+    async def give_back(self, attempt: Attempt) -> None:
+        with self._lock:
+            for budget in attempt.budgets:
+                window = self._windows.get(budget.key)
+                if window is not None:
+                    kept = [entry for entry in window.entries if entry[1] != attempt.token]
+                    window.entries = deque(kept)
 
     async def close(self) -> None:
         """Nothing to release in process."""
 
-    def _keys(self, email: str, address: str) -> list[tuple[str, str]]:
-        return [("email", email), ("address", address)]
-
-    async def retry_after(self, email: str, address: str) -> int | None:
-        """Seconds until this email and address may try again; None if they may now."""
-        now = self._clock()
-        wait = 0.0
-        with self._lock:
-            for key in self._keys(email, address):
-                failures = self._failures.get(key)
-                if failures is None:
-                    continue
-                self._drop_expired(failures, now)
-                if len(failures) >= self.limits[key[0]]:
-                    wait = max(wait, failures[0] + self.window_s - now)
-        return max(1, math.ceil(wait)) if wait > 0 else None
-
-    async def record_failure(self, email: str, address: str) -> None:
-        now = self._clock()
-        with self._lock:
-            for key in self._keys(email, address):
-                failures = self._failures.get(key)
-                if failures is None:
-                    if len(self._failures) >= self._max_keys:
-                        self._evict(now)
-                    failures = self._failures[key] = deque(maxlen=self.limits[key[0]])
-                failures.append(now)
-
-    def _drop_expired(self, failures: deque[float], now: float) -> None:
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-
     def _evict(self, now: float) -> None:
-        """Forget expired keys; if that is not enough, the oldest half (inserted first)."""
-        for key in [k for k, f in self._failures.items() if not f or f[-1] <= now - self.window_s]:
-            del self._failures[key]
-        if len(self._failures) >= self._max_keys:
-            for key in list(self._failures)[: len(self._failures) // 2 + 1]:
-                del self._failures[key]
+        """Forget expired windows; if that is not enough, the oldest half (inserted first)."""
+        for key, window in list(self._windows.items()):
+            window.drop_expired(now)
+            if not window.entries:
+                del self._windows[key]
+        if len(self._windows) >= self._max_keys:
+            for key in list(self._windows)[: len(self._windows) // 2 + 1]:
+                del self._windows[key]
+
+
+def build_attempt_counter(settings: Settings) -> AttemptCounter:
+    """Shared through Redis when the service has one, else in this process."""
+    if settings.queue_url:
+        from imgclf.api.auth.shared_throttle import RedisWindowCounter
+
+        return RedisWindowCounter(settings.queue_url, WindowCounter())
+    return WindowCounter()
+
+
+class AuthThrottle:
+    """Who may try a password, or sign up, now.
+
+    A login is counted per (email, client address) and per client address, never per email
+    alone: a budget that every client shares for one email would let anyone who knows the email
+    lock its owner out. So another client's failures never refuse the owner's own client; a
+    guesser spread over many addresses gets ``max_per_email`` tries from each, at the pace
+    Argon2 and the per-address limits allow. Keys are an HMAC of the email and address under
+    the secret key, so the counts (in Redis too) name neither.
+    """
+
+    def __init__(self, counter: AttemptCounter, settings: Settings) -> None:
+        self.counter = counter
+        self._settings = settings
+        self._key_secret = settings.secret_key.get_secret_value().encode()
+
+    def _key(self, kind: str, *values: str) -> str:
+        text = json.dumps(values)  # unambiguous, whatever the values hold
+        digest = hmac.new(self._key_secret, text.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{kind}:{digest}"
+
+    async def login(self, email: str, address: str) -> Attempt:
+        settings = self._settings
+        window = settings.login_failure_window_s
+        return await self.counter.admit(
+            [
+                Budget(
+                    self._key("login-email", email, address),
+                    settings.login_max_failures_per_email,
+                    window,
+                ),
+                Budget(
+                    self._key("login-address", address),
+                    settings.login_max_failures_per_address,
+                    window,
+                ),
+            ]
+        )
+
+    async def sign_up(self, address: str) -> Attempt:
+        settings = self._settings
+        return await self.counter.admit(
+            [
+                Budget(
+                    self._key("sign-up-address", address),
+                    settings.signup_max_per_address,
+                    settings.signup_window_s,
+                )
+            ]
+        )
+
+    async def give_back(self, attempt: Attempt) -> None:
+        """The attempt did not count: the login succeeded, or no password was checked."""
+        await self.counter.give_back(attempt)
+
+    async def close(self) -> None:
+        await self.counter.close()
+
+
+def build_auth_throttle(settings: Settings) -> AuthThrottle:
+    return AuthThrottle(build_attempt_counter(settings), settings)
+
+
+def in_words(seconds: int) -> str:
+    """``Retry-After`` for people: "40 seconds", "15 minutes" (never "898 seconds")."""
+    if seconds < 60:
+        return f"{seconds} second" + ("" if seconds == 1 else "s")
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minute" + ("" if minutes == 1 else "s")

@@ -7,16 +7,21 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy.orm import Session
 
+from imgclf.api.auth.throttle import AttemptsRefused
 from imgclf.api.deps import (
     AdminUser,
     AuthenticatedUser,
+    AuthThrottleDep,
+    ClientAddressDep,
     CurrentUser,
     DatabaseDep,
     PageDep,
     PasswordHasherDep,
     id_path,
+    too_many_attempts,
 )
 from imgclf.api.errors import error_responses
+from imgclf.api.security import PasswordChecksBusy
 from imgclf.api.users import service
 from imgclf.api.users.schemas import UserCreate, UserPublic
 from imgclf.db.models import User
@@ -51,14 +56,30 @@ def _email_taken() -> HTTPException:
     "/",
     response_model=UserPublic,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 413, 422),
+    responses=error_responses(400, 413, 422, 429, 503),
 )
-async def create_user(body: UserCreate, db: DatabaseDep, hasher: PasswordHasherDep) -> User:
+async def create_user(
+    body: UserCreate,
+    address: ClientAddressDep,
+    db: DatabaseDep,
+    hasher: PasswordHasherDep,
+    throttle: AuthThrottleDep,
+) -> User:
     """Sign up. No authentication; the new user is never an admin."""
+    # The contract answers 400 for an email that has an account, which tells whoever asks that
+    # it exists: each address gets a few sign-ups per window, so it cannot list who has one.
+    try:
+        attempt = await throttle.sign_up(address)
+    except AttemptsRefused as refused:
+        raise too_many_attempts("sign-ups from your address", refused) from None
     if await db.run(service.email_exists, body.email):
         raise _email_taken()
     # Hashed outside any transaction: the insert then holds its lock for a moment only.
-    password_hash = await hasher.hash(body.password)
+    try:
+        password_hash = await hasher.hash(body.password, client=address)
+    except PasswordChecksBusy:
+        await throttle.give_back(attempt)  # nothing was created or told
+        raise
     try:
         return await db.run(
             service.create_user, name=body.name, email=body.email, password_hash=password_hash

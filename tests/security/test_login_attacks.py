@@ -1,0 +1,264 @@
+"""Attacks on logging in and signing up, against real ``imgclf serve`` processes on loopback.
+
+Bursts are sent the way a racing attacker sends them: every request but its last byte first,
+then all the last bytes together, so the server starts on none before all have arrived.
+Each attack is bounded (at most 300 requests) and the numbers it met are printed (``-s``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from imgclf.localservers import free_port
+from imgclf.ui.client import ApiClient, ApiError
+from tests.ui.conftest import IMGCLF, clean_environment, start_process, stop_process
+
+ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"  # the development admin
+ATTACKER, OWNER = "203.0.113.66", "198.51.100.7"  # documentation addresses, named by a proxy
+LOOPBACK_PROXY = json.dumps(["127.0.0.1"])
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def detail(self) -> str:
+        return str(json.loads(self.body)["detail"])
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    port: int
+
+
+Serve = Callable[..., Server]
+
+
+@pytest.fixture
+def serve(tmp_path: Path, model_dir: Path) -> Iterator[Serve]:
+    """``imgclf serve`` on a free port, with these IMGCLF_ settings; one data dir for all the
+    servers a test starts, so they share the SQLite database as replicas would."""
+    processes = []
+
+    def start(**settings: str) -> Server:
+        port = free_port()
+        env = clean_environment(
+            IMGCLF_DATA_DIR=str(tmp_path / "data"),
+            IMGCLF_MODEL_DIR=str(model_dir),
+            IMGCLF_MODEL_THREADS="1",
+            IMGCLF_ACCESS_LOG="false",
+            IMGCLF_PORT=str(port),
+            **{f"IMGCLF_{name.upper()}": value for name, value in settings.items()},
+        )
+        log = tmp_path / f"serve-{port}.log"
+        processes.append(start_process([IMGCLF, "serve"], port, tmp_path, env, log))
+        return Server(f"http://127.0.0.1:{port}", port)
+
+    yield start
+    for process in processes:
+        stop_process(process)
+
+
+def raw_request(path: str, body: bytes, content_type: str, address: str | None) -> bytes:
+    """An HTTP/1.1 POST; ``address`` goes into X-Forwarded-For, as a proxy would name it."""
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *([f"X-Forwarded-For: {address}"] if address else []),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def login_request(email: str, password: str, address: str | None = None) -> bytes:
+    body = urllib.parse.urlencode({"username": email, "password": password}).encode()
+    return raw_request("/login", body, "application/x-www-form-urlencoded", address)
+
+
+def sign_up_request(email: str) -> bytes:
+    body = json.dumps({"name": "Probe", "email": email, "password": "a long password"})
+    return raw_request("/user/", body.encode(), "application/json", None)
+
+
+def send_held_back(targets: list[tuple[int, bytes]], meanwhile: Callable[[], None]) -> list[Answer]:
+    """Send each request to its port but for its last byte, then every last byte at once; run
+    ``meanwhile`` while the server works on them; then read every answer."""
+    sockets: list[socket.socket] = []
+    try:
+        for port, request in targets:
+            connection = socket.create_connection(("127.0.0.1", port), timeout=180)
+            connection.sendall(request[:-1])
+            sockets.append(connection)
+        time.sleep(0.5)  # every head has been read and is waiting for its last byte
+        for connection, (_port, request) in zip(sockets, targets, strict=True):
+            connection.sendall(request[-1:])
+        meanwhile()
+        answers = []
+        for connection in sockets:
+            response = http.client.HTTPResponse(connection)
+            response.begin()
+            answers.append(Answer(response.status, dict(response.getheaders()), response.read()))
+        return answers
+    finally:
+        for connection in sockets:
+            connection.close()
+
+
+def timed_login(url: str, email: str, password: str, address: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    status = httpx.post(
+        f"{url}/login",
+        data={"username": email, "password": password},
+        headers={"X-Forwarded-For": address},
+        timeout=180,
+    ).status_code
+    return status, time.perf_counter() - started
+
+
+def statuses(answers: list[Answer]) -> dict[int, int]:
+    return dict(sorted(Counter(answer.status for answer in answers).items()))
+
+
+# 1. Guesses sent together are counted before any is checked ------------------------------------
+
+
+@pytest.mark.parametrize("shared", ["in process", "redis, two replicas"])
+def test_a_burst_of_guesses_for_one_email_gets_only_its_budget_checked(
+    serve: Serve, shared: str, request: pytest.FixtureRequest
+) -> None:
+    """300 guesses for the admin, the right password among them, released together (split
+    over two API processes sharing Redis in the second case). Before: every one was checked
+    (299 x 401, 1 x 200) and a login behind them waited 33 s."""
+    if shared == "in process":
+        servers = [serve(trusted_proxies=LOOPBACK_PROXY)]
+    else:
+        redis_url = request.getfixturevalue("redis_url")
+        servers = [serve(trusted_proxies=LOOPBACK_PROXY, queue_url=redis_url) for _ in range(2)]
+    guesses = [login_request(ADMIN_EMAIL, f"guess {n}", ATTACKER) for n in range(300)]
+    guesses[150] = login_request(ADMIN_EMAIL, ADMIN_PASSWORD, ATTACKER)
+    targets = [(servers[n % len(servers)].port, guess) for n, guess in enumerate(guesses)]
+    owner: list[tuple[int, float]] = []
+
+    def someone_else_logs_in() -> None:  # another user, from another address, meanwhile
+        owner.append(timed_login(servers[0].url, "nobody@example.com", "x", OWNER))
+
+    answers = send_held_back(targets, someone_else_logs_in)
+    counts = statuses(answers)
+    print(f"\n{shared}: burst answers {counts}; a login meanwhile: {owner[0]}")
+    checked = counts.get(200, 0) + counts.get(401, 0)
+    assert 1 <= checked <= 5  # the budget of one email from one address
+    assert set(counts) <= {200, 401, 429}
+    for answer in answers:
+        if answer.status == 429:
+            assert int(answer.headers["retry-after"]) >= 1
+            assert answer.detail.startswith(
+                ("Too many failed logins; try again in 1", "Too many password checks at once")
+            )
+    assert owner[0][0] == 401  # checked, not refused: the burst spent only its own budgets
+
+
+def test_a_spray_from_many_addresses_is_refused_quickly_not_queued(serve: Serve) -> None:
+    """300 logins from 300 addresses (a botnet: no budget is spent) at once. Before: all
+    300 were queued for Argon2, so any login behind them waited tens of seconds."""
+    server = serve(trusted_proxies=LOOPBACK_PROXY)
+    spray = [
+        (server.port, login_request(f"user{n}@example.com", "x", f"10.9.{n // 250}.{n % 250 + 1}"))
+        for n in range(300)
+    ]
+    answers = send_held_back(spray, lambda: None)
+    counts = statuses(answers)
+    print(f"\nspray answers {counts}")
+    assert set(counts) <= {401, 503}
+    assert counts.get(503, 0) > 0
+    busy = next(answer for answer in answers if answer.status == 503)
+    assert busy.headers["retry-after"] == "1"
+    assert busy.detail == "The server is busy checking other passwords; try again in 1 second"
+    assert timed_login(server.url, ADMIN_EMAIL, ADMIN_PASSWORD, OWNER)[0] == 200
+
+
+# 2. Nobody can lock another client out ---------------------------------------------------------
+
+
+def test_another_clients_failures_never_refuse_the_owners_password(serve: Serve) -> None:
+    """Through the UI's own client, as the UI server calls the API (trusted, naming each
+    browser's address). Before: 5 wrong guesses for the admin from anywhere refused the
+    admin's right password everywhere for 15 minutes; 50 failures through the UI refused
+    every user of the UI."""
+    server = serve(trusted_proxies=LOOPBACK_PROXY)
+    ui = ApiClient(server.url)
+    try:
+        wrong = ApiError("Incorrect email or password", 401)
+        for number in range(5):
+            assert ui.login(ADMIN_EMAIL, f"guess {number}", ATTACKER) == wrong
+        for number in range(45):
+            assert ui.login(f"user{number}@example.com", "guess", ATTACKER) == wrong
+        # The attacker's own budgets are spent, for the admin and for every email.
+        assert ui.login(ADMIN_EMAIL, ADMIN_PASSWORD, ATTACKER) == ApiError(
+            "Too many failed logins; try again in 15 minutes", 429
+        )
+        assert isinstance(ui.login(ADMIN_EMAIL, ADMIN_PASSWORD, OWNER), str)
+        assert isinstance(ui.login(ADMIN_EMAIL, ADMIN_PASSWORD), str)  # the UI's own address
+    finally:
+        ui.close()
+
+
+# 3. A client cannot name its own address -------------------------------------------------------
+
+
+def test_rotating_forwarded_headers_do_not_reset_the_address_budget(serve: Serve) -> None:
+    """``imgclf serve`` as shipped: no proxy trusted. Before: uvicorn believed X-Forwarded-For
+    from loopback, so each new value was a new address with a fresh budget."""
+    server = serve(login_max_failures_per_address="3")
+    with httpx.Client(base_url=server.url) as client:
+        for number in range(3):
+            wrong = {"username": f"guess{number}@example.com", "password": "x"}
+            assert client.post("/login", data=wrong).status_code == 401
+        for number in range(5):
+            spoofed = f"192.0.2.{number}"
+            answer = client.post(
+                "/login",
+                data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+                headers={
+                    "X-Forwarded-For": spoofed,
+                    "X-Real-IP": spoofed,
+                    "Forwarded": f"for={spoofed}",
+                },
+            )
+            assert answer.status_code == 429, spoofed
+
+
+# 4. Sign-up cannot list who has an account -----------------------------------------------------
+
+
+def test_sign_ups_from_one_address_are_budgeted_even_when_sent_together(serve: Serve) -> None:
+    """Sign-up answers 400 for an email that has an account (the contract keeps it), so it is
+    budgeted. Before: 300 probes got 300 answers, the admin's 400 among them."""
+    server = serve(signup_max_per_address="10")
+    probes = [sign_up_request(ADMIN_EMAIL)] + [
+        sign_up_request(f"probe{n}@example.com") for n in range(299)
+    ]
+    answers = send_held_back([(server.port, probe) for probe in probes], lambda: None)
+    counts = statuses(answers)
+    print(f"\nsign-up probe answers {counts}")
+    assert counts.get(201, 0) + counts.get(400, 0) <= 10
+    assert set(counts) <= {201, 400, 429}  # 429s: the budget, or more than 4 hashes at once
+    refused = next(answer for answer in answers if "sign-ups" in answer.body.decode())
+    assert 59 * 60 < int(refused.headers["retry-after"]) <= 60 * 60
+    assert refused.detail == "Too many sign-ups from your address; try again in 60 minutes"
