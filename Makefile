@@ -9,7 +9,7 @@ BUNDLE := $(MODEL_DIR)/bundle.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bundle run test lint format bench stress stress-quick soak clean
+.PHONY: help install bundle run test lint format bench bench-peers stress stress-quick soak clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -42,9 +42,12 @@ format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install bundle ## Benchmarks: model, then the service against the raw pipeline
+bench: install bundle ## Benchmarks: model, then the service against the raw loop and the limit
 	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python bench/model.py
 	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python bench/service.py
+
+bench-peers: install bundle ## imgclf beside BentoML and the seed's design, same load (wrk)
+	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python bench/peers.py
 
 stress: install bundle ## Full Locust matrix; writes docs/stress-test-report.md
 	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python stress_test/run_matrix.py

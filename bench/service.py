@@ -1,16 +1,17 @@
-"""The service against the raw pipeline, side by side in one run (`make bench`).
+"""The service against the raw pipeline and the machine's limit, side by side (`make bench`).
 
 Raw pipeline: decode + classify one 640x480 JPEG at a time in a tight loop, in one process.
+The machine's limit: one single-threaded such loop per core, in parallel processes, summed.
 Then the HTTP service, started for real (`imgclf serve`, and `imgclf worker` + redis-server for
-the Redis mode), loaded by a lean asyncio client on the same machine. Prints a markdown table
-and writes it into docs/benchmarks.md ("## Service").
+the Redis mode), loaded by wrk (bench/wrk/upload.lua) on the same machine: 32 connections in a
+closed loop, one connection for a lone request, and an open loop at 70% of the peak. Prints a
+markdown table and writes it into docs/benchmarks.md ("## Service").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import platform
@@ -28,44 +29,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadResult, closed_loop, multipart_request, open_loop
+from loadgen import LoadResult, closed_loop, multipart_request
+from pipeline import MODEL_DIR, cores, machine_limit, photo_640x480, raw_pipeline
+from wrkload import Upload, WrkResult, ensure_wrk, run_wrk
 
 from imgclf.localservers import RedisServer, free_port, wait_for_port
-from imgclf.model import ImageLimits, load_bundle
-from imgclf.model.classifier import Classifier
 
 ROOT = Path(__file__).resolve().parents[1]
-DOG = ROOT / "tests" / "data" / "dog.jpeg"
-MODEL_DIR = Path(os.environ.get("IMGCLF_MODEL_DIR", ROOT / "data/models/efficientnet-lite0"))
 BIN = Path(sys.executable).parent
-
-
-def photo_640x480() -> bytes:
-    buffer = io.BytesIO()
-    Image.open(DOG).convert("RGB").resize((640, 480), Image.Resampling.LANCZOS).save(
-        buffer, format="JPEG", quality=90
-    )
-    return buffer.getvalue()
-
-
-def raw_pipeline(image: bytes, seconds: float) -> tuple[float, float]:
-    """(images/s, median ms per image) of decode + classify, one at a time."""
-    classifier = Classifier(load_bundle(MODEL_DIR))
-    limits = ImageLimits()
-    for _ in range(10):
-        classifier.classify_bytes([image], limits)
-    times = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        began = time.perf_counter()
-        classifier.classify_bytes([image], limits)
-        times.append(time.perf_counter() - began)
-    elapsed = time.perf_counter() - start
-    times.sort()
-    return len(times) / elapsed, times[len(times) // 2] * 1000
+# Open loop: enough connections that one is free for every request due while others wait for
+# answers (rate x the slowest latency); wrk counts a request sent after its slot as late.
+OPEN_LOOP_CONNECTIONS = 64
 
 
 def _get(url: str) -> tuple[int, dict[str, object]]:
@@ -132,11 +107,6 @@ def running_service(
                 server.stop()
 
 
-def load(url: str, token: str, image: bytes, clients: int, seconds: float) -> LoadResult:
-    request = multipart_request(url, token, "photo.jpg", image)
-    return asyncio.run(closed_loop(url, request, clients, seconds))
-
-
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -155,115 +125,155 @@ CONFIGURATIONS: list[tuple[str, dict[str, object]]] = [
 
 @dataclass
 class Figures:
-    """Every round's measurement of one configuration, and its ratios to that round's raw loop."""
+    """Every round's measurement of one configuration, and its ratios to that round's yardsticks."""
 
-    runs: list[LoadResult] = field(default_factory=list)
-    ratios: list[float] = field(default_factory=list)
+    runs: list[WrkResult] = field(default_factory=list)
+    vs_raw: list[float] = field(default_factory=list)
+    vs_limit: list[float] = field(default_factory=list)
 
-    def add(self, result: LoadResult, raw_rate: float) -> None:
+    def add(self, result: WrkResult, raw_rate: float, limit_rate: float) -> None:
         self.runs.append(result)
-        self.ratios.append(result.throughput / raw_rate)
+        self.vs_raw.append(result.throughput / raw_rate)
+        self.vs_limit.append(result.throughput / limit_rate)
 
     @property
-    def median_run(self) -> LoadResult:
+    def median_run(self) -> WrkResult:
         return sorted(self.runs, key=lambda run: run.throughput)[len(self.runs) // 2]
 
-    @property
-    def ratio(self) -> float:
-        return statistics.median(self.ratios)
+    def median(self, name: str) -> float:
+        return statistics.median(getattr(run, name) for run in self.runs)
 
-    def percentile(self, q: float) -> float:
-        return statistics.median(run.percentile(q) for run in self.runs)
+
+@dataclass
+class Yardsticks:
+    """The raw loop and the machine's limit, measured before every configuration."""
+
+    raw_rates: list[float] = field(default_factory=list)
+    raw_times: list[float] = field(default_factory=list)
+    limit_rates: list[float] = field(default_factory=list)
+
+    def measure(self, image: bytes, seconds: float) -> tuple[float, float, float]:
+        raw_rate, raw_ms = raw_pipeline(image, seconds)
+        limit_rate = machine_limit(image, seconds)
+        self.raw_rates.append(raw_rate)
+        self.raw_times.append(raw_ms)
+        self.limit_rates.append(limit_rate)
+        return raw_rate, raw_ms, limit_rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=32, help="wrk connections, closed loop")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
+    ensure_wrk()
     image = photo_640x480()
-    raw_rates: list[float] = []
-    raw_times: list[float] = []
+    yardsticks = Yardsticks()
     figures: dict[str, Figures] = defaultdict(Figures)
     lone_overheads: list[float] = []
 
-    # Every configuration once per round, each compared with a raw loop run just before it:
-    # on a shared machine the speed of the cores drifts by tens of percent within minutes.
+    # Every configuration once per round, each compared with a raw loop and the limit measured
+    # just before it: on a shared machine the speed of the cores drifts by tens of percent
+    # within minutes.
     for round_number in range(1, args.rounds + 1):
         print(f"round {round_number}", flush=True)
         for name, options in CONFIGURATIONS:
-            raw_rate, raw_ms = raw_pipeline(image, args.seconds / 2)
-            raw_rates.append(raw_rate)
-            raw_times.append(raw_ms)
+            raw_rate, raw_ms, limit_rate = yardsticks.measure(image, args.seconds / 2)
             with running_service(**options) as (url, token):  # type: ignore[arg-type]
-                result = load(url, token, image, args.clients, args.seconds)
-                figures[name].add(result, raw_rate)
+                upload = Upload.jpeg(image, token)
+                result = run_wrk(url, upload, connections=args.clients, seconds=args.seconds)
+                figures[name].add(result, raw_rate, limit_rate)
                 if name == "embedded, batch 16":
-                    lone = load(url, token, image, 1, args.seconds / 2)
-                    figures["lone request"].add(lone, raw_rate)
-                    lone_overheads.append(lone.percentile(50) - raw_ms)
-                    request = multipart_request(url, token, "photo.jpg", image)
-                    open_result = asyncio.run(
-                        open_loop(url, request, 0.7 * result.throughput, args.seconds)
+                    lone = run_wrk(url, upload, connections=1, seconds=args.seconds / 2)
+                    figures["lone request"].add(lone, raw_rate, limit_rate)
+                    lone_overheads.append(lone.p50_ms - raw_ms)
+                    rate = 0.7 * result.throughput
+                    open_result = run_wrk(
+                        url,
+                        upload,
+                        connections=OPEN_LOOP_CONNECTIONS,
+                        seconds=args.seconds,
+                        rate=rate,
                     )
-                    figures["open loop 70%"].add(open_result, raw_rate)
+                    figures["open loop 70%"].add(open_result, raw_rate, limit_rate)
                     print(
-                        f"  lone request: p50 {lone.percentile(50):.1f} ms "
-                        f"({lone.percentile(50) - raw_ms:+.1f}); open loop at "
-                        f"{0.7 * result.throughput:.0f}/s: p99 {open_result.percentile(99):.1f} ms",
+                        f"  lone request: p50 {lone.p50_ms:.1f} ms ({lone.p50_ms - raw_ms:+.1f} "
+                        f"over the raw loop); open loop at {rate:.0f}/s: "
+                        f"{open_result.throughput:.1f}/s, p99 {open_result.p99_ms:.1f} ms, "
+                        f"{open_result.late} late",
                         flush=True,
                     )
             print(
-                f"  {name}: {result.throughput:.1f} img/s ({result.throughput / raw_rate:.2f} "
-                f"of the raw loop's {raw_rate:.1f} just before), p50 "
-                f"{result.percentile(50):.1f} ms, statuses {result.statuses}",
+                f"  {name}: {result.throughput:.1f} req/s, {result.throughput / raw_rate:.2f} of "
+                f"the raw loop ({raw_rate:.1f}/s), {result.throughput / limit_rate:.2f} of the "
+                f"limit ({limit_rate:.1f}/s); p50 {result.p50_ms:.1f} ms, p99 "
+                f"{result.p99_ms:.1f} ms; {result.failures} failed; wrk CPU "
+                f"{result.client_cpu_share:.1%} of a core",
                 flush=True,
             )
 
     with running_service(batch=16, max_pending=8) as (url, token):
         overload = load(url, token, image, 64, args.seconds / 2)
-    report(raw_rates, raw_times, figures, lone_overheads, overload, args)
+    report(yardsticks, figures, lone_overheads, overload, args)
+
+
+def load(url: str, token: str, image: bytes, clients: int, seconds: float) -> LoadResult:
+    """The asyncio client, for the over-capacity run: it times the 503s apart from the 200s."""
+    request = multipart_request(url, token, "photo.jpg", image)
+    return asyncio.run(closed_loop(url, request, clients, seconds))
 
 
 def report(
-    raw_rates: list[float],
-    raw_times: list[float],
+    yardsticks: Yardsticks,
     figures: dict[str, Figures],
     lone_overheads: list[float],
     overload: LoadResult,
     args: argparse.Namespace,
 ) -> None:
-    raw_rate, raw_ms = statistics.median(raw_rates), statistics.median(raw_times)
+    raw_rate = statistics.median(yardsticks.raw_rates)
+    raw_ms = statistics.median(yardsticks.raw_times)
+    limit_rate = statistics.median(yardsticks.limit_rates)
+    raw_vs_limit = statistics.median(
+        raw / limit for raw, limit in zip(yardsticks.raw_rates, yardsticks.limit_rates, strict=True)
+    )
     table = [
-        "| configuration | images/s | vs raw | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|",
-        f"| raw decode+classify loop | {raw_rate:.1f} | 1.00 | {raw_ms:.1f} |  |",
+        "| configuration | req/s | p50 ms | p99 ms | p99/p50 | vs raw | vs limit | wrk CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| raw decode+classify loop, 1 process | {raw_rate:.1f} | {raw_ms:.1f} |  |  | 1.00 "
+        f"| {raw_vs_limit:.2f} |  |",
+        f"| machine's limit: {cores()} one-thread loops in parallel processes | {limit_rate:.1f} "
+        f"|  |  |  | {1 / raw_vs_limit:.2f} | 1.00 |  |",
     ]
-    rows = [(f"HTTP {name}, {args.clients} clients", name) for name, _ in CONFIGURATIONS]
-    rows.append(("HTTP embedded, 1 client (lone request)", "lone request"))
+    rows = [(f"HTTP {name}, {args.clients} connections", name) for name, _ in CONFIGURATIONS]
+    rows.append(("HTTP embedded, 1 connection (lone request)", "lone request"))
+    rows.append(
+        (
+            f"HTTP embedded, open loop at 70% of the batch-16 peak ({OPEN_LOOP_CONNECTIONS} "
+            "connections)",
+            "open loop 70%",
+        )
+    )
     for label, name in rows:
         figure = figures[name]
         table.append(
-            f"| {label} | {figure.median_run.throughput:.1f} | {figure.ratio:.2f} "
-            f"| {figure.percentile(50):.1f} | {figure.percentile(99):.1f} |"
+            f"| {label} | {figure.median_run.throughput:.1f} | {figure.median('p50_ms'):.1f} "
+            f"| {figure.median('p99_ms'):.1f} | {figure.median('tail_ratio'):.1f} "
+            f"| {statistics.median(figure.vs_raw):.2f} "
+            f"| {statistics.median(figure.vs_limit):.2f} "
+            f"| {figure.median('client_cpu_share'):.1%} |"
         )
-    open_figure = figures["open loop 70%"]
-    table.append(
-        f"| HTTP embedded, open loop at 70% of the batch-16 peak "
-        f"| {open_figure.median_run.throughput:.1f} |  | {open_figure.percentile(50):.1f} "
-        f"| {open_figure.percentile(99):.1f} |"
-    )
     embedded, redis_one = figures["embedded, batch 16"], figures["redis, 1 worker, batch 16"]
+    open_figure = figures["open loop 70%"]
     redis_vs_embedded = statistics.median(
-        redis / local for redis, local in zip(redis_one.ratios, embedded.ratios, strict=True)
+        redis / local for redis, local in zip(redis_one.vs_raw, embedded.vs_raw, strict=True)
     )
     batching = {
         mode: statistics.median(
             big / small
             for big, small in zip(
-                figures[f"{mode}, batch 16"].ratios, figures[one].ratios, strict=True
+                figures[f"{mode}, batch 16"].vs_raw, figures[one].vs_raw, strict=True
             )
         )
         for mode, one in [
@@ -271,22 +281,32 @@ def report(
             ("redis, 1 worker", "redis, 1 worker, batch 1"),
         ]
     }
+    every_run = [run for figure in figures.values() for run in figure.runs]
+    client_shares = [run.client_cpu_share for run in every_run]
+    failures = sum(run.failures for run in every_run)
+    late = sum(run.late for run in open_figure.runs)
     summary = [
-        f"- embedded HTTP service / raw pipeline at {args.clients} clients: "
-        f"**{embedded.ratio:.2f}** (target ≥ 0.90; per round {_listed(embedded.ratios)})",
+        f"- embedded HTTP service / raw pipeline at {args.clients} connections: "
+        f"**{statistics.median(embedded.vs_raw):.2f}** (target ≥ 0.90; per round "
+        f"{_listed(embedded.vs_raw)})",
+        f"- embedded HTTP service / the machine's limit: "
+        f"**{statistics.median(embedded.vs_limit):.2f}** (per round {_listed(embedded.vs_limit)});"
+        f" the raw loop reaches {raw_vs_limit:.2f} of it",
         f"- Redis mode, 1 worker / embedded: **{redis_vs_embedded:.2f}** (median of the rounds' "
         "ratios; target ≥ 0.80)",
         f"- a lone request's p50 over one raw decode+classify: "
         f"**{statistics.median(lone_overheads):+.1f} ms** (target < 5 ms; per round "
         f"{', '.join(f'{value:+.1f}' for value in lone_overheads)})",
-        f"- open loop at 70% of peak: p99 **{open_figure.percentile(99):.1f} ms** "
-        "(target < 150 ms)",
+        f"- open loop at 70% of peak: p99 **{open_figure.median('p99_ms'):.1f} ms** "
+        f"(target < 150 ms); {late} requests sent after their slot",
         f"- what max batch 16 serves over max batch 1: embedded **{batching['embedded']:.2f}x**, "
         f"Redis with 1 worker **{batching['redis, 1 worker']:.2f}x**",
-        f"- over capacity (64 clients, at most 8 pending): answers "
+        f"- over capacity (64 clients, at most 8 pending; bench/loadgen.py): answers "
         f"{dict(sorted(overload.statuses.items()))}; the 503s came back in p50 "
         f"**{overload.percentile(50, 503):.1f} ms**, p99 **{overload.percentile(99, 503):.1f} ms** "
         "(target < 50 ms)",
+        f"- the client: wrk used {statistics.median(client_shares):.1%} of one core in the median"
+        f" run, {max(client_shares):.1%} at most; {failures} requests failed in the wrk runs",
     ]
     text = "\n".join([*table, "", *summary])
     print("\n" + text)
@@ -294,12 +314,17 @@ def report(
         return
     section = (
         "## Service\n\n"
-        f"Measured {date.today().isoformat()} on {cpu_model()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, by `make bench` (`bench/service.py`): "
-        f"{args.rounds} rounds, each running every configuration for {args.seconds:g} s after a "
-        f"2 s warm-up, right after {args.seconds / 2:g} s of the raw loop; each ratio is taken "
-        "against that raw run, and the table holds medians over the rounds. Cache off, one "
-        "640x480 JPEG, the client (bench/loadgen.py) on the same cores.\n\n" + text + "\n"
+        f"Measured {date.today().isoformat()} on {cpu_model()}, {cores()} cores, "
+        f"Python {platform.python_version()}, by `make bench` (`bench/service.py --seconds "
+        f"{args.seconds:g} --rounds {args.rounds}`): every configuration runs for "
+        f"{args.seconds:g} s after a 2 s warm-up, right after {args.seconds / 2:g} s of the raw "
+        f"loop and {args.seconds / 2:g} s of the machine's limit ({cores()} one-thread "
+        "decode+classify loops, one process each, started together, images/s summed); each "
+        "ratio is taken against those runs, and the table holds medians over the rounds. Cache "
+        "off, one 640x480 JPEG. The client is wrk (one thread, bench/wrk/upload.lua) on the same "
+        "cores; its column is its own CPU time over the run's wall time. The open loop paces "
+        "wrk's requests on one schedule (wrk2 is not packaged); a request sent after its slot "
+        "would be counted as late.\n\n" + text + "\n"
     )
     path = ROOT / "docs" / "benchmarks.md"
     existing = path.read_text() if path.exists() else "# Benchmarks\n"
