@@ -10,24 +10,21 @@ costs about what its 8-bit twin does. Meanwhile everyone else is served.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import redis
 
 from imgclf.queue.keys import RedisKeys
 from tests.reliability.conftest import ApiProcess, Load, dog_files, spawn_worker
 from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans
-from tests.support import stop_process, wait_for_workers
+from tests.support import PeakMemory, stop_process, wait_for_workers
 
 KEYS = RedisKeys()
-MB = 2**20
 
 
 def login(client: httpx.Client) -> dict[str, str]:
@@ -165,28 +162,6 @@ def test_an_image_past_the_door_fails_its_own_job_in_time_and_is_set_aside_not_t
     assert dogs.statuses() == {200: len(dogs.answers)}
 
 
-class PeakMemory:
-    """The highest resident memory of a process, sampled every 10 ms until stopped."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def test_sixteen_bit_pngs_cost_a_worker_megabytes_not_gigabytes(
     redis_url: str, model_dir: Path, tmp_path: Path, api_processes: list[ApiProcess]
 ) -> None:
@@ -209,7 +184,6 @@ def test_sixteen_bit_pngs_cost_a_worker_megabytes_not_gigabytes(
             headers = login(client)
             assert client.post("/model/predict", files=dog_files(), headers=headers).is_success
             with PeakMemory(worker.pid) as memory:
-                before = memory.peak
                 job_ids = [
                     client.post("/model/jobs", files=deep, headers=headers).json()["job_id"]
                     for _ in range(6)
@@ -230,5 +204,4 @@ def test_sixteen_bit_pngs_cost_a_worker_megabytes_not_gigabytes(
     assert finished == ["done"] * 6
     # Two lanes decoding at once: two pictures of 98 MB and their 8-bit copies of 49 MB. In
     # float64 the same six jobs took the worker from 0.3 to 3.0 GB.
-    grown_mb = (memory.peak - before) / MB
-    assert grown_mb < 450, f"the worker grew by {grown_mb:.0f} MB"
+    assert memory.grown_mb < 450, f"the worker grew by {memory.grown_mb:.0f} MB"
