@@ -109,8 +109,9 @@ class Settings(BaseSettings):
 
     @property
     def visibility_timeout_s(self) -> float:
-        """How long a job may sit with a silent worker before another takes it over: well
-        inside the caller's deadline, so a worker killed mid-batch costs a delay, not a 504."""
+        """How long a job sits idle before another worker may take it over, once its own
+        worker's heartbeat has lapsed too: inside the caller's deadline, so a worker killed
+        mid-batch costs a delay, not a 504."""
         return min(30.0, max(1.0, self.predict_timeout_s / 4))
 
     @property
