@@ -28,6 +28,15 @@ def test_a_baseline_jpeg_is_one_scan_decoded_without_a_coefficient_buffer(
     assert (layout.scans, layout.multi_scan, layout.coefficient_bytes) == (1, False, 0)
 
 
+def test_the_walk_of_a_sequential_jpeg_ends_at_its_one_scan(dog_bytes: bytes) -> None:
+    # libjpeg decodes such a file in that scan and refuses any other after it.
+    end = len(dog_bytes) - 2
+    extra = dog_bytes[:end] + dog_bytes[dog_bytes.rindex(b"\xff\xda") : end] * 500 + b"\xff\xd9"
+    assert read_jpeg_layout(extra, LIMIT).scans == 1
+    with pytest.raises(OSError, match="broken data stream"):
+        Image.open(io.BytesIO(extra)).load()
+
+
 def test_a_progressive_jpeg_has_ten_scans_and_two_bytes_per_coefficient(
     dog_image: Image.Image,
 ) -> None:

@@ -39,7 +39,7 @@ def read_jpeg_layout(data: bytes, max_scans: int) -> JpegLayout:
     scans = 0
     progressive = False
     coefficients = 0
-    frame_seen = False
+    components = 0  # 0 until the frame header is seen
     match = _NEXT_MARKER.search(data, 2)
     while match is not None:
         position = match.start()
@@ -52,12 +52,17 @@ def read_jpeg_layout(data: bytes, max_scans: int) -> JpegLayout:
         length = int.from_bytes(data[position + 2 : position + 4])
         if marker == _START_OF_SCAN:
             scans += 1
-            if scans > max_scans:
+            in_scan = data[position + 4] if position + 4 < len(data) else 0
+            # A sequential file whose first scan holds every component is decoded as it is
+            # read, in that one scan: libjpeg refuses any scan after it, so the walk ends here.
+            single_scan = scans == 1 and not progressive and in_scan == components > 0
+            if single_scan or scans > max_scans:
                 break
-        elif marker in _START_OF_FRAME and not frame_seen:
-            frame_seen = True
+        elif marker in _START_OF_FRAME and not components:
             progressive = marker in _PROGRESSIVE
-            coefficients = _coefficients(data[position + 4 : position + 2 + length])
+            frame = data[position + 4 : position + 2 + length]
+            components = frame[5] if len(frame) > 5 else 0
+            coefficients = _coefficients(frame)
         # After a scan's header the search also skips its entropy-coded data.
         match = _NEXT_MARKER.search(data, position + 2 + max(length, 2))
     multi_scan = progressive or scans > 1
