@@ -181,6 +181,8 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     check_size(len(data), limits)
     try:
         image = Image.open(_TimedBytes(data, limits.decode_timeout_s), formats=SUPPORTED_FORMATS)
+    except ImageError:  # out of time already, while reading the header
+        raise
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"The image is too large: {error}") from None
     except UnidentifiedImageError:
