@@ -83,7 +83,8 @@ def run_worker_process(settings: Settings, stop: threading.Event | None = None) 
             exit_code = EXIT_RECYCLE
             break
     worker.stop()
-    # Retired once drained: other workers take over only the jobs of a worker with no heartbeat.
+    # Retired after draining, not before: while its last heartbeat lasts, what it finishes
+    # stays its own (others take over only the jobs of a worker without a heartbeat).
     source.retire()
     source.close()
     logger.info("worker %s stopped after %d jobs", source.name, worker.jobs_done)
