@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import redis
 
 from imgclf.queue.keys import RedisKeys
@@ -57,3 +59,30 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait()
+
+
+class PeakMemory:
+    """The highest resident memory of a process (this one by default), sampled every 10 ms
+    while the ``with`` block runs; ``grown_mb``: how far above its start."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.process = psutil.Process(pid)
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def grown_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     model_threads: int = Field(default=0, ge=0, description="0: one per CPU core")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_decoded_bytes: int = Field(
+        default=200_000_000, ge=1, description="the largest buffer decoding an upload may fill"
+    )
+    max_jpeg_scans: int = Field(default=100, ge=1, description="progressive JPEGs have about 10")
+    decode_timeout_s: float = Field(
+        default=5.0, gt=0, description="a worker gives up decoding an image after this long"
+    )
     top_k: int = Field(default=5, ge=1, le=100)
 
     queue_url: str = ""
@@ -119,8 +126,9 @@ class Settings(BaseSettings):
 
     @property
     def visibility_timeout_s(self) -> float:
-        """How long a job may sit with a silent worker before another takes it over: well
-        inside the caller's deadline, so a worker killed mid-batch costs a delay, not a 504."""
+        """How long a job sits idle before another worker may take it over, once its own
+        worker's heartbeat has lapsed too: inside the caller's deadline, so a worker killed
+        mid-batch costs a delay, not a 504."""
         return min(30.0, max(1.0, self.predict_timeout_s / 4))
 
     @property

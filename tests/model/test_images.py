@@ -1,4 +1,5 @@
-"""The cheap per-upload checks the API makes: extension, byte size, format, pixel count."""
+"""The cheap per-upload checks the API makes: extension, byte size, format, pixel count, and
+what decoding would cost (memory, JPEG scans)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from imgclf.model import (
     inspect_image,
 )
 from imgclf.settings import Settings
+from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -111,8 +113,54 @@ def test_pillows_own_bomb_guard_also_comes_back_typed() -> None:
 
 
 def test_limits_come_from_settings() -> None:
-    limits = ImageLimits.from_settings(Settings(max_upload_bytes=123, max_image_pixels=456))
-    assert limits == ImageLimits(max_bytes=123, max_pixels=456)
+    settings = Settings(
+        max_upload_bytes=123,
+        max_image_pixels=456,
+        max_decoded_bytes=789,
+        max_jpeg_scans=12,
+        decode_timeout_s=3.5,
+    )
+    assert ImageLimits.from_settings(settings) == ImageLimits(
+        max_bytes=123,
+        max_pixels=456,
+        max_decoded_bytes=789,
+        max_jpeg_scans=12,
+        decode_timeout_s=3.5,
+    )
+
+
+def test_a_jpeg_of_more_scans_than_the_limit_is_413_naming_it() -> None:
+    assert inspect_image(jpeg_with_repeated_scans(300, 100), ImageLimits()) == "JPEG"
+    with pytest.raises(ImageTooLargeError) as caught:
+        inspect_image(jpeg_with_repeated_scans(300, 101), ImageLimits())
+    assert str(caught.value) == (
+        "The JPEG has more than 100 scans (progressive passes over the picture); the limit is 100."
+    )
+    assert caught.value.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("bit_depth", "colour_type", "channels", "bytes_per_pixel"),
+    [(8, 0, 1, 1), (16, 0, 1, 2), (8, 2, 3, 4), (8, 6, 4, 4), (8, 4, 2, 4)],
+    ids=["L", "I;16", "RGB", "RGBA", "LA"],
+)
+def test_decoded_bytes_count_the_bytes_of_each_pixel_mode(
+    bit_depth: int, colour_type: int, channels: int, bytes_per_pixel: int
+) -> None:
+    data = flat_png(1_000, 500, bit_depth, colour_type, channels)
+    decoded = 500_000 * bytes_per_pixel
+    assert inspect_image(data, ImageLimits(max_decoded_bytes=decoded)) == "PNG"
+    with pytest.raises(ImageTooLargeError, match=r"the limit is \d+ MB\.$") as caught:
+        inspect_image(data, ImageLimits(max_decoded_bytes=decoded - 1))
+    assert f"pixels of {bytes_per_pixel} bytes" in str(caught.value)
+
+
+def test_a_progressive_jpeg_counts_its_coefficient_buffer(dog_image: Image.Image) -> None:
+    # 640x480 without chroma subsampling: 3 components of 2-byte coefficients at every pixel.
+    data = encode(dog_image.resize((640, 480)), "JPEG", progressive=True, subsampling=0)
+    assert inspect_image(data, ImageLimits(max_decoded_bytes=640 * 480 * 6)) == "JPEG"
+    with pytest.raises(ImageTooLargeError, match="the 10 scans of a 640x480 JPEG"):
+        inspect_image(data, ImageLimits(max_decoded_bytes=640 * 480 * 6 - 1))
 
 
 def test_inspect_is_cheap(dog_bytes: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 from imgclf.model import (
     Classifier,
     CorruptImageError,
+    DecodeTimeoutError,
     ImageError,
     ImageLimits,
     ImageTooLargeError,
@@ -19,6 +21,7 @@ from imgclf.model import (
     UnsupportedImageError,
     preprocess,
 )
+from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans
 
 CONFIG = Preprocessing()
 LIMITS = ImageLimits()
@@ -94,6 +97,30 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
     assert deep.mode.startswith("I")
     tensor = preprocess(encode(deep, "PNG"), CONFIG, LIMITS)
     assert np.allclose(tensor, (128 - 127) / 128)
+
+
+def test_a_big_sixteen_bit_png_is_made_8_bits_without_a_float_copy() -> None:
+    data = flat_png(7_000, 7_000, 16, 0, 1)  # 95 KB; 98 MB decoded; 392 MB as float64
+    tracemalloc.start()  # numpy reports its allocations here (Pillow's are not counted)
+    try:
+        tensor = preprocess(data, CONFIG, LIMITS)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.allclose(tensor, -127 / 128)
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB"  # the 8-bit copy (49 MB) and a band
+
+
+def test_a_decode_past_its_time_limit_is_refused_for_good() -> None:
+    # More scans than the door allows, with the door held open: the time limit still holds.
+    data = jpeg_with_repeated_scans(2_000, 3_000)  # 58 KB, 8 s of decoding
+    limits = ImageLimits(max_jpeg_scans=10_000, decode_timeout_s=0.5)
+    with pytest.raises(DecodeTimeoutError) as caught:
+        preprocess(data, CONFIG, limits)
+    assert str(caught.value) == (
+        "Decoding the image took longer than the 0.5 s limit; it was set aside."
+    )
+    assert caught.value.status_code == 413
 
 
 def test_palette_gif(classifier: Classifier, dog_image: Image.Image) -> None:

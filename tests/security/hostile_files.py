@@ -112,6 +112,20 @@ def png_16_bit_grey(image: Image.Image) -> bytes:
     return png(width, height, 16, 0, rows)
 
 
+def flat_png(width: int, height: int, bit_depth: int, colour_type: int, channels: int) -> bytes:
+    """A PNG of zeros, compressed a row at a time (never the whole picture in memory)."""
+    row = b"\0" * (1 + width * channels * bit_depth // 8)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", pixels)
+        + png_chunk(b"IEND", b"")
+    )
+
+
 def png_with_text_bomb() -> bytes:
     """A small PNG carrying a zTXt chunk that inflates to 64 MB."""
     bomb = png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"\0" * 64 * 2**20, 9))
@@ -153,6 +167,26 @@ def jpeg_claiming(width: int, height: int) -> bytes:
             data[at + 5 : at + 9] = struct.pack(">HH", height, width)
             return bytes(data)
     raise AssertionError("no SOF marker in dog.jpeg")
+
+
+@cache
+def jpeg_with_repeated_scans(side: int, scans: int) -> bytes:
+    """A grey progressive JPEG whose last scan (a 75-byte AC refinement at 7000x7000) comes
+    again until the file has ``scans`` scans: libjpeg decodes every one, each a pass over the
+    whole picture, draft mode or not."""
+    data = encode(Image.new("L", (side, side), 128), "JPEG", progressive=True, quality=90)
+    end = len(data) - 2  # the EOI marker
+    last = data.rindex(b"\xff\xda")
+    return data[:end] + data[last:end] * (scans - data.count(b"\xff\xda")) + data[end:]
+
+
+def jpeg_444_progressive_claiming(width: int, height: int) -> bytes:
+    """A small progressive JPEG without chroma subsampling whose frame header claims
+    ``width`` x ``height``: decoding would hold 6 bytes of coefficients per pixel."""
+    data = bytearray(encode(dog_image(), "JPEG", progressive=True, subsampling=0))
+    at = data.find(b"\xff\xc2")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
 
 
 def jpeg_with_segments(*segments: bytes) -> bytes:
@@ -272,6 +306,32 @@ def corpus() -> list[Hostile]:
         Hostile(
             "png 6000 x 6000 of zeros (under the pixel limit)",
             png(6_000, 6_000, 8, 0, b"\0" * 6_001 * 6_000),
+            statuses=ok,
+        ),
+        # Costly to decode: small files whose decoding takes minutes or gigabytes.
+        Hostile(
+            "progressive jpeg 7000 x 7000, one scan 10,000 times (940 KB)",
+            jpeg_with_repeated_scans(7_000, 10_000),
+            statuses=frozenset({413}),
+            message="the limit is 100",
+            **jpeg,
+        ),
+        Hostile(
+            "progressive jpeg of 100 scans (the limit)",
+            jpeg_with_repeated_scans(1_000, 100),
+            statuses=ok,
+            **jpeg,
+        ),
+        Hostile(
+            "progressive 4:4:4 jpeg claiming 7000 x 7000 (294 MB of coefficients)",
+            jpeg_444_progressive_claiming(7_000, 7_000),
+            statuses=frozenset({413}),
+            message="the limit is 200 MB",
+            **jpeg,
+        ),
+        Hostile(
+            "16-bit greyscale png 7000 x 7000 (95 KB, 98 MB decoded)",
+            flat_png(7_000, 7_000, 16, 0, 1),
             statuses=ok,
         ),
         # Broken files.

@@ -7,8 +7,7 @@ from pathlib import Path
 from imgclf.settings import Settings
 from imgclf.ui.labels import bundle_class_names, choices, class_names, display_name
 from imgclf.ui.launch import streamlit_command
-from imgclf.ui.text import escape_markdown, previewable
-from tests.conftest import DOG_JPEG
+from imgclf.ui.text import escape_markdown
 
 
 def test_labels_txt_matches_the_model_bundle(model_dir: Path) -> None:
@@ -33,12 +32,6 @@ def test_names_a_user_typed_stay_text_in_markdown() -> None:
     assert escape_markdown("![x](http://example.com/t.png)") == (
         "\\!\\[x\\]\\(http\\://example\\.com/t\\.png\\)"
     )
-
-
-def test_only_real_images_get_a_preview() -> None:
-    assert previewable(DOG_JPEG.read_bytes())
-    assert not previewable(b"not an image")
-    assert not previewable(DOG_JPEG.read_bytes()[:200])
 
 
 def test_imgclf_ui_runs_streamlit_headless_on_the_ui_port() -> None:

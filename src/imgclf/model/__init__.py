@@ -9,6 +9,7 @@ from imgclf.model.classifier import Classifier, ScoredLabel, load_classifier
 from imgclf.model.images import (
     SUPPORTED_EXTENSIONS,
     CorruptImageError,
+    DecodeTimeoutError,
     ImageError,
     ImageLimits,
     ImageTooLargeError,
@@ -23,6 +24,7 @@ __all__ = [
     "BundleError",
     "Classifier",
     "CorruptImageError",
+    "DecodeTimeoutError",
     "ImageError",
     "ImageLimits",
     "ImageTooLargeError",

@@ -1,16 +1,21 @@
 """Image validation: what the API checks per upload and the worker before decoding. Pillow only.
 
 Every refusal is an :class:`ImageError` subclass whose ``str()`` is a message for the user and
-whose ``status_code`` is the HTTP status the API answers with.
+whose ``status_code`` is the HTTP status the API answers with. The checks bound what a decode
+costs (bytes, pixels, the memory the decoder fills, JPEG scans) from the headers alone, and the
+worker decodes under a time limit as well, for whatever cost they do not foresee.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from imgclf.model.jpeg_layout import read_jpeg_layout
 
 if TYPE_CHECKING:
     from imgclf.settings import Settings
@@ -43,19 +48,39 @@ class CorruptImageError(ImageError):
 
 
 class ImageTooLargeError(ImageError):
-    """Too many bytes or too many pixels."""
+    """Too many bytes or pixels, or too costly to decode."""
 
     status_code: ClassVar[int] = 413
+
+
+class DecodeTimeoutError(ImageTooLargeError):
+    """Decoding ran past its time limit: the image is refused for good, never retried."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(
+            f"Decoding the image took longer than the {limit_s:g} s limit; it was set aside."
+        )
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
+    # The largest buffer the decoder fills: 50 MP at the 4 bytes Pillow keeps per RGB pixel.
+    max_decoded_bytes: int = 200_000_000
+    # A progressive JPEG has about 10 scans; each costs a pass over the whole picture.
+    max_jpeg_scans: int = 100
+    decode_timeout_s: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
-        return cls(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+        return cls(
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_decoded_bytes=settings.max_decoded_bytes,
+            max_jpeg_scans=settings.max_jpeg_scans,
+            decode_timeout_s=settings.decode_timeout_s,
+        )
 
 
 def check_extension(filename: str) -> str:
@@ -85,11 +110,79 @@ def check_pixels(width: int, height: int, limits: ImageLimits) -> None:
         )
 
 
+def check_decoded_bytes(decoded: int, detail: str, limits: ImageLimits) -> None:
+    if decoded > limits.max_decoded_bytes:
+        raise ImageTooLargeError(
+            f"Decoding the image needs {decoded / 1e6:.0f} MB ({detail}); "
+            f"the limit is {limits.max_decoded_bytes / 1e6:.0f} MB."
+        )
+
+
+def stored_bytes_per_pixel(mode: str) -> int:
+    """What Pillow keeps per pixel in memory: RGB is padded to four bytes."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+# Bytes fed to the JPEG decoder per call, between two looks at the clock, for multi-scan files:
+# each scan costs a pass over the whole picture, however few bytes it takes (75 bytes, 25 ms at
+# 7000x7000), so 1 KB holds at most a few hundred ms of work. Other files keep Pillow's 64 KB:
+# their cost follows their pixels. A 12 MP progressive JPEG decodes as fast either way.
+_MULTI_SCAN_READ_BYTES = 1024
+
+
+def check_decoding_cost(image: ImageFile.ImageFile, data: bytes, limits: ImageLimits) -> None:
+    """Refuse what would take too much memory or too many JPEG scans to decode, and feed
+    multi-scan JPEGs to the decoder in small pieces, so that its time limit is kept."""
+    width, height = image.size
+    per_pixel = stored_bytes_per_pixel(image.mode)
+    decoded = width * height * per_pixel
+    detail = f"{width}x{height} {image.mode} pixels of {per_pixel} bytes"
+    if image.format in ("JPEG", "MPO"):
+        layout = read_jpeg_layout(data, limits.max_jpeg_scans)
+        if layout.scans > limits.max_jpeg_scans:
+            raise ImageTooLargeError(
+                f"The JPEG has more than {limits.max_jpeg_scans} scans (progressive passes over "
+                f"the picture); the limit is {limits.max_jpeg_scans}."
+            )
+        if layout.coefficient_bytes > decoded:
+            decoded = layout.coefficient_bytes
+            detail = f"the {layout.scans} scans of a {width}x{height} JPEG, decoded as a whole"
+        if layout.multi_scan:
+            image.decodermaxblock = _MULTI_SCAN_READ_BYTES
+    check_decoded_bytes(decoded, detail, limits)
+
+
+class _TimedBytes(io.BytesIO):
+    """The upload as Pillow's decoders pull it: each pull past the time limit raises instead.
+
+    Decoding runs in C and cannot be interrupted from Python, but Pillow's decoders work
+    through the file a piece at a time and come back for each piece, so the limit holds to
+    within one piece of work, and the decoder cleans up as the error passes through it.
+    """
+
+    def __init__(self, data: bytes, limit_s: float) -> None:
+        super().__init__(data)
+        self._limit_s = limit_s
+        self._deadline = time.monotonic() + limit_s
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if time.monotonic() > self._deadline:
+            raise DecodeTimeoutError(self._limit_s)
+        return super().read(size)
+
+
 def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Open (header only, nothing decoded yet) and check size, format and pixel count."""
+    """Open (header only, nothing decoded yet) and check size, format, pixel count and decoding
+    cost. Loading the result raises :class:`DecodeTimeoutError` past the time limit."""
     check_size(len(data), limits)
     try:
-        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        image = Image.open(_TimedBytes(data, limits.decode_timeout_s), formats=SUPPORTED_FORMATS)
+    except ImageError:  # out of time already, while reading the header
+        raise
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"The image is too large: {error}") from None
     except UnidentifiedImageError:
@@ -101,6 +194,7 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     if width < 1 or height < 1:
         raise CorruptImageError("the image has no pixels.")
     check_pixels(width, height, limits)
+    check_decoding_cost(image, data, limits)
     return image
 
 

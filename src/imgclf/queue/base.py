@@ -142,6 +142,10 @@ class JobSource(Protocol):
         """Deliver results to their callers (and acknowledge the jobs)."""
         ...
 
+    def set_aside(self, results: list[JobResult]) -> None:
+        """Deliver these failures and never run their jobs again (dead letters, in Redis)."""
+        ...
+
     def discard(self, jobs: list[Job]) -> None:
         """Acknowledge jobs that will not be computed (past their deadline)."""
         ...

@@ -136,6 +136,10 @@ class LocalQueue:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._resolve, results)
 
+    def set_aside(self, results: list[JobResult]) -> None:
+        """In process no job is ever retried: just deliver."""
+        self.complete(results)
+
     def discard(self, jobs: list[Job]) -> None:
         """Nothing to acknowledge in process: the callers have already timed out."""
 

@@ -1,8 +1,10 @@
 """The worker's side of the Redis queue: a consumer in one group of workers.
 
 Jobs are taken with XREADGROUP and acknowledged (and deleted, so the stream stays small) only
-after their answer is stored. Entries a dead worker held are taken over with XAUTOCLAIM once
-they have sat idle past the visibility timeout; an entry delivered too often goes to the
+after their answer is stored. Entries a dead worker held are taken over with XCLAIM once they
+have sat idle past the visibility timeout and their worker's heartbeat has lapsed: a live
+worker's jobs are its own however long they take, so a slow image is never decoded twice at
+once. An entry delivered too often, or one whose image ran out of decoding time, goes to the
 dead-letter stream and its caller gets an error instead of waiting for its deadline.
 """
 
@@ -27,6 +29,8 @@ from imgclf.queue.keys import DEAD_LETTER_MAXLEN, REPLY_STREAM_MAXLEN, RESULT_TT
 logger = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+# Idle entries one takeover looks through: far more than the live workers hold at once.
+RECLAIM_SCAN = 1000
 
 
 def _ttl(fields: dict[bytes, bytes]) -> int:
@@ -120,20 +124,32 @@ class RedisJobSource:
         if now < self._next_reclaim:
             return []
         self._next_reclaim = now + self.visibility_timeout_ms / 2000
-        # Redis 7 answers (cursor, entries, deleted ids), 6.2 only (cursor, entries).
-        entries = self._redis.xautoclaim(
+        idle: list[dict[str, Any]] = self._redis.xpending_range(
+            self.keys.jobs,
+            self.keys.group,
+            min="-",
+            max="+",
+            count=RECLAIM_SCAN,
+            idle=self.visibility_timeout_ms,
+        )
+        deliveries = {
+            entry["message_id"]: int(entry["times_delivered"]) + 1
+            for entry in self._orphans(idle)[:count]
+        }
+        if not deliveries:
+            return []
+        # min_idle_time again: of two workers claiming the same entry, only the first gets it.
+        claimed: Any = self._redis.xclaim(
             self.keys.jobs,
             self.keys.group,
             self.name,
             min_idle_time=self.visibility_timeout_ms,
-            start_id="0-0",
-            count=count,
-        )[1]
-        if not entries:
-            return []
-        deliveries = self._delivery_counts([entry_id for entry_id, _ in entries])
+            message_ids=list(deliveries),
+        )
         fresh: list[Entry] = []
-        for entry_id, fields in entries:
+        for entry_id, fields in claimed:
+            if not fields:  # answered and deleted by its worker in the meantime
+                continue
             if deliveries.get(entry_id, 1) > self.max_deliveries:
                 self._dead_letter(entry_id, fields)
             else:
@@ -144,15 +160,23 @@ class RedisJobSource:
             )
         return self._accept(fresh)
 
-    def _delivery_counts(self, entry_ids: list[bytes]) -> dict[bytes, int]:
-        counts: dict[bytes, int] = {}
-        for entry_id in entry_ids:
-            pending = self._redis.xpending_range(
-                self.keys.jobs, self.keys.group, min=entry_id, max=entry_id, count=1
-            )
-            if pending:
-                counts[entry_id] = int(pending[0]["times_delivered"])
-        return counts
+    def _orphans(self, idle: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The idle entries nobody works on: their worker's heartbeat has lapsed, or they are
+        this worker's own and it no longer holds them (their answer was lost with Redis)."""
+        me = self.name.encode()
+        with self._lock:
+            held = {entry_id for entry_id, _reply, _ttl in self._held.values()}
+        others = sorted({entry["consumer"] for entry in idle} - {me})
+        pipe = self._redis.pipeline(transaction=False)
+        for consumer in others:
+            pipe.exists(self.keys.worker(consumer.decode()))
+        alive = {consumer for consumer, found in zip(others, pipe.execute(), strict=True) if found}
+        return [
+            entry
+            for entry in idle
+            if (entry["consumer"] == me and entry["message_id"] not in held)
+            or (entry["consumer"] != me and entry["consumer"] not in alive)
+        ]
 
     def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         job_id = fields.get(b"id", b"?").decode()
@@ -202,30 +226,64 @@ class RedisJobSource:
     # Answering ----------------------------------------------------------------------------
 
     def complete(self, results: list[JobResult]) -> None:
-        answers: list[tuple[JobResult, str, int]] = []
-        entry_ids: list[bytes] = []
-        with self._lock:
-            for result in results:
-                held = self._held.pop(result.job_id, None)
-                entry_id, reply, ttl = held if held is not None else (None, "", RESULT_TTL_S)
-                answers.append((result, reply, ttl))
-                if entry_id is not None:
-                    entry_ids.append(entry_id)
+        held = self._holding(results)
 
         def fill(pipe: redis.client.Pipeline) -> None:
-            for result, reply, ttl in answers:
+            for result, (_entry_id, reply, ttl) in held:
                 self._store_and_notify(pipe, result, reply, ttl)
             # Acknowledge only after the answers are stored: a crash before this point means
             # the jobs are taken over and answered again, never lost.
-            self._acknowledge(pipe, entry_ids)
+            self._acknowledge(pipe, [entry_id for _, (entry_id, _, _) in held if entry_id])
 
         self._execute(fill)
+        self._release(results)
+
+    def set_aside(self, results: list[JobResult]) -> None:
+        """Answer these failures and move their jobs to the dead-letter stream at once, never to
+        be tried again (an image that ran out of decoding time would only do so again)."""
+        held = self._holding(results)
+        for result, _entry in held:
+            logger.error("job %s set aside: %s", result.job_id, result.error)
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            for result, (entry_id, reply, ttl) in held:
+                record: dict[Any, Any] = {
+                    "id": result.job_id,
+                    "worker": self.name,
+                    "error": result.error or "",
+                }
+                pipe.xadd(
+                    self.keys.dead_letters, record, maxlen=DEAD_LETTER_MAXLEN, approximate=True
+                )
+                self._store_and_notify(pipe, result, reply, ttl)
+                self._acknowledge(pipe, [entry_id] if entry_id else [])
+
+        self._execute(fill)
+        self._release(results)
 
     def discard(self, jobs: list[Job]) -> None:
         with self._lock:
-            entry_ids = [self._held.pop(job.id)[0] for job in jobs if job.id in self._held]
+            entry_ids = [self._held[job.id][0] for job in jobs if job.id in self._held]
         if entry_ids:
             self._execute(lambda pipe: self._acknowledge(pipe, entry_ids))
+        with self._lock:
+            for job in jobs:
+                self._held.pop(job.id, None)
+
+    def _holding(
+        self, results: list[JobResult]
+    ) -> list[tuple[JobResult, tuple[bytes | None, str, int]]]:
+        """Each result with its entry, reply stream and answer lifetime (while still held)."""
+        unknown: tuple[bytes | None, str, int] = (None, "", RESULT_TTL_S)
+        with self._lock:
+            return [(result, self._held.get(result.job_id, unknown)) for result in results]
+
+    def _release(self, results: list[JobResult]) -> None:
+        # Held until acknowledged, not just until answered: a job this worker holds is never
+        # taken over, even by this worker.
+        with self._lock:
+            for result in results:
+                self._held.pop(result.job_id, None)
 
     def _acknowledge(self, pipe: redis.client.Pipeline, entry_ids: list[bytes]) -> None:
         if entry_ids:

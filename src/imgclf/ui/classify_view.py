@@ -9,8 +9,9 @@ import streamlit as st
 
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
+from imgclf.ui.preview import make_preview
 from imgclf.ui.result_view import render_result
-from imgclf.ui.text import previewable
+from imgclf.ui.text import escape_markdown
 
 # What the API accepts and a browser can preview (the API also takes BMP).
 IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "webp"]
@@ -76,13 +77,20 @@ def render(client: ApiClient, token: str) -> None:
         if result.upload.id in current
     ]
     answered = {result.upload.id for result in results}
-    waiting = [u for u in uploads if u.id not in answered and previewable(u.data)]
-    if waiting:
-        with preview:
+    waiting = [(u, make_preview(u.data)) for u in uploads if u.id not in answered]
+    shown = [(upload, made.picture) for upload, made in waiting if made.picture is not None]
+    with preview:
+        if shown:
             st.image(
-                [upload.data for upload in waiting],
-                caption=[upload.name for upload in waiting],
+                [picture for _upload, picture in shown],
+                caption=[upload.name for upload, _picture in shown],
                 width=120,
             )
+        for upload, made in waiting:
+            if made.refusal is not None:
+                st.error(
+                    f"**{escape_markdown(upload.name)}**: no preview. {made.refusal}",
+                    icon=":material/block:",
+                )
     for result in results:
         render_result(client, token, result.upload.name, result.upload.data, result.outcome)

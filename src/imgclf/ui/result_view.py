@@ -9,7 +9,8 @@ import streamlit as st
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
 from imgclf.ui.labels import choices, display_name
-from imgclf.ui.text import escape_markdown, percent, previewable
+from imgclf.ui.preview import make_preview
+from imgclf.ui.text import escape_markdown, percent
 
 YES, NO = "Yes", "No"
 TOP_COLOR, OTHER_COLOR = "#FF4B4B", "#A3A8B8"
@@ -50,8 +51,11 @@ def render_result(
 ) -> None:
     with st.container(border=True):
         picture, answer = st.columns([2, 3], gap="medium")
-        if previewable(data):
-            picture.image(data, caption=name, width="stretch")
+        preview = make_preview(data)
+        if preview.picture is not None:
+            picture.image(preview.picture, caption=name, width="stretch")
+        elif preview.refusal is not None:
+            picture.error(f"No preview: {preview.refusal}", icon=":material/block:")
         else:
             picture.caption(f"{escape_markdown(name)} (no preview)")
         with answer:

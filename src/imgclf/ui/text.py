@@ -1,11 +1,8 @@
-"""Small helpers for what the page shows: text and previews."""
+"""Small helpers for what the page says."""
 
 from __future__ import annotations
 
-import io
 import re
-
-from PIL import Image
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
 
@@ -18,14 +15,3 @@ def escape_markdown(text: str) -> str:
 
 def percent(score: float) -> str:
     return f"{score:.1%}"
-
-
-def previewable(data: bytes) -> bool:
-    """Whether a browser preview of these bytes can be made; a file the API will refuse (not
-    an image, truncated) gets no preview rather than an error from ``st.image``."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-    except Exception:  # Pillow raises many kinds of errors on bad input; all mean "no".
-        return False
-    return True

@@ -21,11 +21,11 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgclf.model import Classifier, ImageError, ImageLimits
+from imgclf.model import Classifier, DecodeTimeoutError, ImageError, ImageLimits
 from imgclf.queue.base import Job, JobResult, JobSource
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ FEED_RETRY_S = 1.0
 class _Batch:
     jobs: list[Job]
     taken_at: float
+    # Jobs whose image ran out of decoding time: answered and set aside, never retried.
+    set_aside: set[str] = field(default_factory=set)
 
 
 class BatchingWorker:
@@ -152,7 +154,7 @@ class BatchingWorker:
                 with self._lock:
                     self._busy_lanes -= 1
             try:
-                self.source.complete(results)
+                self._hand_back(batch, results)
             except Exception:
                 # Unacknowledged on Redis, so taken over and answered again; in process the
                 # callers get their 504. Either way this lane goes on.
@@ -162,12 +164,22 @@ class BatchingWorker:
                     self.jobs_done += len(results)
                 self._idle_lanes.release()
 
-    def _decode(self, job: Job) -> np.ndarray | JobResult:
-        """The model's input for this job, or its failure: a poison image fails alone."""
+    def _hand_back(self, batch: _Batch, results: list[JobResult]) -> None:
+        answered = [result for result in results if result.job_id not in batch.set_aside]
+        if answered:
+            self.source.complete(answered)
+        if batch.set_aside:
+            self.source.set_aside([r for r in results if r.job_id in batch.set_aside])
+
+    def _decode(self, job: Job, batch: _Batch) -> np.ndarray | JobResult:
+        """The model's input for this job, or its failure: a poison image fails alone, and
+        one that runs out of decoding time frees its lane for the next."""
         model_id = self.classifier.model_id
         try:
             return self.classifier.preprocess(job.image, self.limits)
         except ImageError as error:
+            if isinstance(error, DecodeTimeoutError):
+                batch.set_aside.add(job.id)
             return JobResult(
                 job.id, ok=False, error=str(error), status_code=error.status_code, model_id=model_id
             )
@@ -186,7 +198,7 @@ class BatchingWorker:
         good_jobs: list[Job] = []
         good_tensors: list[np.ndarray] = []
         for job in batch.jobs:
-            decoded = self._decode(job)
+            decoded = self._decode(job, batch)
             if isinstance(decoded, JobResult):
                 results[job.id] = decoded
             else:

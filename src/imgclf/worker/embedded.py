@@ -11,10 +11,6 @@ from imgclf.settings import Settings
 from imgclf.worker.batching import BatchingWorker
 
 
-def image_limits(settings: Settings) -> ImageLimits:
-    return ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-
-
 class EmbeddedQueue(LocalQueue):
     """Loads the model and starts the worker threads when the app starts; stops them after."""
 
@@ -34,7 +30,7 @@ class EmbeddedQueue(LocalQueue):
         self.worker = BatchingWorker(
             self,
             classifier,
-            image_limits(self.settings),
+            ImageLimits.from_settings(self.settings),
             max_batch_size=self.settings.max_batch_size,
             max_batch_wait_ms=self.settings.max_batch_wait_ms,
             lanes=lanes,

@@ -11,11 +11,10 @@ import threading
 import time
 from types import FrameType
 
-from imgclf.model import load_classifier
+from imgclf.model import ImageLimits, load_classifier
 from imgclf.queue.redis_source import RedisJobSource
 from imgclf.settings import Settings, get_settings
 from imgclf.worker.batching import BatchingWorker
-from imgclf.worker.embedded import image_limits
 
 logger = logging.getLogger("imgclf.worker")
 
@@ -57,7 +56,7 @@ def run_worker_process(settings: Settings, stop: threading.Event | None = None) 
     worker = BatchingWorker(
         source,
         classifier,
-        image_limits(settings),
+        ImageLimits.from_settings(settings),
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,
         lanes=lanes,
@@ -83,8 +82,10 @@ def run_worker_process(settings: Settings, stop: threading.Event | None = None) 
             )
             exit_code = EXIT_RECYCLE
             break
-    source.retire()
     worker.stop()
+    # Retired after draining, not before: while its last heartbeat lasts, what it finishes
+    # stays its own (others take over only the jobs of a worker without a heartbeat).
+    source.retire()
     source.close()
     logger.info("worker %s stopped after %d jobs", source.name, worker.jobs_done)
     return exit_code

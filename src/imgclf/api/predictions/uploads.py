@@ -24,10 +24,6 @@ class AcceptedUpload:
     file_name: str
 
 
-def limits_from(settings: Settings) -> ImageLimits:
-    return ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-
-
 async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
     """Read at most the byte limit and refuse anything that is not an image we decode.
 
@@ -40,7 +36,7 @@ async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
         raise HTTPException(413, f"The file is larger than the {limit / 2**20:g} MB limit.")
     try:
         extension = check_extension(file.filename or "")
-        inspect_image(data, limits_from(settings))
+        inspect_image(data, ImageLimits.from_settings(settings))
     except ImageError as error:
         raise HTTPException(error.status_code, str(error)) from None
     digest = hashlib.md5(data, usedforsecurity=False).hexdigest()

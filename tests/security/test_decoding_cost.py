@@ -1,0 +1,207 @@
+"""Uploads that are small but costly to decode, against real processes: an API process with its
+model in threads, or a real Redis and an ``imgclf worker`` process with two lanes.
+
+A 940 KB progressive JPEG whose scan repeats 10,000 times took a worker lane minutes, and the
+lane's twin took the same job over after the visibility timeout; a 95 KB 16-bit PNG took 1.25 GB
+per decode. Now the API refuses the first at the door, the worker gives up on whatever slips
+past within its time limit (and sets the job aside, never retried or taken over), and the PNG
+costs about what its 8-bit twin does. Meanwhile everyone else is served.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from imgclf.queue.keys import RedisKeys
+from tests.reliability.conftest import ApiProcess, Load, dog_files, spawn_worker
+from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans
+from tests.support import PeakMemory, stop_process, wait_for_workers
+
+KEYS = RedisKeys()
+
+
+def login(client: httpx.Client) -> dict[str, str]:
+    answer = client.post("/login", data={"username": "admin@example.com", "password": "admin"})
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+def upload(data: bytes, name: str) -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (name, data, "image/jpeg" if name.endswith(".jpeg") else "image/png")}
+
+
+def wait_until(condition: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def api_processes() -> Iterator[list[ApiProcess]]:
+    started: list[ApiProcess] = []
+    yield started
+    for api in started:
+        api.kill()
+
+
+def test_jpegs_of_ten_thousand_scans_are_refused_at_the_door_while_others_are_served(
+    model_dir: Path, tmp_path: Path, api_processes: list[ApiProcess]
+) -> None:
+    # Two lanes, as on a two-core machine: two of these uploads used to hold both for minutes.
+    api = ApiProcess(
+        tmp_path / "api.log",
+        data_dir=tmp_path / "data",
+        model_dir=model_dir,
+        model_threads=1,
+        worker_concurrency=2,
+        cache="false",
+        predict_timeout_s=5,
+    )
+    api_processes.append(api)
+    attack = upload(jpeg_with_repeated_scans(7_000, 10_000), "scans.jpeg")
+    attacks: list[httpx.Response] = []
+    with api.client() as client:
+        headers = login(client)
+        dogs = Load(
+            lambda: client.post("/model/predict", files=dog_files(), headers=headers), threads=2
+        )
+
+        def two_attacks_then_a_dog_callers_deadline() -> None:
+            with ThreadPoolExecutor(2) as pool:
+                sent = [pool.submit(client.post, "/model/predict", files=attack, headers=headers)]
+                time.sleep(1)  # a batch of its own, so that each attack could hold a lane
+                sent.append(
+                    pool.submit(client.post, "/model/predict", files=attack, headers=headers)
+                )
+                attacks.extend(future.result() for future in sent)
+            time.sleep(6)  # longer than a caller waits (5 s): a busy lane would show as a 504
+
+        dogs.run_while(two_attacks_then_a_dog_callers_deadline)
+
+    assert [a.status_code for a in attacks] == [413, 413]
+    for answer in attacks:
+        assert "the limit is 100" in answer.json()["detail"]
+        assert "scans" in answer.json()["detail"]
+    assert dogs.answers
+    assert dogs.statuses() == {200: len(dogs.answers)}
+    assert {a.body["prediction"] for a in dogs.answers} == {"Eskimo_dog"}
+
+
+def test_an_image_past_the_door_fails_its_own_job_in_time_and_is_set_aside_not_taken_over(
+    redis_url: str,
+    redis_client: redis.Redis,
+    model_dir: Path,
+    tmp_path: Path,
+    api_processes: list[ApiProcess],
+) -> None:
+    # The door held open (an operator's setting, or an API of an older version): only the
+    # worker's own time limit stands between this file and a minute of decoding per delivery.
+    opened = {"max_jpeg_scans": 1_000_000, "predict_timeout_s": 8}  # taken over after 2 s idle
+    log = tmp_path / "worker.log"
+    worker = spawn_worker(
+        redis_url, model_dir, log, worker_concurrency=2, decode_timeout_s=4, **opened
+    )
+    try:
+        wait_for_workers(redis_url, 1)
+        api = ApiProcess(
+            tmp_path / "api.log",
+            queue_url=redis_url,
+            data_dir=tmp_path / "data",
+            cache="false",
+            **opened,
+        )
+        api_processes.append(api)
+        attack = upload(jpeg_with_repeated_scans(7_000, 2_000), "scans.jpeg")  # about a minute
+        with api.client() as client:
+            headers = login(client)
+            job_id = client.post("/model/jobs", files=attack, headers=headers).json()["job_id"]
+
+            def status() -> str:
+                answer = client.get(f"/model/jobs/{job_id}", headers=headers).json()
+                return str(answer["status"])
+
+            dogs = Load(
+                lambda: client.post("/model/predict", files=dog_files(), headers=headers),
+                threads=2,
+            )
+
+            def until_the_job_fails_and_a_dog_callers_deadline_more() -> None:
+                wait_until(lambda: status() != "pending", 30, "the job ran past its time limit")
+                time.sleep(3)
+
+            dogs.run_while(until_the_job_fails_and_a_dog_callers_deadline_more)
+            job = client.get(f"/model/jobs/{job_id}", headers=headers).json()
+        assert worker.poll() is None
+    finally:
+        stop_process(worker)
+
+    assert job["status"] == "failed"
+    assert "took longer than the 4 s limit" in job["error"]
+    assert "set aside" in job["error"]
+    # Decoded by one lane once: never taken over by the other, never retried.
+    assert "took over" not in log.read_text()
+    dead = redis_client.xrange(KEYS.dead_letters)
+    assert [fields[b"id"].decode() for _id, fields in dead] == [job_id]
+    assert redis_client.xpending(KEYS.jobs, KEYS.group)["pending"] == 0
+    # The other lane kept serving everyone else meanwhile.
+    assert dogs.answers
+    assert dogs.statuses() == {200: len(dogs.answers)}
+
+
+def test_sixteen_bit_pngs_cost_a_worker_megabytes_not_gigabytes(
+    redis_url: str, model_dir: Path, tmp_path: Path, api_processes: list[ApiProcess]
+) -> None:
+    timeout = {"predict_timeout_s": 60}
+    worker = spawn_worker(
+        redis_url, model_dir, tmp_path / "worker.log", worker_concurrency=2, **timeout
+    )
+    try:
+        wait_for_workers(redis_url, 1)
+        api = ApiProcess(
+            tmp_path / "api.log",
+            queue_url=redis_url,
+            data_dir=tmp_path / "data",
+            cache="false",
+            **timeout,
+        )
+        api_processes.append(api)
+        deep = upload(flat_png(7_000, 7_000, 16, 0, 1), "deep.png")  # 95 KB, 98 MB decoded
+        with api.client(timeout_s=60) as client:
+            headers = login(client)
+            assert client.post("/model/predict", files=dog_files(), headers=headers).is_success
+            with PeakMemory(worker.pid) as memory:
+                job_ids = [
+                    client.post("/model/jobs", files=deep, headers=headers).json()["job_id"]
+                    for _ in range(6)
+                ]
+
+                def statuses() -> list[str]:
+                    return [
+                        client.get(f"/model/jobs/{job_id}", headers=headers).json()["status"]
+                        for job_id in job_ids
+                    ]
+
+                wait_until(lambda: "pending" not in statuses(), 60, "the jobs never finished")
+            finished = statuses()
+        assert worker.poll() is None
+    finally:
+        stop_process(worker)
+
+    assert finished == ["done"] * 6
+    # Two lanes decoding at once: two pictures of 98 MB and their 8-bit copies of 49 MB. In
+    # float64 the same six jobs took the worker from 0.3 to 3.0 GB.
+    assert memory.grown_mb < 450, f"the worker grew by {memory.grown_mb:.0f} MB"
