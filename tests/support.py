@@ -86,3 +86,42 @@ class PeakMemory:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+class ServedApi:
+    """``imgclf serve`` as its own process on a free loopback port, as production runs it
+    (uvicorn with the service's HTTP protocol), its output kept in ``log``."""
+
+    def __init__(self, log: Path, data_dir: Path, **settings: object) -> None:
+        from imgclf.localservers import free_port, wait_for_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCLF_")}
+        env.update(
+            {
+                "IMGCLF_DATA_DIR": str(data_dir),
+                "IMGCLF_PORT": str(self.port),
+                "IMGCLF_ACCESS_LOG": "false",
+                **{f"IMGCLF_{key.upper()}": str(value) for key, value in settings.items()},
+            }
+        )
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("imgclf")), "serve"],
+                cwd=data_dir.parent,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for_port(self.port, timeout_s=90, process=self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")

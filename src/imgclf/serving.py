@@ -83,6 +83,8 @@ def run_server(settings: Settings) -> None:
     """Serve the API with uvicorn until interrupted."""
     import uvicorn
 
+    from imgclf.http_protocol import LimitedHttpToolsProtocol
+
     if not settings.is_production:
         # Once here rather than in each of several worker processes at the same time.
         prepare_database(settings)
@@ -97,4 +99,5 @@ def run_server(settings: Settings) -> None:
         log_level="info",
         access_log=settings.access_log,
         **forwarding_options(settings),
+        http=LimitedHttpToolsProtocol,
     )

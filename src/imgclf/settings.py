@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1, description="uvicorn worker processes")
     access_log: bool = True
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="request line and headers; 431 beyond"
+    )
+    max_url_bytes: int = Field(default=8 * 1024, ge=256, description="414 beyond")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request head must arrive within this; 408 beyond"
+    )
     data_dir: Path = Path("./data")
     database_url: str = ""
     db_pool_size: int = Field(default=10, ge=1)

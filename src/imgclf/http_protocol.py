@@ -1,0 +1,185 @@
+"""uvicorn's httptools protocol with caps on each request head: its size, its URL, its time.
+
+Neither uvicorn nor httptools caps a request head, and both join its pieces on the event loop
+(``bytes +=`` per chunk, quadratic), so one connection sending a 160 MB header stalled every
+other request of the process for seconds at a time. Here the bytes of a head are counted as
+they arrive: past ``IMGCLF_MAX_HEADER_BYTES`` the request gets 431, a URL past
+``IMGCLF_MAX_URL_BYTES`` 414, and a head still unfinished ``IMGCLF_HEADER_TIMEOUT_S`` after its
+connection opened (or after its first byte, on a kept-alive one) 408; then the connection is
+closed. Bodies are not counted here: the app caps them per route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from imgclf.api.middleware import SECURITY_HEADERS
+from imgclf.settings import get_settings
+
+logger = logging.getLogger("imgclf.http")
+# After a refusal the client may still be sending: its bytes are read and dropped for a moment,
+# so that it can read the answer (closing on unread bytes resets the connection and loses it).
+LINGER_S = 1.0
+
+
+class HeadRefused(Exception):
+    """Raised inside a parser callback to stop parsing a head that is refused."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def refusal(status: int, detail: str) -> bytes:
+    """A whole HTTP/1.1 answer in the API's error shape, closing the connection."""
+    body = json.dumps({"detail": detail}).encode()
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *(f"{name.lower()}: {value}" for name, value in SECURITY_HEADERS),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _kb(size: int) -> str:
+    return f"{size / 1024:g} KB"
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """``uvicorn.run(..., http=LimitedHttpToolsProtocol)``; limits come from the settings."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        settings = get_settings()
+        self.max_head_bytes = settings.max_header_bytes
+        self.max_url_bytes = settings.max_url_bytes
+        self.head_timeout_s = settings.header_timeout_s
+        self.reading_head = True
+        self.head_bytes = 0
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.refused = False
+
+    # Connection events ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # lingering: dropped unread
+        self._unset_keepalive_if_required()
+        if not self.reading_head:
+            self._feed(data)
+            return
+        self._arm_head_timer()
+        budget = self.max_head_bytes - self.head_bytes
+        if len(data) <= budget:
+            self.head_bytes += len(data)
+            self._feed(data)
+            return
+        # Over budget unless the head ends within it: feed what the budget allows, and the
+        # rest only if that finished the head (the rest is then body or the next request).
+        self.head_bytes += budget
+        self._feed(data[:budget])
+        if self.refused or self.transport.is_closing():
+            return
+        if self.reading_head:
+            detail = f"The request's headers are larger than the {_kb(self.max_head_bytes)} limit."
+            self._refuse(HeadRefused(431, detail))
+            return
+        self.data_received(data[budget:])
+
+    def _feed(self, data: bytes) -> None:
+        """httptools' feed, as uvicorn's ``data_received`` does it, plus our refusals."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError as error:
+            cause = error.__context__
+            if isinstance(cause, HeadRefused):
+                self._refuse(cause)
+                return
+            message = "Invalid HTTP request received."
+            self.logger.warning(message)
+            self.send_400_response(message)
+
+    # Parser callbacks -----------------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > self.max_url_bytes:
+            detail = f"The request's URL is longer than the {_kb(self.max_url_bytes)} limit."
+            raise HeadRefused(414, detail)
+        super().on_url(url)
+
+    def on_headers_complete(self) -> None:
+        self.reading_head = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # Whatever follows on this connection is the next request's head.
+        self.reading_head = True
+        self.head_bytes = 0
+
+    # Refusing -------------------------------------------------------------------------------
+
+    def _refuse(self, refused: HeadRefused) -> None:
+        self.refused = True
+        self._disarm_head_timer()
+        client = self.client[0] if self.client else "unknown"
+        logger.info("refused a request head from %s: %s", client, refused.detail)
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An answer to the previous request is still being written: no room for ours.
+            self.transport.close()
+            return
+        self.transport.write(refusal(refused.status, refused.detail))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+    def _arm_head_timer(self) -> None:
+        if self.head_timer is None:
+            self.head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing() or not self.reading_head:
+            return
+        if self.head_bytes == 0:  # nothing of a request arrived: close without an answer
+            self.transport.close()
+            return
+        detail = f"The request's headers did not arrive within {self.head_timeout_s:g} s."
+        self._refuse(HeadRefused(408, detail))

@@ -1,0 +1,184 @@
+"""Request heads against the real server (``imgclf serve``): size caps and a read timeout.
+
+A request head (request line and headers) is read and joined on the event loop before any
+route runs, so a huge or endless one used to stall every other request of the process. Each
+attack here is bounded (a few MB, a few seconds) and aimed at 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import ServedApi
+
+HEADER_LIMIT = 16 * 1024
+URL_LIMIT = 8 * 1024
+HEAD_TIMEOUT_S = 2
+ATTACK_BYTES = 24 * 2**20
+CHUNK = b"a" * 65536
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServedApi]:
+    root = tmp_path_factory.mktemp("http-limits")
+    api = ServedApi(
+        root / "api.log",
+        root / "data",
+        model_dir=model_dir,
+        model_threads=1,
+        header_timeout_s=HEAD_TIMEOUT_S,
+    )
+    try:
+        wait_until_live(api.url)
+        yield api
+    finally:
+        api.stop()
+
+
+def wait_until_live(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health/live", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} never answered /health/live")
+
+
+def read_answer(sock: socket.socket, timeout_s: float = 10.0) -> bytes:
+    """Everything the server sends until it closes the connection (or the timeout)."""
+    sock.settimeout(timeout_s)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return received
+
+
+def stream_head(port: int, start: bytes, filler_bytes: int) -> tuple[bytes, int]:
+    """Send ``start`` and then up to ``filler_bytes`` more of an unfinished head, stopping as
+    soon as the server answers; returns (the answer, bytes sent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(start)
+        sent = len(start)
+        while sent < len(start) + filler_bytes:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(CHUNK)
+            except OSError:
+                break
+            sent += len(CHUNK)
+        return read_answer(sock), sent
+
+
+def status_and_detail(answer: bytes) -> tuple[int, str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)["detail"]
+
+
+def probe_while(url: str, attack: object) -> list[tuple[int, float]]:
+    """GET /health/live on fresh connections until ``attack`` (a future) is done."""
+    answers = []
+    while not attack.done():  # type: ignore[attr-defined]
+        started = time.monotonic()
+        try:
+            status = httpx.get(f"{url}/health/live", timeout=10).status_code
+        except httpx.HTTPError:
+            status = 0
+        answers.append((status, time.monotonic() - started))
+    return answers
+
+
+def test_a_huge_header_is_refused_with_431_while_probes_keep_answering(served: ServedApi) -> None:
+    start = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: "
+    with ThreadPoolExecutor(1) as pool:
+        attack = pool.submit(stream_head, served.port, start, ATTACK_BYTES)
+        probes = probe_while(served.url, attack)
+        answer, sent = attack.result()
+
+    status, detail = status_and_detail(answer)
+    assert status == 431
+    assert detail == "The request's headers are larger than the 16 KB limit."
+    assert b"connection: close" in answer.lower()
+    assert sent < ATTACK_BYTES  # the server stopped reading long before the end
+    assert probes, "no probe ran during the attack"
+    assert all(status == 200 for status, _ in probes), probes
+    print(f"probes: {len(probes)}, slowest {max(s for _, s in probes):.3f} s, sent {sent} B")
+
+
+def test_a_long_url_is_refused_with_414(served: ServedApi) -> None:
+    answer, sent = stream_head(served.port, b"GET /health/live?", 4 * 2**20)
+    status, detail = status_and_detail(answer)
+    assert status == 414
+    assert detail == "The request's URL is longer than the 8 KB limit."
+    assert sent < 4 * 2**20
+
+
+def test_a_url_just_under_the_limit_is_served(served: ServedApi) -> None:
+    query = "q=" + "a" * (URL_LIMIT - 100)
+    assert httpx.get(f"{served.url}/health/live?{query}").status_code == 200
+
+
+def test_many_headers_that_add_up_past_the_limit_are_refused(served: ServedApi) -> None:
+    headers = b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 100) for n in range(200))
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        assert status_and_detail(read_answer(sock))[0] == 431
+
+
+def test_a_slow_head_is_cut_off_with_408(served: ServedApi) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        started = time.monotonic()
+        answer = b""
+        while time.monotonic() - started < 5 * HEAD_TIMEOUT_S:
+            if select.select([sock], [], [], 0.2)[0]:
+                answer = read_answer(sock)
+                break
+            try:
+                sock.sendall(b"a")  # a byte every 0.2 s: never a whole head
+            except OSError:
+                answer = read_answer(sock)
+                break
+    status, detail = status_and_detail(answer)
+    assert status == 408
+    assert detail == f"The request's headers did not arrive within {HEAD_TIMEOUT_S} s."
+
+
+def test_a_silent_connection_is_closed_after_the_head_timeout(served: ServedApi) -> None:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        assert read_answer(sock, timeout_s=5 * HEAD_TIMEOUT_S) == b""
+        sock.settimeout(0.5)
+        assert sock.recv(1) == b""  # closed by the server, not timed out here
+
+
+def test_bodies_keep_alive_and_pipelining_are_unaffected(served: ServedApi) -> None:
+    # A 40 KB form body arriving with its head in one write is a body, not a header.
+    form = b"username=nobody%40example.com&password=" + b"x" * 40_000
+    request = (
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(form)
+    ) + form
+    live = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    closing = b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(request + live + live + closing)  # pipelined on one connection
+        answer = read_answer(sock)
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+    assert statuses == [401, 200, 200, 200]
