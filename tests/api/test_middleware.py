@@ -74,17 +74,28 @@ def test_oversized_bodies_are_413_before_being_read(client: TestClient) -> None:
             "/user/", content=content, headers={"Content-Type": "application/json"}
         )
         assert answer.status_code == 413
-        assert answer.json() == {"detail": "The request body is larger than the 64 KiB limit."}
+        assert answer.json() == {
+            "detail": "The request body is larger than the 64 KiB limit "
+            "(only image uploads may be larger)."
+        }
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
     login = client.post("/login", data={"username": "a@example.com", "password": "x" * 70_000})
     assert login.status_code == 413
 
 
-def test_uploads_may_be_as_large_as_the_upload_setting(database_url: str) -> None:
+def test_only_the_upload_routes_take_bodies_as_large_as_the_upload_setting(
+    database_url: str,
+) -> None:
     settings = Settings(database_url=database_url, max_upload_bytes=2**20)
     with TestClient(create_app(settings)) as client:
-        within = client.post("/login", files={"file": ("a.bin", b"x" * 2**20)})
-        assert within.status_code == 422  # read, then refused for what it is, not its size
-        over = client.post("/login", files={"file": ("a.bin", b"x" * (2**20 + 2**17))})
-        assert over.status_code == 413
-        assert over.json() == {"detail": "The upload is larger than the 1 MB limit."}
+        for path in ("/model/predict", "/model/jobs"):
+            within = client.post(path, files={"file": ("a.png", b"x" * 2**20)})
+            assert within.status_code == 401  # read, then refused for who sent it, not its size
+            over = client.post(path, files={"file": ("a.png", b"x" * (2**20 + 2**17))})
+            assert over.status_code == 413
+            assert over.json() == {"detail": "The upload is larger than the 1 MB limit."}
+        # Calling a body multipart buys no room on the other routes.
+        for path in ("/login", "/user/", "/feedback/"):
+            answer = client.post(path, files={"file": ("a.png", b"x" * 100_000)})
+            assert answer.status_code == 413, path
+            assert "64 KiB limit" in answer.json()["detail"]

@@ -35,26 +35,31 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-# JSON and form bodies here are small (a feedback is at most 2000 characters); uploads are
-# multipart, capped by the upload setting plus room for the multipart framing.
+# JSON and form bodies here are small (a feedback is at most 2000 characters). Only the upload
+# routes take large ones: the upload setting plus room for the multipart framing. The route,
+# not the Content-Type, decides: a client that calls its JSON body multipart is still capped.
 MAX_BODY_BYTES = 64 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+UPLOAD_PATHS = frozenset({"/model/predict", "/model/jobs"})
+# The unread rest of a refused body would otherwise be read (and dropped) to reach the next
+# request on the connection: closing it costs the client a reconnect, us nothing.
+CLOSE = {"Connection": "close"}
 
 
 class BodySizeLimitMiddleware:
     """Refuse request bodies over their cap with 413 before they are read into memory.
 
-    Neither uvicorn nor FastAPI caps a body by default, so without this one large JSON body
-    would be buffered whole. The check runs on the declared Content-Length and again on the
-    bytes as they arrive (a chunked body declares nothing).
+    Neither uvicorn nor FastAPI caps a body by default, so without this one large body would
+    be buffered whole. The check runs on the declared Content-Length and again on the bytes
+    as they arrive (a chunked body declares nothing).
     """
 
     def __init__(self, app: ASGIApp, *, max_upload_bytes: int) -> None:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
 
-    def _limit(self, headers: Headers) -> tuple[int, str]:
-        if headers.get("content-type", "").lower().startswith("multipart/"):
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        if scope["path"] in UPLOAD_PATHS:
             limit = self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
             return (
                 limit,
@@ -62,7 +67,8 @@ class BodySizeLimitMiddleware:
             )
         return (
             MAX_BODY_BYTES,
-            f"The request body is larger than the {MAX_BODY_BYTES // 1024} KiB limit.",
+            f"The request body is larger than the {MAX_BODY_BYTES // 1024} KiB limit "
+            "(only image uploads may be larger).",
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,10 +76,10 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        limit, message = self._limit(headers)
+        limit, message = self._limit(scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            response = JSONResponse({"detail": message}, status_code=413)
+            response = JSONResponse({"detail": message}, status_code=413, headers=CLOSE)
             await response(scope, receive, send)
             return
         received = 0
@@ -85,7 +91,7 @@ class BodySizeLimitMiddleware:
                 received += len(message_in.get("body", b""))
                 if received > limit:
                     # An HTTPException, so the app's error handler answers it in the usual shape.
-                    raise HTTPException(413, message)
+                    raise HTTPException(413, message, headers=CLOSE)
             return message_in
 
         await self.app(scope, receive_within_limit, send)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-GUARDED_PATHS = frozenset({"/model/predict", "/model/jobs"})
+from imgclf.api.middleware import UPLOAD_PATHS
 
 
 class AdmissionMiddleware:
@@ -18,7 +18,7 @@ class AdmissionMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in GUARDED_PATHS:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS:
             state = scope["app"].state
             queue = getattr(state, "queue", None)
             limit = state.settings.max_pending

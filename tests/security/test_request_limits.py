@@ -1,7 +1,8 @@
-"""Request heads against the real server (``imgclf serve``): size caps and a read timeout.
+"""Request heads and bodies against the real server (``imgclf serve``): caps and a timeout.
 
 A request head (request line and headers) is read and joined on the event loop before any
-route runs, so a huge or endless one used to stall every other request of the process. Each
+route runs, so a huge or endless one used to stall every other request of the process; a
+body that claimed to be multipart was buffered up to the upload limit on any route. Each
 attack here is bounded (a few MB, a few seconds) and aimed at 127.0.0.1 only.
 """
 
@@ -182,3 +183,49 @@ def test_bodies_keep_alive_and_pipelining_are_unaffected(served: ServedApi) -> N
         answer = read_answer(sock)
     statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
     assert statuses == [401, 200, 200, 200]
+
+
+def test_large_bodies_are_refused_before_being_read_except_on_upload_routes(
+    served: ServedApi,
+) -> None:
+    """30 connections at once each announce a 20 MB multipart body to a JSON or form route:
+    each gets 413 from its headers alone, without a byte of the body sent."""
+    paths = ["/login", "/user/", "/feedback/"] * 10
+
+    def announce(path: str) -> tuple[int, str]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {20 * 2**20}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+            sock.sendall(head.encode())
+            return status_and_detail(read_answer(sock, timeout_s=5))
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        answers = list(pool.map(announce, paths))
+    assert answers == [
+        (
+            413,
+            "The request body is larger than the 64 KiB limit (only image uploads may be larger).",
+        )
+    ] * len(paths)
+
+
+def test_a_chunked_body_is_cut_off_at_its_limit(served: ServedApi) -> None:
+    head = (
+        b"POST /feedback/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(head)
+        sent = 0
+        while sent < 8 * 2**20 and not select.select([sock], [], [], 0)[0]:
+            try:
+                sock.sendall(b"10000\r\n" + CHUNK + b"\r\n")
+            except OSError:
+                break
+            sent += len(CHUNK)
+        status, _detail = status_and_detail(read_answer(sock))
+    assert status == 413
+    assert sent < 8 * 2**20
