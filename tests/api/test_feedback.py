@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from httpx import Response
 
 from imgclf.db.models import Prediction
 
@@ -17,6 +23,8 @@ FEEDBACK = {
     "predicted_class": "Eskimo_dog",
     "image_file_name": "0a1b2c.jpg",
 }
+ROUNDS = 6
+POSTERS = 6
 
 
 def add_prediction(app: FastAPI, user_id: int) -> int:
@@ -140,3 +148,51 @@ def test_deleting_a_user_removes_their_feedback(
     created = client.post("/feedback/", json=FEEDBACK, headers=alice.headers).json()
     assert client.delete(f"/user/{alice.id}", headers=admin.headers).status_code == 204
     assert client.get(f"/feedback/{created['id']}", headers=admin.headers).status_code == 404
+
+
+def race_a_deletion(client: TestClient, alice: Caller, body: dict[str, object]) -> list[Response]:
+    """POSTERS threads post feedback (half of them naming a prediction) until just after
+    ``alice`` deletes herself; every answer is returned."""
+    answers: list[Response] = []
+    deleted = threading.Event()
+
+    def post(index: int) -> None:
+        while True:
+            last = deleted.is_set()
+            feedback = body if index % 2 else FEEDBACK
+            answers.append(client.post("/feedback/", json=feedback, headers=alice.headers))
+            if last:
+                return
+
+    def delete() -> None:
+        time.sleep(0.02)
+        client.delete(f"/user/{alice.id}", headers=alice.headers)
+        deleted.set()
+
+    with ThreadPoolExecutor(POSTERS + 1) as pool:
+        runs = [pool.submit(post, index) for index in range(POSTERS)]
+        runs.append(pool.submit(delete))
+        for run in runs:
+            run.result()
+    return answers
+
+
+def test_feedback_racing_its_authors_deletion_is_401_or_404_never_500(
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    """The author deletes their account while posting feedback: the rows the feedback names
+    vanish between the token check and the insert (a foreign-key refusal in the database)."""
+    answers: list[Response] = []
+    for _ in range(ROUNDS):
+        alice = make_user()
+        body = {**FEEDBACK, "prediction_id": add_prediction(app, alice.id)}
+        answers += race_a_deletion(client, alice, body)
+    statuses = Counter(answer.status_code for answer in answers)
+    assert set(statuses) <= {201, 401, 404}, statuses
+    assert statuses[401] >= ROUNDS * POSTERS  # every poster's last try came after the delete
+    for answer in answers:
+        if answer.status_code != 201:
+            detail = answer.json()["detail"]
+            assert detail == "Could not validate credentials" or re.fullmatch(
+                r"Prediction \d+ not found", detail
+            ), detail

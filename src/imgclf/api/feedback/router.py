@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, status
+from sqlalchemy.exc import IntegrityError
 
-from imgclf.api.deps import CurrentUser, DatabaseDep, PageDep, id_path
+from imgclf.api.deps import CurrentUser, DatabaseDep, PageDep, credentials_error, id_path
 from imgclf.api.errors import error_responses
 from imgclf.api.feedback import service
 from imgclf.api.feedback.schemas import FeedbackCreate, FeedbackPublic
+from imgclf.api.users.service import get_user
+from imgclf.db.errors import is_foreign_key_violation
 from imgclf.db.models import Feedback
 
 router = APIRouter(prefix="/feedback", tags=["feedback"])
@@ -35,9 +38,18 @@ async def create_feedback(body: FeedbackCreate, user: CurrentUser, db: DatabaseD
     try:
         return await db.run(service.create_feedback, user_id=user.id, data=body)
     except service.PredictionNotFound:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, detail=f"Prediction {body.prediction_id} not found"
-        ) from None
+        raise _prediction_not_found(body.prediction_id) from None
+    except IntegrityError as error:
+        if not is_foreign_key_violation(error):
+            raise
+    # The author, or the prediction, was deleted after the caller was authenticated.
+    if await db.run(get_user, user.id) is None:
+        raise credentials_error()
+    raise _prediction_not_found(body.prediction_id)
+
+
+def _prediction_not_found(prediction_id: int | None) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"Prediction {prediction_id} not found")
 
 
 @router.get("/", response_model=list[FeedbackPublic], responses=error_responses(401, 422))

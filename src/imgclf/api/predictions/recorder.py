@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgclf.api.predictions.uploads import AcceptedUpload, store_upload
 from imgclf.db.engine import core_write_transaction
+from imgclf.db.errors import is_foreign_key_violation
 from imgclf.db.models import Prediction
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class PredictionRecorder:
         try:
             ids = self._insert([record.row for record in stored])
         except IntegrityError as error:
-            if not _names_missing_user(error):
+            if not is_foreign_key_violation(error):
                 raise
             # A deleted account among them: find which, one row at a time.
             for record in stored:
@@ -161,7 +162,7 @@ class PredictionRecorder:
         try:
             (prediction_id,) = self._insert([record.row])
         except IntegrityError as error:
-            self._settle(record, AccountGoneError() if _names_missing_user(error) else error)
+            self._settle(record, AccountGoneError() if is_foreign_key_violation(error) else error)
         except Exception as error:
             logger.exception("recording a prediction failed")
             self._settle(record, error)
@@ -177,11 +178,6 @@ class PredictionRecorder:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(_resolve, record.future, outcome)
-
-
-def _names_missing_user(error: IntegrityError) -> bool:
-    """A foreign key refused (the only one of ``predictions`` is its user), on either database."""
-    return getattr(error.orig, "sqlstate", None) == "23503" or "FOREIGN KEY" in str(error.orig)
 
 
 def _resolve(future: asyncio.Future[int], outcome: int | BaseException) -> None:
