@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -45,10 +46,13 @@ class StackConfig:
         return f"{where}-b{self.max_batch_size}" + ("-cache" if self.cache else "")
 
 
-def http_get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
+def http_get(
+    url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """(status, body); status 0 when nothing answered."""
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -104,6 +108,7 @@ class Stack:
         self.ready_timeout_s = ready_timeout_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_token = secrets.token_urlsafe(24)
         self.pids: dict[str, int] = {}
         self.env: dict[str, str] = {}
         self._processes: list[subprocess.Popen[bytes]] = []
@@ -126,6 +131,7 @@ class Stack:
             "IMGCLF_SIGNUP_MAX_PER_ADDRESS": "1000000",
             "IMGCLF_PASSWORD_CHECKS_PER_ADDRESS": "1000",
             "IMGCLF_PASSWORD_CHECKS_WAITING": "1000",
+            "IMGCLF_METRICS_TOKEN": self.metrics_token,
         }
         # The matrix decides these; a developer's own database or queue is never touched.
         env.pop("IMGCLF_QUEUE_URL", None)
@@ -187,7 +193,8 @@ class Stack:
             time.sleep(0.25)
 
     def metrics_text(self) -> str:
-        status, body = http_get(f"{self.url}/metrics", timeout_s=10)
+        scraper = {"Authorization": f"Bearer {self.metrics_token}"}
+        status, body = http_get(f"{self.url}/metrics", timeout_s=10, headers=scraper)
         if status != 200:
             raise RuntimeError(f"/metrics answered {status}")
         return body.decode()

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
         default=[], description="peers whose X-Forwarded-For names the client; none by default"
     )
     cors_origins: list[str] = []
+    metrics_token: SecretStr = SecretStr("")
 
     model_dir: Path | None = None
     model_threads: int = Field(default=0, ge=0, description="0: one per CPU core")

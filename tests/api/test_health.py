@@ -92,7 +92,7 @@ def test_ready_when_database_queue_worker_and_model_are(settings: Settings) -> N
             "lite0",
             {"queue": "Redis unreachable: Connection refused", "workers": 0, "model": "unknown"},
         ),
-        (ConnectionError("boom"), None, {"queue": "unavailable (ConnectionError)", "workers": 0}),
+        (ConnectionError("boom at 10.0.0.5:6379"), None, {"queue": "unavailable", "workers": 0}),
     ],
 )
 def test_not_ready_shows_the_failing_checks_reason(
@@ -125,5 +125,5 @@ def test_a_lost_database_makes_it_not_ready(postgres_server: PostgresServer) -> 
             connection.execute('DROP DATABASE "health_lost_database" WITH (FORCE)')
         answer = client.get("/health/ready")
         assert answer.status_code == 503
-        assert answer.json()["checks"]["database"] == "unavailable (OperationalError)"
+        assert answer.json()["checks"]["database"] == "unavailable"
         assert client.get("/health/live").status_code == 200

@@ -20,10 +20,18 @@ from tests.support import DOG_JPEG, dog_upload
 
 DOG_MD5 = "0a7c757a80f2c5b13fa7a2a47a683593"
 
+METRICS_TOKEN = "test-metrics-token"
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
 
 @pytest.fixture
 def settings(database_url: str, model_dir: Path) -> Settings:
-    return Settings(database_url=database_url, model_dir=model_dir, model_threads=1)
+    return Settings(
+        database_url=database_url,
+        model_dir=model_dir,
+        model_threads=1,
+        metrics_token=METRICS_TOKEN,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture
@@ -72,7 +80,7 @@ def test_repeated_upload_is_answered_from_the_cache(client: TestClient, alice: C
     assert second.json()["cached"] is True
     assert second.json()["top_k"] == first["top_k"]
     assert second.json()["image_file_name"] == f"{DOG_MD5}.jpg"
-    assert "imgclf_cache_hits_total 1.0" in client.get("/metrics").text
+    assert "imgclf_cache_hits_total 1.0" in client.get("/metrics", headers=SCRAPER).text
 
 
 def test_cache_can_be_turned_off(model_dir: Path, tmp_path: Path, password_hash: str) -> None:
@@ -208,7 +216,7 @@ def test_ready_once_the_model_is_loaded_and_metrics_count_batches(
     assert ready.json()["checks"]["model"].startswith("efficientnet-lite0@")
 
     client.post("/model/predict", files=dog_upload(), headers=alice.headers)
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=SCRAPER).text
     assert "imgclf_batch_size_count 1.0" in metrics
     assert (
         'imgclf_http_requests_total{method="POST",route="/model/predict",status="200"}' in metrics

@@ -23,6 +23,7 @@ from imgclf.api.feedback.router import router as feedback_router
 from imgclf.api.health.router import router as health_router
 from imgclf.api.metrics import install_metrics
 from imgclf.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from imgclf.api.paths import serve_slash_twins
 from imgclf.api.predictions.admission import AdmissionMiddleware
 from imgclf.api.predictions.cache import build_cache
 from imgclf.api.predictions.recorder import PredictionRecorder
@@ -142,4 +143,5 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
     app.include_router(users_router)
     app.include_router(feedback_router)
     app.include_router(predictions_router)
+    serve_slash_twins(app)
     return app

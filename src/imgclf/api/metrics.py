@@ -8,10 +8,11 @@ own figures; a scraper that sums over instances gets the totals.
 
 from __future__ import annotations
 
+import hmac
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -22,6 +23,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imgclf.api.errors import error_responses
 
 if TYPE_CHECKING:
     from imgclf.queue.base import JobResult
@@ -132,8 +135,34 @@ class MetricsMiddleware:
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-async def read_metrics(request: Request) -> Response:
+async def require_metrics_token(request: Request) -> None:
+    """The figures (failed logins among them) go only to a scraper holding the token set in
+    ``IMGCLF_METRICS_TOKEN``; with none set, nobody gets them."""
+    token = request.app.state.settings.metrics_token.get_secret_value()
+    if not token:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            "Metrics are turned off; set IMGCLF_METRICS_TOKEN and scrape with it "
+            "as a bearer token.",
+        )
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "Metrics need the bearer token set in IMGCLF_METRICS_TOKEN.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics (with the metrics token)",
+    responses=error_responses(401, 404),
+)
+async def read_metrics(
+    request: Request, _allowed: Annotated[None, Depends(require_metrics_token)]
+) -> Response:
     metrics: ServiceMetrics = request.app.state.metrics
     queue: Any = getattr(request.app.state, "queue", None)
     if queue is not None:

@@ -35,8 +35,8 @@ class RedisKeys:
     def owner(self, job_id: str) -> str:
         return f"{self.prefix}:owner:{job_id}"
 
-    def cache(self, model_id: str, digest: str) -> str:
-        return f"{self.prefix}:cache:{model_id}:{digest}"
+    def cache(self, model_id: str, owner: int, digest: str) -> str:
+        return f"{self.prefix}:cache:{model_id}:{owner}:{digest}"
 
 
 # Results outlive the request so an async-job client or a missed notice can still read them.

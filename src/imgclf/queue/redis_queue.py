@@ -125,7 +125,7 @@ class RedisQueue:
                     ],
                 )
             except RedisError as error:
-                raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+                raise _unreachable(error) from None
             if not added:
                 raise QueueFullError(f"{self.max_queue_length} images are queued; retry shortly")
             try:
@@ -147,7 +147,7 @@ class RedisQueue:
         try:
             return await self._read_stored(job_id)
         except RedisError as error:
-            raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+            raise _unreachable(error) from None
 
     async def record_result(self, result: JobResult) -> None:
         try:
@@ -155,19 +155,19 @@ class RedisQueue:
                 self.keys.result(result.job_id), result.to_json(), ex=RESULT_TTL_S
             )
         except RedisError as error:
-            raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+            raise _unreachable(error) from None
 
     async def remember_owner(self, job_id: str, owner_id: int, ttl_s: int) -> None:
         try:
             await self._redis.set(self.keys.owner(job_id), owner_id, ex=ttl_s)
         except RedisError as error:
-            raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+            raise _unreachable(error) from None
 
     async def job_owner(self, job_id: str) -> int | None:
         try:
             owner = await self._redis.get(self.keys.owner(job_id))
         except RedisError as error:
-            raise QueueUnavailableError(f"the job queue is unreachable ({error})") from None
+            raise _unreachable(error) from None
         return int(owner) if owner is not None else None
 
     async def readiness(self) -> dict[str, Any]:
@@ -176,7 +176,8 @@ class RedisQueue:
             names = [key async for key in self._redis.scan_iter(self.keys.worker_pattern, 100)]
             models = await self._redis.mget(names) if names else []
         except RedisError as error:
-            return {"queue": f"Redis unreachable: {error}", "workers": 0, "model": "unknown"}
+            logger.warning("readiness: Redis unreachable: %s", error)
+            return {"queue": "unavailable", "workers": 0, "model": "unknown"}
         loaded = sorted({m.decode() if isinstance(m, bytes) else str(m) for m in models if m})
         if loaded:
             self._model_id = loaded[0]
@@ -247,6 +248,13 @@ class RedisQueue:
             stored = await self._read_stored(job_id)
             if stored is not None:
                 self._resolve(stored)
+
+
+def _unreachable(error: RedisError) -> QueueUnavailableError:
+    """What callers are told: that the queue is away, not where it lives or what it said
+    (Redis errors name its host and port); the log keeps the details."""
+    logger.warning("the job queue is unreachable: %s", error)
+    return QueueUnavailableError("the job queue is unreachable")
 
 
 __all__ = ["RESULT_TTL_S", "RedisQueue"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -11,6 +12,7 @@ from sqlalchemy import Engine, text
 import imgclf
 from imgclf.api.health.schemas import Index, Liveness, Readiness
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 # A readiness probe must answer even when what it checks hangs.
 CHECK_TIMEOUT_S = 3.0
@@ -40,7 +42,9 @@ async def _database_check(engine: Engine) -> str:
     except TimeoutError:
         return f"no answer within {CHECK_TIMEOUT_S:g} s"
     except Exception as error:
-        return f"unavailable ({type(error).__name__})"
+        # Probes are public: the reason (addresses, server messages) goes to the log only.
+        logger.warning("readiness: the database is unavailable: %s", error)
+        return "unavailable"
     return "ok"
 
 
@@ -52,7 +56,8 @@ async def _queue_checks(queue: Any) -> tuple[dict[str, str | int], bool]:
     except TimeoutError:
         return {"queue": f"no answer within {CHECK_TIMEOUT_S:g} s", "workers": 0}, False
     except Exception as error:
-        return {"queue": f"unavailable ({type(error).__name__})", "workers": 0}, False
+        logger.warning("readiness: the queue is unavailable: %s", error)
+        return {"queue": "unavailable", "workers": 0}, False
     checks: dict[str, str | int] = {
         "queue": str(report.get("queue", "unknown")),
         "workers": int(report.get("workers", 0)),

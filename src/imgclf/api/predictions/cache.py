@@ -1,4 +1,10 @@
-"""Answers to earlier identical uploads by (model id, content hash), bounded in size and age."""
+"""Answers to a user's earlier identical uploads by (model id, user, content hash), bounded in
+size and age.
+
+Per user, not shared: a shared entry told a caller (by ``cached: true``, and by a faster
+answer) that someone else had uploaded the same picture. What a user re-uploads is still
+answered without the model; another user's copy of a picture costs one model call more.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +24,9 @@ TopK = list[tuple[str, float]]
 
 
 class PredictionCache(Protocol):
-    async def get(self, model_id: str, digest: str) -> TopK | None: ...
+    async def get(self, model_id: str, owner: int, digest: str) -> TopK | None: ...
 
-    async def put(self, model_id: str, digest: str, top_k: TopK) -> None: ...
+    async def put(self, model_id: str, owner: int, digest: str, top_k: TopK) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -31,10 +37,10 @@ class MemoryCache:
     def __init__(self, max_items: int, ttl_s: float) -> None:
         self.max_items = max_items
         self.ttl_s = ttl_s
-        self._items: OrderedDict[tuple[str, str], tuple[float, TopK]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, str], tuple[float, TopK]] = OrderedDict()
 
-    async def get(self, model_id: str, digest: str) -> TopK | None:
-        key = (model_id, digest)
+    async def get(self, model_id: str, owner: int, digest: str) -> TopK | None:
+        key = (model_id, owner, digest)
         item = self._items.get(key)
         if item is None:
             return None
@@ -45,9 +51,10 @@ class MemoryCache:
         self._items.move_to_end(key)
         return top_k
 
-    async def put(self, model_id: str, digest: str, top_k: TopK) -> None:
-        self._items[(model_id, digest)] = (time.monotonic(), top_k)
-        self._items.move_to_end((model_id, digest))
+    async def put(self, model_id: str, owner: int, digest: str, top_k: TopK) -> None:
+        key = (model_id, owner, digest)
+        self._items[key] = (time.monotonic(), top_k)
+        self._items.move_to_end(key)
         while len(self._items) > self.max_items:
             self._items.popitem(last=False)
 
@@ -66,19 +73,19 @@ class RedisCache:
         )
         self._redis = aioredis.Redis(connection_pool=self._pool)
 
-    async def get(self, model_id: str, digest: str) -> TopK | None:
+    async def get(self, model_id: str, owner: int, digest: str) -> TopK | None:
         try:
-            raw = await self._redis.get(self.keys.cache(model_id, digest))
+            raw = await self._redis.get(self.keys.cache(model_id, owner, digest))
         except RedisError:
             return None
         if raw is None:
             return None
         return [(str(label), float(score)) for label, score in json.loads(raw)]
 
-    async def put(self, model_id: str, digest: str, top_k: TopK) -> None:
+    async def put(self, model_id: str, owner: int, digest: str, top_k: TopK) -> None:
         with contextlib.suppress(RedisError):
             await self._redis.set(
-                self.keys.cache(model_id, digest), json.dumps(top_k), ex=self.ttl_s
+                self.keys.cache(model_id, owner, digest), json.dumps(top_k), ex=self.ttl_s
             )
 
     async def close(self) -> None:

@@ -20,7 +20,14 @@ from imgclf.api.predictions.schemas import (
     ScoredLabelPublic,
 )
 from imgclf.api.predictions.uploads import AcceptedUpload, accept_upload
-from imgclf.queue.base import JobQueue, JobResult, new_job_id
+from imgclf.queue.base import (
+    JobQueue,
+    JobResult,
+    JobTimeoutError,
+    QueueFullError,
+    QueueUnavailableError,
+    new_job_id,
+)
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/model", tags=["predictions"])
@@ -58,6 +65,7 @@ async def predict(request: Request, user_id: TokenUserId, file: ImageUpload) -> 
         _queue(request),
         state.prediction_cache,
         upload,
+        owner=user_id,
         top_k=settings.top_k,
         timeout_s=settings.predict_timeout_s,
         observe=state.metrics,
@@ -130,7 +138,10 @@ async def _run_job(request: Request, job_id: str, user_id: int, upload: Accepted
         )
     except Exception as error:
         logger.warning("job %s failed before a worker answered: %s", job_id, error)
-        await queue.record_result(JobResult(job_id, ok=False, status_code=503, error=str(error)))
+        status_code, detail = _failure(error)
+        await queue.record_result(
+            JobResult(job_id, ok=False, status_code=status_code, error=detail)
+        )
         return
     if result.ok:
         answer = service.Answer(result.top_k, result.model_id, False, result.inference_ms, result)
@@ -140,6 +151,14 @@ async def _run_job(request: Request, job_id: str, user_id: int, upload: Accepted
             logger.info("job %s: its account was deleted before the answer came", job_id)
         except Exception as error:  # the answer stays readable; only the history lacks it
             logger.warning("job %s: its prediction could not be recorded: %s", job_id, error)
+
+
+def _failure(error: Exception) -> tuple[int, str]:
+    """What the job's owner reads about a failure: the queue's own answers, nothing else."""
+    if isinstance(error, QueueFullError | QueueUnavailableError | JobTimeoutError):
+        answer = service.http_error_for(error)
+        return answer.status_code, str(answer.detail)
+    return 503, "The job could not be handed to a model worker; queue it again."
 
 
 @router.get(

@@ -59,6 +59,7 @@ async def answer_upload(
     cache: PredictionCache | None,
     upload: AcceptedUpload,
     *,
+    owner: int,
     top_k: int,
     timeout_s: float,
     observe: Any = None,
@@ -66,7 +67,7 @@ async def answer_upload(
     started = time.perf_counter()
     model_id = queue.model_id
     if cache is not None and model_id:
-        hit = await cache.get(model_id, upload.digest)
+        hit = await cache.get(model_id, owner, upload.digest)
         if hit is not None:
             if observe is not None:
                 observe.cache_hit()
@@ -81,7 +82,7 @@ async def answer_upload(
         observe.job_result(result, cache_miss=cache is not None)
     raise_for_failed(result)
     if cache is not None:
-        await cache.put(result.model_id, upload.digest, result.top_k)
+        await cache.put(result.model_id, owner, upload.digest, result.top_k)
     return Answer(
         result.top_k, result.model_id, False, (time.perf_counter() - started) * 1000, result
     )
