@@ -97,6 +97,7 @@ class ServedApi:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.data_dir = data_dir
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCLF_")}
         env.update(
             {

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     decode_timeout_s: float = Field(
         default=5.0, gt=0, description="a worker gives up decoding an image after this long"
     )
+    user_storage_quota_mb: int = Field(
+        default=1024, ge=1, description="distinct uploads stored per user; 507 beyond"
+    )
     top_k: int = Field(default=5, ge=1, le=100)
 
     queue_url: str = ""

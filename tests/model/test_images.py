@@ -15,6 +15,7 @@ from imgclf.model import (
     CorruptImageError,
     ImageLimits,
     ImageTooLargeError,
+    TrailingDataError,
     UnsupportedImageError,
     check_extension,
     inspect_image,
@@ -172,3 +173,42 @@ def test_inspect_is_cheap(dog_bytes: bytes) -> None:
         inspect_image(dog_bytes, limits)
     per_call = (time.perf_counter() - started) / rounds
     assert per_call < 0.002, f"{per_call * 1000:.2f} ms per call"  # about 0.1 ms when idle
+
+
+APPENDED = b"\0" * (2 * 2**20)
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_megabytes_after_the_image_are_refused(dog_image: Image.Image, image_format: str) -> None:
+    data = encode(dog_image.resize((1, 1)), image_format) + APPENDED
+    with pytest.raises(TrailingDataError) as caught:
+        inspect_image(data, ImageLimits())
+    assert caught.value.status_code == 400
+    assert str(caught.value) == (
+        f"The file has {len(APPENDED):,} bytes after the end of its image; "
+        "upload the image alone (at most 64 KB may follow it)."
+    )
+
+
+def test_a_jpeg_without_its_end_marker_is_refused_even_padded_with_zeros(
+    dog_bytes: bytes,
+) -> None:
+    # Pillow decodes this one: it stops once it has every pixel, whatever follows.
+    with pytest.raises(CorruptImageError, match="no end marker"):
+        inspect_image(dog_bytes[:-2] + APPENDED, ImageLimits())
+
+
+def test_what_cameras_and_encoders_write_is_accepted(
+    dog_image: Image.Image, dog_bytes: bytes
+) -> None:
+    small = dog_image.resize((160, 107))
+    accepted = [
+        dog_bytes + b"<html>a polyglot's few bytes</html>",
+        dog_bytes + b"\0" * 60_000,  # padding a camera left
+        encode(small, "JPEG", progressive=True),
+        encode(small, "MPO", save_all=True, append_images=[small.rotate(90)]),  # two pictures
+        encode(small, "PNG") + b"trailer",
+        encode(small, "GIF") + APPENDED,  # not checked: JPEG and PNG only
+    ]
+    for data in accepted:
+        inspect_image(data, ImageLimits())

@@ -26,6 +26,7 @@ from imgclf.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddle
 from imgclf.api.paths import serve_slash_twins
 from imgclf.api.predictions.admission import AdmissionMiddleware
 from imgclf.api.predictions.cache import build_cache
+from imgclf.api.predictions.quota import StorageQuota
 from imgclf.api.predictions.recorder import PredictionRecorder
 from imgclf.api.predictions.router import router as predictions_router
 from imgclf.api.security import PasswordHasher, hash_password, verify_password
@@ -102,9 +103,13 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
                 started.push_async_callback(cache.close)
             app.state.auth_throttle = throttle = build_auth_throttle(settings)
             started.push_async_callback(throttle.close)
+            app.state.storage_quota = quota = StorageQuota(
+                app.state.session_factory, settings.user_storage_quota_mb * 2**20
+            )
             app.state.recorder = recorder = PredictionRecorder(
                 app.state.write_session_factory,
                 settings.upload_dir,
+                quota=quota,
                 timeout_s=settings.predict_timeout_s,
             )
             recorder.start()

@@ -29,7 +29,8 @@ _DESCRIPTIONS = {
     429: "Too many attempts; retry after the Retry-After seconds",
     503: "A dependency is unavailable; retry later",
     504: "No answer in time",
-    507: "The upload could not be stored (disk full or unwritable); retry later",
+    507: "The upload could not be stored: the disk is full or unwritable (retry later), "
+    "or your storage quota is used up (the message says which)",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imgclf.db.base import Base, CreatedAtMixin
@@ -32,11 +32,16 @@ class User(CreatedAtMixin, Base):
 
 class Prediction(CreatedAtMixin, Base):
     __tablename__ = "predictions"
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = (
+        # What a user has stored, file by file: the storage quota's question.
+        Index("ix_predictions_user_id_image_file_name", "user_id", "image_file_name"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     image_file_name: Mapped[str] = mapped_column(String(100))
+    image_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     label: Mapped[str] = mapped_column(String(200))
     score: Mapped[float] = mapped_column(Float)
     top_k: Mapped[list[dict[str, Any]]] = mapped_column(JSON)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from imgclf.model.image_end import EndNotFound, image_end
 from imgclf.model.jpeg_layout import read_jpeg_layout
 
 if TYPE_CHECKING:
@@ -24,6 +25,9 @@ SUPPORTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bm
 # The Pillow decoders we let near the bytes. A multi-picture JPEG (as phones write) opens through
 # the JPEG decoder with format "MPO".
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
+# Bytes a JPEG or PNG may hold after its picture ends (camera trailers, padding) before it is
+# refused: a 1x1 picture with 20 MB appended would otherwise be stored as an image.
+TRAILING_SLACK_BYTES = 64 * 1024
 
 
 class ImageError(ValueError):
@@ -51,6 +55,16 @@ class ImageTooLargeError(ImageError):
     """Too many bytes or pixels, or too costly to decode."""
 
     status_code: ClassVar[int] = 413
+
+
+class TrailingDataError(ImageError):
+    """Far more bytes after the end of the picture than any camera or encoder writes."""
+
+    def __init__(self, extra: int) -> None:
+        super().__init__(
+            f"The file has {extra:,} bytes after the end of its image; upload the image alone "
+            f"(at most {TRAILING_SLACK_BYTES // 1024} KB may follow it)."
+        )
 
 
 class DecodeTimeoutError(ImageTooLargeError):
@@ -205,7 +219,19 @@ def inspect_image(data: bytes, limits: ImageLimits) -> str:
     """
     image = open_image(data, limits)
     # MPO is a JPEG with extra pictures appended; callers only need to know it is a JPEG.
-    return "JPEG" if image.format == "MPO" else str(image.format)
+    image_format = "JPEG" if image.format == "MPO" else str(image.format)
+    check_trailing_data(data, image_format)
+    return image_format
+
+
+def check_trailing_data(data: bytes, image_format: str) -> None:
+    """Refuse a JPEG or PNG followed by more than ``TRAILING_SLACK_BYTES`` of other bytes."""
+    try:
+        end = image_end(data, image_format)
+    except EndNotFound as error:
+        raise CorruptImageError(str(error)) from None
+    if end is not None and len(data) - end > TRAILING_SLACK_BYTES:
+        raise TrailingDataError(len(data) - end)
 
 
 def error_reason(error: BaseException) -> str:

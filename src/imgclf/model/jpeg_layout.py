@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 # The next marker, as libjpeg finds it: 0xFF followed by anything but a stuffed zero (FF 00 in
 # entropy-coded data), a restart marker (D0-D7, inside a scan) or another fill byte (FF).
-_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # Start of frame: C0-CF except DHT (C4), JPG (C8) and DAC (CC); C2, C6, CA and CE are progressive.
 _START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
@@ -40,14 +40,14 @@ def read_jpeg_layout(data: bytes, max_scans: int) -> JpegLayout:
     progressive = False
     coefficients = 0
     components = 0  # 0 until the frame header is seen
-    match = _NEXT_MARKER.search(data, 2)
+    match = NEXT_MARKER.search(data, 2)
     while match is not None:
         position = match.start()
         marker = data[position + 1]
         if marker == _END_OF_IMAGE:
             break
         if marker in (_START_OF_IMAGE, _TEMPORARY):  # no length field
-            match = _NEXT_MARKER.search(data, position + 2)
+            match = NEXT_MARKER.search(data, position + 2)
             continue
         length = int.from_bytes(data[position + 2 : position + 4])
         if marker == _START_OF_SCAN:
@@ -64,7 +64,7 @@ def read_jpeg_layout(data: bytes, max_scans: int) -> JpegLayout:
             components = frame[5] if len(frame) > 5 else 0
             coefficients = _coefficients(frame)
         # After a scan's header the search also skips its entropy-coded data.
-        match = _NEXT_MARKER.search(data, position + 2 + max(length, 2))
+        match = NEXT_MARKER.search(data, position + 2 + max(length, 2))
     multi_scan = progressive or scans > 1
     return JpegLayout(scans, multi_scan, 2 * coefficients if multi_scan else 0)
 

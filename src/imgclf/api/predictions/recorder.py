@@ -26,6 +26,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from imgclf.api.predictions.quota import StorageQuota
 from imgclf.api.predictions.uploads import AcceptedUpload, store_upload
 from imgclf.db.engine import core_write_transaction
 from imgclf.db.errors import is_foreign_key_violation
@@ -53,11 +54,13 @@ class PredictionRecorder:
         factory: sessionmaker[Session],
         upload_dir: Path,
         *,
+        quota: StorageQuota | None = None,
         timeout_s: float = 30.0,
         max_rows: int = 64,
     ) -> None:
         self.factory = factory
         self.upload_dir = upload_dir
+        self.quota = quota
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self._pending: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
@@ -81,8 +84,9 @@ class PredictionRecorder:
     async def record(self, row: dict[str, Any], upload: AcceptedUpload) -> int:
         """Store the upload (once per content) and insert the ``predictions`` row.
 
-        Raises HTTPException 507 when the upload cannot be stored (503 when the database does
-        not answer in time), AccountGoneError when the row's user no longer exists."""
+        Raises HTTPException 507 when the upload cannot be stored (the disk, or its user's
+        storage quota, is full; 503 when the database does not answer in time),
+        AccountGoneError when the row's user no longer exists."""
         if self._closing or self._loop is None or self._thread is None:
             raise HTTPException(
                 503, "The service is shutting down; retry shortly.", headers={"Retry-After": "5"}
@@ -131,8 +135,14 @@ class PredictionRecorder:
                 self._settle(late, RuntimeError("the prediction recorder has stopped"))
 
     def _write(self, records: list[_Record]) -> None:
+        refusals: list[HTTPException | None] = [None] * len(records)
+        if self.quota is not None:
+            refusals = self.quota.refusals([(r.row["user_id"], r.upload) for r in records])
         stored: list[_Record] = []
-        for record in records:
+        for record, refusal in zip(records, refusals, strict=True):
+            if refusal is not None:  # 507: over its user's quota, so neither stored nor recorded
+                self._settle(record, refusal)
+                continue
             try:
                 store_upload(self.upload_dir, record.upload)
             except HTTPException as error:  # 507: this one is not recorded

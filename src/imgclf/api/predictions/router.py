@@ -7,6 +7,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 
 from imgclf.api.deps import CurrentUser, DatabaseDep, PageDep, TokenUserId, credentials_error
 from imgclf.api.errors import error_responses
@@ -103,12 +104,16 @@ async def read_predictions(db: DatabaseDep, user: CurrentUser, page: PageDep) ->
     response_model=JobAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Queue an image and read its answer later",
-    responses=error_responses(400, 401, 413, 422, 503),
+    responses=error_responses(400, 401, 413, 422, 503, 507),
 )
 async def create_job(request: Request, user: CurrentUser, file: ImageUpload) -> JobAccepted:
     state = request.app.state
     queue = _queue(request)
     upload = await accept_upload(file, state.settings)
+    # Refused now rather than after the model: a job's answer could not be recorded then.
+    (refusal,) = await run_in_threadpool(state.storage_quota.refusals, [(user.id, upload)])
+    if refusal is not None:
+        raise refusal
     if queue.in_flight >= state.settings.max_pending:
         raise HTTPException(
             503, "The service is busy; retry shortly.", headers={"Retry-After": "1"}

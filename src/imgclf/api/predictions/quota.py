@@ -1,0 +1,79 @@
+"""Each user's storage quota: the bytes of the distinct uploads stored for them.
+
+An upload a user has stored before costs nothing again (files are named by their content);
+another user's copy of the same picture counts for that user too. The check runs in the
+recorder's thread just before uploads are written, one process at a time, so concurrent
+uploads through several API processes may pass it together: the overshoot is bounded by what
+those processes have in flight (``IMGCLF_MAX_PENDING_BYTES`` each), not by time.
+"""
+
+from __future__ import annotations
+
+from fastapi import HTTPException
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgclf.api.predictions.uploads import AcceptedUpload
+from imgclf.db.models import Prediction
+
+
+def storage_used(session: Session, user_id: int) -> int:
+    """Bytes of the distinct files stored for the user."""
+    per_file = (
+        select(func.max(Prediction.image_bytes).label("size"))
+        .where(Prediction.user_id == user_id)
+        .group_by(Prediction.image_file_name)
+        .subquery()
+    )
+    return int(session.scalar(select(func.coalesce(func.sum(per_file.c.size), 0))) or 0)
+
+
+def has_stored(session: Session, user_id: int, file_name: str) -> bool:
+    statement = (
+        select(Prediction.id)
+        .where(Prediction.user_id == user_id, Prediction.image_file_name == file_name)
+        .limit(1)
+    )
+    return session.scalar(statement) is not None
+
+
+def quota_exceeded(used: int, size: int, limit: int) -> HTTPException:
+    mb = 2**20
+    return HTTPException(
+        507,
+        f"Your storage quota is full: your images take {used / mb:.1f} MB of "
+        f"{limit / mb:g} MB and this one needs {size / mb:.1f} MB. "
+        "Images you have uploaded before can still be classified.",
+    )
+
+
+class StorageQuota:
+    """Decides, for uploads about to be stored, which fit their users' quotas."""
+
+    def __init__(self, factory: sessionmaker[Session], limit_bytes: int) -> None:
+        self.factory = factory
+        self.limit_bytes = limit_bytes
+
+    def refusals(self, uploads: list[tuple[int, AcceptedUpload]]) -> list[HTTPException | None]:
+        """For each (user id, upload) in order: None if it may be stored, else its 507.
+        Earlier uploads of the list count against the later ones."""
+        used: dict[int, int] = {}
+        kept: set[tuple[int, str]] = set()
+        outcomes: list[HTTPException | None] = []
+        with self.factory() as session:
+            for user_id, upload in uploads:
+                key = (user_id, upload.file_name)
+                if key in kept or has_stored(session, user_id, upload.file_name):
+                    kept.add(key)
+                    outcomes.append(None)
+                    continue
+                if user_id not in used:
+                    used[user_id] = storage_used(session, user_id)
+                size = len(upload.data)
+                if used[user_id] + size > self.limit_bytes:
+                    outcomes.append(quota_exceeded(used[user_id], size, self.limit_bytes))
+                    continue
+                used[user_id] += size
+                kept.add(key)
+                outcomes.append(None)
+        return outcomes

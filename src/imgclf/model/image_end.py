@@ -1,0 +1,88 @@
+"""Where the picture in an upload ends, found from its structure without decoding it.
+
+Decoders stop once they have every pixel and ignore whatever follows, so a 1x1 PNG with 20 MB
+appended is a valid image to them (and was stored as one). JPEG and PNG say where they end
+(EOI, IEND): the API refuses more than a little after that (``images.check_trailing_data``).
+"""
+
+from __future__ import annotations
+
+from imgclf.model.jpeg_layout import NEXT_MARKER
+
+# Far above any encoder's (a 20 MB PNG in 8 KB IDAT chunks has 2,560); walking them is cheap.
+MAX_PNG_CHUNKS = 100_000
+_START_OF_IMAGE = b"\xff\xd8"
+_END_OF_IMAGE, _START_OF_SCAN, _TEMPORARY = 0xD9, 0xDA, 0x01
+
+
+class EndNotFound(ValueError):
+    """The picture's structure runs on where it should have ended; ``str()`` says how."""
+
+
+def image_end(data: bytes, image_format: str) -> int | None:
+    """Just after the picture's own bytes; None where its structure cannot be followed (the
+    decoder then has the last word) or for formats other than JPEG and PNG."""
+    if image_format == "PNG":
+        return _png_end(data)
+    if image_format in ("JPEG", "MPO"):
+        return _jpeg_end(data)
+    return None
+
+
+def _png_end(data: bytes) -> int | None:
+    position = 8  # after the signature
+    for _ in range(MAX_PNG_CHUNKS):
+        if position == len(data):
+            return position  # no IEND, but nothing after the last chunk either
+        if position + 12 > len(data):
+            return None  # truncated
+        length = int.from_bytes(data[position : position + 4])
+        kind = data[position + 4 : position + 8]
+        if not kind.isalpha():
+            return position  # not a chunk: the picture's bytes ended before
+        position += 12 + length
+        if kind == b"IEND":
+            return position
+    raise EndNotFound(f"the PNG has more than {MAX_PNG_CHUNKS:,} chunks.")
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    """The end of the last of the JPEG pictures held back to back (an MPO holds several)."""
+    end = _jpeg_picture_end(data, 2)
+    while end is not None and data.startswith(_START_OF_IMAGE, end):
+        try:
+            following = _jpeg_picture_end(data, end + 2)
+        except EndNotFound:
+            following = None
+        if following is None:
+            break  # a broken picture after a whole one counts as what follows it
+        end = following
+    return end
+
+
+def _jpeg_picture_end(data: bytes, position: int) -> int | None:
+    """Just after the EOI of the picture whose SOI ends at ``position``: its segments are
+    skipped by their lengths, its entropy-coded data searched for the next marker."""
+    while position + 2 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == _END_OF_IMAGE:
+            return position + 2
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == _TEMPORARY:
+            position += 1 if marker == 0xFF else 2  # a fill byte, or a marker without a length
+            continue
+        if position + 4 > len(data):
+            return None
+        length = int.from_bytes(data[position + 2 : position + 4])
+        if length < 2:
+            return None
+        position += 2 + length
+        if marker == _START_OF_SCAN:  # entropy-coded data, up to the next marker
+            found = NEXT_MARKER.search(data, position)
+            if found is None:
+                # Decoders stop once they have every pixel, whatever follows (even megabytes
+                # of zeros), so a JPEG without its end marker is refused, as truncated.
+                raise EndNotFound("the JPEG has no end marker; it may be truncated.")
+            position = found.start()
+    return None
