@@ -22,6 +22,7 @@ def build_queue(settings: Settings) -> JobQueue:
             settings.queue_url,
             max_pending=settings.max_pending,
             max_queue_length=settings.queue_max_length,
+            max_queue_bytes=settings.queue_max_bytes,
         )
     from imgclf.worker.embedded import EmbeddedQueue
 

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from imgclf.settings import get_settings
@@ -107,8 +107,10 @@ def _executable(path: str, setting: str) -> str:
 class RedisServer:
     """A redis-server on a free loopback port, with persistence off; stopped on exit."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, options: Sequence[str] = ()) -> None:
+        """``options``: more redis-server arguments (``["--maxmemory", "40mb"]``)."""
         self.port = port or free_port()
+        self.options = list(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,6 +132,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "yes",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -93,7 +93,15 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=16, ge=1, le=256)
     max_batch_wait_ms: float = Field(default=0.0, ge=0)
     max_pending: int = Field(default=256, ge=1, description="jobs awaited per API process")
+    max_pending_bytes: int = Field(
+        default=256 * 2**20, ge=1, description="upload bytes in flight per API process"
+    )
     queue_max_length: int = Field(default=1024, ge=1, description="jobs waiting in Redis")
+    queue_max_bytes: int = Field(
+        default=256 * 2**20,
+        ge=1,
+        description="bytes of images waiting in Redis; at most half its maxmemory is used",
+    )
     queue_max_deliveries: int = Field(default=3, ge=1, description="then dead-lettered")
     predict_timeout_s: float = Field(default=10.0, gt=0)
     worker_concurrency: int = Field(

@@ -120,7 +120,6 @@ def test_a_huge_header_is_refused_with_431_while_probes_keep_answering(served: S
     assert sent < ATTACK_BYTES  # the server stopped reading long before the end
     assert probes, "no probe ran during the attack"
     assert all(status == 200 for status, _ in probes), probes
-    print(f"probes: {len(probes)}, slowest {max(s for _, s in probes):.3f} s, sent {sent} B")
 
 
 def test_a_long_url_is_refused_with_414(served: ServedApi) -> None:

@@ -24,7 +24,7 @@ from imgclf.api.health.router import router as health_router
 from imgclf.api.metrics import install_metrics
 from imgclf.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from imgclf.api.paths import serve_slash_twins
-from imgclf.api.predictions.admission import AdmissionMiddleware
+from imgclf.api.predictions.admission import AdmissionMiddleware, PendingBytes
 from imgclf.api.predictions.cache import build_cache
 from imgclf.api.predictions.quota import StorageQuota
 from imgclf.api.predictions.recorder import PredictionRecorder
@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None, *, queue: Any | None = None) ->
     )
     app.state.settings = settings
     app.state.queue = queue
+    app.state.pending_bytes = PendingBytes(settings.max_pending_bytes)
 
     install_error_handlers(app)
     if settings.cors_origins:

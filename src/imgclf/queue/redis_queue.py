@@ -28,9 +28,21 @@ from imgclf.queue.keys import RESULT_TTL_S, RedisKeys
 
 logger = logging.getLogger(__name__)
 
-# XADD only while the stream is shorter than the cap: one round trip, no race between check and add.
+# XADD only while the stream is shorter than its cap and its images, this one included, fit
+# their byte budget: ARGV[9] bytes, and never more than half of Redis's maxmemory, so that
+# images can never fill Redis and make it evict (or refuse) what the API keeps there beside
+# them: login throttles, job owners, answers, heartbeats. One round trip, no race.
+# Answers: the entry's id; false when the stream is full; 0 when the bytes are.
 _BOUNDED_XADD = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+local budget = tonumber(ARGV[9])
+local info = redis.pcall('INFO', 'memory')
+if type(info) == 'string' then
+  local maxmemory = tonumber(string.match(info, 'maxmemory:(%d+)'))
+  if maxmemory and maxmemory > 0 then budget = math.min(budget, maxmemory / 2) end
+end
+local held = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0') or 0
+if held + string.len(ARGV[3]) > budget then return 0 end
 return redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'image', ARGV[3], 'deadline', ARGV[4],
                   'top_k', ARGV[5], 'reply', ARGV[6], 'enqueued_at', ARGV[7], 'ttl', ARGV[8])
 """
@@ -43,12 +55,14 @@ class RedisQueue:
         *,
         max_pending: int,
         max_queue_length: int,
+        max_queue_bytes: int = 256 * 2**20,
         max_connections: int = 32,
         keys: RedisKeys | None = None,
     ) -> None:
         self.url = url
         self.max_pending = max_pending
         self.max_queue_length = max_queue_length
+        self.max_queue_bytes = max_queue_bytes
         self.keys = keys or RedisKeys()
         self.instance = uuid.uuid4().hex[:12]
         self.reply_stream = self.keys.replies(self.instance)
@@ -122,12 +136,15 @@ class RedisQueue:
                         self.reply_stream,
                         repr(now),
                         keep_result_s or max(60, int(timeout_s * 6)),
+                        self.max_queue_bytes,
                     ],
                 )
             except RedisError as error:
                 raise _unreachable(error) from None
-            if not added:
+            if added is None:
                 raise QueueFullError(f"{self.max_queue_length} images are queued; retry shortly")
+            if added == 0:
+                raise QueueFullError("the queued images fill their memory; retry shortly", 2)
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout_s)
             except TimeoutError:

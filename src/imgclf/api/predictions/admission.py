@@ -1,16 +1,45 @@
 """Admission control: refuse new uploads at the door while this process is already full.
 
-The queue refuses a job past ``max_pending`` too, but only after the upload has been read,
-parsed and checked, and the caller authenticated: under overload that work is what makes a
-refusal slow. Here a refusal costs a comparison and a small JSON answer.
+Full by count (``IMGCLF_MAX_PENDING`` jobs awaited) or by bytes (``IMGCLF_MAX_PENDING_BYTES`` of
+uploads being received, checked or waited on, async jobs included until they finish). The
+queue refuses a job past ``max_pending`` too, but only after the upload has been read, parsed
+and checked, and the caller authenticated: under overload that work is what makes a refusal
+slow. And a count alone does not bound memory: 256 uploads of 20 MB are 5 GB. Here a refusal
+costs a comparison and a small JSON answer.
 """
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from imgclf.api.middleware import UPLOAD_PATHS
+from imgclf.api.middleware import MULTIPART_OVERHEAD_BYTES, UPLOAD_PATHS
+
+MB = 2**20
+
+
+class PendingBytes:
+    """The upload bytes this process holds for requests and async jobs in flight."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def try_hold(self, size: int) -> bool:
+        """Hold ``size`` more bytes if they fit (one upload always fits when nothing is held,
+        however large, so a limit below the upload size never refuses everything)."""
+        if self.held and self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def hold(self, size: int) -> None:
+        """Hold bytes already in this process (an accepted job's image), fitting or not."""
+        self.held += size
+
+    def release(self, size: int) -> None:
+        self.held -= size
 
 
 class AdmissionMiddleware:
@@ -18,22 +47,46 @@ class AdmissionMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS:
-            state = scope["app"].state
-            queue = getattr(state, "queue", None)
-            limit = state.settings.max_pending
-            if queue is not None and queue.in_flight >= limit:
-                metrics = getattr(state, "metrics", None)
-                if metrics is not None:
-                    metrics.reject("QueueFullError")
-                response = JSONResponse(
-                    {
-                        "detail": f"The service is busy: {limit} images are already waiting; "
-                        "retry shortly."
-                    },
-                    status_code=503,
-                    headers={"Retry-After": "1"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if not (
+            scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
+        ):
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        settings = state.settings
+        queue = getattr(state, "queue", None)
+        if queue is not None and queue.in_flight >= settings.max_pending:
+            busy = f"{settings.max_pending} images are already waiting"
+            await _refuse(scope, receive, send, busy)
+            return
+        # A body that declares no length may still be as large as the upload limit allows.
+        declared = Headers(scope=scope).get("content-length", "")
+        size = (
+            int(declared)
+            if declared.isdigit()
+            else settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+        )
+        pending: PendingBytes = state.pending_bytes
+        if not pending.try_hold(size):
+            busy = (
+                f"{pending.held / MB:.1f} MB of images are already in flight here "
+                f"(the limit is {pending.limit / MB:g} MB)"
+            )
+            await _refuse(scope, receive, send, busy)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            pending.release(size)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, busy: str) -> None:
+    metrics = getattr(scope["app"].state, "metrics", None)
+    if metrics is not None:
+        metrics.reject("QueueFullError")
+    response = JSONResponse(
+        {"detail": f"The service is busy: {busy}; retry shortly."},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+    await response(scope, receive, send)

@@ -123,9 +123,12 @@ async def create_job(request: Request, user: CurrentUser, file: ImageUpload) -> 
         await queue.remember_owner(job_id, user.id, JOB_TTL_S)
     except Exception as error:
         raise service.http_error_for(error) from None
+    # The image stays in this process until its answer comes: counted until then.
+    state.pending_bytes.hold(len(upload.data))
     task = asyncio.create_task(_run_job(request, job_id, user.id, upload))
     state.background_jobs.add(task)
     task.add_done_callback(state.background_jobs.discard)
+    task.add_done_callback(lambda _: state.pending_bytes.release(len(upload.data)))
     return JobAccepted(job_id=job_id)
 
 
