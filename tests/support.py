@@ -87,6 +87,7 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
 
+
 class ServedApi:
     """``imgclf serve`` as its own process on a free loopback port, as production runs it
     (uvicorn with the service's HTTP protocol), its output kept in ``log``."""
