@@ -4,7 +4,6 @@ what decoding would cost (memory, JPEG scans)."""
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 
 import pytest
@@ -15,10 +14,10 @@ from imgclf.model import (
     CorruptImageError,
     ImageLimits,
     ImageTooLargeError,
-    TrailingDataError,
     UnsupportedImageError,
     check_extension,
     inspect_image,
+    picture_bytes,
 )
 from imgclf.settings import Settings
 from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans
@@ -164,30 +163,14 @@ def test_a_progressive_jpeg_counts_its_coefficient_buffer(dog_image: Image.Image
         inspect_image(data, ImageLimits(max_decoded_bytes=640 * 480 * 6 - 1))
 
 
-def test_inspect_is_cheap(dog_bytes: bytes) -> None:
-    limits = ImageLimits()
-    inspect_image(dog_bytes, limits)
-    rounds = 200
-    started = time.perf_counter()
-    for _ in range(rounds):
-        inspect_image(dog_bytes, limits)
-    per_call = (time.perf_counter() - started) / rounds
-    assert per_call < 0.002, f"{per_call * 1000:.2f} ms per call"  # about 0.1 ms when idle
-
-
 APPENDED = b"\0" * (2 * 2**20)
 
 
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
-def test_megabytes_after_the_image_are_refused(dog_image: Image.Image, image_format: str) -> None:
-    data = encode(dog_image.resize((1, 1)), image_format) + APPENDED
-    with pytest.raises(TrailingDataError) as caught:
-        inspect_image(data, ImageLimits())
-    assert caught.value.status_code == 400
-    assert str(caught.value) == (
-        f"The file has {len(APPENDED):,} bytes after the end of its image; "
-        "upload the image alone (at most 64 KB may follow it)."
-    )
+def test_megabytes_after_the_image_are_cut_off(dog_image: Image.Image, image_format: str) -> None:
+    picture = encode(dog_image.resize((1, 1)), image_format)
+    data = picture + APPENDED
+    assert picture_bytes(data, inspect_image(data, ImageLimits())) == picture
 
 
 def test_a_jpeg_without_its_end_marker_is_refused_even_padded_with_zeros(
@@ -195,7 +178,7 @@ def test_a_jpeg_without_its_end_marker_is_refused_even_padded_with_zeros(
 ) -> None:
     # Pillow decodes this one: it stops once it has every pixel, whatever follows.
     with pytest.raises(CorruptImageError, match="no end marker"):
-        inspect_image(dog_bytes[:-2] + APPENDED, ImageLimits())
+        picture_bytes(dog_bytes[:-2] + APPENDED, "JPEG")
 
 
 def test_what_cameras_and_encoders_write_is_accepted(
@@ -211,4 +194,4 @@ def test_what_cameras_and_encoders_write_is_accepted(
         encode(small, "GIF") + APPENDED,  # not checked: JPEG and PNG only
     ]
     for data in accepted:
-        inspect_image(data, ImageLimits())
+        assert picture_bytes(data, inspect_image(data, ImageLimits())) == data

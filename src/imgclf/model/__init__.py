@@ -13,10 +13,10 @@ from imgclf.model.images import (
     ImageError,
     ImageLimits,
     ImageTooLargeError,
-    TrailingDataError,
     UnsupportedImageError,
     check_extension,
     inspect_image,
+    picture_bytes,
 )
 from imgclf.model.preprocessing import preprocess
 
@@ -33,11 +33,11 @@ __all__ = [
     "ModelBundle",
     "Preprocessing",
     "ScoredLabel",
-    "TrailingDataError",
     "UnsupportedImageError",
     "check_extension",
     "inspect_image",
     "load_bundle",
     "load_classifier",
+    "picture_bytes",
     "preprocess",
 ]

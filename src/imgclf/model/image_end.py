@@ -2,7 +2,7 @@
 
 Decoders stop once they have every pixel and ignore whatever follows, so a 1x1 PNG with 20 MB
 appended is a valid image to them (and was stored as one). JPEG and PNG say where they end
-(EOI, IEND): the API refuses more than a little after that (``images.check_trailing_data``).
+(EOI, IEND): the API keeps no more than a little after that (``images.picture_bytes``).
 """
 
 from __future__ import annotations

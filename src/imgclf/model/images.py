@@ -57,16 +57,6 @@ class ImageTooLargeError(ImageError):
     status_code: ClassVar[int] = 413
 
 
-class TrailingDataError(ImageError):
-    """Far more bytes after the end of the picture than any camera or encoder writes."""
-
-    def __init__(self, extra: int) -> None:
-        super().__init__(
-            f"The file has {extra:,} bytes after the end of its image; upload the image alone "
-            f"(at most {TRAILING_SLACK_BYTES // 1024} KB may follow it)."
-        )
-
-
 class DecodeTimeoutError(ImageTooLargeError):
     """Decoding ran past its time limit: the image is refused for good, never retried."""
 
@@ -219,19 +209,21 @@ def inspect_image(data: bytes, limits: ImageLimits) -> str:
     """
     image = open_image(data, limits)
     # MPO is a JPEG with extra pictures appended; callers only need to know it is a JPEG.
-    image_format = "JPEG" if image.format == "MPO" else str(image.format)
-    check_trailing_data(data, image_format)
-    return image_format
+    return "JPEG" if image.format == "MPO" else str(image.format)
 
 
-def check_trailing_data(data: bytes, image_format: str) -> None:
-    """Refuse a JPEG or PNG followed by more than ``TRAILING_SLACK_BYTES`` of other bytes."""
+def picture_bytes(data: bytes, image_format: str) -> bytes:
+    """The upload without what follows its picture, where that is more than
+    ``TRAILING_SLACK_BYTES``: decoders never read it, so it is not worth storing. A phone's
+    motion photo carries its video there, a hostile upload megabytes of anything; an ordinary
+    file is kept byte for byte."""
     try:
         end = image_end(data, image_format)
     except EndNotFound as error:
         raise CorruptImageError(str(error)) from None
     if end is not None and len(data) - end > TRAILING_SLACK_BYTES:
-        raise TrailingDataError(len(data) - end)
+        return data[:end]
+    return data
 
 
 def error_reason(error: BaseException) -> str:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from fastapi import HTTPException, UploadFile
 
-from imgclf.model.images import ImageError, ImageLimits, check_extension, inspect_image
+from imgclf.model.images import (
+    ImageError,
+    ImageLimits,
+    check_extension,
+    inspect_image,
+    picture_bytes,
+)
 from imgclf.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,7 +42,7 @@ async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
         raise HTTPException(413, f"The file is larger than the {limit / 2**20:g} MB limit.")
     try:
         extension = check_extension(file.filename or "")
-        inspect_image(data, ImageLimits.from_settings(settings))
+        data = picture_bytes(data, inspect_image(data, ImageLimits.from_settings(settings)))
     except ImageError as error:
         raise HTTPException(error.status_code, str(error)) from None
     digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
