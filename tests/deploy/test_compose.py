@@ -19,7 +19,7 @@ from imgclf.settings import Settings
 from .dockerfile import stages
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
-SERVICES = {"api", "worker", "ui", "redis", "db", "migrate"}
+SERVICES = {"api", "worker", "ui", "redis", "db", "migrate", "prometheus"}
 ENV_LINE = re.compile(r"^#?\s*(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 
 
@@ -164,3 +164,16 @@ def test_builds_use_the_dockerfile_targets(services: dict[str, dict[str, Any]]) 
             DEPLOY / "Dockerfile"
         )
         assert build["target"] in built, name
+
+
+def test_prometheus_is_opt_in_and_scrapes_the_api_with_the_token(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["api:8000"]
+    assert job["authorization"]["credentials_file"] == "metrics-token"
+    assert "IMGCLF_METRICS_TOKEN" in env_example()
