@@ -23,7 +23,9 @@ from imgclf.model.classifier import Classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 DOG = ROOT / "tests" / "data" / "dog.jpeg"
-MODEL_DIR = Path(os.environ.get("IMGCLF_MODEL_DIR", ROOT / "data/models/efficientnet-lite0"))
+MODEL_DIR = Path(
+    os.environ.get("IMGCLF_MODEL_DIR", ROOT / "data/models/efficientnet-lite0")
+).resolve()  # peers run in other folders
 
 
 def photo_640x480() -> bytes:
