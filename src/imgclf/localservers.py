@@ -104,6 +104,20 @@ def _executable(path: str, setting: str) -> str:
     return path
 
 
+def redis_command(
+    port: int, directory: Path | None = None, options: Sequence[str] = ()
+) -> list[str]:
+    """redis-server on a loopback port. The queue is transient (a caller whose job is lost
+    times out and retries), so no RDB snapshots and no append-only file."""
+    return [
+        redis_server_binary(),
+        *("--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes"),
+        *("--save", "", "--appendonly", "no"),
+        *(("--dir", str(directory)) if directory else ()),
+        *options,
+    ]
+
+
 class RedisServer:
     """A redis-server on a free loopback port, with persistence off; stopped on exit."""
 
@@ -118,22 +132,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        binary = redis_server_binary()
         self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-                *self.options,
-            ],
+            redis_command(self.port, options=self.options),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
