@@ -42,8 +42,8 @@ from pipeline import MODEL_DIR, cores, photo_640x480
 from service import cpu_model, running_service
 from wrkload import Upload, WrkResult, ensure_wrk, run_wrk, wrk_command_line
 
-from imgclf.launcher import Child, http_get, port_open, wait_until
-from imgclf.localservers import RedisServer, free_port
+from imgclf.launcher import Child, http_get, wait_until
+from imgclf.localservers import RedisServer, free_port, port_open
 from imgclf.model import ImageLimits, load_bundle
 from imgclf.model.classifier import Classifier
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import redis
 
-from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, port_open, wait_until
-from imgclf.localservers import free_port
+from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, wait_until
+from imgclf.localservers import free_port, port_open
 from imgclf.queue.keys import RedisKeys
 
 DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -195,14 +194,6 @@ def _group_alive(pgid: int) -> bool:
             if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
                 return True
     return False
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host.strip("[]"), port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def http_get(

@@ -28,11 +28,10 @@ from imgclf.launcher import (
     check_children,
     http_get,
     imgclf_command,
-    port_open,
     settings_environment,
     wait_until,
 )
-from imgclf.localservers import ServerUnavailable, free_port, redis_command
+from imgclf.localservers import ServerUnavailable, free_port, port_open, redis_command
 from imgclf.settings import Settings
 
 READY_TIMEOUT_S = 180.0

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, func, select
 
 from imgclf.db.models import Prediction
 from imgclf.launcher import environment, imgclf_command
-from imgclf.localservers import PostgresServer, free_port, postgres_binary, wait_for_port
+from imgclf.localservers import free_port, wait_for_port
 from tests.support import DOG_JPEG
 
 
@@ -148,17 +148,3 @@ def api_processes() -> Iterator[list[ApiProcess]]:
     yield started
     for api in started:
         api.kill()
-
-
-class RestartablePostgres(PostgresServer):
-    """A PostgreSQL whose server can be stopped and started again on the same data."""
-
-    def _pg_ctl(self, *args: str) -> None:
-        self._run(postgres_binary("pg_ctl"), "-D", str(self.data), *args)
-
-    def halt(self) -> None:
-        self._pg_ctl("-m", "fast", "-w", "stop")
-
-    def resume(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._pg_ctl("-o", options, "-l", str(self.root / "log"), "-w", "-t", "30", "start")

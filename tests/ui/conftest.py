@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, port_open, wait_until
-from imgclf.localservers import free_port
+from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, wait_until
+from imgclf.localservers import free_port, port_open
 from imgclf.ui.client import ApiClient, User
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"
