@@ -127,10 +127,6 @@ def run_group(
     redis = redis or workers > 0  # workers read jobs from Redis
     names = ["up", "api", "redis", "migrate"] + (["worker"] if workers else []) + ["ui"]
     log = LogPrinter(stream or sys.stdout, names)
-    env = {**settings_environment(settings), "PYTHONUNBUFFERED": "1"}
-    imgclf = imgclf_command()
-    host = _local_host(settings.host)
-    api_url = f"http://{host}:{settings.port}"
     busy = [p for p in [settings.port] + ([settings.ui_port] if with_ui else []) if port_open(p)]
     if busy:
         log.write("up", f"port {busy[0]} is in use; set IMGCLF_PORT / IMGCLF_UI_PORT to others")
@@ -139,30 +135,7 @@ def run_group(
     with _stop_on_signals() as stop, tempfile.TemporaryDirectory(prefix="imgclf-up-") as scratch:
         group = Group(log, stop)
         try:
-            if redis and not settings.queue_url:
-                port = free_port()
-                env["IMGCLF_QUEUE_URL"] = f"redis://127.0.0.1:{port}/0"
-                group.start("redis", redis_command(port, Path(scratch)), env)
-                group.wait_for(lambda: port_open(port), f"redis on port {port}", 30)
-            elif redis:
-                env["IMGCLF_QUEUE_URL"] = settings.queue_url
-            queue_url = env.get("IMGCLF_QUEUE_URL", "")
-            if settings.is_production:
-                # Production API processes only check the schema; migrate once, up front.
-                group.run_once("migrate", [*imgclf, "populate"], env)
-            if workers:
-                command = [*imgclf, "worker", "--processes", str(workers)]
-                group.start("worker", command, _worker_environment(env, workers, settings))
-            group.start("api", [*imgclf, "serve"], _api_environment(env, settings, with_ui))
-            # With no worker of ours in Redis mode, readiness waits on workers we did not start.
-            probe = "/health/live" if queue_url and not workers else "/health/ready"
-            ready = lambda: http_get(api_url + probe, 3)[0] == 200  # noqa: E731
-            group.wait_for(ready, f"api ({probe})", READY_TIMEOUT_S)
-            if with_ui:
-                ui_env = {**env, "IMGCLF_API_URL": api_url}
-                command = [*imgclf, "ui", "--api-url", api_url, "--port", str(settings.ui_port)]
-                group.start("ui", command, ui_env)
-                group.wait_for(lambda: port_open(settings.ui_port), "ui", READY_TIMEOUT_S)
+            queue_url = _start_in_order(group, settings, Path(scratch), redis, workers, with_ui)
             _print_banner(log, settings, login_banner(settings), queue_url, workers, with_ui)
             group.watch()
         except Interrupted:
@@ -175,6 +148,41 @@ def run_group(
             group.stop_all()
     log.write("up", "stopped" if code == 0 else "stopped after a failure")
     return code
+
+
+def _start_in_order(
+    group: Group, settings: Settings, scratch: Path, redis: bool, workers: int, with_ui: bool
+) -> str:
+    """Redis, migrations, workers, the API and the UI, each ready before the next starts;
+    returns the queue's URL ("" when embedded)."""
+    env = {**settings_environment(settings), "PYTHONUNBUFFERED": "1"}
+    imgclf = imgclf_command()
+    api_url = f"http://{_local_host(settings.host)}:{settings.port}"
+    if redis and not settings.queue_url:
+        port = free_port()
+        env["IMGCLF_QUEUE_URL"] = f"redis://127.0.0.1:{port}/0"
+        group.start("redis", redis_command(port, scratch), env)
+        group.wait_for(lambda: port_open(port), f"redis on port {port}", 30)
+    elif redis:
+        env["IMGCLF_QUEUE_URL"] = settings.queue_url
+    queue_url = env.get("IMGCLF_QUEUE_URL", "")
+    if settings.is_production:
+        # Production API processes only check the schema; migrate once, up front.
+        group.run_once("migrate", [*imgclf, "populate"], env)
+    if workers:
+        command = [*imgclf, "worker", "--processes", str(workers)]
+        group.start("worker", command, _worker_environment(env, workers, settings))
+    group.start("api", [*imgclf, "serve"], _api_environment(env, settings, with_ui))
+    # With no worker of ours in Redis mode, readiness waits on workers we did not start.
+    probe = "/health/live" if queue_url and not workers else "/health/ready"
+    ready = lambda: http_get(api_url + probe, 3)[0] == 200  # noqa: E731
+    group.wait_for(ready, f"api ({probe})", READY_TIMEOUT_S)
+    if with_ui:
+        ui_env = {**env, "IMGCLF_API_URL": api_url}
+        command = [*imgclf, "ui", "--api-url", api_url, "--port", str(settings.ui_port)]
+        group.start("ui", command, ui_env)
+        group.wait_for(lambda: port_open(settings.ui_port), "ui", READY_TIMEOUT_S)
+    return queue_url
 
 
 def _print_banner(
