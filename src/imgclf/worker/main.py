@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from types import FrameType
 
 import psutil
 
+from imgclf.launcher import environment
 from imgclf.model import ImageLimits, load_classifier
 from imgclf.queue.redis_source import RedisJobSource
 from imgclf.settings import Settings, get_settings
@@ -107,13 +107,11 @@ def run_workers(settings: Settings, processes: int) -> int:
 
 
 def _spawn(settings: Settings, processes: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "IMGCLF_QUEUE_URL": settings.queue_url,
-        "IMGCLF_WORKER_CONCURRENCY": str(settings.worker_concurrency),
-        # The processes share this machine's cores, as lanes and model threads.
-        **settings.worker_share_environment(processes),
-    }
+    env = environment(
+        {"queue_url": settings.queue_url, "worker_concurrency": settings.worker_concurrency}
+    )
+    # The processes share this machine's cores, as lanes and model threads.
+    env |= settings.worker_share_environment(processes)
     return subprocess.Popen([sys.executable, "-m", "imgclf.worker"], env=env)
 
 
