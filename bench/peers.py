@@ -25,12 +25,10 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -38,14 +36,14 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from importlib import metadata
 from pathlib import Path
-from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import MODEL_DIR, cores, photo_640x480
 from service import cpu_model, running_service
 from wrkload import Upload, WrkResult, ensure_wrk, run_wrk, wrk_command_line
 
-from imgclf.localservers import RedisServer, free_port, wait_for_port
+from imgclf.launcher import Child, http_get, wait_until
+from imgclf.localservers import RedisServer, free_port, port_open
 from imgclf.model import ImageLimits, load_bundle
 from imgclf.model.classifier import Classifier
 
@@ -95,34 +93,13 @@ def peer_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def started(command: list[str], env: dict[str, str], log: IO[bytes]) -> Iterator[int]:
+def started(name: str, command: list[str], env: dict[str, str], log: Path) -> Iterator[Child]:
     """Run a peer's process in its own process group; stop the whole group afterwards."""
-    process = subprocess.Popen(
-        command, cwd=PEERS, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    child = Child(name, command, env, log, cwd=PEERS).start()
     try:
-        yield process.pid
+        yield child
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def wait_ready(url: str, log_path: Path, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} never answered 200; see {log_path}")
+        child.stop()
 
 
 def log_file(name: str) -> Path:
@@ -149,8 +126,9 @@ def bentoml_peer(venv: Path) -> Iterator[tuple[str, str]]:
         "--port",
         str(port),
     ]
-    with path.open("ab") as log, started(command, peer_env(), log):
-        wait_ready(f"http://127.0.0.1:{port}/readyz", path)
+    with started("bentoml", command, peer_env(), path) as child:
+        ready = f"http://127.0.0.1:{port}/readyz"
+        wait_until(lambda: http_get(ready)[0] == 200, f"{ready} (see {path})", 120, [child])
         yield f"http://127.0.0.1:{port}/classify", ""
 
 
@@ -171,12 +149,8 @@ def seed_peer(venv: Path) -> Iterator[tuple[str, str]]:
     ]
     worker = [str(venv / "bin" / "python"), "seed_worker.py"]
     try:
-        with (
-            path.open("ab") as log,
-            started(api, env, log),
-            started(worker, env, log),
-        ):
-            wait_for_port(port, 60)
+        with started("api", api, env, path) as server, started("worker", worker, env, path):
+            wait_until(lambda: port_open(port), f"the seed's API (see {path})", 60, [server])
             yield f"http://127.0.0.1:{port}/model/predict", ""
     finally:
         redis.stop()

@@ -12,16 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.parse
-import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,23 +27,12 @@ from loadgen import LoadResult, closed_loop, multipart_request
 from pipeline import MODEL_DIR, cores, machine_limit, photo_640x480, raw_pipeline
 from wrkload import Upload, WrkResult, ensure_wrk, run_wrk
 
-from imgclf.localservers import RedisServer, free_port, wait_for_port
+from imgclf.launcher import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # Open loop: enough connections that one is free for every request due while others wait for
 # answers (rate x the slowest latency); wrk counts a request sent after its slot as late.
 OPEN_LOOP_CONNECTIONS = 64
-
-
-def _get(url: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, {}
-    except OSError:
-        return 0, {}
 
 
 @contextmanager
@@ -58,53 +40,9 @@ def running_service(
     *, batch: int, redis: bool = False, workers: int = 1, max_pending: int = 256
 ) -> Iterator[tuple[str, str]]:
     """Start the service for real; yield (predict URL, token)."""
-    processes: list[subprocess.Popen[bytes]] = []
-    server = RedisServer().start() if redis else None
-    with tempfile.TemporaryDirectory(prefix="imgclf-bench-") as data_dir:
-        port = free_port()
-        env = {
-            **os.environ,
-            "IMGCLF_DATA_DIR": data_dir,
-            "IMGCLF_MODEL_DIR": str(MODEL_DIR),
-            "IMGCLF_PORT": str(port),
-            "IMGCLF_CACHE": "false",
-            "IMGCLF_ACCESS_LOG": "false",
-            "IMGCLF_MAX_BATCH_SIZE": str(batch),
-            "IMGCLF_MAX_PENDING": str(max_pending),
-        }
-        if server is not None:
-            env["IMGCLF_QUEUE_URL"] = server.url
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        try:
-            processes.append(subprocess.Popen([BIN / "imgclf", "serve"], env=env, **quiet))
-            if server is not None:
-                processes.append(
-                    subprocess.Popen(
-                        [BIN / "imgclf", "worker", "--processes", str(workers)], env=env, **quiet
-                    )
-                )
-            wait_for_port(port, 60, processes[0])
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while _get(f"{base}/health/ready")[0] != 200:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service never became ready")
-                time.sleep(0.2)
-            form = urllib.parse.urlencode({"username": "admin@example.com", "password": "admin"})
-            request = urllib.request.Request(f"{base}/login", data=form.encode())  # noqa: S310
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                token = json.loads(response.read())["access_token"]
-            yield f"{base}/model/predict", token
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            if server is not None:
-                server.stop()
+    settings = {"model_dir": MODEL_DIR, "cache": False, "max_batch_size": batch}
+    with LocalStack(workers=workers if redis else 0, max_pending=max_pending, **settings) as stack:
+        yield f"{stack.url}/model/predict", stack.login()
 
 
 def cpu_model() -> str:

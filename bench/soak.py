@@ -15,16 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,12 +32,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import LoadResult, closed_loop, multipart_request, open_loop
 
-from imgclf.localservers import RedisServer, free_port, wait_for_port
+from imgclf.launcher import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
 DOG = ROOT / "tests" / "data" / "dog.jpeg"
 MODEL_DIR = Path(os.environ.get("IMGCLF_MODEL_DIR", ROOT / "data/models/efficientnet-lite0"))
-BIN = Path(sys.executable).parent
 DOC = ROOT / "docs" / "reliability.md"
 PLOT = ROOT / "docs" / "img" / "soak-memory.png"
 START, END = "<!-- soak:start -->", "<!-- soak:end -->"
@@ -91,64 +85,17 @@ def photo() -> bytes:
     return buffer.getvalue()
 
 
-def _ready(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base}/health/ready", timeout=5) as answer:  # noqa: S310
-            return bool(answer.status == 200)
-    except OSError:
-        return False
-
-
 @contextmanager
 def running_service() -> Iterator[Service]:
     """redis-server, `imgclf serve` in Redis mode and `imgclf worker --processes 2`."""
-    redis = RedisServer().start()
-    processes: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="imgclf-soak-") as data_dir:
-        port = free_port()
-        env = {
-            **os.environ,
-            "IMGCLF_DATA_DIR": data_dir,
-            "IMGCLF_MODEL_DIR": str(MODEL_DIR),
-            "IMGCLF_PORT": str(port),
-            "IMGCLF_QUEUE_URL": redis.url,
-            "IMGCLF_CACHE": "false",
-            "IMGCLF_ACCESS_LOG": "false",
-        }
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        try:
-            processes.append(subprocess.Popen([BIN / "imgclf", "serve"], env=env, **quiet))
-            processes.append(
-                subprocess.Popen([BIN / "imgclf", "worker", "--processes", "2"], env=env, **quiet)
-            )
-            wait_for_port(port, 60, processes[0])
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 90
-            while not _ready(base):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service never became ready")
-                time.sleep(0.2)
-            form = urllib.parse.urlencode({"username": "admin@example.com", "password": "admin"})
-            request = urllib.request.Request(f"{base}/login", data=form.encode())  # noqa: S310
-            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-                token = json.loads(answer.read())["access_token"]
-            assert redis.process is not None
-            yield Service(
-                url=f"{base}/model/predict",
-                token=token,
-                api=psutil.Process(processes[0].pid),
-                workers=psutil.Process(processes[1].pid),
-                redis=psutil.Process(redis.process.pid),
-            )
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            redis.stop()
+    with LocalStack(workers=2, model_dir=MODEL_DIR, cache=False) as stack:
+        yield Service(
+            url=f"{stack.url}/model/predict",
+            token=stack.login(),
+            api=psutil.Process(stack.pids["api"]),
+            workers=psutil.Process(stack.pids["worker"]),
+            redis=psutil.Process(stack.pids["redis"]),
+        )
 
 
 def find_peak(service: Service, image: bytes, seconds: float) -> LoadResult:

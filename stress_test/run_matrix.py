@@ -17,7 +17,6 @@ import csv
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -31,9 +30,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.service import MODEL_DIR  # noqa: E402 - run as a script, the root is not on the path
+from imgclf.launcher import Child  # noqa: E402
 from stress_test.measure import CpuSampler, metrics_delta, parse_metrics  # noqa: E402
 from stress_test.photos import load_photos  # noqa: E402
-from stress_test.stack import BIN, Stack, StackConfig, stop_group  # noqa: E402
+from stress_test.stack import BIN, Stack, StackConfig  # noqa: E402
 
 LOCUSTFILE = ROOT / "stress_test" / "locustfile.py"
 RESULTS = ROOT / "stress_test" / "results"
@@ -148,39 +148,38 @@ def run_level(stack: Stack, users: int, options: RunOptions, run_dir: Path) -> d
     ]  # fmt: skip
     load_before = os.getloadavg()
     started = time.monotonic()
-    with (run_dir / f"u{users}_locust.log").open("wb") as log:
-        locust = subprocess.Popen(
-            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        sampler = CpuSampler({**stack.pids, "locust": locust.pid, "runner": os.getpid()})
-        sampler.start()
-        try:
-            while not warmup_file.exists():
-                if locust.poll() is not None or time.monotonic() - started > cap_s:
-                    raise RuntimeError(
-                        f"{users} users: the warm-up never ended (log-ins failing?); "
-                        f"see {run_dir / f'u{users}_locust.log'}"
-                    )
-                time.sleep(0.1)
-            before = parse_metrics(stack.metrics_text())
-            sampler.start_window()
-            warmup = json.loads(warmup_file.read_text())
-            if warmup["users"] < users:
+    locust_log = run_dir / f"u{users}_locust.log"
+    locust_log.unlink(missing_ok=True)
+    locust = Child("locust", command, dict(os.environ), locust_log, cwd=ROOT).start()
+    sampler = CpuSampler({**stack.pids, "locust": locust.pid, "runner": os.getpid()})
+    sampler.start()
+    try:
+        while not warmup_file.exists():
+            if locust.exit_code() is not None or time.monotonic() - started > cap_s:
                 raise RuntimeError(
-                    f"only {warmup['users']} of {users} users logged in: {warmup['errors']}"
-                    + (
-                        " (--login admin measures without sign-ups)"
-                        if options.login == "signup"
-                        else ""
-                    )
+                    f"{users} users: the warm-up never ended (log-ins failing?); see {locust_log}"
                 )
-            time.sleep(max(0.0, warmup["ended_at"] + options.measure_s - time.time()))
-            after = parse_metrics(stack.metrics_text())
-            cpu = sampler.end_window()
-            locust.wait(60)
-        finally:
-            sampler.join(5)
-            stop_group(locust)
+            time.sleep(0.1)
+        before = parse_metrics(stack.metrics_text())
+        sampler.start_window()
+        warmup = json.loads(warmup_file.read_text())
+        if warmup["users"] < users:
+            raise RuntimeError(
+                f"only {warmup['users']} of {users} users logged in: {warmup['errors']}"
+                + (
+                    " (--login admin measures without sign-ups)"
+                    if options.login == "signup"
+                    else ""
+                )
+            )
+        time.sleep(max(0.0, warmup["ended_at"] + options.measure_s - time.time()))
+        after = parse_metrics(stack.metrics_text())
+        cpu = sampler.end_window()
+        assert locust.process is not None
+        locust.process.wait(60)
+    finally:
+        sampler.join(5)
+        locust.stop()
     stats = read_stats(prefix)
     aggregated = stats.pop("Aggregated")
     login_names = ("/user/ (sign up)", "/login")

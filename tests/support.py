@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 import psutil
 import redis
 
+from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, wait_until
+from imgclf.localservers import free_port, port_open
 from imgclf.queue.keys import RedisKeys
 
 DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"
@@ -24,14 +25,8 @@ def dog_upload(name: str = "dog.jpeg") -> dict[str, tuple[str, bytes, str]]:
 
 def start_worker(redis_url: str, model_dir: Path, **settings: object) -> subprocess.Popen[bytes]:
     """One `python -m imgclf.worker` process (as `imgclf worker --processes N` starts them)."""
-    env = {
-        **os.environ,
-        "IMGCLF_QUEUE_URL": redis_url,
-        "IMGCLF_MODEL_DIR": str(model_dir),
-        "IMGCLF_MODEL_THREADS": "1",
-        "IMGCLF_WORKER_HEARTBEAT_S": "0.5",
-        **{f"IMGCLF_{key.upper()}": str(value) for key, value in settings.items()},
-    }
+    defaults = {"model_threads": 1, "worker_heartbeat_s": 0.5}
+    env = environment({**defaults, "queue_url": redis_url, "model_dir": model_dir, **settings})
     return subprocess.Popen([sys.executable, "-m", "imgclf.worker"], env=env)
 
 
@@ -93,37 +88,27 @@ class ServedApi:
     (uvicorn with the service's HTTP protocol), its output kept in ``log``."""
 
     def __init__(self, log: Path, data_dir: Path, **settings: object) -> None:
-        from imgclf.localservers import free_port, wait_for_port
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.data_dir = data_dir
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCLF_")}
-        env.update(
-            {
-                "IMGCLF_DATA_DIR": str(data_dir),
-                "IMGCLF_PORT": str(self.port),
-                "IMGCLF_ACCESS_LOG": "false",
-                **{f"IMGCLF_{key.upper()}": str(value) for key, value in settings.items()},
-            }
+        env = environment(
+            {"data_dir": data_dir, "port": self.port, "access_log": False, **settings}, clean=True
         )
-        with log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("imgclf")), "serve"],
-                cwd=data_dir.parent,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
+        self.child = Child("api", [*imgclf_command(), "serve"], env, log, cwd=data_dir.parent)
         try:
-            wait_for_port(self.port, timeout_s=90, process=self.process)
+            self.child.start()
+            what = f"imgclf serve on port {self.port}"
+            wait_until(lambda: port_open(self.port), what, 90, [self.child])
+        except LaunchFailed as error:
+            self.stop()
+            raise LaunchFailed(f"{error}\n{self.output()[-3000:]}") from None
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        stop_process(self.process)
+        self.child.stop()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

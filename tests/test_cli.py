@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from imgclf.cli import app
-from imgclf.localservers import free_port, wait_for_port
+from tests.support import ServedApi
 
 runner = CliRunner()
 
@@ -66,33 +62,13 @@ def test_production_with_default_secrets_refuses_to_start(
 def test_bare_serve_on_an_empty_data_dir_is_ready_to_log_in(
     tmp_path: Path, model_dir: Path
 ) -> None:
-    port = free_port()
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith("IMGCLF_") or k.endswith("DIR")
-    }
-    environment["IMGCLF_DATA_DIR"] = str(tmp_path / "served")
-    environment["IMGCLF_MODEL_DIR"] = str(model_dir)  # the embedded worker loads it at start
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("imgclf")), "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    api = ServedApi(tmp_path / "serve.log", tmp_path / "served", model_dir=model_dir)
     try:
-        wait_for_port(port, timeout_s=60, process=process)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if httpx.get(f"{url}/health/live").status_code == 200:
-                break
-            time.sleep(0.1)
         admin = {"username": "admin@example.com", "password": "admin"}
-        assert httpx.post(f"{url}/login", data=admin).status_code == 200
+        assert httpx.post(f"{api.url}/login", data=admin).status_code == 200
     finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
-    assert f"http://127.0.0.1:{port}/docs" in output
+        api.stop()
+    output = api.output()
+    assert f"{api.url}/docs" in output
     assert "Admin login: admin@example.com" in output
     assert "password: admin (the development default)" in output

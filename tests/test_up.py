@@ -17,8 +17,8 @@ import httpx
 import psutil
 import pytest
 
+from imgclf.launcher import Child, LogPrinter
 from imgclf.localservers import PostgresServer, free_port
-from imgclf.up import Child, LogPrinter
 
 DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"
 IMGCLF = str(Path(sys.executable).with_name("imgclf"))

@@ -34,22 +34,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(
     port: int, timeout_s: float = 15.0, process: subprocess.Popen[bytes] | None = None
 ) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while not port_open(port):
         if process is not None and process.poll() is not None:
             raise ServerUnavailable(
                 f"process exited with code {process.returncode} before port {port} opened"
             )
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=0.2),
-        ):
-            return
+        if time.monotonic() > deadline:
+            raise ServerUnavailable(f"nothing listens on 127.0.0.1:{port} after {timeout_s:.0f} s")
         time.sleep(0.05)
-    raise ServerUnavailable(f"nothing listens on 127.0.0.1:{port} after {timeout_s:.0f} s")
 
 
 def _packaged(package: str, relative: str) -> Path | None:
@@ -104,6 +108,20 @@ def _executable(path: str, setting: str) -> str:
     return path
 
 
+def redis_command(
+    port: int, directory: Path | None = None, options: Sequence[str] = ()
+) -> list[str]:
+    """redis-server on a loopback port. The queue is transient (a caller whose job is lost
+    times out and retries), so no RDB snapshots and no append-only file."""
+    return [
+        redis_server_binary(),
+        *("--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes"),
+        *("--save", "", "--appendonly", "no"),
+        *(("--dir", str(directory)) if directory else ()),
+        *options,
+    ]
+
+
 class RedisServer:
     """A redis-server on a free loopback port, with persistence off; stopped on exit."""
 
@@ -118,22 +136,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        binary = redis_server_binary()
         self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-                *self.options,
-            ],
+            redis_command(self.port, options=self.options),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -191,7 +195,7 @@ class PostgresServer:
             )
 
     def start(self) -> PostgresServer:
-        initdb, pg_ctl = postgres_binary("initdb"), postgres_binary("pg_ctl")
+        initdb = postgres_binary("initdb")
         if self.user:
             shutil.chown(self.root, self.user)
         self._run(
@@ -205,28 +209,25 @@ class PostgresServer:
             "UTF8",
             "--no-sync",
         )
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            pg_ctl,
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "-t",
-            "30",
-            "start",
-        )
+        self.resume()
         return self
+
+    def resume(self) -> None:
+        """Start the server on the cluster's data (again, after ``halt``)."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._pg_ctl("-o", options, "-l", str(self.root / "log"), "-w", "-t", "30", "start")
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data."""
+        self._pg_ctl("-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         with contextlib.suppress(ServerUnavailable):
-            self._run(
-                postgres_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
-            )
+            self._pg_ctl("-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(postgres_binary("pg_ctl"), "-D", str(self.data), *args)
 
     def create_database(self, name: str) -> str:
         import psycopg

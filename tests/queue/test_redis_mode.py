@@ -278,3 +278,16 @@ def test_answers_are_kept_for_a_few_deadlines_and_async_ones_for_an_hour(
         assert 0 < next(iter(ttls.values())) <= 60
     finally:
         stop_process(worker)
+
+
+def test_a_worker_above_its_memory_limit_retires_to_be_replaced(
+    redis_url: str, model_dir: Path
+) -> None:
+    from imgclf.worker.main import EXIT_RECYCLE
+
+    # Any loaded model is above 1 MB: the first heartbeat sees it and the worker retires.
+    worker = start_worker(redis_url, model_dir, worker_max_rss_mb=1)
+    try:
+        assert worker.wait(120) == EXIT_RECYCLE
+    finally:
+        stop_process(worker)

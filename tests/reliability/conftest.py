@@ -3,7 +3,6 @@ answer, a real API process, and PostgreSQL stopped and started again on its data
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -19,7 +18,8 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from imgclf.db.models import Prediction
-from imgclf.localservers import PostgresServer, free_port, postgres_binary, wait_for_port
+from imgclf.launcher import environment, imgclf_command
+from imgclf.localservers import free_port, wait_for_port
 from tests.support import DOG_JPEG
 
 
@@ -28,19 +28,10 @@ def spawn_worker(
 ) -> subprocess.Popen[bytes]:
     """``python -m imgclf.worker`` (or ``imgclf worker ARGS`` when args are given), logging to
     ``log`` so a test can read what it did."""
-    env = {
-        **os.environ,
-        "IMGCLF_QUEUE_URL": redis_url,
-        "IMGCLF_MODEL_DIR": str(model_dir),
-        "IMGCLF_MODEL_THREADS": "1",
-        "IMGCLF_WORKER_CONCURRENCY": "1",
-        "IMGCLF_WORKER_HEARTBEAT_S": "0.5",
-        **{f"IMGCLF_{key.upper()}": str(value) for key, value in settings.items()},
-    }
+    defaults = {"model_threads": 1, "worker_concurrency": 1, "worker_heartbeat_s": 0.5}
+    env = environment({**defaults, "queue_url": redis_url, "model_dir": model_dir, **settings})
     command = (
-        [str(Path(sys.executable).parent / "imgclf"), "worker", *args]
-        if args
-        else [sys.executable, "-m", "imgclf.worker"]
+        [*imgclf_command(), "worker", *args] if args else [sys.executable, "-m", "imgclf.worker"]
     )
     with log.open("ab") as output:
         return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -120,10 +111,7 @@ class ApiProcess:
     def __init__(self, log: Path, **settings: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            **{f"IMGCLF_{key.upper()}": str(value) for key, value in settings.items()},
-        }
+        env = environment(settings)
         with log.open("ab") as output:
             self.process = subprocess.Popen(
                 [
@@ -160,17 +148,3 @@ def api_processes() -> Iterator[list[ApiProcess]]:
     yield started
     for api in started:
         api.kill()
-
-
-class RestartablePostgres(PostgresServer):
-    """A PostgreSQL whose server can be stopped and started again on the same data."""
-
-    def _pg_ctl(self, *args: str) -> None:
-        self._run(postgres_binary("pg_ctl"), "-D", str(self.data), *args)
-
-    def halt(self) -> None:
-        self._pg_ctl("-m", "fast", "-w", "stop")
-
-    def resume(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._pg_ctl("-o", options, "-l", str(self.root / "log"), "-w", "-t", "30", "start")

@@ -24,14 +24,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from imgclf.embedded import create_service_app
-from imgclf.localservers import RedisServer, ServerUnavailable
+from imgclf.localservers import PostgresServer, RedisServer, ServerUnavailable
 from imgclf.queue.keys import RedisKeys
 from imgclf.settings import Settings
 from tests.conftest import unavailable
 from tests.reliability.conftest import (
     ApiProcess,
     Load,
-    RestartablePostgres,
     count_predictions,
     dog_files,
     spawn_worker,
@@ -214,7 +213,7 @@ def test_redis_restart_under_load_gives_503s_no_hang_and_recovers_by_itself(
 def test_postgres_restart_fails_clearly_never_hangs_and_leaves_no_half_rows(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    server = RestartablePostgres()
+    server = PostgresServer()
     try:
         server.start()
     except ServerUnavailable as error:

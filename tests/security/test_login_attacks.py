@@ -20,9 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgclf.localservers import free_port
 from imgclf.ui.client import ApiClient, ApiError
-from tests.ui.conftest import IMGCLF, clean_environment, start_process, stop_process
+from tests.support import ServedApi
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"  # the development admin
 ATTACKER, OWNER = "203.0.113.66", "198.51.100.7"  # documentation addresses, named by a proxy
@@ -53,25 +52,18 @@ Serve = Callable[..., Server]
 def serve(tmp_path: Path, model_dir: Path) -> Iterator[Serve]:
     """``imgclf serve`` on a free port, with these IMGCLF_ settings; one data dir for all the
     servers a test starts, so they share the SQLite database as replicas would."""
-    processes = []
+    servers: list[ServedApi] = []
 
     def start(**settings: str) -> Server:
-        port = free_port()
-        env = clean_environment(
-            IMGCLF_DATA_DIR=str(tmp_path / "data"),
-            IMGCLF_MODEL_DIR=str(model_dir),
-            IMGCLF_MODEL_THREADS="1",
-            IMGCLF_ACCESS_LOG="false",
-            IMGCLF_PORT=str(port),
-            **{f"IMGCLF_{name.upper()}": value for name, value in settings.items()},
+        log = tmp_path / f"serve-{len(servers)}.log"
+        servers.append(
+            ServedApi(log, tmp_path / "data", model_dir=model_dir, model_threads=1, **settings)
         )
-        log = tmp_path / f"serve-{port}.log"
-        processes.append(start_process([IMGCLF, "serve"], port, tmp_path, env, log))
-        return Server(f"http://127.0.0.1:{port}", port)
+        return Server(servers[-1].url, servers[-1].port)
 
     yield start
-    for process in processes:
-        stop_process(process)
+    for server in servers:
+        server.stop()
 
 
 def raw_request(path: str, body: bytes, content_type: str, address: str | None) -> bytes:

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from imgclf.localservers import ServerUnavailable, free_port, wait_for_port
+from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, wait_until
+from imgclf.localservers import free_port, port_open
 from imgclf.ui.client import ApiClient, User
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"
 PASSWORD = "correct horse battery"
-IMGCLF = str(Path(sys.executable).with_name("imgclf"))
 _emails = itertools.count(1)
 
 
@@ -34,44 +32,19 @@ class Account:
         return self.user.email
 
 
-def clean_environment(**values: str) -> dict[str, str]:
-    """This process's environment without the developer's IMGCLF_ settings, plus ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCLF_")}
-    return env | values
-
-
-def start_process(
-    command: list[str], port: int, cwd: Path, env: dict[str, str], log: Path
-) -> subprocess.Popen[bytes]:
-    """Start a server and wait for its port; on failure, fail with the end of its log."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for_port(port, timeout_s=90, process=process)
-    except ServerUnavailable as error:
-        stop_process(process)
-        pytest.fail(f"{command[1]} did not start: {error}\n{log.read_text()[-3000:]}")
-    return process
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @dataclass(frozen=True)
 class Stack:
-    process: subprocess.Popen[bytes]
+    up: Child
     api_url: str
     ui_port: int
     log: Path
+
+    def wait_for(self, port: int, what: str) -> None:
+        """Wait until ``port`` listens; on failure, fail with the end of `imgclf up`'s log."""
+        try:
+            wait_until(lambda: port_open(port), what, 90, [self.up])
+        except LaunchFailed as error:
+            pytest.fail(f"{what} did not start: {error}\n{self.log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="session")
@@ -79,19 +52,18 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """``imgclf up`` (API with its embedded model worker and SQLite, then the UI)."""
     root = tmp_path_factory.mktemp("ui-stack")
     api_port, ui_port = free_port(), free_port()
-    env = clean_environment(
-        IMGCLF_DATA_DIR=str(root / "data"),
-        IMGCLF_MODEL_DIR=str(model_dir),
-        IMGCLF_MODEL_THREADS="1",
-        IMGCLF_PORT=str(api_port),
-        IMGCLF_UI_PORT=str(ui_port),
-        # Every test signs up its own user, all from this machine's address.
-        IMGCLF_SIGNUP_MAX_PER_ADDRESS="1000",
-    )
+    settings = {"data_dir": root / "data", "model_dir": model_dir, "model_threads": 1}
+    # Every test signs up its own user, all from this machine's address.
+    settings |= {"port": api_port, "ui_port": ui_port, "signup_max_per_address": 1000}
+    env = environment(settings, clean=True)
     log = root / "up.log"
-    process = start_process([IMGCLF, "up"], api_port, root, env, log)
-    yield Stack(process, f"http://127.0.0.1:{api_port}", ui_port, log)
-    stop_process(process)
+    up = Child("up", [*imgclf_command(), "up"], env, log, cwd=root).start()
+    stack = Stack(up, f"http://127.0.0.1:{api_port}", ui_port, log)
+    try:
+        stack.wait_for(api_port, "the API")
+        yield stack
+    finally:
+        up.stop()
 
 
 @pytest.fixture(scope="session")

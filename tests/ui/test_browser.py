@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Error, FloatRect, Page, expect, sync_playwright
 
-from imgclf.localservers import ServerUnavailable, wait_for_port
 from tests.conftest import DOG_JPEG, unavailable
 from tests.ui.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
 
@@ -34,10 +33,7 @@ LOGIN_CLIP = FloatRect(x=0, y=0, width=900, height=640)
 @pytest.fixture(scope="module")
 def ui_url(stack: Stack) -> str:
     """The UI that ``imgclf up`` started after its API was ready."""
-    try:
-        wait_for_port(stack.ui_port, timeout_s=90, process=stack.process)
-    except ServerUnavailable as error:
-        pytest.fail(f"the UI did not start: {error}\n{stack.log.read_text()[-3000:]}")
+    stack.wait_for(stack.ui_port, "the UI")
     return f"http://127.0.0.1:{stack.ui_port}"
 
 

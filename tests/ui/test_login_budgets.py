@@ -17,7 +17,6 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-from imgclf.localservers import wait_for_port
 from tests.ui.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
 
 FINISHED_EARLY_FOR_RERUN = ForwardMsg.ScriptFinishedStatus.FINISHED_EARLY_FOR_RERUN
@@ -64,7 +63,7 @@ class Visitor:
 
 @pytest.fixture
 def visit(stack: Stack) -> Iterator[type[Visitor]]:
-    wait_for_port(stack.ui_port, timeout_s=90, process=stack.process)
+    stack.wait_for(stack.ui_port, "the UI")
     connections: list[websocket.WebSocket] = []
 
     class Opened(Visitor):

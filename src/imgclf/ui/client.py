@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import http.cookiejar
 import mimetypes
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+# The API's own response schemas (plain pydantic, no web framework): what the API promises is
+# what the UI checks, field by field.
+from imgclf.api.auth.schemas import Token
+from imgclf.api.feedback.schemas import FeedbackPublic as Feedback
+from imgclf.api.predictions.schemas import PredictionPublic as PastPrediction
+from imgclf.api.predictions.schemas import PredictionResponse as Prediction
+from imgclf.api.users.schemas import UserPublic as User
+
+__all__ = ["ApiClient", "ApiError", "Feedback", "History", "PastPrediction", "Prediction", "User"]
 
 T = TypeVar("T")
 
@@ -35,62 +45,11 @@ class ApiError:
         return self.status == 401
 
 
-@dataclass(frozen=True)
-class User:
-    id: int
-    name: str
-    email: str
+class History(BaseModel):
+    """A user's latest predictions and feedback, newest first."""
 
-
-@dataclass(frozen=True)
-class ScoredLabel:
-    label: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The answer to one upload (``POST /model/predict``)."""
-
-    prediction: str
-    score: float
-    image_file_name: str
-    top_k: tuple[ScoredLabel, ...]
-    prediction_id: int
-    model: str
-    cached: bool
-
-
-@dataclass(frozen=True)
-class PastPrediction:
-    """One entry of ``GET /model/predictions``."""
-
-    id: int
-    image_file_name: str
-    label: str
-    score: float
-    top_k: tuple[ScoredLabel, ...]
-    created_at: str
-
-
-@dataclass(frozen=True)
-class Feedback:
-    id: int
-    score: float
-    predicted_class: str
-    image_file_name: str
-    feedback: str
-    prediction_id: int | None
-
-
-@dataclass(frozen=True)
-class History:
-    predictions: tuple[PastPrediction, ...]
-    feedback: tuple[Feedback, ...]
-
-
-def _scored(items: list[dict[str, Any]]) -> tuple[ScoredLabel, ...]:
-    return tuple(ScoredLabel(str(item["label"]), float(item["score"])) for item in items)
+    predictions: list[PastPrediction]
+    feedback: list[Feedback]
 
 
 class ApiClient:
@@ -145,7 +104,8 @@ class ApiClient:
             client_address=client_address,
             data={"username": email, "password": password},
         )
-        return self._parse(body, lambda body: str(body["access_token"]))
+        token = self._parse(body, Token)
+        return token if isinstance(token, ApiError) else token.access_token
 
     def sign_up(
         self, name: str, email: str, password: str, client_address: str | None = None
@@ -156,10 +116,10 @@ class ApiClient:
             client_address=client_address,
             json={"name": name, "email": email, "password": password},
         )
-        return self._parse(body, _user)
+        return self._parse(body, User)
 
     def me(self, token: str) -> User | ApiError:
-        return self._parse(self._call("GET", "/user/me", token), _user)
+        return self._parse(self._call("GET", "/user/me", token), User)
 
     def predict(self, token: str, file_name: str, data: bytes) -> Prediction | ApiError:
         """Classify one image; ``file_name`` gives the API its extension."""
@@ -171,7 +131,7 @@ class ApiClient:
             timeout=PREDICT_TIMEOUT_S,
             files={"file": (file_name, data, content_type)},
         )
-        return self._parse(body, _prediction)
+        return self._parse(body, Prediction)
 
     def send_feedback(
         self,
@@ -194,7 +154,7 @@ class ApiClient:
                 "prediction_id": prediction_id,
             },
         )
-        return self._parse(body, _feedback)
+        return self._parse(body, Feedback)
 
     def history(self, token: str, limit: int = 20) -> History | ApiError:
         """The user's latest predictions and feedback, newest first."""
@@ -205,21 +165,16 @@ class ApiClient:
         feedback = self._call("GET", "/feedback/", token, params=page)
         if isinstance(feedback, ApiError):
             return feedback
-        return self._parse(
-            (predictions, feedback),
-            lambda pair: History(
-                predictions=tuple(_past_prediction(item) for item in pair[0]),
-                feedback=tuple(_feedback(item) for item in pair[1]),
-            ),
-        )
+        return self._parse({"predictions": predictions, "feedback": feedback}, History)
 
-    def _parse(self, body: Any, build: Callable[[Any], T]) -> T | ApiError:
-        """``build(body)``, or an ``ApiError`` if the body is one or is not the API's shape."""
+    def _parse(self, body: Any, shape: type[T]) -> T | ApiError:
+        """``body`` validated as ``shape``, or an ``ApiError`` if the body is one or is not the
+        API's shape."""
         if isinstance(body, ApiError):
             return body
         try:
-            return build(body)
-        except (KeyError, TypeError, ValueError, AttributeError):
+            return TypeAdapter(shape).validate_python(body)
+        except ValidationError:
             return ApiError(
                 f"{self.base_url} answered, but not as the imgclf API does. Is it the right URL?"
             )
@@ -234,42 +189,3 @@ def _detail(response: requests.Response) -> str:
     if isinstance(detail, str) and detail:
         return detail
     return f"The API answered {response.status_code} {response.reason or ''}".strip() + "."
-
-
-def _prediction(body: dict[str, Any]) -> Prediction:
-    return Prediction(
-        prediction=str(body["prediction"]),
-        score=float(body["score"]),
-        image_file_name=str(body["image_file_name"]),
-        top_k=_scored(body["top_k"]),
-        prediction_id=int(body["prediction_id"]),
-        model=str(body["model"]),
-        cached=bool(body.get("cached", False)),
-    )
-
-
-def _past_prediction(body: dict[str, Any]) -> PastPrediction:
-    return PastPrediction(
-        id=int(body["id"]),
-        image_file_name=str(body["image_file_name"]),
-        label=str(body["label"]),
-        score=float(body["score"]),
-        top_k=_scored(body.get("top_k", [])),
-        created_at=str(body.get("created_at", "")),
-    )
-
-
-def _user(body: dict[str, Any]) -> User:
-    return User(id=int(body["id"]), name=str(body["name"]), email=str(body["email"]))
-
-
-def _feedback(body: dict[str, Any]) -> Feedback:
-    prediction_id = body.get("prediction_id")
-    return Feedback(
-        id=int(body["id"]),
-        score=float(body["score"]),
-        predicted_class=str(body["predicted_class"]),
-        image_file_name=str(body["image_file_name"]),
-        feedback=str(body["feedback"]),
-        prediction_id=None if prediction_id is None else int(prediction_id),
-    )

@@ -14,12 +14,8 @@ from imgclf.ui.text import escape_markdown, percent
 HISTORY_LIMIT = 50
 
 
-def when(timestamp: str) -> str:
+def when(moment: datetime) -> str:
     """An API timestamp as ``2026-11-26 04:54 UTC`` (the API stores UTC)."""
-    try:
-        moment = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return timestamp
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,9 @@ import threading
 import time
 from types import FrameType
 
+import psutil
+
+from imgclf.launcher import environment
 from imgclf.model import ImageLimits, load_classifier
 from imgclf.queue.redis_source import RedisJobSource
 from imgclf.settings import Settings, get_settings
@@ -21,11 +23,6 @@ logger = logging.getLogger("imgclf.worker")
 # A worker that retires itself (job count or memory limit) exits with this code and its
 # supervisor starts a fresh one; jobs it held are acknowledged or taken over, never lost.
 EXIT_RECYCLE = 75
-
-
-def _rss_mb() -> float:
-    with open(f"/proc/{os.getpid()}/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _stop_on_signals(stop: threading.Event, name: str) -> None:
@@ -76,7 +73,10 @@ def run_worker_process(settings: Settings, stop: threading.Event | None = None) 
             logger.info("worker %s: %d jobs done, recycling", source.name, worker.jobs_done)
             exit_code = EXIT_RECYCLE
             break
-        if settings.worker_max_rss_mb and _rss_mb() > settings.worker_max_rss_mb:
+        if (
+            settings.worker_max_rss_mb
+            and psutil.Process().memory_info().rss > settings.worker_max_rss_mb * 2**20
+        ):
             logger.info(
                 "worker %s: RSS above %d MB, recycling", source.name, settings.worker_max_rss_mb
             )
@@ -107,13 +107,11 @@ def run_workers(settings: Settings, processes: int) -> int:
 
 
 def _spawn(settings: Settings, processes: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "IMGCLF_QUEUE_URL": settings.queue_url,
-        "IMGCLF_WORKER_CONCURRENCY": str(settings.worker_concurrency),
-        # The processes share this machine's cores, as lanes and model threads.
-        **settings.worker_share_environment(processes),
-    }
+    env = environment(
+        {"queue_url": settings.queue_url, "worker_concurrency": settings.worker_concurrency}
+    )
+    # The processes share this machine's cores, as lanes and model threads.
+    env |= settings.worker_share_environment(processes)
     return subprocess.Popen([sys.executable, "-m", "imgclf.worker"], env=env)
 
 

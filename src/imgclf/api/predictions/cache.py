@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
-from collections import OrderedDict
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from cachetools import TTLCache
 from redis.exceptions import RedisError
 
 from imgclf.queue.keys import RedisKeys
@@ -32,31 +31,16 @@ class PredictionCache(Protocol):
 
 
 class MemoryCache:
-    """In-process LRU with a time to live: the embedded mode's cache."""
+    """In-process LRU with a time to live (``cachetools.TTLCache``): the embedded mode's cache."""
 
     def __init__(self, max_items: int, ttl_s: float) -> None:
-        self.max_items = max_items
-        self.ttl_s = ttl_s
-        self._items: OrderedDict[tuple[str, int, str], tuple[float, TopK]] = OrderedDict()
+        self._items: TTLCache[tuple[str, int, str], TopK] = TTLCache(max_items, ttl_s)
 
     async def get(self, model_id: str, owner: int, digest: str) -> TopK | None:
-        key = (model_id, owner, digest)
-        item = self._items.get(key)
-        if item is None:
-            return None
-        stored_at, top_k = item
-        if time.monotonic() - stored_at > self.ttl_s:
-            del self._items[key]
-            return None
-        self._items.move_to_end(key)
-        return top_k
+        return self._items.get((model_id, owner, digest))
 
     async def put(self, model_id: str, owner: int, digest: str, top_k: TopK) -> None:
-        key = (model_id, owner, digest)
-        self._items[key] = (time.monotonic(), top_k)
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
+        self._items[(model_id, owner, digest)] = top_k
 
     async def close(self) -> None:
         self._items.clear()
