@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from imgclf.embedded import create_service_app
 from imgclf.model import ImageLimits, load_classifier
+from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.api.conftest import Caller
 from tests.support import DOG_JPEG, dog_upload

@@ -68,7 +68,7 @@ class JobTimeoutError(Exception):
 
 
 class JobFailedError(Exception):
-    """The job's image was refused or could not be processed; ``status_code`` says how."""
+    """A worker refused the job's image or could not process it; ``status_code`` says how."""
 
     def __init__(self, message: str, status_code: int) -> None:
         super().__init__(message)
