@@ -153,10 +153,8 @@ TokenUserId = Annotated[int, Depends(get_token_user_id)]
 
 
 def _authenticated_user(session: Session, user_id: int) -> AuthenticatedUser | None:
-    user = session.get(User, user_id)
-    if user is None:  # deleted since the token was issued
-        return None
-    return AuthenticatedUser(id=user.id, email=user.email, name=user.name, is_admin=user.is_admin)
+    user = session.get(User, user_id)  # None: deleted since the token was issued
+    return AuthenticatedUser(user.id, user.email, user.name, user.is_admin) if user else None
 
 
 async def get_current_user(state: StateDep, user_id: TokenUserId) -> AuthenticatedUser:
@@ -220,3 +218,16 @@ async def get_cache(state: StateDep) -> PredictionCache | None:
 
 
 CacheDep = Annotated[PredictionCache | None, Depends(get_cache)]
+
+
+async def get_owned_job_id(job_id: str, user: CurrentUser, queue: QueueDep) -> str:
+    """A job id of the caller's: 404 when unknown (or expired), 403 when another user's."""
+    owner = await queue.job_owner(job_id)
+    if owner is None:
+        raise HTTPException(404, f"Job {job_id} not found")
+    if owner != user.id:
+        raise HTTPException(403, "This job belongs to another user")
+    return job_id
+
+
+OwnedJobId = Annotated[str, Depends(get_owned_job_id)]

@@ -15,12 +15,19 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imgclf.api.feedback.service import PredictionNotFound
 from imgclf.api.middleware import SECURITY_HEADERS
-from imgclf.api.predictions.quota import QuotaExceededError
 from imgclf.api.predictions.recorder import AccountGoneError, RecordingUnavailableError
 from imgclf.api.predictions.uploads import StorageFullError
+from imgclf.api.users.service import EmailTaken
 from imgclf.model.images import ImageError
-from imgclf.queue.base import JobFailedError, JobTimeoutError, QueueFullError, QueueUnavailableError
+from imgclf.queue.base import (
+    JobFailedError,
+    JobTimeoutError,
+    QueueError,
+    QueueFullError,
+    QueueUnavailableError,
+)
 
 logger = logging.getLogger("imgclf.api")
 
@@ -44,15 +51,13 @@ CREDENTIALS_ERROR = "Could not validate credentials"
 BEARER = {"WWW-Authenticate": "Bearer"}
 # Errors raised below the routes: the one place that decides their HTTP answers.
 DOMAIN_ERRORS: tuple[type[Exception], ...] = (
-    QueueFullError,
-    QueueUnavailableError,
-    JobTimeoutError,
-    JobFailedError,
+    QueueError,
     ImageError,
     StorageFullError,
-    QuotaExceededError,
     RecordingUnavailableError,
     AccountGoneError,
+    EmailTaken,
+    PredictionNotFound,
 )
 
 
@@ -67,12 +72,16 @@ def http_answer(error: Exception) -> tuple[int, str, dict[str, str] | None]:
             return 504, f"The model did not answer in time: {error}.", None
         case JobFailedError(status_code=status_code) | ImageError(status_code=status_code):
             return status_code, str(error), None
-        case StorageFullError() | QuotaExceededError():
+        case StorageFullError():  # the disk, or the user's quota
             return 507, str(error), None
         case RecordingUnavailableError():
             return 503, str(error), RETRY_SHORTLY
         case AccountGoneError():  # deleted since its token was issued
             return 401, CREDENTIALS_ERROR, BEARER
+        case EmailTaken():
+            return 400, "The user with this email already exists", None
+        case PredictionNotFound(args=(prediction_id,)):
+            return 404, f"Prediction {prediction_id} not found", None
     raise error
 
 

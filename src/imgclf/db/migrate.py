@@ -10,7 +10,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from imgclf.db.engine import Database
 from imgclf.db.models import User
@@ -52,7 +51,7 @@ def ensure_admin(database: Database, settings: Settings, password_hash: str) -> 
     email = settings.admin_email.strip().lower()
     try:
         with database.transaction() as session:
-            if connection_is_postgres(session):
+            if database.engine.dialect.name == "postgresql":
                 session.execute(
                     text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
                 )
@@ -72,7 +71,3 @@ def ensure_admin(database: Database, settings: Settings, password_hash: str) -> 
         # check and our insert, which is the outcome we wanted.
         return False
     return True
-
-
-def connection_is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"

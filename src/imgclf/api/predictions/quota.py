@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from imgclf.api.predictions.uploads import AcceptedUpload
+from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
 from imgclf.db.engine import Database
 from imgclf.db.models import Prediction
 
@@ -37,7 +37,7 @@ def has_stored(session: Session, user_id: int, file_name: str) -> bool:
     return session.scalar(statement) is not None
 
 
-class QuotaExceededError(Exception):
+class QuotaExceededError(StorageFullError):
     """The upload would take its user past the storage quota."""
 
 

@@ -138,43 +138,36 @@ class PredictionRecorder:
             refusals = self.quota.refusals([(r.row["user_id"], r.upload) for r in records])
         stored: list[_Record] = []
         for record, refusal in zip(records, refusals, strict=True):
-            if refusal is not None:  # over its user's quota: neither stored nor recorded
-                self._settle(record, refusal)
-                continue
             try:
+                if refusal is not None:  # over its user's quota: neither stored nor recorded
+                    raise refusal
                 store_upload(self.upload_dir, record.upload)
             except StorageFullError as error:  # this one is not recorded
                 self._settle(record, error)
             else:
                 stored.append(record)
-        if not stored:
-            return
+        if stored:
+            self._write_rows(stored)
+
+    def _write_rows(self, records: list[_Record]) -> None:
         try:
-            ids = self._insert([record.row for record in stored])
+            ids = self._insert([record.row for record in records])
         except IntegrityError as error:
-            if not is_foreign_key_violation(error):
-                raise
-            # A deleted account among them: find which, one row at a time.
-            for record in stored:
-                self._write_alone(record)
+            if is_foreign_key_violation(error) and len(records) > 1:
+                # A deleted account among them: find which, one row at a time.
+                for record in records:
+                    self._write_rows([record])
+                return
+            gone = is_foreign_key_violation(error)
+            for record in records:
+                self._settle(record, AccountGoneError() if gone else error)
             return
         except Exception as error:
-            logger.exception("recording %d predictions failed", len(stored))
-            for record in stored:
+            logger.exception("recording %d predictions failed", len(records))
+            for record in records:
                 self._settle(record, error)
             return
-        for record, prediction_id in zip(stored, ids, strict=True):
-            self._settle(record, prediction_id)
-
-    def _write_alone(self, record: _Record) -> None:
-        try:
-            (prediction_id,) = self._insert([record.row])
-        except IntegrityError as error:
-            self._settle(record, AccountGoneError() if is_foreign_key_violation(error) else error)
-        except Exception as error:
-            logger.exception("recording a prediction failed")
-            self._settle(record, error)
-        else:
+        for record, prediction_id in zip(records, ids, strict=True):
             self._settle(record, prediction_id)
 
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:

@@ -6,13 +6,14 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from imgclf.api.deps import (
     CacheDep,
     CurrentUser,
     DatabaseDep,
+    OwnedJobId,
     PageDep,
     QueueDep,
     RecorderDep,
@@ -170,12 +171,7 @@ def _failure(error: Exception) -> tuple[int, str]:
     summary="The state of a queued job, with its answer once done",
     responses=error_responses(401, 403, 404, 503),
 )
-async def read_job(user: CurrentUser, job_id: str, queue: QueueDep) -> JobStatus:
-    owner = await queue.job_owner(job_id)
-    if owner is None:
-        raise HTTPException(404, f"Job {job_id} not found")
-    if owner != user.id:
-        raise HTTPException(403, "This job belongs to another user")
+async def read_job(job_id: OwnedJobId, queue: QueueDep) -> JobStatus:
     result = await queue.stored_result(job_id)
     if result is None:
         return JobStatus(job_id=job_id, status="pending")
