@@ -20,7 +20,7 @@ from imgclf.api.deps import (
     StateDep,
     TokenUserId,
 )
-from imgclf.api.errors import DOMAIN_ERRORS, error_responses, http_answer
+from imgclf.api.errors import error_responses, http_answer
 from imgclf.api.predictions import service
 from imgclf.api.predictions.recorder import AccountGoneError
 from imgclf.api.predictions.schemas import (
@@ -32,7 +32,14 @@ from imgclf.api.predictions.schemas import (
 )
 from imgclf.api.predictions.uploads import AcceptedUpload, accept_upload
 from imgclf.api.state import AppState
-from imgclf.queue.base import JobFailedError, JobResult, QueueFullError, new_job_id
+from imgclf.queue.base import (
+    JobFailedError,
+    JobResult,
+    JobTimeoutError,
+    QueueFullError,
+    QueueUnavailableError,
+    new_job_id,
+)
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/model", tags=["predictions"])
@@ -159,7 +166,7 @@ async def _run_job(state: AppState, job_id: str, user_id: int, upload: AcceptedU
 
 def _failure(error: Exception) -> tuple[int, str]:
     """What the job's owner reads about a failure: the queue's own answers, nothing else."""
-    if isinstance(error, DOMAIN_ERRORS):
+    if isinstance(error, QueueFullError | QueueUnavailableError | JobTimeoutError):
         status_code, detail, _headers = http_answer(error)
         return status_code, detail
     return 503, "The job could not be handed to a model worker; queue it again."
