@@ -49,10 +49,10 @@ def serve(
 @app.command()
 def populate() -> None:
     """Create or upgrade the tables and create the admin user (idempotent)."""
-    from imgclf.serving import prepare_database
+    from imgclf import serving
 
     settings = load_settings()
-    created = prepare_database(settings)
+    created = serving.populate(settings)
     state = "created" if created else "already present"
     typer.echo(f"Database at head; admin {settings.admin_email} {state}.")
 

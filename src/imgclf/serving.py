@@ -1,4 +1,9 @@
-"""Running the API: prepare the database, print how to log in, hand over to uvicorn."""
+"""The service as it runs, in every mode: the API with its queue (Redis, or a batching worker in
+threads of this process, chosen by settings), the database prepared once, handed to uvicorn.
+
+The API never imports the worker: with ``IMGCLF_QUEUE_URL`` set it only talks to Redis (an
+API-only install runs without ONNX Runtime).
+"""
 
 from __future__ import annotations
 
@@ -9,33 +14,50 @@ from typing import Any
 import typer
 from fastapi import FastAPI
 
+from imgclf.api.app import create_app, prepare_database
+from imgclf.db.engine import Database, make_engine
+from imgclf.queue.base import JobQueue
 from imgclf.settings import DEFAULT_ADMIN_PASSWORD, Settings, get_settings
 
 # uvicorn imports the app by name (it must, to start several worker processes), so each
 # process builds its own app, engine and queue from the environment.
-APP_FACTORY = "imgclf.embedded:create_service_app"
+APP_FACTORY = "imgclf.serving:create_served_app"
 
 
-def create_api_app() -> FastAPI:
-    """uvicorn's factory: the API configured from the environment."""
-    from imgclf.api.app import create_app
+def build_queue(settings: Settings) -> JobQueue:
+    if settings.queue_url:
+        from imgclf.queue.redis_queue import RedisQueue
 
-    return create_app(get_settings())
+        return RedisQueue(
+            settings.queue_url,
+            max_pending=settings.max_pending,
+            max_queue_length=settings.queue_max_length,
+            max_queue_bytes=settings.queue_max_bytes,
+        )
+    from imgclf.worker.in_process import InProcessQueue
+
+    return InProcessQueue(settings)
 
 
-def prepare_database(settings: Settings) -> bool:
+def create_service_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
+    """The API with the queue its settings choose; ``migrate`` as in ``create_app``."""
+    settings = settings or get_settings()
+    return create_app(settings, queue=build_queue(settings), migrate=migrate)
+
+
+def create_served_app() -> FastAPI:
+    """uvicorn's factory under ``imgclf serve``, which has prepared the database already: the
+    processes only check it."""
+    return create_service_app(migrate=False)
+
+
+def populate(settings: Settings) -> bool:
     """Migrate to the newest schema and create the admin; True if the admin was created."""
-    from imgclf.api.security import hash_password
-    from imgclf.db.engine import make_engine
-    from imgclf.db.migrate import ensure_admin, upgrade
-
-    engine = make_engine(settings)
+    database = Database(make_engine(settings))
     try:
-        upgrade(engine)
-        password_hash = hash_password(settings.admin_password.get_secret_value())
-        return ensure_admin(engine, settings, password_hash)
+        return prepare_database(database, settings, migrate=True)
     finally:
-        engine.dispose()
+        database.dispose()
 
 
 def _export_to_environment(settings: Settings) -> None:
@@ -87,7 +109,7 @@ def run_server(settings: Settings) -> None:
 
     if not settings.is_production:
         # Once here rather than in each of several worker processes at the same time.
-        prepare_database(settings)
+        populate(settings)
     _export_to_environment(settings)
     typer.echo(login_banner(settings))
     uvicorn.run(

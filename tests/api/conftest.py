@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from imgclf.api.app import create_app
 from imgclf.api.security import create_access_token, hash_password
+from imgclf.api.state import app_state
 from imgclf.db.models import User
 from imgclf.settings import Settings
 
@@ -59,7 +60,7 @@ def password_hash() -> str:
 
 
 def caller_for(app: FastAPI, user: User) -> Caller:
-    return Caller(user.id, user.email, create_access_token(user.id, app.state.settings))
+    return Caller(user.id, user.email, create_access_token(user.id, app_state(app).settings))
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def make_user(client: TestClient, app: FastAPI, password_hash: str) -> Callable[
 
     def make(name: str = "Test User", email: str | None = None, is_admin: bool = False) -> Caller:
         email = email or f"user{next(_emails)}@example.com"
-        with app.state.session_factory() as session, session.begin():
+        with app_state(app).database.transaction() as session:
             user = User(name=name, email=email, hashed_password=password_hash, is_admin=is_admin)
             session.add(user)
             session.flush()
@@ -80,7 +81,7 @@ def make_user(client: TestClient, app: FastAPI, password_hash: str) -> Callable[
 @pytest.fixture
 def admin(client: TestClient, app: FastAPI) -> Caller:
     """The admin the lifespan created from settings."""
-    email = app.state.settings.admin_email
-    with app.state.session_factory() as session:
+    email = app_state(app).settings.admin_email
+    with app_state(app).database.transaction() as session:
         user = session.scalars(select(User).where(User.email == email)).one()
         return caller_for(app, user)

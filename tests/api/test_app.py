@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from imgclf.api.app import SchemaOutdatedError, create_app
+from imgclf.api.state import app_state
 from imgclf.db.engine import make_engine
 from imgclf.db.migrate import upgrade
 from imgclf.db.models import User
@@ -28,11 +29,11 @@ def test_development_start_up_migrates_and_creates_the_admin(settings: Settings)
         assert settings.upload_dir.is_dir()
         login = client.post("/login", data={"username": "admin@example.com", "password": "admin"})
         assert login.status_code == 200
-        with app.state.session_factory() as session:
+        with app_state(app).database.transaction() as session:
             admin = session.scalars(select(User)).one()
             assert (admin.email, admin.is_admin) == ("admin@example.com", True)
     restarted = create_app(settings)  # a restart changes nothing
-    with TestClient(restarted), restarted.state.session_factory() as session:
+    with TestClient(restarted), app_state(restarted).database.transaction() as session:
         assert len(session.scalars(select(User)).all()) == 1
 
 

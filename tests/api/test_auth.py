@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from imgclf.api.security import create_access_token
+from imgclf.api.state import app_state
 
 from .conftest import PASSWORD, Caller
 
@@ -36,7 +37,7 @@ def test_login_returns_a_bearer_token_naming_the_user(
     assert answer.status_code == 200
     body = answer.json()
     assert body["token_type"] == "bearer"
-    secret = app.state.settings.secret_key.get_secret_value()
+    secret = app_state(app).settings.secret_key.get_secret_value()
     claims = jwt.decode(body["access_token"], secret, algorithms=["HS256"])
     assert claims["sub"] == str(alice.id)
     assert claims["exp"] - claims["iat"] == 30 * 60
@@ -89,7 +90,7 @@ def _b64(data: dict[str, object]) -> str:
 
 
 def _bad_tokens(app: FastAPI, user_id: int) -> dict[str, str]:
-    secret = app.state.settings.secret_key.get_secret_value()
+    secret = app_state(app).settings.secret_key.get_secret_value()
     now = datetime.now(UTC)
     claims = {"sub": str(user_id), "iat": now, "exp": now + timedelta(minutes=5)}
 
@@ -101,7 +102,7 @@ def _bad_tokens(app: FastAPI, user_id: int) -> dict[str, str]:
     other = {**claims, "sub": str(user_id + 1)}
     return {
         "expired": create_access_token(
-            user_id, app.state.settings, now=now - timedelta(minutes=31)
+            user_id, app_state(app).settings, now=now - timedelta(minutes=31)
         ),
         "tampered payload": f"{header}.{_b64({**other, 'iat': 0, 'exp': 4e9})}.{signature}",
         "tampered signature": f"{header}.{payload}.{signature[:-4]}AAAA",

@@ -9,8 +9,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from imgclf.api.deps import SessionDep
+from imgclf.api.deps import DatabaseDep
+from imgclf.api.state import app_state
 from imgclf.db.models import User
 
 
@@ -57,11 +59,14 @@ def test_a_body_that_cannot_be_parsed_is_400(client: TestClient) -> None:
 def test_unexpected_errors_are_500_logged_and_roll_back(
     app: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    @app.post("/explode")
-    def explode(session: SessionDep) -> None:
+    def add_ghost(session: Session) -> None:
         session.add(User(name="Ghost", email="ghost@example.com", hashed_password="x"))
         session.flush()
         raise RuntimeError("the disk is on fire")
+
+    @app.post("/explode")
+    async def explode(db: DatabaseDep) -> None:
+        await db.run(add_ghost)
 
     with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR):
         answer = client.post("/explode")
@@ -70,7 +75,7 @@ def test_unexpected_errors_are_500_logged_and_roll_back(
         assert "the disk is on fire" not in answer.text
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
         assert any("POST /explode" in record.getMessage() for record in caplog.records)
-        with app.state.session_factory() as session:
+        with app_state(app).database.transaction() as session:
             assert session.scalar(select(User).where(User.email == "ghost@example.com")) is None
 
 

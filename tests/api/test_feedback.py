@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 
+from imgclf.api.state import app_state
 from imgclf.db.models import Prediction
 
 from .conftest import Caller
@@ -28,7 +29,7 @@ POSTERS = 6
 
 
 def add_prediction(app: FastAPI, user_id: int) -> int:
-    with app.state.session_factory() as session, session.begin():
+    with app_state(app).database.transaction() as session:
         prediction = Prediction(
             user_id=user_id,
             image_file_name="0a1b2c.jpg",

@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from imgclf.embedded import create_service_app
 from imgclf.model import ImageLimits, load_classifier
+from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.api.conftest import Caller
 from tests.support import DOG_JPEG, dog_upload
@@ -203,7 +203,11 @@ def test_async_job_is_readable_by_its_owner_only(
     assert status["prediction"] == "Eskimo_dog"
     assert client.get(f"/model/jobs/{job_id}", headers=bob.headers).status_code == 403
     assert client.get("/model/jobs/nope", headers=alice.headers).status_code == 404
+    # The answer is readable as soon as the model gives it; its row follows a moment later.
     history = client.get("/model/predictions", headers=alice.headers).json()
+    while not history and time.monotonic() < deadline:
+        time.sleep(0.05)
+        history = client.get("/model/predictions", headers=alice.headers).json()
     assert [item["label"] for item in history] == ["Eskimo_dog"]
 
 

@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import HTTPException
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from imgclf.api.predictions.recorder import AccountGoneError, PredictionRecorder
+from imgclf.api.predictions.recorder import (
+    AccountGoneError,
+    PredictionRecorder,
+    RecordingUnavailableError,
+)
 from imgclf.api.predictions.service import Answer, prediction_row
-from imgclf.api.predictions.uploads import AcceptedUpload
-from imgclf.db.engine import make_engine, make_session_factory, transaction
+from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
+from imgclf.db.engine import Database, make_engine
 from imgclf.db.migrate import upgrade
 from imgclf.db.models import Prediction, User
 from imgclf.settings import Settings
@@ -41,12 +44,12 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def writes(engine: Engine) -> sessionmaker[Session]:
-    return make_session_factory(engine, writes=True)
+def writes(engine: Engine) -> Database:
+    return Database(engine)
 
 
-def add_user(writes: sessionmaker[Session], email: str) -> int:
-    with transaction(writes) as session:
+def add_user(writes: Database, email: str) -> int:
+    with writes.transaction() as session:
         user = User(name="Someone", email=email, hashed_password="not a real hash")
         session.add(user)
         session.flush()
@@ -60,7 +63,7 @@ def count_commits(engine: Engine) -> list[int]:
 
 
 def record_all(
-    writes: sessionmaker[Session], upload_dir: Path, items: list[tuple[int, AcceptedUpload]]
+    writes: Database, upload_dir: Path, items: list[tuple[int, AcceptedUpload]]
 ) -> list[int | BaseException]:
     """Hand every record over at once, as a batch of answers does."""
 
@@ -80,7 +83,7 @@ def record_all(
 
 
 def test_records_that_arrive_together_share_one_transaction(
-    engine: Engine, writes: sessionmaker[Session], tmp_path: Path
+    engine: Engine, writes: Database, tmp_path: Path
 ) -> None:
     alice = add_user(writes, "alice@example.com")
     dog = upload_of(DOG_JPEG.read_bytes())
@@ -103,7 +106,7 @@ def test_records_that_arrive_together_share_one_transaction(
 
 
 def test_each_caller_gets_the_id_of_its_own_row(
-    engine: Engine, writes: sessionmaker[Session], tmp_path: Path
+    engine: Engine, writes: Database, tmp_path: Path
 ) -> None:
     users = [add_user(writes, f"user{n}@example.com") for n in range(6)]
     uploads = [upload_of(DOG_JPEG.read_bytes() + bytes([n])) for n in range(6)]
@@ -118,11 +121,11 @@ def test_each_caller_gets_the_id_of_its_own_row(
 
 
 def test_a_deleted_account_fails_alone_and_the_others_are_recorded(
-    engine: Engine, writes: sessionmaker[Session], tmp_path: Path
+    engine: Engine, writes: Database, tmp_path: Path
 ) -> None:
     alice = add_user(writes, "alice@example.com")
     gone = add_user(writes, "gone@example.com")
-    with transaction(writes) as session:
+    with writes.transaction() as session:
         session.delete(session.get(User, gone))
     dog = upload_of(DOG_JPEG.read_bytes())
 
@@ -137,7 +140,7 @@ def test_a_deleted_account_fails_alone_and_the_others_are_recorded(
 
 
 def test_an_upload_that_cannot_be_stored_fails_alone(
-    engine: Engine, writes: sessionmaker[Session], tmp_path: Path
+    engine: Engine, writes: Database, tmp_path: Path
 ) -> None:
     alice = add_user(writes, "alice@example.com")
     blocked = tmp_path / "not-a-folder"
@@ -147,15 +150,14 @@ def test_an_upload_that_cannot_be_stored_fails_alone(
     (outcome,) = record_all(writes, blocked, [(alice, dog)])
     (stored,) = record_all(writes, tmp_path, [(alice, dog)])
 
-    assert isinstance(outcome, HTTPException)
-    assert outcome.status_code == 507
+    assert isinstance(outcome, StorageFullError)
     assert isinstance(stored, int)
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Prediction)) == 1
 
 
 def test_a_row_the_database_refuses_for_another_reason_is_not_a_deleted_account(
-    writes: sessionmaker[Session], tmp_path: Path
+    writes: Database, tmp_path: Path
 ) -> None:
     alice = add_user(writes, "alice@example.com")
     dog = upload_of(DOG_JPEG.read_bytes())
@@ -181,7 +183,7 @@ def test_a_row_the_database_refuses_for_another_reason_is_not_a_deleted_account(
 
 
 def test_records_handed_over_after_close_are_refused_not_left_waiting(
-    writes: sessionmaker[Session], tmp_path: Path
+    writes: Database, tmp_path: Path
 ) -> None:
     alice = add_user(writes, "alice@example.com")
     dog = upload_of(DOG_JPEG.read_bytes())
@@ -198,5 +200,4 @@ def test_records_handed_over_after_close_are_refused_not_left_waiting(
             return error
 
     outcome = asyncio.run(scenario())
-    assert isinstance(outcome, HTTPException)
-    assert outcome.status_code == 503
+    assert isinstance(outcome, RecordingUnavailableError)

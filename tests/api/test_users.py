@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from imgclf.api.state import app_state
 from imgclf.db.models import Feedback, Prediction, User
 
 from .conftest import PASSWORD, Caller
@@ -93,12 +94,12 @@ def test_unknown_fields_are_refused_and_is_admin_cannot_be_set(
     answer = client.post("/user/", json=body)
     assert answer.status_code == 422
     assert answer.json() == {"detail": "body.is_admin: Extra inputs are not permitted"}
-    with app.state.session_factory() as session:
+    with app_state(app).database.transaction() as session:
         assert session.scalar(select(User).where(User.email == "m@example.com")) is None
 
     created = client.post("/user/", json={k: v for k, v in body.items() if k != "is_admin"})
     assert created.status_code == 201
-    with app.state.session_factory() as session:
+    with app_state(app).database.transaction() as session:
         assert session.get(User, created.json()["id"]).is_admin is False  # type: ignore[union-attr]
 
 
@@ -176,7 +177,7 @@ def test_deleting_yourself_takes_your_predictions_and_feedback_along(
     client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
 ) -> None:
     alice, bob = make_user(), make_user()
-    with app.state.session_factory() as session, session.begin():
+    with app_state(app).database.transaction() as session:
         for owner in (alice, bob):
             prediction = Prediction(
                 user_id=owner.id,
@@ -194,7 +195,7 @@ def test_deleting_yourself_takes_your_predictions_and_feedback_along(
     assert client.delete(f"/user/{alice.id}", headers=alice.headers).status_code == 204
     assert client.get("/user/me", headers=alice.headers).status_code == 401
 
-    with app.state.session_factory() as session:
+    with app_state(app).database.transaction() as session:
         for table in (Feedback, Prediction):
             owners = session.scalars(select(table.user_id)).all()
             assert owners == [bob.id]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from imgclf.api.security import hash_password
 from imgclf.db.base import Base
-from imgclf.db.engine import make_engine
+from imgclf.db.engine import Database, make_engine
 from imgclf.db.migrate import ensure_admin, schema_is_current, upgrade
 from imgclf.db.models import Feedback, Prediction, User
 from imgclf.settings import Settings
@@ -50,8 +50,9 @@ def test_models_and_migrations_agree(engine: Engine) -> None:
 def test_ensure_admin_is_idempotent(engine: Engine, settings: Settings) -> None:
     upgrade(engine)
     password_hash = hash_password("admin")
-    assert ensure_admin(engine, settings, password_hash) is True
-    assert ensure_admin(engine, settings, password_hash) is False
+    database = Database(engine)
+    assert ensure_admin(database, settings, password_hash) is True
+    assert ensure_admin(database, settings, password_hash) is False
     with Session(engine) as session:
         admins = session.scalars(select(User)).all()
         assert [(u.email, u.is_admin) for u in admins] == [("admin@example.com", True)]

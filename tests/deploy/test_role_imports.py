@@ -45,7 +45,7 @@ def test_api_in_redis_mode_runs_without_onnxruntime_or_torch(
 ) -> None:
     body = """
     from fastapi.testclient import TestClient
-    from imgclf.embedded import create_service_app
+    from imgclf.serving import create_service_app
     from imgclf.settings import Settings
 
     settings = Settings(queue_url=sys.argv[1], data_dir=sys.argv[2])

@@ -16,9 +16,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from imgclf.embedded import create_service_app
+from imgclf.api.state import app_state
 from imgclf.localservers import RedisServer
 from imgclf.queue.keys import RedisKeys
+from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.support import (
     DOG_JPEG,
@@ -142,7 +143,7 @@ def test_a_full_queue_answers_503_at_once(redis_url: str, tmp_path: Path) -> Non
                 pool.submit(client.post, "/model/predict", files=dog_upload(), headers=headers)
                 for _ in range(2)
             ]
-            while client.app.state.queue.in_flight < 2:  # type: ignore[attr-defined]
+            while app_state(client.app).queue.in_flight < 2:  # type: ignore[union-attr]
                 time.sleep(0.01)
             started = time.perf_counter()
             refused = client.post("/model/predict", files=dog_upload(), headers=headers)

@@ -106,7 +106,7 @@ def dog_files() -> dict[str, tuple[str, bytes, str]]:
 
 
 class ApiProcess:
-    """``uvicorn imgclf.embedded:create_service_app`` as its own process on a free port."""
+    """``uvicorn imgclf.serving:create_service_app`` as its own process on a free port."""
 
     def __init__(self, log: Path, **settings: object) -> None:
         self.port = free_port()
@@ -118,7 +118,7 @@ class ApiProcess:
                     sys.executable,
                     "-m",
                     "uvicorn",
-                    "imgclf.embedded:create_service_app",
+                    "imgclf.serving:create_service_app",
                     "--factory",
                     "--host",
                     "127.0.0.1",

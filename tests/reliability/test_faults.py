@@ -23,9 +23,9 @@ import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from imgclf.embedded import create_service_app
 from imgclf.localservers import PostgresServer, RedisServer, ServerUnavailable
 from imgclf.queue.keys import RedisKeys
+from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.conftest import unavailable
 from tests.reliability.conftest import (

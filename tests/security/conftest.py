@@ -19,8 +19,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from imgclf.api.security import create_access_token, hash_password
+from imgclf.api.state import app_state
 from imgclf.db.models import User
-from imgclf.embedded import create_service_app
+from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.api.conftest import PASSWORD, Caller
 
@@ -38,7 +39,7 @@ class Service:
 
     def make_user(self, name: str = "Test User", *, is_admin: bool = False) -> Caller:
         email = f"sec{next(_emails)}-{id(self)}@example.com"
-        with self.app.state.session_factory() as session, session.begin():
+        with app_state(self.app).database.transaction() as session:
             user = User(
                 name=name, email=email, hashed_password=self.password_hash, is_admin=is_admin
             )
@@ -47,7 +48,7 @@ class Service:
             return Caller(user.id, email, create_access_token(user.id, self.settings))
 
     def admin(self) -> Caller:
-        with self.app.state.session_factory() as session:
+        with app_state(self.app).database.transaction() as session:
             user = session.scalars(select(User).where(User.email == self.settings.admin_email))
             admin = user.one()
             return Caller(admin.id, admin.email, create_access_token(admin.id, self.settings))

@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from imgclf.api.app import create_app
+from imgclf.api.state import app_state
 from imgclf.db.models import User
 from imgclf.settings import Settings
 from tests.api.conftest import PASSWORD, Caller
@@ -209,7 +210,7 @@ def test_extra_form_fields_are_ignored_never_applied(embedded: Service) -> None:
 def test_admin_rights_come_from_the_database_not_the_token(embedded: Service) -> None:
     boss = embedded.make_user("Boss", is_admin=True)
     assert embedded.client.get("/user/", headers=boss.headers).status_code == 200
-    with embedded.app.state.session_factory() as session, session.begin():
+    with app_state(embedded.app).database.transaction() as session:
         session.execute(update(User).where(User.id == boss.id).values(is_admin=False))
     assert embedded.client.get("/user/", headers=boss.headers).status_code == 403
 

@@ -34,8 +34,8 @@ from schemathesis.specs.openapi.checks import (
 
 from imgclf.api import security
 from imgclf.api.app import create_app
-from imgclf.embedded import create_service_app
 from imgclf.localservers import PostgresServer
+from imgclf.serving import create_service_app
 from tests.api.conftest import Caller
 from tests.security.conftest import Service, isolated_settings
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from imgclf.api.auth.throttle import AttemptsRefused, AuthThrottle, in_words
+from imgclf.api.errors import BEARER, CREDENTIALS_ERROR
+from imgclf.api.predictions.cache import PredictionCache
+from imgclf.api.predictions.recorder import PredictionRecorder
 from imgclf.api.security import InvalidTokenError, PasswordHasher, decode_access_token
-from imgclf.db.engine import transaction
+from imgclf.api.state import AppState, app_state
+from imgclf.db.engine import Database
 from imgclf.db.models import User
+from imgclf.queue.base import JobQueue
 from imgclf.settings import Settings
 
 P = ParamSpec("P")
@@ -34,49 +39,32 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login")
 
 
 # Dependencies that do no I/O are ``async``: FastAPI would run a plain ``def`` in a thread.
-async def get_settings_from_app(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+async def get_app_state(request: Request) -> AppState:
+    return app_state(request.app)
+
+
+StateDep = Annotated[AppState, Depends(get_app_state)]
+
+
+async def get_settings_from_app(state: StateDep) -> Settings:
+    return state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 
 
-async def get_session_factory(request: Request) -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    return factory
-
-
-SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
-
-
-def get_session(factory: SessionFactoryDep) -> Iterator[Session]:
-    """One transaction for the whole request: committed when the route returns, rolled back
-    if it raises; services only ``flush()``.
-
-    It holds its connection (and, on SQLite, the write lock once it writes) across FastAPI's
-    thread hops, so under load prefer ``DatabaseDep``, which runs each unit of work whole in
-    one thread. The ``function`` scope commits before the response is sent, so a failed
-    commit becomes an error answer instead of a success that was never stored.
-    """
-    with factory() as session, session.begin():
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-
-
-class Database:
+@dataclass(frozen=True, slots=True)
+class UnitsOfWork:
     """Runs units of work: each is one transaction, run whole in one worker thread.
 
     A request never keeps a pooled connection, or SQLite's write lock, while it waits for a
-    free worker thread. With more requests in flight than threads or connections, such a wait
-    would be a deadlock that only the pool or busy timeout breaks (measured: 39 of 80
-    concurrent feedback posts failed on SQLite, 6 of 80 on PostgreSQL).
+    free worker thread or for the model. With more requests in flight than threads or
+    connections, such a wait would be a deadlock that only the pool or busy timeout breaks
+    (measured: 39 of 80 concurrent feedback posts failed on SQLite, 6 of 80 on PostgreSQL).
     """
 
-    def __init__(self, factory: sessionmaker[Session]) -> None:
-        self._factory = factory
+    database: Database
+    writes: bool
 
     async def run(
         self, work: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
@@ -84,7 +72,7 @@ class Database:
         """``work(session, *args, **kwargs)`` in a transaction: committed if it returns."""
 
         def unit() -> T:
-            with transaction(self._factory) as session:
+            with self.database.transaction(writes=self.writes) as session:
                 return work(session, *args, **kwargs)
 
         return await run_in_threadpool(unit)
@@ -93,20 +81,17 @@ class Database:
 _READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def get_database(request: Request) -> Database:
-    """Units of work of requests that may write get sessions that say so up front (on SQLite
-    they begin IMMEDIATE: see ``imgclf.db.engine``)."""
-    state = request.app.state
-    reads_only = request.method in _READ_ONLY_METHODS
-    return Database(state.session_factory if reads_only else state.write_session_factory)
+async def get_units_of_work(request: Request, state: StateDep) -> UnitsOfWork:
+    """Units of work of requests that may write say so up front (on SQLite they begin
+    IMMEDIATE: see ``imgclf.db.engine``)."""
+    return UnitsOfWork(state.database, writes=request.method not in _READ_ONLY_METHODS)
 
 
-DatabaseDep = Annotated[Database, Depends(get_database)]
+DatabaseDep = Annotated[UnitsOfWork, Depends(get_units_of_work)]
 
 
-async def get_password_hasher(request: Request) -> PasswordHasher:
-    hasher: PasswordHasher = request.app.state.password_hasher
-    return hasher
+async def get_password_hasher(state: StateDep) -> PasswordHasher:
+    return state.password_hasher
 
 
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
@@ -121,9 +106,8 @@ async def get_client_address(request: Request) -> str:
 ClientAddressDep = Annotated[str, Depends(get_client_address)]
 
 
-async def get_auth_throttle(request: Request) -> AuthThrottle:
-    throttle: AuthThrottle = request.app.state.auth_throttle
-    return throttle
+async def get_auth_throttle(state: StateDep) -> AuthThrottle:
+    return state.auth_throttle
 
 
 AuthThrottleDep = Annotated[AuthThrottle, Depends(get_auth_throttle)]
@@ -142,11 +126,7 @@ TokenDep = Annotated[str, Depends(oauth2_scheme)]
 
 
 def credentials_error() -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail="Could not validate credentials",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=CREDENTIALS_ERROR, headers=BEARER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,19 +152,23 @@ async def get_token_user_id(token: TokenDep, settings: SettingsDep) -> int:
 TokenUserId = Annotated[int, Depends(get_token_user_id)]
 
 
-def get_current_user_short(factory: SessionFactoryDep, user_id: TokenUserId) -> AuthenticatedUser:
-    """Authenticate in a session of its own that is closed before the route runs, so no
-    route holds a connection because of who is calling (the model's wait, in particular)."""
-    with factory() as session:
-        user = session.get(User, user_id)
-        if user is None:  # deleted since the token was issued
-            raise credentials_error()
-        return AuthenticatedUser(
-            id=user.id, email=user.email, name=user.name, is_admin=user.is_admin
-        )
+def _authenticated_user(session: Session, user_id: int) -> AuthenticatedUser | None:
+    user = session.get(User, user_id)  # None: deleted since the token was issued
+    return AuthenticatedUser(user.id, user.email, user.name, user.is_admin) if user else None
 
 
-CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user_short)]
+async def get_current_user(state: StateDep, user_id: TokenUserId) -> AuthenticatedUser:
+    """Authenticate in a read-only unit of work of its own, finished before the route runs,
+    so no route holds a connection because of who is calling (the model's wait, in
+    particular)."""
+    reads = UnitsOfWork(state.database, writes=False)
+    user = await reads.run(_authenticated_user, user_id)
+    if user is None:
+        raise credentials_error()
+    return user
+
+
+CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user)]
 
 
 async def get_admin_user(user: CurrentUser) -> AuthenticatedUser:
@@ -211,3 +195,39 @@ async def get_page(
 
 
 PageDep = Annotated[Page, Depends(get_page)]
+
+
+async def get_queue(state: StateDep) -> JobQueue:
+    if state.queue is None:
+        raise HTTPException(503, "No model worker is configured for this service.")
+    return state.queue
+
+
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+
+async def get_recorder(state: StateDep) -> PredictionRecorder:
+    return state.recorder
+
+
+RecorderDep = Annotated[PredictionRecorder, Depends(get_recorder)]
+
+
+async def get_cache(state: StateDep) -> PredictionCache | None:
+    return state.cache
+
+
+CacheDep = Annotated[PredictionCache | None, Depends(get_cache)]
+
+
+async def get_owned_job_id(job_id: str, user: CurrentUser, queue: QueueDep) -> str:
+    """A job id of the caller's: 404 when unknown (or expired), 403 when another user's."""
+    owner = await queue.job_owner(job_id)
+    if owner is None:
+        raise HTTPException(404, f"Job {job_id} not found")
+    if owner != user.id:
+        raise HTTPException(403, "This job belongs to another user")
+    return job_id
+
+
+OwnedJobId = Annotated[str, Depends(get_owned_job_id)]

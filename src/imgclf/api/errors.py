@@ -15,7 +15,19 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imgclf.api.feedback.service import PredictionNotFound
 from imgclf.api.middleware import SECURITY_HEADERS
+from imgclf.api.predictions.recorder import AccountGoneError, RecordingUnavailableError
+from imgclf.api.predictions.uploads import StorageFullError
+from imgclf.api.users.service import EmailTaken
+from imgclf.model.images import ImageError
+from imgclf.queue.base import (
+    JobFailedError,
+    JobTimeoutError,
+    QueueError,
+    QueueFullError,
+    QueueUnavailableError,
+)
 
 logger = logging.getLogger("imgclf.api")
 
@@ -32,6 +44,45 @@ _DESCRIPTIONS = {
     507: "The upload could not be stored: the disk is full or unwritable (retry later), "
     "or your storage quota is used up (the message says which)",
 }
+
+
+RETRY_SHORTLY = {"Retry-After": "5"}
+CREDENTIALS_ERROR = "Could not validate credentials"
+BEARER = {"WWW-Authenticate": "Bearer"}
+# Errors raised below the routes: the one place that decides their HTTP answers.
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (
+    QueueError,
+    ImageError,
+    StorageFullError,
+    RecordingUnavailableError,
+    AccountGoneError,
+    EmailTaken,
+    PredictionNotFound,
+)
+
+
+def http_answer(error: Exception) -> tuple[int, str, dict[str, str] | None]:
+    """Status, message and headers for one of ``DOMAIN_ERRORS``."""
+    match error:
+        case QueueFullError(retry_after_s=retry_after_s):
+            return 503, f"The service is busy: {error}.", {"Retry-After": str(retry_after_s)}
+        case QueueUnavailableError():
+            return 503, f"The model service is unavailable: {error}.", RETRY_SHORTLY
+        case JobTimeoutError():
+            return 504, f"The model did not answer in time: {error}.", None
+        case JobFailedError(status_code=status_code) | ImageError(status_code=status_code):
+            return status_code, str(error), None
+        case StorageFullError():  # the disk, or the user's quota
+            return 507, str(error), None
+        case RecordingUnavailableError():
+            return 503, str(error), RETRY_SHORTLY
+        case AccountGoneError():  # deleted since its token was issued
+            return 401, CREDENTIALS_ERROR, BEARER
+        case EmailTaken():
+            return 400, "The user with this email already exists", None
+        case PredictionNotFound(args=(prediction_id,)):
+            return 404, f"Prediction {prediction_id} not found", None
+    raise error
 
 
 class ErrorResponse(BaseModel):
@@ -71,6 +122,11 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    status_code, detail, headers = http_answer(exc)
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -134,6 +190,8 @@ def _document_one_error_shape(app: FastAPI) -> None:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for domain_error in DOMAIN_ERRORS:
+        app.add_exception_handler(domain_error, _domain_error)
     for database_error in (OperationalError, InterfaceError, PoolTimeoutError):
         app.add_exception_handler(database_error, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from prometheus_client import (
@@ -25,9 +25,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgclf.api.errors import error_responses
+from imgclf.api.state import app_state
 
 if TYPE_CHECKING:
     from imgclf.queue.base import JobResult
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
@@ -138,7 +140,7 @@ router = APIRouter(tags=["operations"])
 async def require_metrics_token(request: Request) -> None:
     """The figures (failed logins among them) go only to a scraper holding the token set in
     ``IMGCLF_METRICS_TOKEN``; with none set, nobody gets them."""
-    token = request.app.state.settings.metrics_token.get_secret_value()
+    token = app_state(request.app).settings.metrics_token.get_secret_value()
     if not token:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
@@ -163,8 +165,8 @@ async def require_metrics_token(request: Request) -> None:
 async def read_metrics(
     request: Request, _allowed: Annotated[None, Depends(require_metrics_token)]
 ) -> Response:
-    metrics: ServiceMetrics = request.app.state.metrics
-    queue: Any = getattr(request.app.state, "queue", None)
+    state = app_state(request.app)
+    metrics, queue = state.metrics, state.queue
     if queue is not None:
         metrics.queue_depth.set(await queue.depth())
         metrics.in_flight.set(queue.in_flight)
@@ -172,10 +174,7 @@ async def read_metrics(
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def install_metrics(app: FastAPI) -> ServiceMetrics:
+def install_metrics(app: FastAPI, metrics: ServiceMetrics) -> None:
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
-    metrics = ServiceMetrics()
-    app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(router)
-    return metrics

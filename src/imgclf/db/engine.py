@@ -1,10 +1,10 @@
-"""Engine and session factory, built by the app's lifespan or a CLI verb, never at import time."""
+"""The engine and its units of work, built by the lifespan or a CLI verb, never at import."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from imgclf.settings import Settings
 
 # Sessions of units of work that will write carry this execution option.
 WRITES = "imgclf_writes"
-_WRITE_LOCK = "imgclf_write_lock"
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -35,7 +34,7 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
     has committed since: it fails at once with "database is locked", whatever the busy
     timeout. So a unit of work that will write takes the write lock as it begins (IMMEDIATE)
     and waits its turn; read-only ones stay DEFERRED and never wait. Units of work run whole
-    in one thread (``api.deps.Database``), so the lock is held for microseconds."""
+    in one thread (``api.deps.UnitsOfWork``), so the lock is held for microseconds."""
     immediate = connection.get_execution_options().get(WRITES, False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -68,37 +67,41 @@ def make_engine(settings: Settings) -> Engine:
     )
 
 
-def make_session_factory(engine: Engine, *, writes: bool = False) -> sessionmaker[Session]:
-    """Sessions on ``engine``; ``writes=True`` for units of work that will write.
+class Database:
+    """The engine and the two ways to write through it: units of work (a session in one
+    transaction, for requests, the CLI and migrations' admin) and Core write transactions
+    (for the prediction recorder's bulk inserts, where the ORM's bookkeeping only costs: it
+    doubled the CPU time of recording a prediction).
 
-    On SQLite those begin IMMEDIATE, and ``transaction`` runs them one at a time behind a
-    lock of this process: a writer waiting on SQLite's own lock sleeps in steps of up to
-    100 ms, one waiting on ours wakes the moment it is free (measured: recording a prediction
-    took 24-34 ms at 32 concurrent uploads, most of it asleep). Elsewhere nothing changes.
+    On SQLite, writing transactions begin IMMEDIATE and run one at a time behind a lock of
+    this process: a writer waiting on SQLite's own lock sleeps in steps of up to 100 ms, one
+    waiting on ours wakes the moment it is free (measured: recording a prediction took
+    24-34 ms at 32 concurrent uploads, most of it asleep). Elsewhere the lock is a no-op.
     """
-    if not writes:
-        return sessionmaker(engine, expire_on_commit=False)
-    info = {_WRITE_LOCK: threading.Lock()} if engine.dialect.name == "sqlite" else {}
-    return sessionmaker(
-        engine.execution_options(**{WRITES: True}), expire_on_commit=False, info=info
-    )
 
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write_engine = engine.execution_options(**{WRITES: True})
+        self._reads = sessionmaker(engine, expire_on_commit=False)
+        self._writes = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
 
-@contextmanager
-def core_write_transaction(factory: sessionmaker[Session]) -> Iterator[Connection]:
-    """One short write transaction on a Core connection of a ``writes=True`` factory's engine,
-    behind the same lock: for bulk inserts, where the ORM's bookkeeping only costs (it doubled
-    the CPU time of recording a prediction)."""
-    bind: Engine = factory.kw["bind"]
-    lock = factory.kw.get("info", {}).get(_WRITE_LOCK)
-    with lock if lock is not None else nullcontext(), bind.begin() as connection:
-        yield connection
-
-
-@contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One short unit of work: commit on success, roll back on error."""
-    with factory() as session:
-        lock = session.info.get(_WRITE_LOCK)
-        with lock if lock is not None else nullcontext(), session.begin():
+    @contextmanager
+    def transaction(self, *, writes: bool = True) -> Iterator[Session]:
+        """One short unit of work: committed on success, rolled back on error. Run it whole
+        in one thread (``api.deps.UnitsOfWork``): it holds a connection, and a writing one
+        SQLite's write lock, from start to end."""
+        factory, lock = (self._writes, self._write_lock) if writes else (self._reads, nullcontext())
+        with factory() as session, lock, session.begin():
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """One short write transaction on a Core connection, behind the same lock."""
+        with self._write_lock, self._write_engine.begin() as connection:
+            yield connection
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -10,8 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
+from imgclf.db.engine import Database
 from imgclf.db.models import User
 from imgclf.settings import Settings
 
@@ -46,12 +46,12 @@ def schema_is_current(engine: Engine) -> bool:
         return set(MigrationContext.configure(connection).get_current_heads()) == heads
 
 
-def ensure_admin(engine: Engine, settings: Settings, password_hash: str) -> bool:
+def ensure_admin(database: Database, settings: Settings, password_hash: str) -> bool:
     """Create the admin from settings unless that email exists; True if it was created."""
     email = settings.admin_email.strip().lower()
     try:
-        with Session(engine) as session, session.begin():
-            if connection_is_postgres(session):
+        with database.transaction() as session:
+            if database.engine.dialect.name == "postgresql":
                 session.execute(
                     text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
                 )
@@ -71,7 +71,3 @@ def ensure_admin(engine: Engine, settings: Settings, password_hash: str) -> bool
         # check and our insert, which is the outcome we wanted.
         return False
     return True
-
-
-def connection_is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"

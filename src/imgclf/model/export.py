@@ -159,28 +159,11 @@ def fold_pads(source: Path, target: Path) -> None:
             consumers.setdefault(name, []).append(node)
     folded = []
     for node in graph.node:
-        if node.op_type != "Pad" or node.input[1] not in constants:
+        conv = _zero_pad_conv(node, constants, consumers)
+        if conv is None:
             continue
         pads = [int(v) for v in numpy_helper.to_array(constants[node.input[1]])]
-        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        value = node.input[2] if len(node.input) > 2 else ""
-        zero_value = not value or not numpy_helper.to_array(constants[value]).any()
-        users = consumers.get(node.output[0], [])
-        if (
-            attributes.get("mode", b"constant") != b"constant"
-            or not zero_value
-            or len(pads) != 8
-            or any(pads[i] for i in (0, 1, 4, 5))  # batch and channel axes
-            or len(users) != 1
-            or users[0].op_type != "Conv"
-        ):
-            continue
-        conv = users[0]
-        own = [a for a in conv.attribute if a.name == "pads"]
-        auto_pad = [a.s for a in conv.attribute if a.name == "auto_pad"]
-        if any(any(a.ints) for a in own) or auto_pad not in ([], [b"NOTSET"]):
-            continue
-        for attribute in own:
+        for attribute in [a for a in conv.attribute if a.name == "pads"]:
             conv.attribute.remove(attribute)
         conv.attribute.append(onnx.helper.make_attribute("pads", [*pads[2:4], *pads[6:8]]))
         conv.input[0] = node.input[0]
@@ -199,6 +182,36 @@ def fold_pads(source: Path, target: Path) -> None:
     model.opset_import.extend(standard)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(target))
+
+
+def _zero_pad_conv(node: Any, constants: dict[str, Any], consumers: dict[str, list[Any]]) -> Any:
+    """The Conv that a constant zero Pad of the spatial axes alone feeds, if it is the Pad's
+    only user and has no pads of its own; else None."""
+    import onnx
+    from onnx import numpy_helper
+
+    if node.op_type != "Pad" or node.input[1] not in constants:
+        return None
+    pads = [int(v) for v in numpy_helper.to_array(constants[node.input[1]])]
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    value = node.input[2] if len(node.input) > 2 else ""
+    zero_value = not value or not numpy_helper.to_array(constants[value]).any()
+    users = consumers.get(node.output[0], [])
+    if (
+        attributes.get("mode", b"constant") != b"constant"
+        or not zero_value
+        or len(pads) != 8
+        or any(pads[i] for i in (0, 1, 4, 5))  # batch and channel axes
+        or len(users) != 1
+        or users[0].op_type != "Conv"
+    ):
+        return None
+    conv = users[0]
+    own = [a for a in conv.attribute if a.name == "pads"]
+    auto_pad = [a.s for a in conv.attribute if a.name == "auto_pad"]
+    if any(any(a.ints) for a in own) or auto_pad not in ([], [b"NOTSET"]):
+        return None
+    return conv
 
 
 def export_bundle(output: Path) -> ModelBundle:

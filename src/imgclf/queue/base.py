@@ -51,7 +51,11 @@ class JobResult:
         return cls(**data)
 
 
-class QueueFullError(Exception):
+class QueueError(Exception):
+    """Why a job got no answer from the model."""
+
+
+class QueueFullError(QueueError):
     """Too many jobs in flight: the caller should retry after ``retry_after_s``."""
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
@@ -59,16 +63,16 @@ class QueueFullError(Exception):
         self.retry_after_s = retry_after_s
 
 
-class QueueUnavailableError(Exception):
+class QueueUnavailableError(QueueError):
     """The queue cannot be reached (Redis down, or the service is stopping)."""
 
 
-class JobTimeoutError(Exception):
+class JobTimeoutError(QueueError):
     """No answer before the job's deadline."""
 
 
-class JobFailedError(Exception):
-    """The job's image was refused or could not be processed; ``status_code`` says how."""
+class JobFailedError(QueueError):
+    """A worker refused the job's image or could not process it; ``status_code`` says how."""
 
     def __init__(self, message: str, status_code: int) -> None:
         super().__init__(message)

@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, TypeVar
 
 from imgclf.queue.base import (
     Job,
@@ -17,6 +17,9 @@ from imgclf.queue.base import (
     QueueUnavailableError,
     new_job_id,
 )
+from imgclf.queue.keys import RESULT_TTL_S
+
+T = TypeVar("T")
 
 
 class LocalQueue:
@@ -31,11 +34,12 @@ class LocalQueue:
         self._waiting: dict[str, asyncio.Future[JobResult]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = threading.Event()
-        self._results: OrderedDict[str, JobResult] = OrderedDict()
+        # Results and owners until they expire (monotonic seconds), at most ``kept_results``.
+        self._results: OrderedDict[str, tuple[float, JobResult]] = OrderedDict()
+        self._owners: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._kept_results = kept_results
-        self._owners: dict[str, int] = {}
+        self._keep_s: dict[str, float] = {}  # job id: how long its result is kept
         self.model_id: str = ""
-        self.workers_alive = 0
 
     # The API's side -----------------------------------------------------------------------
 
@@ -68,6 +72,7 @@ class LocalQueue:
         )
         future: asyncio.Future[JobResult] = self._loop.create_future()
         self._waiting[job.id] = future
+        self._keep_s[job.id] = keep_result_s or max(60, int(timeout_s * 6))
         self._jobs.put(job)
         try:
             return await asyncio.wait_for(future, timeout_s)
@@ -76,25 +81,30 @@ class LocalQueue:
         finally:
             # A caller that gave up frees its slot; the worker skips its job by deadline.
             self._waiting.pop(job.id, None)
+            self._keep_s.pop(job.id, None)
 
     async def stored_result(self, job_id: str) -> JobResult | None:
-        return self._results.get(job_id)
+        return _unexpired(self._results, job_id)
 
     async def record_result(self, result: JobResult) -> None:
+        self._keep_s.setdefault(result.job_id, RESULT_TTL_S)
         self._keep(result)
 
     async def remember_owner(self, job_id: str, owner_id: int, ttl_s: int) -> None:
-        self._owners[job_id] = owner_id
-        while len(self._owners) > self._kept_results:
-            self._owners.pop(next(iter(self._owners)))
+        _put(self._owners, job_id, owner_id, ttl_s, self._kept_results)
 
     async def job_owner(self, job_id: str) -> int | None:
-        return self._owners.get(job_id)
+        return _unexpired(self._owners, job_id)
+
+    @property
+    def live_workers(self) -> int:
+        """Workers taking jobs from this queue (none of its own)."""
+        return 0
 
     async def readiness(self) -> dict[str, Any]:
         return {
             "queue": "ok" if not self._closed.is_set() else "closed",
-            "workers": self.workers_alive,
+            "workers": self.live_workers,
             "model": self.model_id or "not loaded",
         }
 
@@ -144,12 +154,28 @@ class LocalQueue:
         """Nothing to acknowledge in process: the callers have already timed out."""
 
     def _keep(self, result: JobResult) -> None:
-        self._results[result.job_id] = result
-        while len(self._results) > self._kept_results:
-            self._results.popitem(last=False)
+        keep_s = self._keep_s.pop(result.job_id, RESULT_TTL_S)
+        _put(self._results, result.job_id, result, keep_s, self._kept_results)
 
     def _resolve(self, results: list[JobResult]) -> None:
         for result in results:
             future = self._waiting.get(result.job_id)
             if future is not None and not future.done():
                 future.set_result(result)
+
+
+def _put(
+    entries: OrderedDict[str, tuple[float, T]], key: str, value: T, ttl_s: float, most: int
+) -> None:
+    """Keep ``value`` for ``ttl_s``; drop the oldest entries past ``most`` or expired."""
+    now = time.monotonic()
+    entries[key] = (now + ttl_s, value)
+    while entries and (len(entries) > most or next(iter(entries.values()))[0] <= now):
+        entries.popitem(last=False)
+
+
+def _unexpired(entries: OrderedDict[str, tuple[float, T]], key: str) -> T | None:
+    entry = entries.get(key)
+    if entry is None or entry[0] <= time.monotonic():
+        return None
+    return entry[1]

@@ -272,6 +272,3 @@ def _unreachable(error: RedisError) -> QueueUnavailableError:
     (Redis errors name its host and port); the log keeps the details."""
     logger.warning("the job queue is unreachable: %s", error)
     return QueueUnavailableError("the job queue is unreachable")
-
-
-__all__ = ["RESULT_TTL_S", "RedisQueue"]

@@ -37,19 +37,13 @@ async def create_feedback(body: FeedbackCreate, user: CurrentUser, db: DatabaseD
     """Record feedback on a prediction; ``prediction_id``, if given, must be one of yours."""
     try:
         return await db.run(service.create_feedback, user_id=user.id, data=body)
-    except service.PredictionNotFound:
-        raise _prediction_not_found(body.prediction_id) from None
     except IntegrityError as error:
         if not is_foreign_key_violation(error):
             raise
     # The author, or the prediction, was deleted after the caller was authenticated.
     if await db.run(get_user, user.id) is None:
         raise credentials_error()
-    raise _prediction_not_found(body.prediction_id)
-
-
-def _prediction_not_found(prediction_id: int | None) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"Prediction {prediction_id} not found")
+    raise service.PredictionNotFound(body.prediction_id)
 
 
 @router.get("/", response_model=list[FeedbackPublic], responses=error_responses(401, 422))

@@ -6,11 +6,13 @@ import logging
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy import Engine, text
 
 import imgclf
+from imgclf.api.deps import StateDep
 from imgclf.api.health.schemas import Index, Liveness, Readiness
+from imgclf.queue.base import JobQueue
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -48,7 +50,7 @@ async def _database_check(engine: Engine) -> str:
     return "ok"
 
 
-async def _queue_checks(queue: Any) -> tuple[dict[str, str | int], bool]:
+async def _queue_checks(queue: JobQueue) -> tuple[dict[str, str | int], bool]:
     """The queue's own report, and whether the model is loaded (it knows its model id then)."""
     try:
         with anyio.fail_after(CHECK_TIMEOUT_S):
@@ -63,7 +65,7 @@ async def _queue_checks(queue: Any) -> tuple[dict[str, str | int], bool]:
         "workers": int(report.get("workers", 0)),
         "model": str(report.get("model", "unknown")),
     }
-    return checks, bool(getattr(queue, "model_id", None))
+    return checks, bool(queue.model_id)
 
 
 @router.get(
@@ -71,10 +73,10 @@ async def _queue_checks(queue: Any) -> tuple[dict[str, str | int], bool]:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A check failed; its reason is shown"}},
 )
-async def ready(request: Request, response: Response) -> Readiness:
+async def ready(state: StateDep, response: Response) -> Readiness:
     """200 when the database and the queue answer, a worker is alive and the model is loaded."""
-    checks: dict[str, str | int] = {"database": await _database_check(request.app.state.engine)}
-    queue = getattr(request.app.state, "queue", None)
+    checks: dict[str, str | int] = {"database": await _database_check(state.database.engine)}
+    queue = state.queue
     model_loaded = False
     if queue is None:
         checks.update({"queue": "not configured", "workers": 0, "model": "not configured"})

@@ -15,6 +15,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgclf.api.middleware import MULTIPART_OVERHEAD_BYTES, UPLOAD_PATHS
+from imgclf.api.state import app_state
 
 MB = 2**20
 
@@ -52,9 +53,8 @@ class AdmissionMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        state = scope["app"].state
-        settings = state.settings
-        queue = getattr(state, "queue", None)
+        state = app_state(scope["app"])
+        settings, queue = state.settings, state.queue
         if queue is not None and queue.in_flight >= settings.max_pending:
             busy = f"{settings.max_pending} images are already waiting"
             await _refuse(scope, receive, send, busy)
@@ -66,7 +66,7 @@ class AdmissionMiddleware:
             if declared.isdigit()
             else settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
         )
-        pending: PendingBytes = state.pending_bytes
+        pending = state.pending_bytes
         if not pending.try_hold(size):
             busy = (
                 f"{pending.held / MB:.1f} MB of images are already in flight here "
@@ -81,9 +81,7 @@ class AdmissionMiddleware:
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, busy: str) -> None:
-    metrics = getattr(scope["app"].state, "metrics", None)
-    if metrics is not None:
-        metrics.reject("QueueFullError")
+    app_state(scope["app"]).metrics.reject("QueueFullError")
     response = JSONResponse(
         {"detail": f"The service is busy: {busy}; retry shortly."},
         status_code=503,

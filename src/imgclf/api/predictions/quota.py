@@ -9,11 +9,11 @@ those processes have in flight (``IMGCLF_MAX_PENDING_BYTES`` each), not by time.
 
 from __future__ import annotations
 
-from fastapi import HTTPException
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from imgclf.api.predictions.uploads import AcceptedUpload
+from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
+from imgclf.db.engine import Database
 from imgclf.db.models import Prediction
 
 
@@ -37,10 +37,13 @@ def has_stored(session: Session, user_id: int, file_name: str) -> bool:
     return session.scalar(statement) is not None
 
 
-def quota_exceeded(used: int, size: int, limit: int) -> HTTPException:
+class QuotaExceededError(StorageFullError):
+    """The upload would take its user past the storage quota."""
+
+
+def quota_exceeded(used: int, size: int, limit: int) -> QuotaExceededError:
     mb = 2**20
-    return HTTPException(
-        507,
+    return QuotaExceededError(
         f"Your storage quota is full: your images take {used / mb:.1f} MB of "
         f"{limit / mb:g} MB and this one needs {size / mb:.1f} MB. "
         "Images you have uploaded before can still be classified.",
@@ -50,17 +53,19 @@ def quota_exceeded(used: int, size: int, limit: int) -> HTTPException:
 class StorageQuota:
     """Decides, for uploads about to be stored, which fit their users' quotas."""
 
-    def __init__(self, factory: sessionmaker[Session], limit_bytes: int) -> None:
-        self.factory = factory
+    def __init__(self, database: Database, limit_bytes: int) -> None:
+        self.database = database
         self.limit_bytes = limit_bytes
 
-    def refusals(self, uploads: list[tuple[int, AcceptedUpload]]) -> list[HTTPException | None]:
-        """For each (user id, upload) in order: None if it may be stored, else its 507.
+    def refusals(
+        self, uploads: list[tuple[int, AcceptedUpload]]
+    ) -> list[QuotaExceededError | None]:
+        """For each (user id, upload) in order: None if it may be stored, else its refusal.
         Earlier uploads of the list count against the later ones."""
         used: dict[int, int] = {}
         kept: set[tuple[int, str]] = set()
-        outcomes: list[HTTPException | None] = []
-        with self.factory() as session:
+        outcomes: list[QuotaExceededError | None] = []
+        with self.database.transaction(writes=False) as session:
             for user_id, upload in uploads:
                 key = (user_id, upload.file_name)
                 if key in kept or has_stored(session, user_id, upload.file_name):

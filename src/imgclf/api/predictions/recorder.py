@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
-from imgclf.api.predictions.quota import StorageQuota
-from imgclf.api.predictions.uploads import AcceptedUpload, store_upload
-from imgclf.db.engine import core_write_transaction
+from imgclf.api.predictions.quota import QuotaExceededError, StorageQuota
+from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError, store_upload
+from imgclf.db.engine import Database
 from imgclf.db.errors import is_foreign_key_violation
 from imgclf.db.models import Prediction
 
@@ -37,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 class AccountGoneError(Exception):
     """The account a valid token names was deleted since the token was issued."""
+
+
+class RecordingUnavailableError(Exception):
+    """The recorder is stopping, or the database did not record in time: retry shortly."""
 
 
 @dataclass(slots=True)
@@ -51,14 +53,14 @@ class PredictionRecorder:
 
     def __init__(
         self,
-        factory: sessionmaker[Session],
+        database: Database,
         upload_dir: Path,
         *,
         quota: StorageQuota | None = None,
         timeout_s: float = 30.0,
         max_rows: int = 64,
     ) -> None:
-        self.factory = factory
+        self.database = database
         self.upload_dir = upload_dir
         self.quota = quota
         self.timeout_s = timeout_s
@@ -84,23 +86,19 @@ class PredictionRecorder:
     async def record(self, row: dict[str, Any], upload: AcceptedUpload) -> int:
         """Store the upload (once per content) and insert the ``predictions`` row.
 
-        Raises HTTPException 507 when the upload cannot be stored (the disk, or its user's
-        storage quota, is full; 503 when the database does not answer in time),
-        AccountGoneError when the row's user no longer exists."""
+        Raises StorageFullError or QuotaExceededError when the upload cannot be stored,
+        RecordingUnavailableError when the database does not answer in time, AccountGoneError
+        when the row's user no longer exists."""
         if self._closing or self._loop is None or self._thread is None:
-            raise HTTPException(
-                503, "The service is shutting down; retry shortly.", headers={"Retry-After": "5"}
-            )
+            raise RecordingUnavailableError("The service is shutting down; retry shortly.")
         future: asyncio.Future[int] = self._loop.create_future()
         self._pending.put(_Record(row, upload, future))
         try:
             # Shielded: the row may still be written after the caller stops waiting.
             return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
         except TimeoutError:
-            raise HTTPException(
-                503,
-                "The database did not record the prediction in time; retry shortly.",
-                headers={"Retry-After": "5"},
+            raise RecordingUnavailableError(
+                "The database did not record the prediction in time; retry shortly."
             ) from None
 
     # The recorder's thread ----------------------------------------------------------------
@@ -135,53 +133,46 @@ class PredictionRecorder:
                 self._settle(late, RuntimeError("the prediction recorder has stopped"))
 
     def _write(self, records: list[_Record]) -> None:
-        refusals: list[HTTPException | None] = [None] * len(records)
+        refusals: list[QuotaExceededError | None] = [None] * len(records)
         if self.quota is not None:
             refusals = self.quota.refusals([(r.row["user_id"], r.upload) for r in records])
         stored: list[_Record] = []
         for record, refusal in zip(records, refusals, strict=True):
-            if refusal is not None:  # 507: over its user's quota, so neither stored nor recorded
-                self._settle(record, refusal)
-                continue
             try:
+                if refusal is not None:  # over its user's quota: neither stored nor recorded
+                    raise refusal
                 store_upload(self.upload_dir, record.upload)
-            except HTTPException as error:  # 507: this one is not recorded
+            except StorageFullError as error:  # this one is not recorded
                 self._settle(record, error)
             else:
                 stored.append(record)
-        if not stored:
-            return
+        if stored:
+            self._write_rows(stored)
+
+    def _write_rows(self, records: list[_Record]) -> None:
         try:
-            ids = self._insert([record.row for record in stored])
+            ids = self._insert([record.row for record in records])
         except IntegrityError as error:
-            if not is_foreign_key_violation(error):
-                raise
-            # A deleted account among them: find which, one row at a time.
-            for record in stored:
-                self._write_alone(record)
+            if is_foreign_key_violation(error) and len(records) > 1:
+                # A deleted account among them: find which, one row at a time.
+                for record in records:
+                    self._write_rows([record])
+                return
+            gone = is_foreign_key_violation(error)
+            for record in records:
+                self._settle(record, AccountGoneError() if gone else error)
             return
         except Exception as error:
-            logger.exception("recording %d predictions failed", len(stored))
-            for record in stored:
+            logger.exception("recording %d predictions failed", len(records))
+            for record in records:
                 self._settle(record, error)
             return
-        for record, prediction_id in zip(stored, ids, strict=True):
-            self._settle(record, prediction_id)
-
-    def _write_alone(self, record: _Record) -> None:
-        try:
-            (prediction_id,) = self._insert([record.row])
-        except IntegrityError as error:
-            self._settle(record, AccountGoneError() if is_foreign_key_violation(error) else error)
-        except Exception as error:
-            logger.exception("recording a prediction failed")
-            self._settle(record, error)
-        else:
+        for record, prediction_id in zip(records, ids, strict=True):
             self._settle(record, prediction_id)
 
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
         statement = insert(Prediction).returning(Prediction.id, sort_by_parameter_order=True)
-        with core_write_transaction(self.factory) as connection:
+        with self.database.write_connection() as connection:
             return list(connection.scalars(statement, rows))
 
     def _settle(self, record: _Record, outcome: int | BaseException) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import HTTPException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,12 +14,15 @@ from imgclf.api.predictions.cache import PredictionCache, TopK
 from imgclf.api.predictions.uploads import AcceptedUpload
 from imgclf.db.models import Prediction
 from imgclf.queue.base import (
+    JobFailedError,
     JobQueue,
-    JobResult,
     JobTimeoutError,
     QueueFullError,
     QueueUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from imgclf.api.metrics import ServiceMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,30 +30,9 @@ class Answer:
     top_k: TopK
     model_id: str
     cached: bool
+    # From the request for an answer to the answer, cache lookup included: the same for
+    # synchronous predictions and async jobs.
     latency_ms: float
-    result: JobResult | None = None
-
-
-def http_error_for(error: Exception) -> HTTPException:
-    """The queue's failures as the HTTP answers the API promises."""
-    if isinstance(error, QueueFullError):
-        return HTTPException(
-            503, f"The service is busy: {error}.", headers={"Retry-After": str(error.retry_after_s)}
-        )
-    if isinstance(error, QueueUnavailableError):
-        return HTTPException(
-            503, f"The model service is unavailable: {error}.", headers={"Retry-After": "5"}
-        )
-    if isinstance(error, JobTimeoutError):
-        return HTTPException(504, f"The model did not answer in time: {error}.")
-    raise error
-
-
-def raise_for_failed(result: JobResult) -> None:
-    if not result.ok:
-        raise HTTPException(
-            result.status_code, result.error or "The image could not be classified."
-        )
 
 
 async def answer_upload(
@@ -62,8 +43,12 @@ async def answer_upload(
     owner: int,
     top_k: int,
     timeout_s: float,
-    observe: Any = None,
+    observe: ServiceMetrics | None = None,
+    job_id: str | None = None,
+    keep_result_s: int | None = None,
 ) -> Answer:
+    """The cached answer, else the model's; raises the queue's errors, and JobFailedError
+    when the worker refused the image."""
     started = time.perf_counter()
     model_id = queue.model_id
     if cache is not None and model_id:
@@ -73,19 +58,26 @@ async def answer_upload(
                 observe.cache_hit()
             return Answer(hit[:top_k], model_id, True, (time.perf_counter() - started) * 1000)
     try:
-        result = await queue.submit(upload.data, top_k=top_k, timeout_s=timeout_s)
+        result = await queue.submit(
+            upload.data,
+            top_k=top_k,
+            timeout_s=timeout_s,
+            job_id=job_id,
+            keep_result_s=keep_result_s,
+        )
     except (QueueFullError, QueueUnavailableError, JobTimeoutError) as error:
         if observe is not None:
             observe.reject(type(error).__name__)
-        raise http_error_for(error) from None
+        raise
     if observe is not None:
         observe.job_result(result, cache_miss=cache is not None)
-    raise_for_failed(result)
+    if not result.ok:
+        raise JobFailedError(
+            result.error or "The image could not be classified.", result.status_code
+        )
     if cache is not None:
         await cache.put(result.model_id, owner, upload.digest, result.top_k)
-    return Answer(
-        result.top_k, result.model_id, False, (time.perf_counter() - started) * 1000, result
-    )
+    return Answer(result.top_k, result.model_id, False, (time.perf_counter() - started) * 1000)
 
 
 def prediction_row(user_id: int, upload: AcceptedUpload, answer: Answer) -> dict[str, Any]:

@@ -9,11 +9,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import HTTPException, UploadFile
+from fastapi import UploadFile
 
 from imgclf.model.images import (
-    ImageError,
     ImageLimits,
+    ImageTooLargeError,
     check_extension,
     inspect_image,
     picture_bytes,
@@ -21,6 +21,10 @@ from imgclf.model.images import (
 from imgclf.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class StorageFullError(Exception):
+    """The upload could not be written (disk full, folder gone or read-only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,27 +43,24 @@ async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
     limit = settings.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
-        raise HTTPException(413, f"The file is larger than the {limit / 2**20:g} MB limit.")
-    try:
-        extension = check_extension(file.filename or "")
-        data = picture_bytes(data, inspect_image(data, ImageLimits.from_settings(settings)))
-    except ImageError as error:
-        raise HTTPException(error.status_code, str(error)) from None
+        raise ImageTooLargeError(f"The file is larger than the {limit / 2**20:g} MB limit.")
+    extension = check_extension(file.filename or "")
+    data = picture_bytes(data, inspect_image(data, ImageLimits.from_settings(settings)))
     digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
     # Named by content alone, never by the client's path: no traversal, one copy per image.
     return AcceptedUpload(data=data, digest=digest, file_name=f"{digest}{extension}")
 
 
 def store_upload(upload_dir: Path, upload: AcceptedUpload) -> None:
-    """Write the upload once, or answer 507 when it cannot be (disk full, folder gone or
-    read-only); the prediction is then not recorded either."""
+    """Write the upload once, or raise StorageFullError (the prediction is then not recorded
+    either)."""
     try:
         _write_once(upload_dir, upload)
     except OSError as error:
         logger.error("could not store the upload %s in %s: %s", upload.file_name, upload_dir, error)
         reason = error.strerror or type(error).__name__  # no server path in the answer
-        raise HTTPException(
-            507, f"Insufficient storage: the image could not be saved ({reason}); retry later."
+        raise StorageFullError(
+            f"Insufficient storage: the image could not be saved ({reason}); retry later."
         ) from None
 
 

@@ -46,12 +46,6 @@ def _delete_target_user(session: Session, user_id: int, caller: AuthenticatedUse
     service.delete_user(session, _target_user(session, user_id, caller))
 
 
-def _email_taken() -> HTTPException:
-    return HTTPException(
-        status.HTTP_400_BAD_REQUEST, detail="The user with this email already exists"
-    )
-
-
 @router.post(
     "/",
     response_model=UserPublic,
@@ -73,19 +67,16 @@ async def create_user(
     except AttemptsRefused as refused:
         raise too_many_attempts("sign-ups from your address", refused) from None
     if await db.run(service.email_exists, body.email):
-        raise _email_taken()
+        raise service.EmailTaken(body.email)
     # Hashed outside any transaction: the insert then holds its lock for a moment only.
     try:
         password_hash = await hasher.hash(body.password, client=address)
     except PasswordChecksBusy:
         await throttle.give_back(attempt)  # nothing was created or told
         raise
-    try:
-        return await db.run(
-            service.create_user, name=body.name, email=body.email, password_hash=password_hash
-        )
-    except service.EmailTaken:
-        raise _email_taken() from None
+    return await db.run(
+        service.create_user, name=body.name, email=body.email, password_hash=password_hash
+    )
 
 
 @router.get("/me", response_model=UserPublic, responses=error_responses(401))

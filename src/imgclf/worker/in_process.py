@@ -1,9 +1,9 @@
-"""The embedded default: a `LocalQueue` whose batching worker runs in threads of the API process."""
+"""The default without Redis: a `LocalQueue` whose batching worker runs in threads of the API
+process."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from imgclf.model import ImageLimits, load_classifier
 from imgclf.queue.local import LocalQueue
@@ -11,7 +11,7 @@ from imgclf.settings import Settings
 from imgclf.worker.batching import BatchingWorker
 
 
-class EmbeddedQueue(LocalQueue):
+class InProcessQueue(LocalQueue):
     """Loads the model and starts the worker threads when the app starts; stops them after."""
 
     def __init__(self, settings: Settings) -> None:
@@ -42,7 +42,7 @@ class EmbeddedQueue(LocalQueue):
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop)
 
-    async def readiness(self) -> dict[str, Any]:
-        checks = await super().readiness()
-        checks["workers"] = 1 if self.worker is not None and self.worker.alive else 0
-        return checks
+    @property
+    def live_workers(self) -> int:
+        """One batching worker per process (its lanes are threads of that one worker)."""
+        return 1 if self.worker is not None and self.worker.alive else 0

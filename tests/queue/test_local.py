@@ -1,0 +1,29 @@
+"""The in-process queue keeps results and job owners for as long as it is told, no longer."""
+
+from __future__ import annotations
+
+import asyncio
+
+from imgclf.queue.base import JobResult
+from imgclf.queue.local import LocalQueue
+
+
+def test_results_and_owners_are_kept_for_their_time_only() -> None:
+    async def scenario() -> list[object]:
+        queue = LocalQueue(max_pending=4)
+        await queue.start()
+        submitted = asyncio.create_task(
+            queue.submit(b"image", top_k=1, timeout_s=5, job_id="short", keep_result_s=1)
+        )
+        (job,) = await asyncio.to_thread(queue.take, 1, 0.0, 5.0)
+        queue.complete([JobResult(job.id, ok=True, top_k=[("dog", 0.9)], model_id="m")])
+        await submitted
+        await queue.remember_owner("short", 7, ttl_s=1)
+        await queue.remember_owner("long", 8, ttl_s=3600)
+        before = [await queue.stored_result("short") is not None, await queue.job_owner("short")]
+        await asyncio.sleep(1.1)
+        after = [await queue.stored_result("short"), await queue.job_owner("short")]
+        await queue.close()
+        return [*before, *after, await queue.job_owner("long")]
+
+    assert asyncio.run(scenario()) == [True, 7, None, None, 8]
