@@ -54,3 +54,29 @@ def test_production_start_up_checks_but_changes_nothing(database_url: str) -> No
         with engine.connect() as connection:
             assert connection.scalars(select(User.id)).all() == []  # populate creates the admin
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("page", "assets"),
+    [("/docs", ["swagger-ui-bundle.js", "swagger-ui.css"]), ("/redoc", ["redoc.standalone.js"])],
+)
+def test_the_docs_pages_bring_their_own_scripts(
+    client: TestClient, page: str, assets: list[str]
+) -> None:
+    html = client.get(page).text
+    assert "https://" not in html, "a script, style or font from another site"
+    for asset in assets:
+        assert f"/static-offline-docs/{asset}" in html
+        served = client.get(f"/static-offline-docs/{asset}")
+        assert served.status_code == 200
+        assert len(served.content) > 100_000
+
+
+def test_the_api_description_says_how_to_try_it_and_operations_have_plain_ids(
+    client: TestClient,
+) -> None:
+    schema = client.get("/openapi.json").json()
+    assert "Authorize" in schema["info"]["description"]
+    operations = [op for path in schema["paths"].values() for op in path.values()]
+    assert {op["operationId"] for op in operations} >= {"predict", "login", "create_user"}
+    assert all(op.get("summary") for op in operations)

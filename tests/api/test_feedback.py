@@ -54,6 +54,19 @@ def test_feedback_is_created_at_both_paths_without_a_redirect(
         assert answer.json() == {**FEEDBACK, "id": answer.json()["id"], "prediction_id": None}
 
 
+def test_both_spellings_of_the_list_answer_like_the_seeds_clients_expect(
+    client: TestClient, make_user: Callable[..., Caller]
+) -> None:
+    alice = make_user()
+    client.post("/feedback", json=FEEDBACK, headers=alice.headers)
+    lists = [
+        client.get(path, headers=alice.headers, follow_redirects=False)
+        for path in ("/feedback/", "/feedback")
+    ]
+    assert [answer.status_code for answer in lists] == [200, 200]
+    assert lists[0].json() == lists[1].json() != []
+
+
 def test_feedback_needs_a_token(client: TestClient) -> None:
     for path in ("/feedback/", "/feedback"):
         answer = client.post(path, json=FEEDBACK)

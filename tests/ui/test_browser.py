@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Error, FloatRect, Page, expect, sync_playwright
+from playwright.sync_api import Error, FloatRect, Page, Route, expect, sync_playwright
 
 from tests.conftest import DOG_JPEG, unavailable
 from tests.ui.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
@@ -107,3 +108,24 @@ def choose_class(page: Page, name: str) -> None:
         if select.get_by_role("combobox").input_value() == name:
             return
     pytest.fail(f"could not choose {name!r} in the class select")
+
+
+def test_the_api_docs_render_with_the_network_cut_off(page: Page, stack: Stack) -> None:
+    """/docs as a person opens it on a machine without internet: every request that leaves
+    loopback is aborted, and Swagger UI still draws the operations."""
+    outside: list[str] = []
+
+    def only_loopback(route: Route) -> None:
+        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_loopback)
+    page.goto(f"{stack.api_url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("imgclf")
+    expect(page.get_by_text("Classify an image")).to_be_visible()
+    page.goto(f"{stack.api_url}/redoc")
+    expect(page.get_by_role("heading", name="imgclf")).to_be_visible()
+    assert outside == []

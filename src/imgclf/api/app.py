@@ -12,6 +12,7 @@ from functools import lru_cache, partial
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 import imgclf
 from imgclf.api.auth.router import router as auth_router
@@ -42,6 +43,14 @@ BACKGROUND_JOBS_GRACE_S = 5.0
 
 class SchemaOutdatedError(RuntimeError):
     """Production start-up found the database behind the code's migrations."""
+
+
+API_GUIDE = """Upload a photo, learn what is in it (one of the 1000 ImageNet classes, with the
+runners-up), tell us whether we were right.
+
+**Try it on this page**: sign up with `POST /user/`, press **Authorize** and log in with your
+email as the username, then open `POST /model/predict`, choose a photo and press **Execute**.
+Every error answers `{"detail": "..."}` saying what was wrong."""
 
 
 @lru_cache(maxsize=4)
@@ -146,11 +155,14 @@ def create_app(
             app.state.running = await _start(settings, queue, metrics, started, migrate=migrate)
             yield
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts and styles served from the package itself: the pages
+    # work on a machine without internet, and a browser fetches nothing from a CDN.
+    app = FastAPIOffline(
         title="imgclf",
         version=imgclf.__version__,
-        description="Upload a photo, learn what is in it, tell us whether we were right.",
+        description=API_GUIDE,
         lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,
     )
     install_error_handlers(app)
     if settings.cors_origins:

@@ -25,7 +25,10 @@ router = APIRouter(tags=["auth"])
 
 
 @router.post(
-    "/login", response_model=Token, responses=error_responses(400, 401, 413, 422, 429, 503)
+    "/login",
+    summary="Log in: an access token for your email and password",
+    response_model=Token,
+    responses=error_responses(400, 401, 413, 422, 429, 503),
 )
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],

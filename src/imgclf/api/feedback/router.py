@@ -18,17 +18,9 @@ from imgclf.db.models import Feedback
 router = APIRouter(prefix="/feedback", tags=["feedback"])
 
 
-# The seed's UI posts to /feedback: answer it there too rather than redirect, since clients
-# would follow a redirect as a GET and lose the body.
-@router.post(
-    "",
-    response_model=FeedbackPublic,
-    status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 401, 404, 413, 422),
-    include_in_schema=False,
-)
 @router.post(
     "/",
+    summary="Say whether a prediction was right",
     response_model=FeedbackPublic,
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 401, 404, 413, 422),
@@ -46,7 +38,12 @@ async def create_feedback(body: FeedbackCreate, user: CurrentUser, db: DatabaseD
     raise service.PredictionNotFound(body.prediction_id)
 
 
-@router.get("/", response_model=list[FeedbackPublic], responses=error_responses(401, 422))
+@router.get(
+    "/",
+    summary="Your feedback, newest first",
+    response_model=list[FeedbackPublic],
+    responses=error_responses(401, 422),
+)
 async def read_feedbacks(user: CurrentUser, db: DatabaseDep, page: PageDep) -> list[Feedback]:
     """Your own feedback, newest first."""
     return await db.run(
@@ -55,7 +52,10 @@ async def read_feedbacks(user: CurrentUser, db: DatabaseDep, page: PageDep) -> l
 
 
 @router.get(
-    "/{feedback_id}", response_model=FeedbackPublic, responses=error_responses(401, 403, 404, 422)
+    "/{feedback_id}",
+    summary="One piece of your feedback",
+    response_model=FeedbackPublic,
+    responses=error_responses(401, 403, 404, 422),
 )
 async def read_feedback(
     feedback_id: Annotated[int, id_path("A feedback's id.")],

@@ -20,13 +20,13 @@ router = APIRouter(tags=["operations"])
 CHECK_TIMEOUT_S = 3.0
 
 
-@router.get("/", response_model=Index)
+@router.get("/", summary="Where things are", response_model=Index)
 async def index() -> Index:
     """What this service is and which version runs."""
     return Index(version=imgclf.__version__)
 
 
-@router.get("/health/live", response_model=Liveness)
+@router.get("/health/live", summary="Whether the process answers", response_model=Liveness)
 async def live() -> Liveness:
     """200 while the process runs."""
     return Liveness()
@@ -70,6 +70,7 @@ async def _queue_checks(queue: JobQueue) -> tuple[dict[str, str | int], bool]:
 
 @router.get(
     "/health/ready",
+    summary="Whether the database, the queue and the workers are ready",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A check failed; its reason is shown"}},
 )

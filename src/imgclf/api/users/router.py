@@ -48,6 +48,7 @@ def _delete_target_user(session: Session, user_id: int, caller: AuthenticatedUse
 
 @router.post(
     "/",
+    summary="Sign up",
     response_model=UserPublic,
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 413, 422, 429, 503),
@@ -79,19 +80,31 @@ async def create_user(
     )
 
 
-@router.get("/me", response_model=UserPublic, responses=error_responses(401))
+@router.get(
+    "/me", summary="Your account", response_model=UserPublic, responses=error_responses(401)
+)
 async def read_me(user: CurrentUser) -> AuthenticatedUser:
     """The user the token belongs to."""
     return user
 
 
-@router.get("/", response_model=list[UserPublic], responses=error_responses(401, 403, 422))
+@router.get(
+    "/",
+    summary="Every account (admins)",
+    response_model=list[UserPublic],
+    responses=error_responses(401, 403, 422),
+)
 async def read_users(_admin: AdminUser, db: DatabaseDep, page: PageDep) -> list[User]:
     """Every user, by id (admins only)."""
     return await db.run(service.read_users, limit=page.limit, offset=page.offset)
 
 
-@router.get("/{user_id}", response_model=UserPublic, responses=error_responses(401, 403, 404, 422))
+@router.get(
+    "/{user_id}",
+    summary="One account",
+    response_model=UserPublic,
+    responses=error_responses(401, 403, 404, 422),
+)
 async def read_user(user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep) -> User:
     """One user: yourself, or anyone if you are an admin."""
     return await db.run(_target_user, user_id, caller)
@@ -99,6 +112,7 @@ async def read_user(user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep) -
 
 @router.delete(
     "/{user_id}",
+    summary="Delete an account and everything it owns",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(401, 403, 404, 422),
