@@ -7,14 +7,20 @@ API-only install runs without ONNX Runtime).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
 from fastapi import FastAPI
 
 from imgclf.api.app import create_app, prepare_database
+from imgclf.api.metrics import MULTIPROCESS_DIRECTORY
 from imgclf.db.engine import Database, make_engine
 from imgclf.queue.base import JobQueue
 from imgclf.settings import DEFAULT_ADMIN_PASSWORD, Settings, get_settings
@@ -112,14 +118,35 @@ def run_server(settings: Settings) -> None:
         populate(settings)
     _export_to_environment(settings)
     typer.echo(login_banner(settings))
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.web_concurrency,
-        log_level="info",
-        access_log=settings.access_log,
-        **forwarding_options(settings),
-        http=LimitedHttpToolsProtocol,
-    )
+    with _shared_metrics(settings.web_concurrency):
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.web_concurrency,
+            log_level="info",
+            access_log=settings.access_log,
+            **forwarding_options(settings),
+            http=LimitedHttpToolsProtocol,
+        )
+
+
+@contextlib.contextmanager
+def _shared_metrics(processes: int) -> Iterator[None]:
+    """With several processes, a fresh folder for their metrics files, removed afterwards (one
+    an operator named is emptied first: files of an earlier run would be counted again)."""
+    if processes < 2:
+        yield
+        return
+    named = os.environ.get(MULTIPROCESS_DIRECTORY)
+    directory = Path(named) if named else Path(tempfile.mkdtemp(prefix="imgclf-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROCESS_DIRECTORY] = str(directory)
+    try:
+        yield
+    finally:
+        if not named:
+            shutil.rmtree(directory, ignore_errors=True)

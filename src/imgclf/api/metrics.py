@@ -2,13 +2,16 @@
 
 Each app has its own registry (tests build many apps in one process). Batch sizes and
 inference times travel with each job's result, so they are seen here in both modes, also
-when the workers are other processes. With several uvicorn workers each process reports its
-own figures; a scraper that sums over instances gets the totals.
+when the workers are other processes. With several uvicorn processes (``imgclf serve
+--workers N``) every process writes its figures to files in ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus-client's multiprocess mode, set up by ``imgclf serve``), and whichever process a
+scrape reaches answers for all of them: counters add up, whatever process served a request.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgclf.api.errors import error_responses
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
     from imgclf.queue.base import JobResult
 
 
+# prometheus-client reads it when it is first imported: ``imgclf serve`` sets it before
+# uvicorn starts its processes.
+MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
 
@@ -49,9 +56,23 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("imgclf_queue_depth", "Jobs waiting for a worker", registry=r)
-        self.in_flight = Gauge("imgclf_jobs_in_flight", "Jobs awaited by this process", registry=r)
-        self.workers = Gauge("imgclf_workers", "Live model workers", registry=r)
+        # How several processes' gauges combine: the queue and the workers are shared, so the
+        # latest reading is the truth; the jobs each process awaits add up.
+        self.queue_depth = Gauge(
+            "imgclf_queue_depth",
+            "Jobs waiting for a worker",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.in_flight = Gauge(
+            "imgclf_jobs_in_flight",
+            "Jobs awaited by the API processes",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.workers = Gauge(
+            "imgclf_workers", "Live model workers", registry=r, multiprocess_mode="mostrecent"
+        )
         self.queue_wait = Histogram(
             "imgclf_queue_wait_seconds",
             "Time from submit to a worker",
@@ -171,7 +192,17 @@ async def read_metrics(
         metrics.queue_depth.set(await queue.depth())
         metrics.in_flight.set(queue.in_flight)
         metrics.workers.set((await queue.readiness()).get("workers", 0))
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_registry_to_expose(metrics)), media_type=CONTENT_TYPE_LATEST)
+
+
+def _registry_to_expose(metrics: ServiceMetrics) -> CollectorRegistry:
+    """Every process's figures in multiprocess mode, else this app's own."""
+    directory = os.environ.get(MULTIPROCESS_DIRECTORY)
+    if not directory:
+        return metrics.registry
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def install_metrics(app: FastAPI, metrics: ServiceMetrics) -> None:
