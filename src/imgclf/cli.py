@@ -64,11 +64,17 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option(help="Batches each process runs at once (0: one per core).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Export Prometheus metrics here (the next ports for more processes)."),
+    ] = None,
 ) -> None:
     """Run model workers that take jobs from the Redis queue."""
     from imgclf.worker.main import run_workers
 
-    settings = load_settings(queue_url=queue_url, worker_concurrency=concurrency)
+    settings = load_settings(
+        queue_url=queue_url, worker_concurrency=concurrency, worker_metrics_port=metrics_port
+    )
     if not settings.queue_url:
         typer.secho("A worker needs --queue-url or IMGCLF_QUEUE_URL.", fg="red", err=True)
         raise typer.Exit(2)

@@ -115,6 +115,14 @@ class Settings(BaseSettings):
         default=0, ge=0, description="restart a worker after N jobs; 0: never"
     )
     worker_max_rss_mb: int = Field(default=0, ge=0, description="restart above this RSS; 0: never")
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="export a worker's Prometheus metrics on this port (with --processes N, "
+        "N ports from it); 0: off",
+    )
+    worker_metrics_host: str = "127.0.0.1"
     cache: bool = True
     cache_size: int = Field(default=4096, ge=1)
     cache_ttl_s: int = Field(default=24 * 3600, ge=1)

@@ -173,7 +173,10 @@ def test_prometheus_is_opt_in_and_scrapes_the_api_with_the_token(
     assert prometheus["profiles"] == ["monitoring"]
     assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    (job,) = config["scrape_configs"]
-    assert job["static_configs"][0]["targets"] == ["api:8000"]
-    assert job["authorization"]["credentials_file"] == "metrics-token"
+    api, workers = config["scrape_configs"]
+    assert api["static_configs"][0]["targets"] == ["api:8000"]
+    assert api["authorization"]["credentials_file"] == "metrics-token"
+    worker_env = services["worker"]["environment"]
+    assert workers["dns_sd_configs"][0]["names"] == ["worker"]
+    assert workers["dns_sd_configs"][0]["port"] == int(worker_env["IMGCLF_WORKER_METRICS_PORT"])
     assert "IMGCLF_METRICS_TOKEN" in env_example()

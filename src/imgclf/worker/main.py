@@ -14,9 +14,9 @@ import psutil
 
 from imgclf.launcher import environment
 from imgclf.model import ImageLimits, load_classifier
-from imgclf.queue.redis_source import RedisJobSource
 from imgclf.settings import Settings, get_settings
 from imgclf.worker.batching import BatchingWorker
+from imgclf.worker.metrics import MeteredJobSource, WorkerMetrics
 
 logger = logging.getLogger("imgclf.worker")
 
@@ -34,17 +34,32 @@ def _stop_on_signals(stop: threading.Event, name: str) -> None:
     signal.signal(signal.SIGINT, request_stop)
 
 
-def run_worker_process(settings: Settings, stop: threading.Event | None = None) -> int:
+def worker_metrics(settings: Settings) -> WorkerMetrics:
+    """This process's worker metrics, exported when ``IMGCLF_WORKER_METRICS_PORT`` is set."""
+    metrics = WorkerMetrics()
+    if settings.worker_metrics_port:
+        metrics.serve(
+            settings.queue_url, settings.worker_metrics_host, settings.worker_metrics_port
+        )
+    return metrics
+
+
+def run_worker_process(
+    settings: Settings,
+    stop: threading.Event | None = None,
+    metrics: WorkerMetrics | None = None,
+) -> int:
     """One worker: load the model, then batch jobs until SIGTERM (drain, acknowledge, exit 0).
 
-    ``stop`` outlives a recycled worker, so a SIGTERM that arrives while the next one loads
-    its model is not lost: the fresh worker drains at once instead of running on.
+    ``stop`` and ``metrics`` outlive a recycled worker: a SIGTERM that arrives while the next
+    one loads its model is not lost, and the next one counts on in the same exporter.
     """
     stop = stop or threading.Event()
-    source = RedisJobSource(
+    source = MeteredJobSource(
         settings.queue_url,
         visibility_timeout_s=settings.visibility_timeout_s,
         max_deliveries=settings.queue_max_deliveries,
+        metrics=metrics or worker_metrics(settings),
     )
     _stop_on_signals(stop, source.name)
     lanes = settings.resolved_worker_concurrency
@@ -95,9 +110,9 @@ def run_workers(settings: Settings, processes: int) -> int:
     """Run ``processes`` workers; more than one are child processes restarted when they die."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if processes == 1:
-        stop = threading.Event()
+        stop, metrics = threading.Event(), worker_metrics(settings)
         while True:
-            code = run_worker_process(settings, stop)
+            code = run_worker_process(settings, stop, metrics)
             if code != EXIT_RECYCLE:
                 return code
             if stop.is_set():  # asked to stop while retiring: do not start another
@@ -106,10 +121,14 @@ def run_workers(settings: Settings, processes: int) -> int:
     return _supervise(settings, processes)
 
 
-def _spawn(settings: Settings, processes: int) -> subprocess.Popen[bytes]:
-    env = environment(
-        {"queue_url": settings.queue_url, "worker_concurrency": settings.worker_concurrency}
-    )
+def _spawn(settings: Settings, processes: int, index: int) -> subprocess.Popen[bytes]:
+    own = {"queue_url": settings.queue_url, "worker_concurrency": settings.worker_concurrency}
+    if settings.worker_metrics_port:  # one port each, from the one named on
+        own |= {
+            "worker_metrics_host": settings.worker_metrics_host,
+            "worker_metrics_port": settings.worker_metrics_port + index,
+        }
+    env = environment(own)
     # The processes share this machine's cores, as lanes and model threads.
     env |= settings.worker_share_environment(processes)
     return subprocess.Popen([sys.executable, "-m", "imgclf.worker"], env=env)
@@ -123,14 +142,14 @@ def _supervise(settings: Settings, processes: int) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    children = [_spawn(settings, processes) for _ in range(processes)]
+    children = [_spawn(settings, processes, index) for index in range(processes)]
     while not stopping.wait(0.5):
         for index, child in enumerate(children):
             code = child.poll()
             if code is not None:
                 logger.warning("worker pid %d exited with %d; starting another", child.pid, code)
                 time.sleep(0.5 if code == EXIT_RECYCLE else 2.0)  # no restart storm
-                children[index] = _spawn(settings, processes)
+                children[index] = _spawn(settings, processes, index)
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
