@@ -25,6 +25,7 @@ from imgclf.launcher import (
     Interrupted,
     LaunchFailed,
     LogPrinter,
+    api_ready,
     check_children,
     http_get,
     imgclf_command,
@@ -173,10 +174,12 @@ def _start_in_order(
         command = [*imgclf, "worker", "--processes", str(workers)]
         group.start("worker", command, _worker_environment(env, workers, settings))
     group.start("api", [*imgclf, "serve"], _api_environment(env, settings, with_ui))
-    # With no worker of ours in Redis mode, readiness waits on workers we did not start.
-    probe = "/health/live" if queue_url and not workers else "/health/ready"
-    ready = lambda: http_get(api_url + probe, 3)[0] == 200  # noqa: E731
-    group.wait_for(ready, f"api ({probe})", READY_TIMEOUT_S)
+    if queue_url and not workers:
+        # Readiness would wait on workers we did not start: the API answering is enough.
+        live = lambda: http_get(api_url + "/health/live", 3)[0] == 200  # noqa: E731
+        group.wait_for(live, "api (/health/live)", READY_TIMEOUT_S)
+    else:  # every worker we started, not only the first, before the group is called ready
+        group.wait_for(api_ready(api_url, workers), "api (/health/ready)", READY_TIMEOUT_S)
     if with_ui:
         ui_env = {**env, "IMGCLF_API_URL": api_url}
         command = [*imgclf, "ui", "--api-url", api_url, "--port", str(settings.ui_port)]
