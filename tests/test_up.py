@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +22,7 @@ import pytest
 
 from imgclf.launcher import Child, LogPrinter
 from imgclf.localservers import PostgresServer, free_port
+from tests.conftest import unavailable
 
 DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"
 IMGCLF = str(Path(sys.executable).with_name("imgclf"))
@@ -238,3 +242,88 @@ def test_stop_kills_a_group_that_ignores_sigterm() -> None:
     assert still_running(group) == []
     assert "stubborn | started" in output.getvalue()
     assert "stubborn did not stop within 1 s; killing it" in output.getvalue()
+
+
+DEPLOY = Path(__file__).parents[1] / "deploy"
+
+
+def prometheus_query(url: str, expr: str) -> list[dict[str, object]]:
+    answer = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", (expr, answer)
+    result: list[dict[str, object]] = answer["data"]["result"]
+    return result
+
+
+def scalar(url: str, expr: str) -> float:
+    result = prometheus_query(url, expr)
+    return float(result[0]["value"][1]) if result else float("nan")  # type: ignore[index]
+
+
+def until(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not seen in {timeout_s:.0f} s"
+        time.sleep(0.5)
+
+
+def test_monitor_scrapes_every_process_and_fires_when_the_workers_stop(
+    start_up: type[UpProcess], model_dir: Path, tmp_path: Path
+) -> None:
+    """A real Prometheus (Debian's) beside `imgclf up --redis --workers 2` with two API
+    processes: it counts the requests sent, sees the batch sizes, every dashboard query names
+    series that exist, and the no-live-worker alert fires once the workers are frozen. The
+    rules are deploy/prometheus's with their `for:` shortened to seconds (the durations
+    themselves are unit-tested by promtool)."""
+    if shutil.which("prometheus") is None:
+        unavailable("prometheus is missing (Debian: apt-get install prometheus)")
+    rules = tmp_path / "rules.yml"
+    rules.write_text(re.sub(r"for: \d+m", "for: 2s", (DEPLOY / "prometheus/rules.yml").read_text()))
+    port, prometheus_port = free_port(), free_port()
+    env = {
+        "IMGCLF_PORT": str(port),
+        "IMGCLF_WEB_CONCURRENCY": "2",
+        "IMGCLF_MODEL_DIR": str(model_dir),
+        "IMGCLF_MODEL_THREADS": "1",
+        "IMGCLF_WORKER_HEARTBEAT_S": "0.5",
+        "IMGCLF_CACHE": "false",
+    }
+    monitor = ["--monitor", "--prometheus-port", str(prometheus_port), "--rules", str(rules)]
+    up = start_up(["--redis", "--workers", "2", "--no-ui", *monitor], env)
+    up.wait_ready()
+    prometheus = f"http://127.0.0.1:{prometheus_port}"
+    assert f"Prometheus on {prometheus}" in up.output
+
+    sent = 24
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        form = {"username": "admin@example.com", "password": "admin"}
+        headers = {
+            "Authorization": f"Bearer {client.post('/login', data=form).json()['access_token']}"
+        }
+        files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
+        for _ in range(sent):
+            assert client.post("/model/predict", files=files, headers=headers).status_code == 200
+
+    predicted = 'sum(imgclf_http_requests_total{route="/model/predict",status="200"})'
+    until(lambda: scalar(prometheus, predicted) == sent, f"{sent} predictions in Prometheus")
+    assert scalar(prometheus, 'sum(imgclf_worker_jobs_total{outcome="ok"})') == sent
+    assert scalar(prometheus, "sum(imgclf_batch_size_count)") == sent
+    assert scalar(prometheus, 'count(up{job="imgclf-worker"} == 1)') == 2
+
+    names = set(httpx.get(f"{prometheus}/api/v1/label/__name__/values", timeout=10).json()["data"])
+    dashboard = json.loads((DEPLOY / "grafana/imgclf-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            prometheus_query(prometheus, target["expr"])  # valid PromQL
+            named = set(re.findall(r"\b(?:imgclf|process)_[a-z_]+", target["expr"]))
+            assert named <= names, (panel["title"], named - names)
+
+    workers = [p for p in up.group() if "imgclf.worker" in " ".join(p.cmdline())]
+    for worker in workers:
+        worker.suspend()  # heartbeats stop: the API soon counts no live worker
+    try:
+        firing = 'ALERTS{alertname="ImgclfNoLiveWorker",alertstate="firing"}'
+        until(lambda: bool(prometheus_query(prometheus, firing)), "ImgclfNoLiveWorker firing")
+    finally:
+        for worker in workers:
+            worker.resume()
+    assert up.interrupt() == 0, up.output

@@ -100,12 +100,25 @@ def up(
     ] = False,
     workers: Annotated[int, typer.Option(help="Redis worker processes.", min=0)] = 0,
     with_ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Start the UI too.")] = True,
+    monitor: Annotated[
+        bool, typer.Option(help="Start Prometheus too, scraping the API and the workers.")
+    ] = False,
+    prometheus_port: Annotated[int, typer.Option(help="Port of that Prometheus.")] = 9090,
+    rules: Annotated[
+        Path | None, typer.Option(help="Rules for it (default: deploy/prometheus/rules.yml).")
+    ] = None,
 ) -> None:
-    """Run the API and the UI (and Redis workers when asked) as one supervised group."""
-    from imgclf.up import run_group
+    """Run the API and the UI (and Redis workers, Prometheus when asked) as one group."""
+    from imgclf.up import MonitorOptions, run_group
 
     settings = load_settings()
-    raise typer.Exit(run_group(settings, redis=redis, workers=workers, with_ui=with_ui))
+    options = None
+    if monitor:
+        options = MonitorOptions(port=prometheus_port)
+        options.rules = rules or options.rules
+    raise typer.Exit(
+        run_group(settings, redis=redis, workers=workers, with_ui=with_ui, monitor=options)
+    )
 
 
 @app.command()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -33,6 +35,12 @@ from imgclf.launcher import (
     wait_until,
 )
 from imgclf.localservers import ServerUnavailable, free_port, port_open, redis_command
+from imgclf.monitoring import (
+    default_rules,
+    free_ports,
+    prometheus_command,
+    prometheus_config,
+)
 from imgclf.settings import Settings
 
 READY_TIMEOUT_S = 180.0
@@ -120,6 +128,7 @@ def run_group(
     workers: int = 0,
     with_ui: bool = True,
     stream: TextIO | None = None,
+    monitor: MonitorOptions | None = None,
 ) -> int:
     """Start the group, wait for each part in order, print the addresses, supervise until
     interrupted (0) or until a child fails (1)."""
@@ -127,6 +136,7 @@ def run_group(
 
     redis = redis or workers > 0  # workers read jobs from Redis
     names = ["up", "api", "redis", "migrate"] + (["worker"] if workers else []) + ["ui"]
+    names += ["prometheus"] if monitor else []
     log = LogPrinter(stream or sys.stdout, names)
     busy = [p for p in [settings.port] + ([settings.ui_port] if with_ui else []) if port_open(p)]
     if busy:
@@ -136,8 +146,12 @@ def run_group(
     with _stop_on_signals() as stop, tempfile.TemporaryDirectory(prefix="imgclf-up-") as scratch:
         group = Group(log, stop)
         try:
-            queue_url = _start_in_order(group, settings, Path(scratch), redis, workers, with_ui)
+            queue_url = _start_in_order(
+                group, settings, Path(scratch), redis, workers, with_ui, monitor
+            )
             _print_banner(log, settings, login_banner(settings), queue_url, workers, with_ui)
+            if monitor:
+                log.write("up", f"Prometheus on http://127.0.0.1:{monitor.port}")
             group.watch()
         except Interrupted:
             log.write("up", "stopping")
@@ -152,11 +166,25 @@ def run_group(
 
 
 def _start_in_order(
-    group: Group, settings: Settings, scratch: Path, redis: bool, workers: int, with_ui: bool
+    group: Group,
+    settings: Settings,
+    scratch: Path,
+    redis: bool,
+    workers: int,
+    with_ui: bool,
+    monitor: MonitorOptions | None = None,
 ) -> str:
-    """Redis, migrations, workers, the API and the UI, each ready before the next starts;
-    returns the queue's URL ("" when embedded)."""
+    """Redis, migrations, workers, the API, Prometheus and the UI, each ready before the next
+    starts; returns the queue's URL ("" when embedded)."""
     env = {**settings_environment(settings), "PYTHONUNBUFFERED": "1"}
+    worker_env: dict[str, str] = {}
+    if monitor:
+        token = settings.metrics_token.get_secret_value() or secrets.token_urlsafe(24)
+        env["IMGCLF_METRICS_TOKEN"] = token
+        if workers:
+            first = free_ports(workers)
+            worker_env["IMGCLF_WORKER_METRICS_PORT"] = str(first)
+            monitor.worker_ports = list(range(first, first + workers))
     imgclf = imgclf_command()
     api_url = f"http://{_local_host(settings.host)}:{settings.port}"
     if redis and not settings.queue_url:
@@ -172,7 +200,7 @@ def _start_in_order(
         group.run_once("migrate", [*imgclf, "populate"], env)
     if workers:
         command = [*imgclf, "worker", "--processes", str(workers)]
-        group.start("worker", command, _worker_environment(env, workers, settings))
+        group.start("worker", command, _worker_environment(env, workers, settings) | worker_env)
     group.start("api", [*imgclf, "serve"], _api_environment(env, settings, with_ui))
     if queue_url and not workers:
         # Readiness would wait on workers we did not start: the API answering is enough.
@@ -180,12 +208,37 @@ def _start_in_order(
         group.wait_for(live, "api (/health/live)", READY_TIMEOUT_S)
     else:  # every worker we started, not only the first, before the group is called ready
         group.wait_for(api_ready(api_url, workers), "api (/health/ready)", READY_TIMEOUT_S)
+    if monitor:
+        _start_prometheus(
+            group, scratch, f"{_local_host(settings.host)}:{settings.port}", env, monitor
+        )
     if with_ui:
         ui_env = {**env, "IMGCLF_API_URL": api_url}
         command = [*imgclf, "ui", "--api-url", api_url, "--port", str(settings.ui_port)]
         group.start("ui", command, ui_env)
         group.wait_for(lambda: port_open(settings.ui_port), "ui", READY_TIMEOUT_S)
     return queue_url
+
+
+@dataclass
+class MonitorOptions:
+    """`--monitor`: Prometheus's port, the rules it evaluates (deploy/prometheus's by default)."""
+
+    port: int = 9090
+    rules: Path | None = field(default_factory=default_rules)
+    worker_ports: list[int] = field(default_factory=list)
+
+
+def _start_prometheus(
+    group: Group, scratch: Path, api: str, env: dict[str, str], monitor: MonitorOptions
+) -> None:
+    config = prometheus_config(
+        scratch, api, env["IMGCLF_METRICS_TOKEN"], monitor.worker_ports, monitor.rules
+    )
+    data = scratch / "prometheus-data"
+    group.start("prometheus", prometheus_command(config, data, monitor.port), env)
+    ready = f"http://127.0.0.1:{monitor.port}/-/ready"
+    group.wait_for(lambda: http_get(ready, 3)[0] == 200, "prometheus", 60)
 
 
 def _print_banner(
