@@ -4,7 +4,6 @@ labelled by worker and model, on P and P+1; what they counted adds up to what wa
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from imgclf.launcher import environment, imgclf_command, wait_until
-from imgclf.localservers import free_port
+from imgclf.monitoring import free_ports
 from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.support import dog_upload, stop_process, wait_for_workers
@@ -24,9 +23,7 @@ PREDICTIONS = 12
 
 @pytest.fixture
 def two_workers(redis_url: str, model_dir: Path) -> Iterator[list[str]]:
-    port = free_port()
-    while not _free(port + 1):
-        port = free_port()
+    port = free_ports(2)
     env = environment(
         {"queue_url": redis_url, "model_dir": model_dir, "worker_heartbeat_s": 0.5}, clean=True
     )
@@ -39,15 +36,6 @@ def two_workers(redis_url: str, model_dir: Path) -> Iterator[list[str]]:
         yield urls
     finally:
         stop_process(supervisor)
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _answers(url: str) -> bool:
