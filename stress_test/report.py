@@ -236,8 +236,8 @@ def render(results: dict[str, Any], images: dict[str, str], img_path: str = "img
         + ", ".join(f"{rate}/s for {u}" for u, rate in sorted(_spawn_rates(results).items()))
         + ")."
         + (
-            f" `IMGCLF_WEB_CONCURRENCY` = {env['settings']['web_concurrency']}: each API "
-            "process keeps its own `/metrics`, so the batch figures below come from one of them."
+            f" `IMGCLF_WEB_CONCURRENCY` = {env['settings']['web_concurrency']}: `/metrics` "
+            "answers for all the API processes together (multiprocess mode)."
             if env["settings"]["web_concurrency"] > 1
             else ""
         ),
