@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from imgclf.localservers import free_port
@@ -114,8 +117,26 @@ def test_classifying_shows_the_class_its_score_and_the_top_5(
     said = texts(app)
     assert "### Eskimo dog" in said
     assert "**62.2%** sure" in said
+    assert "Answered by `efficientnet-lite0@" in said
     charts = app.get("vega_lite_chart")
     assert len(charts) == 1
+
+
+def test_an_unsure_answer_says_so_and_names_the_candidates(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    red = io.BytesIO()
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(red, format="PNG")
+    app = logged_in_page(monkeypatch, api_url, account)
+    app.file_uploader(key="uploader").set_value(("red.png", red.getvalue(), "image/png"))
+    app.run()
+    app.button(key="classify").click()
+    app.run()
+    assert not app.exception
+    said = texts(app)
+    assert "Not sure" in said
+    assert re.search(r"### Maybe [^\n]+, [^\n]+ or [^\n]+", said), said
+    assert "Most likely" not in said
 
 
 def test_a_refused_file_shows_the_api_message(

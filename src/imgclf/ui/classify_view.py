@@ -7,14 +7,15 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from imgclf.settings import get_settings
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
 from imgclf.ui.preview import make_preview
 from imgclf.ui.result_view import render_result
 from imgclf.ui.text import escape_markdown
 
-# What the API accepts and a browser can preview (the API also takes BMP).
-IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "webp"]
+# What the API accepts.
+IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "webp", "bmp"]
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,18 @@ def classify(client: ApiClient, token: str, uploads: Sequence[Upload]) -> list[I
     return results
 
 
+def _megabytes() -> str:
+    return f"{get_settings().max_upload_bytes / 2**20:g} MB"
+
+
 def render(client: ApiClient, token: str) -> None:
     files = st.file_uploader(
         "Choose one or more images",
         type=IMAGE_TYPES,
         accept_multiple_files=True,
         key="uploader",
-        help="JPEG, PNG, GIF or WebP photos.",
+        help=f"JPEG, PNG, GIF, WebP or BMP, up to {_megabytes()} each. The model knows the "
+        "1000 classes of ImageNet: animals, plants, objects and foods, not people.",
     )
     uploads = [Upload(file.file_id, file.name, file.getvalue()) for file in files or []]
     preview = st.container()

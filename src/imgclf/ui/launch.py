@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -33,6 +34,13 @@ def streamlit_command(settings: Settings) -> list[str]:
         # No "Deploy" button or developer menu: the people using the page are not its authors.
         "--client.toolbarMode",
         "minimal",
+        # A failure shows a short message, never a traceback with the server's paths (the
+        # traceback goes to the log).
+        "--client.showErrorDetails",
+        "none",
+        # The uploader refuses what the API would (Streamlit counts whole megabytes).
+        "--server.maxUploadSize",
+        str(max(1, math.ceil(settings.max_upload_bytes / 2**20))),
     ]
 
 

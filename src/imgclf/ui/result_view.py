@@ -13,6 +13,9 @@ from imgclf.ui.preview import make_preview
 from imgclf.ui.text import escape_markdown, percent
 
 YES, NO = "Yes", "No"
+# Below this the card says it is not sure and names the candidates: the best of 1000 classes at
+# 5% (a plain red square is "velvet") is a guess, not an answer.
+SURE_ENOUGH = 0.5
 TOP_COLOR, OTHER_COLOR = "#FF4B4B", "#A3A8B8"
 
 
@@ -36,6 +39,10 @@ def top_k_chart(prediction: Prediction) -> alt.LayerChart:
     labels = base.mark_text(align="left", dx=4).encode(text=alt.Text("score:Q", format=".1%"))
     chart: alt.LayerChart = (bars + labels).properties(height=alt.Step(26))
     return chart
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def feedback_text(correct: bool, right_class: str | None, comment: str) -> str:
@@ -65,10 +72,20 @@ def render_result(
                     icon=":material/block:",
                 )
                 return
-            st.caption("Most likely")
-            st.markdown(f"### {display_name(outcome.prediction)}")
-            st.markdown(f"**{percent(outcome.score)}** sure")
+            if outcome.score >= SURE_ENOUGH:
+                st.caption("Most likely")
+                st.markdown(f"### {display_name(outcome.prediction)}")
+                st.markdown(f"**{percent(outcome.score)}** sure")
+            else:
+                st.caption("Not sure")
+                candidates = [display_name(item.label) for item in outcome.top_k[:3]]
+                st.markdown(f"### Maybe {_either(candidates)}")
+                st.markdown(
+                    f"At most **{percent(outcome.score)}** sure: the picture may show none of "
+                    "the 1000 things the model knows."
+                )
             st.altair_chart(top_k_chart(outcome), width="stretch")
+            st.caption(f"Answered by `{outcome.model}`")
         _feedback_form(client, token, outcome)
 
 
