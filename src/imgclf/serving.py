@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from imgclf.api.app import create_app, prepare_database
 from imgclf.db.engine import Database, make_engine
+from imgclf.logs import logging_config
 from imgclf.queue.base import JobQueue
 from imgclf.settings import DEFAULT_ADMIN_PASSWORD, Settings, get_settings
 
@@ -119,7 +120,10 @@ def run_server(settings: Settings) -> None:
         port=settings.port,
         workers=settings.web_concurrency,
         log_level="info",
-        access_log=settings.access_log,
+        # Each process configures its logging from this; the app writes the access lines,
+        # with the request's id (uvicorn's own cannot see it).
+        log_config=logging_config(settings.log_format),
+        access_log=False,
         **forwarding_options(settings),
         http=LimitedHttpToolsProtocol,
     )
