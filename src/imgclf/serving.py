@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from imgclf.api.app import create_app, prepare_database
 from imgclf.db.engine import Database, make_engine
-from imgclf.logs import logging_config
+from imgclf.logs import configure_logging, logging_config
 from imgclf.queue.base import JobQueue
 from imgclf.settings import DEFAULT_ADMIN_PASSWORD, Settings, get_settings
 
@@ -108,6 +108,7 @@ def run_server(settings: Settings) -> None:
 
     from imgclf.http_protocol import LimitedHttpToolsProtocol
 
+    configure_logging(settings.log_format)
     if not settings.is_production:
         # Once here rather than in each of several worker processes at the same time.
         populate(settings)
