@@ -23,11 +23,18 @@ def dog_upload(name: str = "dog.jpeg") -> dict[str, tuple[str, bytes, str]]:
     return {"file": (name, DOG_JPEG.read_bytes(), "image/jpeg")}
 
 
-def start_worker(redis_url: str, model_dir: Path, **settings: object) -> subprocess.Popen[bytes]:
-    """One `python -m imgclf.worker` process (as `imgclf worker --processes N` starts them)."""
+def start_worker(
+    redis_url: str, model_dir: Path, log: Path | None = None, **settings: object
+) -> subprocess.Popen[bytes]:
+    """One `python -m imgclf.worker` process (as `imgclf worker --processes N` starts them);
+    its output goes to ``log`` when given."""
     defaults = {"model_threads": 1, "worker_heartbeat_s": 0.5}
     env = environment({**defaults, "queue_url": redis_url, "model_dir": model_dir, **settings})
-    return subprocess.Popen([sys.executable, "-m", "imgclf.worker"], env=env)
+    command = [sys.executable, "-m", "imgclf.worker"]
+    if log is None:
+        return subprocess.Popen(command, env=env)
+    with log.open("ab") as output:
+        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
 
 
 def live_workers(redis_url: str) -> int:

@@ -305,8 +305,10 @@ def test_monitor_scrapes_every_process_and_fires_when_the_workers_stop(
 
     predicted = 'sum(imgclf_http_requests_total{route="/model/predict",status="200"})'
     until(lambda: scalar(prometheus, predicted) == sent, f"{sent} predictions in Prometheus")
-    assert scalar(prometheus, 'sum(imgclf_worker_jobs_total{outcome="ok"})') == sent
-    assert scalar(prometheus, "sum(imgclf_batch_size_count)") == sent
+    # The workers' exporters are scraped on their own schedule: wait for their counts too.
+    computed = 'sum(imgclf_worker_jobs_total{outcome="ok"})'
+    until(lambda: scalar(prometheus, computed) == sent, f"{sent} jobs in the workers' series")
+    until(lambda: scalar(prometheus, "sum(imgclf_batch_size_count)") == sent, "batch sizes")
     assert scalar(prometheus, 'count(up{job="imgclf-worker"} == 1)') == 2
 
     names = set(httpx.get(f"{prometheus}/api/v1/label/__name__/values", timeout=10).json()["data"])

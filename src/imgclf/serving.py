@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from imgclf.api.app import create_app, prepare_database
 from imgclf.api.metrics import MULTIPROCESS_DIRECTORY
 from imgclf.db.engine import Database, make_engine
+from imgclf.logs import configure_logging, logging_config
 from imgclf.queue.base import JobQueue
 from imgclf.settings import DEFAULT_ADMIN_PASSWORD, Settings, get_settings
 
@@ -113,6 +114,7 @@ def run_server(settings: Settings) -> None:
 
     from imgclf.http_protocol import LimitedHttpToolsProtocol
 
+    configure_logging(settings.log_format)
     if not settings.is_production:
         # Once here rather than in each of several worker processes at the same time.
         populate(settings)
@@ -126,7 +128,10 @@ def run_server(settings: Settings) -> None:
             port=settings.port,
             workers=settings.web_concurrency,
             log_level="info",
-            access_log=settings.access_log,
+            # Each process configures its logging from this; the app writes the access lines,
+            # with the request's id (uvicorn's own cannot see it).
+            log_config=logging_config(settings.log_format),
+            access_log=False,
             **forwarding_options(settings),
             http=LimitedHttpToolsProtocol,
         )

@@ -18,6 +18,11 @@ DEFAULT_ADMIN_PASSWORD = "admin"  # noqa: S105 - refused in production
 MIN_SECRET_KEY_DISTINCT_CHARACTERS = 8
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     PRODUCTION = "production"
@@ -37,6 +42,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1, description="uvicorn worker processes")
     access_log: bool = True
+    log_format: LogFormat = LogFormat.TEXT
     max_header_bytes: int = Field(
         default=16 * 1024, ge=1024, description="request line and headers; 431 beyond"
     )

@@ -63,6 +63,8 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(
         assert answer.json() == {"detail": "Incorrect email or password"}
         assert answer.headers["WWW-Authenticate"] == "Bearer"
     assert wrong_password.content == unknown_email.content
+    # Every header alike but the request's own id.
+    assert wrong_password.headers.pop("X-Request-ID") != unknown_email.headers.pop("X-Request-ID")
     assert dict(wrong_password.headers) == dict(unknown_email.headers)
 
 

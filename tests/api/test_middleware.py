@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from imgclf.api.app import create_app
+from imgclf.api.state import app_state
 from imgclf.settings import Settings
 
 SECURITY_HEADERS = {
@@ -99,3 +100,32 @@ def test_only_the_upload_routes_take_bodies_as_large_as_the_upload_setting(
             answer = client.post(path, files={"file": ("a.png", b"x" * 100_000)})
             assert answer.status_code == 413, path
             assert "64 KiB limit" in answer.json()["detail"]
+
+
+def test_every_answer_carries_a_request_id(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url))
+
+    async def fail() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/fails", fail)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        sent = {"X-Request-ID": "client-chosen-1"}
+        # The admission middleware's refusal, sent from outside the routes.
+        app_state(app).pending_bytes.hold(app_state(app).pending_bytes.limit)
+        busy = client.post("/model/predict", files={"file": ("a.png", b"x")}, headers=sent)
+        app_state(app).pending_bytes.release(app_state(app).pending_bytes.limit)
+        answers = [
+            busy,
+            client.get("/", headers=sent),
+            client.get("/user/me", headers=sent),  # 401
+            client.post("/user/", content=b"x" * 70_000, headers=sent),  # 413
+            client.get("/fails", headers=sent),  # 500, answered from outside every middleware
+        ]
+        assert [answer.status_code for answer in answers] == [503, 200, 401, 413, 500]
+        for answer in answers:
+            assert answer.headers["X-Request-ID"] == "client-chosen-1", answer.request.url
+        made = {client.get("/").headers["X-Request-ID"] for _ in range(3)}
+        assert len(made) == 3
+        for request_id in made:
+            assert len(request_id) == 32

@@ -21,7 +21,11 @@ from imgclf.api.errors import install_error_handlers
 from imgclf.api.feedback.router import router as feedback_router
 from imgclf.api.health.router import router as health_router
 from imgclf.api.metrics import ServiceMetrics, install_metrics
-from imgclf.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from imgclf.api.middleware import (
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
 from imgclf.api.paths import serve_slash_twins
 from imgclf.api.predictions.admission import AdmissionMiddleware, PendingBytes
 from imgclf.api.predictions.cache import build_cache
@@ -176,6 +180,8 @@ def create_app(
     app.add_middleware(AdmissionMiddleware)  # inside the security headers, outside the rest
     app.add_middleware(SecurityHeadersMiddleware)
     install_metrics(app, metrics)
+    # Outermost: every answer, a refusal by the middleware above included, carries its id.
+    app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
 
     app.include_router(health_router)
     app.include_router(auth_router)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgclf.api.feedback.service import PredictionNotFound
-from imgclf.api.middleware import SECURITY_HEADERS
+from imgclf.api.middleware import REQUEST_ID_HEADER, SECURITY_HEADERS
 from imgclf.api.predictions.recorder import AccountGoneError, RecordingUnavailableError
 from imgclf.api.predictions.uploads import StorageFullError
 from imgclf.api.users.service import EmailTaken
@@ -135,11 +135,19 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    # This answer is sent from outside the other middleware, so it carries their headers itself.
-    return JSONResponse(
-        {"detail": "Internal server error"}, status_code=500, headers=dict(SECURITY_HEADERS)
+    request_id = str(request.scope.get("request_id", ""))
+    logger.error(
+        "Unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"request_id": request_id},
     )
+    # This answer is sent from outside the other middleware, so it carries their headers itself.
+    headers = dict(SECURITY_HEADERS)
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse({"detail": "Internal server error"}, status_code=500, headers=headers)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:

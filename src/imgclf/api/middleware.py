@@ -1,11 +1,20 @@
-"""Pure ASGI middleware (streaming bodies pass untouched): security headers, body size caps."""
+"""Pure ASGI middleware (streaming bodies pass untouched): request ids, security headers, body
+size caps."""
 
 from __future__ import annotations
+
+import logging
+import time
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imgclf.logs import accepted_request_id, current_request_id
+
+REQUEST_ID_HEADER = "X-Request-ID"
+access_logger = logging.getLogger("imgclf.access")
 
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
@@ -14,6 +23,51 @@ SECURITY_HEADERS = (
     # Answers carry tokens and personal data: no shared or browser cache may keep them.
     ("Cache-Control", "no-store"),
 )
+
+
+class RequestIdMiddleware:
+    """The outermost layer: gives each request its id (the client's ``X-Request-ID`` when it is
+    a sane one), makes it current for the code and the logs that handle the request, puts it in
+    the answer's ``X-Request-ID`` header and, with ``access_log``, logs one line per request.
+
+    uvicorn's own access line is written outside the request's context and could not name its
+    id; this one replaces it.
+    """
+
+    def __init__(self, app: ASGIApp, *, access_log: bool) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = accepted_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        # Also in the scope, for the answer to an unexpected error (sent from outside here).
+        scope["request_id"] = request_id
+        token = current_request_id.set(request_id)
+        status = 500  # what the client gets if the app fails before answering
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log:
+                access_logger.info(
+                    "%s %s %d %.1f ms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
+            current_request_id.reset(token)
 
 
 class SecurityHeadersMiddleware:

@@ -22,6 +22,8 @@ class Job:
     deadline: float
     top_k: int = 5
     enqueued_at: float = field(default_factory=time.time)
+    # The API request that submitted it, named in the worker's log lines about it.
+    request_id: str = ""
 
     def expired(self, now: float | None = None) -> bool:
         return (now or time.time()) >= self.deadline

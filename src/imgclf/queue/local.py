@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from typing import Any, TypeVar
 
+from imgclf.logs import current_request_id
 from imgclf.queue.base import (
     Job,
     JobResult,
@@ -68,7 +69,11 @@ class LocalQueue:
         if len(self._waiting) >= self.max_pending:
             raise QueueFullError(f"{len(self._waiting)} images are already waiting; retry shortly")
         job = Job(
-            id=job_id or new_job_id(), image=image, deadline=time.time() + timeout_s, top_k=top_k
+            id=job_id or new_job_id(),
+            image=image,
+            deadline=time.time() + timeout_s,
+            top_k=top_k,
+            request_id=current_request_id.get(),
         )
         future: asyncio.Future[JobResult] = self._loop.create_future()
         self._waiting[job.id] = future

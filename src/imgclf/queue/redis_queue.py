@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from imgclf.logs import current_request_id
 from imgclf.queue.base import (
     JobResult,
     JobTimeoutError,
@@ -44,7 +45,8 @@ end
 local held = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0') or 0
 if held + string.len(ARGV[3]) > budget then return 0 end
 return redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'image', ARGV[3], 'deadline', ARGV[4],
-                  'top_k', ARGV[5], 'reply', ARGV[6], 'enqueued_at', ARGV[7], 'ttl', ARGV[8])
+                  'top_k', ARGV[5], 'reply', ARGV[6], 'enqueued_at', ARGV[7], 'ttl', ARGV[8],
+                  'request_id', ARGV[10])
 """
 
 
@@ -137,6 +139,7 @@ class RedisQueue:
                         repr(now),
                         keep_result_s or max(60, int(timeout_s * 6)),
                         self.max_queue_bytes,
+                        current_request_id.get(),
                     ],
                 )
             except RedisError as error:

@@ -185,6 +185,7 @@ class RedisJobSource:
             job_id,
             self.max_deliveries,
             self.keys.dead_letters,
+            extra={"request_id": fields.get(b"request_id", b"").decode(errors="replace")},
         )
         result = JobResult(
             job_id,
@@ -212,6 +213,7 @@ class RedisJobSource:
                     deadline=float(fields[b"deadline"]),
                     top_k=int(fields[b"top_k"]),
                     enqueued_at=float(fields[b"enqueued_at"]),
+                    request_id=fields.get(b"request_id", b"").decode(errors="replace"),
                 )
             except (KeyError, ValueError):
                 logger.error("dropping malformed queue entry %r", entry_id)

@@ -128,6 +128,12 @@ class BatchingWorker:
         expired = [job for job in jobs if job.expired(now)]
         if expired:
             # Their callers have had a 504 already: computing them helps nobody.
+            logger.warning(
+                "%d jobs past their deadline dropped: %s",
+                len(expired),
+                _named(expired),
+                extra=_request_ids(expired),
+            )
             self.source.discard(expired)
             return [job for job in jobs if not job.expired(now)]
         return jobs
@@ -139,7 +145,12 @@ class BatchingWorker:
             try:
                 results = self._classify(batch)
             except Exception:
-                logger.exception("a batch of %d images failed in the model", len(batch.jobs))
+                logger.exception(
+                    "a batch of %d images failed in the model: %s",
+                    len(batch.jobs),
+                    _named(batch.jobs),
+                    extra=_request_ids(batch.jobs),
+                )
                 results = [
                     JobResult(
                         job.id,
@@ -153,12 +164,23 @@ class BatchingWorker:
             finally:
                 with self._lock:
                     self._busy_lanes -= 1
+            logger.info(
+                "batch of %d: %s",
+                len(batch.jobs),
+                _named(batch.jobs),
+                extra=_request_ids(batch.jobs),
+            )
             try:
                 self._hand_back(batch, results)
             except Exception:
                 # Unacknowledged on Redis, so taken over and answered again; in process the
                 # callers get their 504. Either way this lane goes on.
-                logger.exception("handing back %d answers failed", len(results))
+                logger.exception(
+                    "handing back %d answers failed: %s",
+                    len(results),
+                    _named(batch.jobs),
+                    extra=_request_ids(batch.jobs),
+                )
             finally:
                 with self._lock:
                     self.jobs_done += len(results)
@@ -180,11 +202,14 @@ class BatchingWorker:
         except ImageError as error:
             if isinstance(error, DecodeTimeoutError):
                 batch.set_aside.add(job.id)
+            logger.info("job %s refused: %s", job.id, error, extra={"request_id": job.request_id})
             return JobResult(
                 job.id, ok=False, error=str(error), status_code=error.status_code, model_id=model_id
             )
         except Exception:
-            logger.exception("decoding job %s failed unexpectedly", job.id)
+            logger.exception(
+                "decoding job %s failed unexpectedly", job.id, extra={"request_id": job.request_id}
+            )
             return JobResult(
                 job.id,
                 ok=False,
@@ -224,3 +249,14 @@ class BatchingWorker:
                     inference_ms=inference_ms,
                 )
         return [results[job.id] for job in batch.jobs]
+
+
+def _named(jobs: list[Job]) -> str:
+    """Each job with the request that sent it, for a log line about several."""
+    return ", ".join(f"job {job.id} (request {job.request_id or '-'})" for job in jobs)
+
+
+def _request_ids(jobs: list[Job]) -> dict[str, object]:
+    """``extra=`` for a log line about ``jobs``: their request ids (JSON logs list them)."""
+    ids = [job.request_id for job in jobs if job.request_id]
+    return {"request_ids": ids, "request_id": ids[0] if len(ids) == 1 else ""}

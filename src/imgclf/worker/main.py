@@ -13,6 +13,7 @@ from types import FrameType
 import psutil
 
 from imgclf.launcher import environment
+from imgclf.logs import configure_logging
 from imgclf.model import ImageLimits, load_classifier
 from imgclf.settings import Settings, get_settings
 from imgclf.worker.batching import BatchingWorker
@@ -108,7 +109,7 @@ def run_worker_process(
 
 def run_workers(settings: Settings, processes: int) -> int:
     """Run ``processes`` workers; more than one are child processes restarted when they die."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(settings.log_format)
     if processes == 1:
         stop, metrics = threading.Event(), worker_metrics(settings)
         while True:
@@ -165,5 +166,6 @@ def _supervise(settings: Settings, processes: int) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    sys.exit(run_worker_process(get_settings()))
+    settings = get_settings()
+    configure_logging(settings.log_format)
+    sys.exit(run_worker_process(settings))

@@ -1,0 +1,95 @@
+"""Logging for every imgclf process: one configuration, text or JSON lines, each record with
+the id of the request it is about (``request_id``), so one request can be followed from the
+API through the queue to the worker that computed it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import re
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+# The request being handled: set by the API's middleware, copied into tasks it starts.
+current_request_id: ContextVar[str] = ContextVar("imgclf_request_id", default="")
+
+# A client's id is kept only when it cannot forge or break a log line: short, and letters,
+# digits and a few separators (no spaces, quotes or line breaks).
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s%(request_tag)s"
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def accepted_request_id(offered: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is a sane one, otherwise a new id."""
+    if offered and _SAFE_REQUEST_ID.fullmatch(offered):
+        return offered
+    return new_request_id()
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives each record a ``request_id``: its own (``extra=``) or the current request's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = getattr(record, "request_id", None) or current_request_id.get()
+        record.request_id = request_id
+        record.request_tag = f" request_id={request_id}" if request_id else ""
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and request_id when known."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", "")
+        if request_id:
+            line["request_id"] = request_id
+        request_ids = getattr(record, "request_ids", None)
+        if request_ids:
+            line["request_ids"] = request_ids
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
+    """The ``logging.config.dictConfig`` for a process; uvicorn applies it in each of its
+    worker processes too. Every logger (uvicorn's included) goes through the root handler."""
+    formatter: dict[str, Any] = (
+        {"()": f"{__name__}.JsonFormatter"} if log_format == "json" else {"format": TEXT_FORMAT}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": f"{__name__}.RequestIdFilter"}},
+        "formatters": {"imgclf": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "imgclf",
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"level": level, "handlers": ["default"]},
+        "loggers": {
+            name: {"level": level, "handlers": [], "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
+
+
+def configure_logging(log_format: str, level: str = "INFO") -> None:
+    logging.config.dictConfig(logging_config(log_format, level))
