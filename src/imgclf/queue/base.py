@@ -24,6 +24,8 @@ class Job:
     enqueued_at: float = field(default_factory=time.time)
     # The API request that submitted it, named in the worker's log lines about it.
     request_id: str = ""
+    # Its request's W3C traceparent when tracing is on: the worker's spans join that trace.
+    traceparent: str = ""
 
     def expired(self, now: float | None = None) -> bool:
         return (now or time.time()) >= self.deadline

@@ -19,6 +19,7 @@ from imgclf.queue.base import (
     new_job_id,
 )
 from imgclf.queue.keys import RESULT_TTL_S
+from imgclf.tracing import current_traceparent
 
 T = TypeVar("T")
 
@@ -74,6 +75,7 @@ class LocalQueue:
             deadline=time.time() + timeout_s,
             top_k=top_k,
             request_id=current_request_id.get(),
+            traceparent=current_traceparent(),
         )
         future: asyncio.Future[JobResult] = self._loop.create_future()
         self._waiting[job.id] = future

@@ -214,6 +214,7 @@ class RedisJobSource:
                     top_k=int(fields[b"top_k"]),
                     enqueued_at=float(fields[b"enqueued_at"]),
                     request_id=fields.get(b"request_id", b"").decode(errors="replace"),
+                    traceparent=fields.get(b"traceparent", b"").decode(errors="replace"),
                 )
             except (KeyError, ValueError):
                 logger.error("dropping malformed queue entry %r", entry_id)

@@ -16,6 +16,7 @@ from imgclf.launcher import environment
 from imgclf.logs import configure_logging
 from imgclf.model import ImageLimits, load_classifier
 from imgclf.settings import Settings, get_settings
+from imgclf.tracing import configure_tracing
 from imgclf.worker.batching import BatchingWorker
 from imgclf.worker.metrics import MeteredJobSource, WorkerMetrics
 
@@ -56,6 +57,8 @@ def run_worker_process(
     one loads its model is not lost, and the next one counts on in the same exporter.
     """
     stop = stop or threading.Event()
+    if settings.tracing:
+        configure_tracing("imgclf-worker")
     source = MeteredJobSource(
         settings.queue_url,
         visibility_timeout_s=settings.visibility_timeout_s,
