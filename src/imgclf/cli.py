@@ -169,3 +169,30 @@ def models_quality(
     raise typer.Exit(
         show_quality(settings, since=since, until=until, days=days, json_output=json_output)
     )
+
+
+@app.command("export-feedback")
+def export_feedback(
+    directory: Annotated[Path, typer.Argument(help="Folder to write (new, empty or an export).")],
+    salt: Annotated[
+        str | None,
+        typer.Option(
+            envvar="IMGCLF_EXPORT_SALT",
+            help="Key for hashing user ids (default: derived from the secret key).",
+        ),
+    ] = None,
+) -> None:
+    """Write the uploads users confirmed or corrected as a labelled ImageFolder data set."""
+    from imgclf.api.feedback.dataset import ExportError, run_export
+
+    settings = load_settings()
+    try:
+        summary = run_export(settings, directory, salt=salt)
+    except ExportError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"{summary.images} images in {summary.classes} classes in {directory} "
+        f"({summary.copied} copied, {summary.removed} removed); "
+        f"{summary.missing} skipped: their files are no longer in the uploads folder."
+    )

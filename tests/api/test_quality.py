@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from imgclf.api.state import app_state
 from imgclf.cli import app as cli
 from imgclf.db.models import Prediction
-from imgclf.settings import Settings
+from imgclf.settings import Settings, get_settings
 
 from .conftest import Caller
 
@@ -162,6 +162,7 @@ def test_the_cli_reads_the_same_figures_from_the_database(
     client: TestClient, admin: Caller, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IMGCLF_DATABASE_URL", database_url)
+    get_settings.cache_clear()
     since = (NOW - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S")
     printed = CliRunner().invoke(cli, ["models", "quality", "--json", "--since", since])
     assert printed.exit_code == 0, printed.output
