@@ -4,6 +4,7 @@ against the model's own labels; the seed's clients' feedback is linked by image 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,26 @@ def test_seed_style_feedback_is_linked_to_the_authors_newest_prediction_of_that_
     assert stored(app, alice.id) == [(newest, None, None, None), (None, None, None, None)]
     texts = [item["feedback"] for item in client.get("/feedback", headers=alice.headers).json()]
     assert texts == ["wrong", "it is a malamute"]
+
+
+def test_verdicts_sent_at_once_leave_one_feedback(
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    """Two clients (the UI in two tabs) answer for the same prediction at the same moment."""
+    alice = make_user()
+    prediction_id = add_prediction(app, alice.id)
+    bodies = [
+        {"prediction_id": prediction_id, "correct": n % 2 == 0, "feedback": f"try {n}"}
+        for n in range(16)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda body: client.post("/feedback/", json=body, headers=alice.headers), bodies
+            )
+        )
+    assert [answer.status_code for answer in answers] == [201] * len(bodies)
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    rows = stored(app, alice.id)
+    assert len(rows) == 1
+    assert rows[0][0] == prediction_id
