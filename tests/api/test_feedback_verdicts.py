@@ -15,6 +15,7 @@ from sqlalchemy import select
 from imgclf.api.state import app_state
 from imgclf.db.models import Feedback, Prediction
 from imgclf.settings import Settings
+from imgclf.ui.result_view import feedback_text
 
 from .conftest import Caller
 
@@ -246,3 +247,33 @@ def test_verdicts_sent_at_once_leave_one_feedback(
     rows = stored(app, alice.id)
     assert len(rows) == 1
     assert rows[0][0] == prediction_id
+
+
+@pytest.mark.parametrize(
+    ("correct", "right_class", "verdict"),
+    [
+        (True, None, (True, None, None)),
+        (False, "Siberian husky", (False, "Siberian_husky", "n02110185")),
+        (False, "Eskimo_dog", (True, None, None)),
+        (False, "the neighbour's dog", (False, None, None)),  # own words stay words
+        (False, None, (False, None, None)),
+    ],
+)
+def test_the_uis_worded_verdict_counts_as_one(
+    client: TestClient,
+    app: FastAPI,
+    make_user: Callable[..., Caller],
+    correct: bool,
+    right_class: str | None,
+    verdict: tuple[bool | None, str | None, str | None],
+) -> None:
+    """The UI sends its verdict in words (``feedback_text``); it is read, never refused."""
+    alice = make_user()
+    prediction_id = add_prediction(app, alice.id)
+    words = feedback_text(correct, right_class, "fluffy")
+    answer = client.post(
+        "/feedback", json={"prediction_id": prediction_id, "feedback": words}, headers=alice.headers
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["feedback"] == words
+    assert stored(app, alice.id) == [(prediction_id, *verdict)]

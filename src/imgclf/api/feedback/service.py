@@ -3,6 +3,7 @@ current feedback, which a later one replaces."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -10,12 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from imgclf.api.feedback.classes import ClassList, ModelClass
+from imgclf.api.feedback.classes import ClassList, ModelClass, UnknownClassError
 from imgclf.api.feedback.schemas import FeedbackCreate
 from imgclf.db.base import utcnow
 from imgclf.db.models import Feedback, Prediction
 
 ClassLists = Callable[[str], ClassList | None]
+
+
+# How the UI words a verdict in the feedback text: "Correct. ..." or "Wrong. Right class: X. ...".
+_WORDED_VERDICT = re.compile(r"(Correct|Wrong)\.(?: Right class: (.{1,200}?)\.)?(?:\s|$)")
 
 
 class PredictionNotFound(Exception):
@@ -42,11 +47,33 @@ def _prediction_for(session: Session, user_id: int, data: FeedbackCreate) -> Pre
     ).first()
 
 
+def _worded_verdict(
+    data: FeedbackCreate, predicted: str, model: str, classes_of: ClassLists
+) -> tuple[bool | None, ModelClass | None]:
+    """The verdict of a client that puts it in words only (the UI's wording); a right class
+    the model does not know stays in the words, never refused."""
+    match = _WORDED_VERDICT.match(data.feedback)
+    if match is None:
+        return None, None
+    if match.group(1) == "Correct":
+        return True, None
+    said, classes = match.group(2), classes_of(model)
+    if said is None or classes is None:
+        return False, None
+    try:
+        right_class = classes.resolve(said)
+    except UnknownClassError:
+        return False, None
+    return (True, None) if right_class.name == predicted else (False, right_class)
+
+
 def _verdict(
     data: FeedbackCreate, predicted: str, model: str, classes_of: ClassLists
 ) -> tuple[bool | None, ModelClass | None]:
     """``(correct, right class)``; a class given without ``correct`` says it: right if it is the
     predicted one. A class the model does not know raises ``UnknownClassError``."""
+    if data.correct is None and data.correct_class is None:
+        return _worded_verdict(data, predicted, model, classes_of)
     if data.correct_class is None:
         return data.correct, None
     classes = classes_of(model)
