@@ -92,6 +92,7 @@ def read_back(target: Path) -> dict[int, tuple[str, str]]:
 
 def test_the_export_reads_back_as_images_labelled_by_their_feedback(
     client: TestClient,
+    admin: Caller,
     settings: Settings,
     make_user: Callable[..., Caller],
     tmp_path: Path,
@@ -109,6 +110,10 @@ def test_the_export_reads_back_as_images_labelled_by_their_feedback(
     say(client, bob, bobs, correct=True)
     say(client, alice, gone, correct=True)
     (settings.upload_dir / str(gone["image_file_name"])).unlink()
+    quality = client.get("/models/quality", headers=admin.headers).json()["models"]
+    assert [(q["model"], q["predictions"], q["right"], q["wrong"]) for q in quality] == [
+        (right["model"], 7, 3, 3)
+    ]
 
     target = tmp_path / "dataset"
     printed = export(settings, target, monkeypatch)
