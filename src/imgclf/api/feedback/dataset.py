@@ -161,6 +161,20 @@ def _csv_text(rows: list[Labelled]) -> str:
     return buffer.getvalue()
 
 
+def _remove(target: Path, stale: set[str]) -> int:
+    """Remove files an earlier export wrote and this one does not (feedback changed or went),
+    and class folders left empty; only inside ``target``."""
+    removed = 0
+    for relative in sorted(stale):
+        path = (target / relative).resolve()
+        if target in path.parents and path.is_file():
+            path.unlink()
+            removed += 1
+            if not any(path.parent.iterdir()):
+                path.parent.rmdir()
+    return removed
+
+
 def export_feedback(
     settings: Settings, session: Session, target: Path, *, salt: str | None = None
 ) -> ExportSummary:
@@ -201,15 +215,7 @@ def export_feedback(
                 predicted_at=prediction.created_at.isoformat(),
             )
         )
-    current = {row.file for row in rows}
-    removed = 0
-    for stale in sorted(previous - current):
-        path = (target / stale).resolve()
-        if target in path.parents and path.is_file():
-            path.unlink()
-            removed += 1
-            if not any(path.parent.iterdir()):
-                path.parent.rmdir()
+    removed = _remove(target, previous - {row.file for row in rows})
     classes = Counter(row.file.split("/")[0] for row in rows)
     target.mkdir(parents=True, exist_ok=True)
     manifest = {
