@@ -35,6 +35,8 @@ class Prediction(CreatedAtMixin, Base):
     __table_args__ = (
         # What a user has stored, file by file: the storage quota's question.
         Index("ix_predictions_user_id_image_file_name", "user_id", "image_file_name"),
+        # The quality figures read a window of time.
+        Index("ix_predictions_created_at", "created_at"),
         {"sqlite_autoincrement": True},
     )
 

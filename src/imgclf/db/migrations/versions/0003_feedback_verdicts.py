@@ -1,4 +1,5 @@
-"""Feedback carries a verdict (right or wrong, and the right class), one per prediction.
+"""Feedback carries a verdict (right or wrong, and the right class), one per prediction;
+predictions are indexed by time, for the quality figures' windows.
 
 Older rows are brought along: feedback without a prediction is linked to its author's newest
 prediction of the same image made before it; the verdict is read from the wording the UI used
@@ -52,6 +53,7 @@ def upgrade() -> None:
     _keep_newest_per_prediction()
     op.drop_index("ix_feedbacks_prediction_id", table_name="feedbacks")
     op.create_index("ix_feedbacks_prediction_id", "feedbacks", ["prediction_id"], unique=True)
+    op.create_index("ix_predictions_created_at", "predictions", ["created_at"], unique=False)
 
 
 def _link_to_predictions() -> None:
@@ -111,6 +113,7 @@ def _keep_newest_per_prediction() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_predictions_created_at", table_name="predictions")
     op.drop_index("ix_feedbacks_prediction_id", table_name="feedbacks")
     op.create_index("ix_feedbacks_prediction_id", "feedbacks", ["prediction_id"], unique=False)
     with op.batch_alter_table("feedbacks") as batch:
