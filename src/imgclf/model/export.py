@@ -45,7 +45,11 @@ TOLERANCE = 1e-3
 # input_size / (input_size + 32) of the shorter side.
 PREPROCESSING = Preprocessing(input_size=224, resize=256, mean=127.0, std=128.0)
 LITE2_PREPROCESSING = Preprocessing(input_size=260, resize=292, mean=127.0, std=128.0)
-CALIBRATION_VIEWS = 8  # random crops per calibration picture
+CALIBRATION_VIEWS = 8  # random crops per calibration picture...
+# ... fewer when there are many pictures: the calibrator keeps every layer's output of every
+# input until it is done (1.4 GB at peak for 112 inputs; its option to flush them early drops
+# what it flushes).
+CALIBRATION_INPUTS = 128
 HELD_OUT_VIEWS = 4  # random crops per held-out picture, besides its centre crop
 
 
@@ -289,6 +293,8 @@ def export_bundle(
         raise ValueError(f"The version must be a positive integer, not {version}.")
     spec = MODELS[model]
     config = spec.preprocessing
+    # Pictures first: a bad calibration folder is refused before minutes of work.
+    pictures = calibration_pictures(calibration_dir) if spec.precision == "int8" else None
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -299,8 +305,8 @@ def export_bundle(
         export_onnx(net, onnx_path, config.input_size)
         verify_onnx(onnx_path, net, verification_inputs(config))
         extra: dict[str, Any] = {}
-        if spec.precision == "int8":
-            extra = _quantize_in_place(onnx_path, config, calibration_dir)
+        if pictures is not None:
+            extra = _quantize_in_place(onnx_path, config, pictures)
         labels = imagenet_labels()
         (staging / LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
         sha256 = file_sha256(onnx_path)
@@ -336,36 +342,48 @@ def export_bundle(
     return load_bundle(output)
 
 
+@dataclass(frozen=True)
+class CalibrationPictures:
+    pictures: list[calibration.Picture]
+    held_out: list[calibration.Picture]
+    source: str
+
+
+def calibration_pictures(calibration_dir: Path | None) -> CalibrationPictures:
+    """The pictures to calibrate on (the folder's, else half of the packaged photos) and the
+    packaged photos held out to check the result; CalibrationError when there are none."""
+    packaged, held_out = calibration.split_halves(calibration.packaged_pictures())
+    if calibration_dir is None:
+        names = ", ".join(p.name for p in packaged)
+        source = f"{len(packaged)} of the sample photos scikit-image and matplotlib ship: {names}"
+        return CalibrationPictures(packaged, held_out, source)
+    pictures = calibration.folder_pictures(calibration_dir)
+    return CalibrationPictures(pictures, held_out, f"{len(pictures)} images from {calibration_dir}")
+
+
 def _quantize_in_place(
-    onnx_path: Path, config: Preprocessing, calibration_dir: Path | None
+    onnx_path: Path, config: Preprocessing, chosen: CalibrationPictures
 ) -> dict[str, Any]:
     """Replace the FP32 model at ``onnx_path`` by its INT8 quantization; returns what
     ``bundle.json`` records about the calibration and the agreement with FP32."""
-    calibration_pictures, held_out = calibration.split_halves(calibration.packaged_pictures())
-    if calibration_dir is not None:
-        calibration_pictures = calibration.folder_pictures(calibration_dir)
-        source = f"{len(calibration_pictures)} images from {calibration_dir}"
-    else:
-        source = (
-            f"{len(calibration_pictures)} of the sample photos scikit-image and matplotlib "
-            f"ship: {', '.join(p.name for p in calibration_pictures)}"
-        )
-    inputs = calibration.random_views(calibration_pictures, config, CALIBRATION_VIEWS, seed=0)
+    views = max(1, min(CALIBRATION_VIEWS, CALIBRATION_INPUTS // len(chosen.pictures)))
+    inputs = calibration.random_views(chosen.pictures, config, views, seed=0)
     fp32_path = onnx_path.with_name("fp32.onnx")
     os.replace(onnx_path, fp32_path)
     started = time.perf_counter()
     quantize_int8(fp32_path, onnx_path, inputs)
     seconds = time.perf_counter() - started
+    held_out = chosen.held_out
     checked = held_out_agreement(fp32_path, onnx_path, held_out, config)
     fp32_sha = file_sha256(fp32_path)
     fp32_path.unlink()
     return {
         "quantized_from": f"{DEFAULT_MODEL}@{fp32_sha[:12]}",
         "calibration": {
-            "images": source,
-            "pictures": len(calibration_pictures),
+            "images": chosen.source,
+            "pictures": len(chosen.pictures),
             "inputs": len(inputs),
-            "views": f"{CALIBRATION_VIEWS} random crops (25-100% of the area), half mirrored",
+            "views": f"{views} random crops (25-100% of the area) a picture, half mirrored",
             "method": "ONNX Runtime static quantization, QDQ, per-channel S8 weights, "
             "U8 activations, MinMax",
             "seconds": round(seconds, 1),
