@@ -1,12 +1,11 @@
 """FP32 ONNX -> INT8 ONNX by static quantization, and how far the INT8 model's answers move.
 
-ONNX Runtime's static quantization in QDQ form: weights as signed 8-bit per output channel,
-activations as unsigned 8-bit per tensor, ranges taken from calibration pictures (MinMax). On
-this project's x86 CPU (AVX-512 VNNI) that ran the model 2.3x faster at batch 1 in a first
-measurement. The options tried against FP32 on held-out pictures (see docs/benchmarks.md):
-Entropy and Percentile calibration moved no more than one answer in 75 and made calibration
-7-9x slower; ``reduce_range`` (meant for CPUs without VNNI) lost 12 answers in 75; keeping the
-first and last layers in FP32 gained nothing and grew the file from 5 to 9 MB.
+ONNX Runtime's static quantization in QDQ form: weights signed 8-bit per output channel,
+activations unsigned 8-bit per tensor (the pair x86 CPUs multiply fastest), ranges from
+calibration pictures (MinMax). Measured against FP32 on held-out crops (docs/benchmarks.md,
+"INT8: the recipe"): Entropy and Percentile calibration moved the agreement by one answer in
+75 and took 7-9x longer; ``reduce_range`` (for CPUs without VNNI, which this one has) lost 12
+more; keeping the first and last layers in FP32 gained nothing and grew the file to 9 MB.
 """
 
 from __future__ import annotations
