@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from imgclf.model import calibration
 from imgclf.model.bundle import (
     BUNDLE_FILE,
     LABELS_FILE,
@@ -33,7 +31,7 @@ from imgclf.model.bundle import (
     load_bundle,
 )
 from imgclf.model.preprocessing import to_tensor
-from imgclf.model.quantize import Agreement, agreement, logits, quantize_int8
+from imgclf.model.quantize import calibration_pictures, quantize_in_place
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,12 +43,6 @@ TOLERANCE = 1e-3
 # input_size / (input_size + 32) of the shorter side.
 PREPROCESSING = Preprocessing(input_size=224, resize=256, mean=127.0, std=128.0)
 LITE2_PREPROCESSING = Preprocessing(input_size=260, resize=292, mean=127.0, std=128.0)
-CALIBRATION_VIEWS = 8  # random crops per calibration picture...
-# ... fewer when there are many pictures: the calibrator keeps every layer's output of every
-# input until it is done (1.4 GB at peak for 112 inputs; its option to flush them early drops
-# what it flushes).
-CALIBRATION_INPUTS = 128
-HELD_OUT_VIEWS = 4  # random crops per held-out picture, besides its centre crop
 
 
 @dataclass(frozen=True)
@@ -306,7 +298,7 @@ def export_bundle(
         verify_onnx(onnx_path, net, verification_inputs(config))
         extra: dict[str, Any] = {}
         if pictures is not None:
-            extra = _quantize_in_place(onnx_path, config, pictures)
+            extra = quantize_in_place(onnx_path, config, pictures, spec.name.removesuffix("-int8"))
         labels = imagenet_labels()
         (staging / LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
         sha256 = file_sha256(onnx_path)
@@ -340,73 +332,6 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load_bundle(output)
-
-
-@dataclass(frozen=True)
-class CalibrationPictures:
-    pictures: list[calibration.Picture]
-    held_out: list[calibration.Picture]
-    source: str
-
-
-def calibration_pictures(calibration_dir: Path | None) -> CalibrationPictures:
-    """The pictures to calibrate on (the folder's, else half of the packaged photos) and the
-    packaged photos held out to check the result; CalibrationError when there are none."""
-    packaged, held_out = calibration.split_halves(calibration.packaged_pictures())
-    if calibration_dir is None:
-        names = ", ".join(p.name for p in packaged)
-        source = f"{len(packaged)} of the sample photos scikit-image and matplotlib ship: {names}"
-        return CalibrationPictures(packaged, held_out, source)
-    pictures = calibration.folder_pictures(calibration_dir)
-    return CalibrationPictures(pictures, held_out, f"{len(pictures)} images from {calibration_dir}")
-
-
-def _quantize_in_place(
-    onnx_path: Path, config: Preprocessing, chosen: CalibrationPictures
-) -> dict[str, Any]:
-    """Replace the FP32 model at ``onnx_path`` by its INT8 quantization; returns what
-    ``bundle.json`` records about the calibration and the agreement with FP32."""
-    views = max(1, min(CALIBRATION_VIEWS, CALIBRATION_INPUTS // len(chosen.pictures)))
-    inputs = calibration.random_views(chosen.pictures, config, views, seed=0)
-    fp32_path = onnx_path.with_name("fp32.onnx")
-    os.replace(onnx_path, fp32_path)
-    started = time.perf_counter()
-    quantize_int8(fp32_path, onnx_path, inputs)
-    seconds = time.perf_counter() - started
-    held_out = chosen.held_out
-    checked = held_out_agreement(fp32_path, onnx_path, held_out, config)
-    fp32_sha = file_sha256(fp32_path)
-    fp32_path.unlink()
-    return {
-        "quantized_from": f"{DEFAULT_MODEL}@{fp32_sha[:12]}",
-        "calibration": {
-            "images": chosen.source,
-            "pictures": len(chosen.pictures),
-            "inputs": len(inputs),
-            "views": f"{views} random crops (25-100% of the area) a picture, half mirrored",
-            "method": "ONNX Runtime static quantization, QDQ, per-channel S8 weights, "
-            "U8 activations, MinMax",
-            "seconds": round(seconds, 1),
-        },
-        "agreement_with_fp32": {
-            **checked.as_json(),
-            "held_out": f"centre and {HELD_OUT_VIEWS} random crops of the {len(held_out)} "
-            f"other sample photos: {', '.join(p.name for p in held_out)}",
-        },
-    }
-
-
-def held_out_agreement(
-    fp32_onnx: Path, int8_onnx: Path, pictures: list[calibration.Picture], config: Preprocessing
-) -> Agreement:
-    """INT8 against FP32 on pictures the calibration did not see, in crops it did not use."""
-    inputs = np.concatenate(
-        [
-            calibration.centre_views(pictures, config),
-            calibration.random_views(pictures, config, HELD_OUT_VIEWS, seed=1),
-        ]
-    )
-    return agreement(logits(fp32_onnx, inputs), logits(int8_onnx, inputs))
 
 
 def _replace_folder(new: Path, target: Path) -> None:
