@@ -194,6 +194,11 @@ def report(figures: dict[str, ModelFigures], threads: int, load: tuple[float, fl
         f"- INT8 top-1 agreement with FP32 at least 95% on held-out inputs: {every.top1:.1%} "
         f"of all {every.inputs}, {confident.top1:.1%} of the {confident.inputs} FP32 is sure of.",
         f"- dog.jpeg by INT8: {int8.dog}.",
+        "- Most held-out pictures are not of ImageNet's classes (text, a page, gravel, cells, a "
+        "galaxy field), so FP32 often hesitates between near-equal guesses, and any 8-bit "
+        'model flips some of those: see "INT8: the recipe" below for what was tried.',
+        "- Lite2 is another network: its agreement with Lite0 says how often the two differ, "
+        "not which one is right (on ImageNet, Lite2 is the more accurate).",
         "",
     ]
     return "\n".join(lines)
