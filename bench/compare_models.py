@@ -147,6 +147,8 @@ def measure(repository: Path, threads: int, budget_s: float) -> dict[str, ModelF
 
 
 def report(figures: dict[str, ModelFigures], threads: int, load: tuple[float, float]) -> str:
+    from model import cpu_model
+
     from imgclf.model.export import MODELS as SPECS
 
     reference = figures[REFERENCE]
@@ -156,7 +158,8 @@ def report(figures: dict[str, ModelFigures], threads: int, load: tuple[float, fl
         HEADING,
         "",
         f"Measured {dt.date.today().isoformat()} by `python bench/model.py --models-only` "
-        f"(part of `make bench`, after `make models`) on {os.cpu_count()} logical CPUs, "
+        f"(part of `make bench`, after `make models`) on {cpu_model()}, {os.cpu_count()} "
+        "logical CPUs, "
         f"{threads} inference threads, onnxruntime {metadata.version('onnxruntime')}; best of "
         f"{ROUNDS} interleaved rounds; load average {load[0]:.1f} at the start, {load[1]:.1f} "
         "at the end. Answers are compared with FP32 Lite0's on "
