@@ -4,12 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-MODEL_DIR ?= data/models/efficientnet-lite0
+MODEL_REPOSITORY ?= data/models
+MODEL_DIR ?= $(MODEL_REPOSITORY)/efficientnet-lite0/1
 BUNDLE := $(MODEL_DIR)/bundle.json
+MODEL_NAMES := efficientnet-lite0 efficientnet-lite0-int8 efficientnet-lite2
+MODEL_BUNDLES := $(MODEL_NAMES:%=$(MODEL_REPOSITORY)/%/1/bundle.json)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bundle run test lint format bench bench-peers stress stress-quick soak clean
+.PHONY: help install bundle models run test lint format bench bench-peers stress stress-quick soak clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -27,6 +30,11 @@ $(BUNDLE): | $(STAMP)
 
 bundle: $(STAMP) $(BUNDLE) ## Build the model bundle from the packaged weights if it is missing
 
+$(MODEL_REPOSITORY)/%/1/bundle.json: | $(STAMP)
+	$(BIN)/imgclf export-model --model $* --repository $(MODEL_REPOSITORY)
+
+models: $(STAMP) $(MODEL_BUNDLES) ## Build Lite0, Lite0 INT8 and Lite2 into the model repository (data/models)
+
 run: install bundle ## Start the API (http://127.0.0.1:8000) and the UI (http://127.0.0.1:8501)
 	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/imgclf up
 
@@ -42,8 +50,8 @@ format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install bundle ## Benchmarks: model, then the service against the raw loop and the limit
-	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python bench/model.py
+bench: install bundle models ## Benchmarks: model (FP32, INT8, Lite2), then the service
+	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python bench/model.py --repository $(MODEL_REPOSITORY)
 	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python bench/service.py
 
 bench-peers: install bundle ## imgclf beside BentoML and the seed's design, same load (wrk)

@@ -1,9 +1,10 @@
 """Model benchmark: inference throughput, decode cost, thread spinning, lanes, memory.
 
-    python bench/model.py             # `make bench`; rewrites "## Model" in docs/benchmarks.md
-    python bench/model.py --no-write  # print only
+    python bench/model.py                # `make bench`; rewrites "## Model" and "## Models"
+    python bench/model.py --no-write     # print only
+    python bench/model.py --models-only  # FP32 vs INT8 vs Lite2 only (bench/compare_models.py)
 
-Reads the bundle from IMGCLF_MODEL_DIR (default data/models/efficientnet-lite0) and the thread
+Reads the bundle from IMGCLF_MODEL_DIR (default data/models/efficientnet-lite0/1) and the thread
 count from IMGCLF_MODEL_THREADS (default: one per core). PyTorch eager runs when torch is
 installed (the `export` extra), on the same weights.
 """
@@ -27,6 +28,7 @@ from functools import partial
 from importlib import metadata
 from pathlib import Path
 
+import compare_models
 import numpy as np
 from PIL import Image
 
@@ -519,10 +521,10 @@ def report(
     return "\n".join(lines)
 
 
-def write_section(section: str, path: Path = DOCS) -> None:
-    """Replace the "## Model" section of the benchmarks page (other sections are kept)."""
+def write_section(section: str, path: Path = DOCS, heading: str = "## Model") -> None:
+    """Replace the section under ``heading`` of the benchmarks page (others are kept)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"^## Model\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section.rstrip() + "\n\n", text, count=1)
     else:
@@ -535,9 +537,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true", help="print, do not update the docs")
     parser.add_argument("--budget", type=float, default=1.5, help="seconds per measurement")
+    parser.add_argument(
+        "--repository", type=Path, default=ROOT / "data" / "models", help="for FP32/INT8/Lite2"
+    )
+    parser.add_argument("--models-only", action="store_true", help="FP32/INT8/Lite2 only")
     args = parser.parse_args()
     settings = Settings()
-    model_dir = Path(os.environ.get("IMGCLF_MODEL_DIR") or ROOT / "data/models/efficientnet-lite0")
+    if args.models_only or all(
+        (args.repository / name / "1" / "bundle.json").exists() for name in compare_models.MODELS
+    ):
+        print("FP32 vs INT8 vs Lite2...", file=sys.stderr)
+        threads = settings.resolved_model_threads
+        models = compare_models.run(args.repository, threads, 2 * args.budget)
+        print(models)
+        if not args.no_write:
+            write_section(models, DOCS, compare_models.HEADING)
+        if args.models_only:
+            return
+    default_dir = ROOT / "data" / "models" / "efficientnet-lite0" / "1"
+    model_dir = Path(os.environ.get("IMGCLF_MODEL_DIR") or default_dir)
     bundle = load_bundle(model_dir)
     threads = settings.resolved_model_threads
     load_start = os.getloadavg()[0]

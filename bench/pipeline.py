@@ -24,7 +24,7 @@ from imgclf.model.classifier import Classifier
 ROOT = Path(__file__).resolve().parents[1]
 DOG = ROOT / "tests" / "data" / "dog.jpeg"
 MODEL_DIR = Path(
-    os.environ.get("IMGCLF_MODEL_DIR", ROOT / "data/models/efficientnet-lite0")
+    os.environ.get("IMGCLF_MODEL_DIR", ROOT / "data/models/efficientnet-lite0/1")
 ).resolve()  # peers run in other folders
 
 

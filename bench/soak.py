@@ -36,7 +36,7 @@ from imgclf.launcher import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
 DOG = ROOT / "tests" / "data" / "dog.jpeg"
-MODEL_DIR = Path(os.environ.get("IMGCLF_MODEL_DIR", ROOT / "data/models/efficientnet-lite0"))
+MODEL_DIR = Path(os.environ.get("IMGCLF_MODEL_DIR", ROOT / "data/models/efficientnet-lite0/1"))
 DOC = ROOT / "docs" / "reliability.md"
 PLOT = ROOT / "docs" / "img" / "soak-memory.png"
 START, END = "<!-- soak:start -->", "<!-- soak:end -->"

@@ -52,7 +52,7 @@ def model_dir() -> Path:
     path = (
         Path(configured)
         if configured
-        else Path(__file__).parents[1] / "data/models/efficientnet-lite0"
+        else Path(__file__).parents[1] / "data/models/efficientnet-lite0/1"
     )
     path = path.resolve()
     if not (path / "bundle.json").exists():

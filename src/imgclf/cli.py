@@ -140,15 +140,51 @@ def predict(
 
 @app.command("export-model")
 def export_model(
-    output: Annotated[Path | None, typer.Option(help="Bundle folder to write.")] = None,
+    model: Annotated[
+        str, typer.Option(help="efficientnet-lite0, efficientnet-lite0-int8 or efficientnet-lite2.")
+    ] = "efficientnet-lite0",
+    version: Annotated[int, typer.Option(help="Version folder to write.", min=1)] = 1,
+    repository: Annotated[
+        Path | None, typer.Option(help="Model repository (default: models in the data folder).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write this one bundle folder instead of the repository.")
+    ] = None,
+    calibration_dir: Annotated[
+        Path | None,
+        typer.Option(help="INT8 only: calibrate on the images in this folder (e.g. uploads)."),
+    ] = None,
 ) -> None:
-    """Build the model bundle from the packaged EfficientNet-Lite0 weights (needs torch)."""
-    from imgclf.model.export import export_bundle
+    """Build a model bundle from the packaged weights into the model repository (needs torch)."""
+    from imgclf.model.export_cli import build_model
 
     settings = load_settings()
-    target = output or settings.resolved_model_dir
-    export_bundle(target)
-    typer.echo(f"Model bundle written to {target}")
+    raise typer.Exit(
+        build_model(
+            model,
+            output or (repository or settings.data_dir / "models") / model / str(version),
+            version,
+            calibration_dir,
+        )
+    )
+
+
+@app.command()
+def quantize(
+    version: Annotated[int, typer.Option(help="Version folder to write.", min=1)] = 1,
+    repository: Annotated[
+        Path | None, typer.Option(help="Model repository (default: models in the data folder).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write this one bundle folder instead of the repository.")
+    ] = None,
+    calibration_dir: Annotated[
+        Path | None,
+        typer.Option(help="Calibrate on the images in this folder (default: packaged photos)."),
+    ] = None,
+) -> None:
+    """Build efficientnet-lite0-int8: EfficientNet-Lite0 quantized to INT8 (needs torch)."""
+    export_model("efficientnet-lite0-int8", version, repository, output, calibration_dir)
 
 
 @models_app.command("quality")

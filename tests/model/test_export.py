@@ -22,11 +22,11 @@ from imgclf.model.export import (  # noqa: E402
     verification_inputs,
     verify_onnx,
 )
-from imgclf.model.network import EfficientNetLite0, load_pretrained, same_padding  # noqa: E402
+from imgclf.model.network import EfficientNetLite, load_pretrained, same_padding  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def network() -> EfficientNetLite0:
+def network() -> EfficientNetLite:
     return load_pretrained()
 
 
@@ -38,7 +38,7 @@ def photo_batch(bundle: ModelBundle) -> np.ndarray:
 
 
 def test_onnx_matches_torch_on_real_photos(
-    bundle: ModelBundle, network: EfficientNetLite0, photo_batch: np.ndarray
+    bundle: ModelBundle, network: EfficientNetLite, photo_batch: np.ndarray
 ) -> None:
     session = ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"])
     onnx_logits = session.run(None, {session.get_inputs()[0].name: photo_batch})[0]
@@ -51,7 +51,7 @@ def test_onnx_matches_torch_on_real_photos(
 
 
 def test_verification_refuses_a_graph_that_differs(
-    bundle: ModelBundle, network: EfficientNetLite0
+    bundle: ModelBundle, network: EfficientNetLite
 ) -> None:
     inputs = verification_inputs()[:2]
     assert verify_onnx(bundle.onnx_path, network, inputs) < 1e-3

