@@ -79,7 +79,15 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     metrics_token: SecretStr = SecretStr("")
 
-    model_dir: Path | None = None
+    model_dir: Path | None = Field(
+        default=None, description="one bundle folder to serve alone, instead of the repository"
+    )
+    model_repository: Path | None = Field(
+        default=None, description="folder of <name>/<version>/ bundles; default <data>/models"
+    )
+    default_model: str = Field(
+        default="efficientnet-lite0", description="the model a request without ?model= gets"
+    )
     model_threads: int = Field(default=0, ge=0, description="0: one per CPU core")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
@@ -152,6 +160,10 @@ class Settings(BaseSettings):
     @property
     def resolved_model_dir(self) -> Path:
         return self.model_dir or self.data_dir / "models" / "efficientnet-lite0"
+
+    @property
+    def resolved_model_repository(self) -> Path:
+        return self.model_repository or self.data_dir / "models"
 
     @property
     def upload_dir(self) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,7 +50,7 @@ class Classifier:
         single_thread_runs: bool = False,
     ) -> None:
         self.bundle = bundle
-        self.model_id = bundle.model_id
+        self.model_id = bundle.ref
         self.threads = threads or os.cpu_count() or 1
         self._session = self._open_session(self.threads, spinning)
         self._single_thread_session = (
@@ -185,10 +186,28 @@ class Classifier:
 
 
 def load_classifier(
-    settings: Settings, *, spinning: bool = False, single_thread_runs: bool = False
+    settings: Settings,
+    *,
+    spinning: bool = False,
+    single_thread_runs: bool = False,
+    path: Path | None = None,
 ) -> Classifier:
-    """The classifier for the configured bundle; raises BundleError with the fix."""
-    bundle = load_bundle(settings.resolved_model_dir)
+    """The classifier for the bundle at ``path``, by default the default model's live version;
+    raises BundleError with the fix."""
+    if path is None:
+        from imgclf.model.repository import (
+            live_record_path,
+            live_versions,
+            read_catalogue,
+            read_live_record,
+        )
+
+        catalogue = read_catalogue(settings)
+        live = live_versions(catalogue, read_live_record(live_record_path(settings)))
+        entry = catalogue.find(catalogue.default, live[catalogue.default])
+        assert entry is not None  # live versions are on disk
+        path = entry.path
+    bundle = load_bundle(path)
     return Classifier(
         bundle,
         threads=settings.resolved_model_threads,
