@@ -68,12 +68,19 @@ def worker(
         int | None,
         typer.Option(help="Export Prometheus metrics here (the next ports for more processes)."),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="A model to serve (repeat for more; none named: every model)."),
+    ] = None,
 ) -> None:
     """Run model workers that take jobs from the Redis queue."""
     from imgclf.worker.main import run_workers
 
     settings = load_settings(
-        queue_url=queue_url, worker_concurrency=concurrency, worker_metrics_port=metrics_port
+        queue_url=queue_url,
+        worker_concurrency=concurrency,
+        worker_metrics_port=metrics_port,
+        worker_models=model or None,
     )
     if not settings.queue_url:
         typer.secho("A worker needs --queue-url or IMGCLF_QUEUE_URL.", fg="red", err=True)

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         "its own; 0: one per core",
     )
     worker_heartbeat_s: float = Field(default=2.0, gt=0)
+    promote_timeout_s: float = Field(
+        default=120.0, gt=0, description="how long a promotion waits for workers to load"
+    )
+    worker_models: list[str] = Field(
+        default=[], description="the models a Redis worker serves; none named: all"
+    )
     worker_max_jobs: int = Field(
         default=0, ge=0, description="restart a worker after N jobs; 0: never"
     )

@@ -21,12 +21,12 @@ from imgclf.api.errors import install_error_handlers
 from imgclf.api.feedback.router import router as feedback_router
 from imgclf.api.health.router import router as health_router
 from imgclf.api.metrics import ServiceMetrics, install_metrics
-from imgclf.api.models.router import router as models_router
 from imgclf.api.middleware import (
     BodySizeLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
+from imgclf.api.models.router import router as models_router
 from imgclf.api.paths import serve_slash_twins
 from imgclf.api.predictions.admission import AdmissionMiddleware, PendingBytes
 from imgclf.api.predictions.cache import build_cache

@@ -167,8 +167,6 @@ class JobQueue(Protocol):
 class JobSource(Protocol):
     """The worker's side: take jobs in batches, hand results back. Called from worker threads."""
 
-    model_id: str
-
     def take(self, max_jobs: int, max_wait_s: float, block_s: float) -> list[Job]:
         """Up to ``max_jobs`` jobs: waits up to ``block_s`` for the first one, then at most
         ``max_wait_s`` for more; an empty list when nothing came or the source is stopping."""

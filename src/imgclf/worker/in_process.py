@@ -122,7 +122,8 @@ class InProcessQueue(LocalQueue):
 
     async def _status(self, name: str) -> ModelStatus:
         entry = self.catalogue.find(name, self.live[name])
-        assert entry is not None and self.models is not None
+        assert entry is not None
+        assert self.models is not None
         loaded = [ref for ref in self.models.loaded if ref.rpartition("@")[0] == name]
         return ModelStatus(
             name=name,

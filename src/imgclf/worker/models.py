@@ -91,9 +91,13 @@ class LoadedModels:
             return classifier
 
     def keep(self, wanted: set[str]) -> None:
-        """Load what is wanted; drop what has not been wanted for ``grace_s``."""
+        """Load what is wanted; drop what has not been wanted for ``grace_s``. A version that
+        cannot be loaded is logged and left out: the others are served all the same."""
         for ref in sorted(wanted - set(self.loaded)):
-            self.load(ref)
+            try:
+                self.load(ref)
+            except (BundleError, ValueError) as error:
+                logger.error("cannot load %s: %s", ref, error)
         now = time.monotonic()
         with self._lock:
             for ref in wanted:
