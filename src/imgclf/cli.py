@@ -88,6 +88,64 @@ def worker(
     raise typer.Exit(run_workers(settings, processes))
 
 
+models_app = typer.Typer(help="The served models: list them, swap a live version.")
+app.add_typer(models_app, name="models")
+
+
+def _admin_token(api_url: str, email: str | None, password: str | None) -> str:
+    from imgclf.models_admin import login
+
+    settings = load_settings()
+    return login(
+        api_url,
+        email or settings.admin_email,
+        password or settings.admin_password.get_secret_value(),
+    )
+
+
+ApiUrl = Annotated[str | None, typer.Option(help="Base URL of the API (IMGCLF_API_URL).")]
+AdminEmail = Annotated[str | None, typer.Option(help="Admin email (IMGCLF_ADMIN_EMAIL).")]
+AdminPassword = Annotated[
+    str | None, typer.Option(help="Admin password (IMGCLF_ADMIN_PASSWORD).", hide_input=True)
+]
+
+
+@models_app.command("list")
+def models_list(
+    api_url: ApiUrl = None, email: AdminEmail = None, password: AdminPassword = None
+) -> None:
+    """The models the running service serves, their versions and workers."""
+    from imgclf.models_admin import AdminCallError, describe, list_models
+
+    url = api_url or load_settings().api_url
+    try:
+        for model in list_models(url, _admin_token(url, email, password)):
+            typer.echo(describe(model))
+    except AdminCallError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="The model, e.g. efficientnet-lite0.")],
+    version: Annotated[int, typer.Argument(help="The version to make live.", min=1)],
+    api_url: ApiUrl = None,
+    email: AdminEmail = None,
+    password: AdminPassword = None,
+) -> None:
+    """Make a version live without downtime (rolling back: promote the old one)."""
+    from imgclf.models_admin import AdminCallError, describe, promote
+
+    url = api_url or load_settings().api_url
+    try:
+        model = promote(url, _admin_token(url, email, password), name, version)
+    except AdminCallError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"live: {describe(model)}")
+
+
 @app.command()
 def ui(
     api_url: Annotated[str | None, typer.Option(help="Base URL of the API.")] = None,

@@ -34,8 +34,9 @@ class VersionKeeper:
         self._loading: threading.Thread | None = None
 
     def report(self) -> dict[str, Any]:
-        """What the heartbeat says: the models served, the versions held, and what the
-        repository here knows of them (an API without the repository learns it from this)."""
+        """What the heartbeat says: the models served, the versions held, and every bundle of
+        the repository here (an API without the repository learns from this which models
+        exist, served or not)."""
         catalogue = self.models.catalogue
         return {
             "serves": self.names,
@@ -48,8 +49,8 @@ class VersionKeeper:
                     "precision": entry.precision,
                     "top1_published": entry.top1_published,
                 }
-                for name in self.names
-                for entry in catalogue.models.get(name, {}).values()
+                for versions in catalogue.models.values()
+                for entry in versions.values()
             ],
         }
 
