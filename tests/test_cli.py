@@ -17,7 +17,8 @@ runner = CliRunner()
 def test_help_explains_each_verb() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for verb in ("serve", "populate", "worker", "ui", "up", "predict", "export-model"):
+    verbs = ["serve", "populate", "worker", "ui", "up", "predict", "export-model"]
+    for verb in [*verbs, "models", "export-feedback"]:
         assert verb in result.output
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+models_app = typer.Typer(
+    help="The models: list them, swap a live version, how they do on real traffic.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -86,10 +93,6 @@ def worker(
         typer.secho("A worker needs --queue-url or IMGCLF_QUEUE_URL.", fg="red", err=True)
         raise typer.Exit(2)
     raise typer.Exit(run_workers(settings, processes))
-
-
-models_app = typer.Typer(help="The served models: list them, swap a live version.")
-app.add_typer(models_app, name="models")
 
 
 def _admin_token(api_url: str, email: str | None, password: str | None) -> str:
@@ -210,3 +213,50 @@ def export_model(
     target = output or settings.resolved_model_dir
     export_bundle(target)
     typer.echo(f"Model bundle written to {target}")
+
+
+@models_app.command("quality")
+def models_quality(
+    since: Annotated[
+        datetime | None, typer.Option(formats=DATE_FORMATS, help="Predictions from (UTC).")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(formats=DATE_FORMATS, help="... and before (UTC).")
+    ] = None,
+    days: Annotated[int | None, typer.Option(help="The last N days.", min=1)] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Per model version: predictions its users marked right, wrong or left unmarked."""
+    from imgclf.api.quality.terminal import show_quality
+
+    settings = load_settings()
+    raise typer.Exit(
+        show_quality(settings, since=since, until=until, days=days, json_output=json_output)
+    )
+
+
+@app.command("export-feedback")
+def export_feedback(
+    directory: Annotated[Path, typer.Argument(help="Folder to write (new, empty or an export).")],
+    salt: Annotated[
+        str | None,
+        typer.Option(
+            envvar="IMGCLF_EXPORT_SALT",
+            help="Key for hashing user ids (default: derived from the secret key).",
+        ),
+    ] = None,
+) -> None:
+    """Write the uploads users confirmed or corrected as a labelled ImageFolder data set."""
+    from imgclf.api.feedback.dataset import ExportError, run_export
+
+    settings = load_settings()
+    try:
+        summary = run_export(settings, directory, salt=salt)
+    except ExportError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"{summary.images} images in {summary.classes} classes in {directory} "
+        f"({summary.copied} copied, {summary.removed} removed); "
+        f"{summary.missing} skipped: their files are no longer in the uploads folder."
+    )

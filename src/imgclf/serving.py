@@ -27,6 +27,7 @@ from imgclf.model.bundle import BundleError
 from imgclf.model.repository import ModelCatalogue, read_catalogue
 from imgclf.queue.base import JobQueue
 from imgclf.settings import DEFAULT_ADMIN_PASSWORD, Settings, get_settings
+from imgclf.tracing import configure_tracing
 
 # uvicorn imports the app by name (it must, to start several worker processes), so each
 # process builds its own app, engine and queue from the environment.
@@ -69,7 +70,10 @@ def create_service_app(settings: Settings | None = None, *, migrate: bool | None
 def create_served_app() -> FastAPI:
     """uvicorn's factory under ``imgclf serve``, which has prepared the database already: the
     processes only check it."""
-    return create_service_app(migrate=False)
+    settings = get_settings()
+    if settings.tracing:
+        configure_tracing("imgclf-api")
+    return create_service_app(settings, migrate=False)
 
 
 def populate(settings: Settings) -> bool:

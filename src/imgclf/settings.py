@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     web_concurrency: int = Field(default=1, ge=1, description="uvicorn worker processes")
     access_log: bool = True
     log_format: LogFormat = LogFormat.TEXT
+    # OpenTelemetry traces by OTLP/HTTP (the ``tracing`` extra; OTEL_EXPORTER_OTLP_* say where).
+    tracing: bool = False
     max_header_bytes: int = Field(
         default=16 * 1024, ge=1024, description="request line and headers; 431 beyond"
     )

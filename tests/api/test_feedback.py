@@ -51,7 +51,13 @@ def test_feedback_is_created_at_both_paths_without_a_redirect(
     for path in ("/feedback/", "/feedback"):
         answer = client.post(path, json=FEEDBACK, headers=alice.headers, follow_redirects=False)
         assert answer.status_code == 201, path
-        assert answer.json() == {**FEEDBACK, "id": answer.json()["id"], "prediction_id": None}
+        assert answer.json() == {
+            **FEEDBACK,
+            "id": answer.json()["id"],
+            "prediction_id": None,
+            "correct": None,
+            "correct_class": None,
+        }
 
 
 def test_both_spellings_of_the_list_answer_like_the_seeds_clients_expect(

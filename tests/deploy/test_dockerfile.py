@@ -71,8 +71,9 @@ def test_torch_and_compilers_stay_out_of_runtime_images() -> None:
 
 
 def test_each_role_installs_only_its_extra() -> None:
+    """Each role its own extra, the API and the worker with the tracing SDK (off by default)."""
     built = stages()
-    for name, extra in (("api", "[api]"), ("worker", "[worker]"), ("ui", "[ui]")):
+    for name, extra in (("api", "[api,tracing]"), ("worker", "[worker,tracing]"), ("ui", "[ui]")):
         installs = [run for run in built[name].all("RUN") if "pip install" in run]
         assert len(installs) == 1, name
         assert f'.whl){extra}"' in installs[0], name

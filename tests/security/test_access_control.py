@@ -299,6 +299,7 @@ def test_a_deleted_users_token_opens_no_route(embedded: Service) -> None:
         ("POST", "/feedback/", {"json": FEEDBACK}),
         ("GET", "/feedback/", {}),
         ("GET", f"/user/{alice.id}", {}),
+        ("GET", "/models/quality", {}),
     ]:
         answer = embedded.client.request(method, path, headers=alice.headers, **kwargs)
         assert (answer.status_code, answer.json()) == (401, INVALID), path

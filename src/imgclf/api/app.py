@@ -33,6 +33,7 @@ from imgclf.api.predictions.cache import build_cache
 from imgclf.api.predictions.quota import StorageQuota
 from imgclf.api.predictions.recorder import PredictionRecorder
 from imgclf.api.predictions.router import router as predictions_router
+from imgclf.api.quality.router import router as quality_router
 from imgclf.api.security import PasswordHasher, hash_password, verify_password
 from imgclf.api.state import AppState
 from imgclf.api.users.router import router as users_router
@@ -189,6 +190,8 @@ def create_app(
     app.include_router(users_router)
     app.include_router(feedback_router)
     app.include_router(predictions_router)
+    # Before any /models/{name} route, which would take "quality" for a model's name.
+    app.include_router(quality_router)
     app.include_router(models_router)
     serve_slash_twins(app)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
+from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -46,6 +47,8 @@ class RequestIdMiddleware:
         # Also in the scope, for the answer to an unexpected error (sent from outside here).
         scope["request_id"] = request_id
         token = current_request_id.set(request_id)
+        # FastAPI's own server span, when tracing is on, is current here: name the request.
+        trace.get_current_span().set_attribute("imgclf.request_id", request_id)
         status = 500  # what the client gets if the app fails before answering
         started = time.perf_counter()
 

@@ -35,6 +35,8 @@ class Prediction(CreatedAtMixin, Base):
     __table_args__ = (
         # What a user has stored, file by file: the storage quota's question.
         Index("ix_predictions_user_id_image_file_name", "user_id", "image_file_name"),
+        # The quality figures read a window of time.
+        Index("ix_predictions_created_at", "created_at"),
         {"sqlite_autoincrement": True},
     )
 
@@ -58,12 +60,19 @@ class Feedback(CreatedAtMixin, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Unique: a prediction has one current feedback (its owner's); a new one replaces it.
     prediction_id: Mapped[int | None] = mapped_column(
-        ForeignKey("predictions.id", ondelete="SET NULL"), index=True
+        ForeignKey("predictions.id", ondelete="SET NULL"), index=True, unique=True
     )
     score: Mapped[float] = mapped_column(Float)
     predicted_class: Mapped[str] = mapped_column(String(200))
     image_file_name: Mapped[str] = mapped_column(String(255))
     feedback: Mapped[str] = mapped_column(Text)
+    # The verdict: True right, False wrong, None not said (free text only).
+    correct: Mapped[bool | None] = mapped_column(default=None)
+    # The right class when the prediction was wrong: a label name of the model, and its
+    # WordNet id when that is known without doubt (some ImageNet names are used twice).
+    correct_class: Mapped[str | None] = mapped_column(String(200), default=None)
+    correct_wnid: Mapped[str | None] = mapped_column(String(20), default=None)
 
     user: Mapped[User] = relationship(back_populates="feedbacks")

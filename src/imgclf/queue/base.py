@@ -29,6 +29,8 @@ class Job:
     request_id: str = ""
     # The model version it was admitted for, ``name@version``: the one that computes it.
     model: str = ""
+    # Its request's W3C traceparent when tracing is on: the worker's spans join that trace.
+    traceparent: str = ""
 
     def expired(self, now: float | None = None) -> bool:
         return (now or time.time()) >= self.deadline

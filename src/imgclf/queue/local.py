@@ -19,6 +19,7 @@ from imgclf.queue.base import (
     new_job_id,
 )
 from imgclf.queue.keys import RESULT_TTL_S
+from imgclf.tracing import current_traceparent
 
 T = TypeVar("T")
 
@@ -81,6 +82,7 @@ class LocalQueue:
             top_k=top_k,
             request_id=current_request_id.get(),
             model=model,
+            traceparent=current_traceparent(),
         )
         future: asyncio.Future[JobResult] = self._loop.create_future()
         self._waiting[job.id] = future

@@ -31,6 +31,7 @@ from imgclf.queue.base import (
 from imgclf.queue.keys import RESULT_TTL_S, RedisKeys
 from imgclf.queue.models import ModelStatus
 from imgclf.queue.redis_models import RedisModels
+from imgclf.tracing import current_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ local held = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0') or 0
 if held + string.len(ARGV[3]) > budget then return 0 end
 return redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'image', ARGV[3], 'deadline', ARGV[4],
                   'top_k', ARGV[5], 'reply', ARGV[6], 'enqueued_at', ARGV[7], 'ttl', ARGV[8],
-                  'request_id', ARGV[10], 'model', ARGV[11])
+                  'request_id', ARGV[10], 'traceparent', ARGV[11], 'model', ARGV[12])
 """
 
 
@@ -160,6 +161,7 @@ class RedisQueue:
                         keep_result_s or max(60, int(timeout_s * 6)),
                         self.max_queue_bytes,
                         current_request_id.get(),
+                        current_traceparent(),
                         model,
                     ],
                 )

@@ -237,6 +237,7 @@ class RedisJobSource:
                     enqueued_at=float(fields[b"enqueued_at"]),
                     request_id=fields.get(b"request_id", b"").decode(errors="replace"),
                     model=fields.get(b"model", b"").decode(errors="replace"),
+                    traceparent=fields.get(b"traceparent", b"").decode(errors="replace"),
                 )
             except (KeyError, ValueError):
                 logger.error("dropping malformed queue entry %r", entry_id)

@@ -30,6 +30,7 @@ import numpy as np
 
 from imgclf.model import BundleError, Classifier, DecodeTimeoutError, ImageError, ImageLimits
 from imgclf.queue.base import Job, JobResult, JobSource
+from imgclf.tracing import job_span, record_job_span
 from imgclf.worker.models import ModelSource, SingleModel
 
 logger = logging.getLogger(__name__)
@@ -203,7 +204,8 @@ class BatchingWorker:
         one that runs out of decoding time frees its lane for the next."""
         model_id = classifier.model_id
         try:
-            return classifier.preprocess(job.image, self.limits)
+            with job_span(job.traceparent, "decode", **{"imgclf.job_id": job.id}):
+                return classifier.preprocess(job.image, self.limits)
         except ImageError as error:
             if isinstance(error, DecodeTimeoutError):
                 batch.set_aside.add(job.id)
@@ -261,12 +263,13 @@ class BatchingWorker:
         if good_jobs:
             with self._lock:
                 alone = self._busy_lanes == 1
-            started = time.perf_counter()
+            started, started_ns = time.perf_counter(), time.time_ns()
             top_k = max(job.top_k for job in good_jobs)
             answers = classifier.classify(
                 np.stack(good_tensors), top_k=top_k, single_thread=not alone
             )
             inference_ms = (time.perf_counter() - started) * 1000
+            _trace_inference(good_jobs, started_ns, classifier.model_id)
             for job, answer in zip(good_jobs, answers, strict=True):
                 results[job.id] = JobResult(
                     job.id,
@@ -289,3 +292,16 @@ def _request_ids(jobs: list[Job]) -> dict[str, object]:
     """``extra=`` for a log line about ``jobs``: their request ids (JSON logs list them)."""
     ids = [job.request_id for job in jobs if job.request_id]
     return {"request_ids": ids, "request_id": ids[0] if len(ids) == 1 else ""}
+
+
+def _trace_inference(jobs: list[Job], started_ns: int, model_id: str) -> None:
+    """One inference span in each traced job's trace: the batch they shared, and its size."""
+    ended_ns = time.time_ns()
+    for job in jobs:
+        record_job_span(
+            job.traceparent,
+            "inference",
+            started_ns,
+            ended_ns,
+            **{"imgclf.batch_size": len(jobs), "imgclf.model": model_id},
+        )

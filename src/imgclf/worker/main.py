@@ -16,6 +16,7 @@ from imgclf.launcher import environment
 from imgclf.logs import configure_logging
 from imgclf.model import ImageLimits
 from imgclf.settings import Settings, get_settings
+from imgclf.tracing import configure_tracing
 from imgclf.worker.batching import BatchingWorker
 from imgclf.worker.metrics import MeteredJobSource, WorkerMetrics
 from imgclf.worker.models import LoadedModels
@@ -59,6 +60,8 @@ def run_worker_process(
     one loads its model is not lost, and the next one counts on in the same exporter.
     """
     stop = stop or threading.Event()
+    if settings.tracing:
+        configure_tracing("imgclf-worker")
     lanes = settings.resolved_worker_concurrency
     # A job may wait up to its deadline, and a worker sees a flip up to a heartbeat late.
     grace_s = settings.predict_timeout_s + settings.worker_heartbeat_s * 2 + 1

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.exc import IntegrityError
 
-from imgclf.api.deps import CurrentUser, DatabaseDep, PageDep, credentials_error, id_path
+from imgclf.api.deps import (
+    CurrentUser,
+    DatabaseDep,
+    PageDep,
+    SettingsDep,
+    credentials_error,
+    id_path,
+)
 from imgclf.api.errors import error_responses
 from imgclf.api.feedback import service
+from imgclf.api.feedback.classes import UnknownClassError, find_class_list
 from imgclf.api.feedback.schemas import FeedbackCreate, FeedbackPublic
 from imgclf.api.users.service import get_user
 from imgclf.db.errors import is_foreign_key_violation
@@ -25,10 +34,21 @@ router = APIRouter(prefix="/feedback", tags=["feedback"])
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(400, 401, 404, 413, 422),
 )
-async def create_feedback(body: FeedbackCreate, user: CurrentUser, db: DatabaseDep) -> Feedback:
-    """Record feedback on a prediction; ``prediction_id``, if given, must be one of yours."""
+async def create_feedback(
+    body: FeedbackCreate, user: CurrentUser, db: DatabaseDep, settings: SettingsDep
+) -> Feedback:
+    """Record whether a prediction was right (``prediction_id``: one of yours). A second
+    feedback on the same prediction replaces the first, keeping its id."""
+    give = partial(
+        service.give_feedback,
+        user_id=user.id,
+        data=body,
+        classes_of=partial(find_class_list, settings),
+    )
     try:
-        return await db.run(service.create_feedback, user_id=user.id, data=body)
+        return await db.run(give)
+    except (UnknownClassError, service.InvalidVerdict) as error:
+        raise HTTPException(422, detail=str(error)) from None
     except IntegrityError as error:
         if not is_foreign_key_violation(error):
             raise

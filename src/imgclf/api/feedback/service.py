@@ -1,26 +1,152 @@
-"""Rules for feedback: a user sees and links only what is theirs."""
+"""Rules for feedback: a user sees and links only what is theirs, and a prediction has one
+current feedback, which a later one replaces."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from imgclf.api.feedback.classes import ClassList, ModelClass, UnknownClassError
 from imgclf.api.feedback.schemas import FeedbackCreate
+from imgclf.db.base import utcnow
 from imgclf.db.models import Feedback, Prediction
+
+ClassLists = Callable[[str], ClassList | None]
+
+
+# How the UI words a verdict in the feedback text: "Correct. ..." or "Wrong. Right class: X. ...".
+_WORDED_VERDICT = re.compile(r"(Correct|Wrong)\.(?: Right class: (.{1,200}?)\.)?(?:\s|$)")
 
 
 class PredictionNotFound(Exception):
     """No prediction with this id belongs to the user."""
 
 
-def create_feedback(session: Session, *, user_id: int, data: FeedbackCreate) -> Feedback:
+class InvalidVerdict(ValueError):
+    """``correct`` and ``correct_class`` contradict each other."""
+
+
+def _prediction_for(session: Session, user_id: int, data: FeedbackCreate) -> Prediction | None:
+    """The prediction named by id (the caller's own, else 404), or, for the seed's clients,
+    the caller's newest prediction of the named image (None if there is none)."""
     if data.prediction_id is not None:
         prediction = session.get(Prediction, data.prediction_id)
         if prediction is None or prediction.user_id != user_id:
             raise PredictionNotFound(data.prediction_id)
-    feedback = Feedback(user_id=user_id, **data.model_dump())
-    session.add(feedback)
-    session.flush()
+        return prediction
+    return session.scalars(
+        select(Prediction)
+        .where(Prediction.user_id == user_id, Prediction.image_file_name == data.image_file_name)
+        .order_by(Prediction.created_at.desc(), Prediction.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _worded_verdict(
+    data: FeedbackCreate, predicted: str, model: str, classes_of: ClassLists
+) -> tuple[bool | None, ModelClass | None]:
+    """The verdict of a client that puts it in words only (the UI's wording); a right class
+    the model does not know stays in the words, never refused."""
+    match = _WORDED_VERDICT.match(data.feedback)
+    if match is None:
+        return None, None
+    if match.group(1) == "Correct":
+        return True, None
+    said, classes = match.group(2), classes_of(model)
+    if said is None or classes is None:
+        return False, None
+    try:
+        right_class = classes.resolve(said)
+    except UnknownClassError:
+        return False, None
+    return (True, None) if right_class.name == predicted else (False, right_class)
+
+
+def _verdict(
+    data: FeedbackCreate, predicted: str, model: str, classes_of: ClassLists
+) -> tuple[bool | None, ModelClass | None]:
+    """``(correct, right class)``; a class given without ``correct`` says it: right if it is the
+    predicted one. A class the model does not know raises ``UnknownClassError``."""
+    if data.correct is None and data.correct_class is None:
+        return _worded_verdict(data, predicted, model, classes_of)
+    if data.correct_class is None:
+        return data.correct, None
+    classes = classes_of(model)
+    given = (
+        classes.resolve(data.correct_class)
+        if classes is not None
+        else ModelClass(data.correct_class.strip(), None)  # no labels on this disk
+    )
+    is_predicted = given.name == predicted
+    if data.correct is True and not is_predicted:
+        raise InvalidVerdict(
+            f"correct is true but correct_class names {given.name}, not the predicted "
+            f"{predicted}; send correct: false to correct the prediction"
+        )
+    if data.correct is False and is_predicted:
+        raise InvalidVerdict(
+            f"correct is false but correct_class is the predicted class {predicted}; "
+            "name the right class, or leave correct_class out"
+        )
+    return is_predicted, None if is_predicted else given
+
+
+def give_feedback(
+    session: Session, *, user_id: int, data: FeedbackCreate, classes_of: ClassLists
+) -> Feedback:
+    """Store the feedback, replacing the prediction's earlier one (same id, newest time)."""
+    prediction = _prediction_for(session, user_id, data)
+    if prediction is None:  # the seed's clients: the schema made sure these are given
+        score, predicted, image, model = (
+            data.score or 0.0,
+            data.predicted_class or "",
+            data.image_file_name or "",
+            "",
+        )
+    else:
+        score, predicted, image, model = (
+            prediction.score,
+            prediction.label,
+            prediction.image_file_name,
+            prediction.model_id,
+        )
+    correct, right_class = _verdict(data, predicted, model, classes_of)
+    values: dict[str, Any] = {
+        "score": data.score if data.score is not None else score,
+        "predicted_class": data.predicted_class or predicted,
+        "image_file_name": data.image_file_name or image,
+        "feedback": data.feedback,
+        "correct": correct,
+        "correct_class": right_class.name if right_class else None,
+        "correct_wnid": right_class.wnid if right_class else None,
+    }
+    values["created_at"] = utcnow()
+    if prediction is None:
+        feedback = Feedback(user_id=user_id, **values)
+        session.add(feedback)
+        session.flush()
+        return feedback
+    return _replace(session, {**values, "user_id": user_id, "prediction_id": prediction.id})
+
+
+def _replace(session: Session, values: dict[str, Any]) -> Feedback:
+    """Insert the prediction's feedback, or update the one it has, in one statement: two
+    requests at once cannot both insert, nor update a row the other just replaced."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(Feedback).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[Feedback.prediction_id],
+        set_={field: statement.excluded[field] for field in values if field != "user_id"},
+    )
+    feedback_id = session.scalar(statement.returning(Feedback.id))
+    feedback = session.get(Feedback, feedback_id, populate_existing=True)
+    assert feedback is not None  # written by the statement above, in this transaction
     return feedback
 
 

@@ -40,6 +40,7 @@ from imgclf.queue.base import (
     QueueUnavailableError,
     new_job_id,
 )
+from imgclf.tracing import tracer
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/model", tags=["predictions"])
@@ -91,7 +92,9 @@ async def predict(
         observe=state.metrics,
     )
     # Recording also proves the account still exists (AccountGoneError: 401).
-    prediction_id = await recorder.record(service.prediction_row(user_id, upload, answer), upload)
+    with tracer.start_as_current_span("record"):
+        row = service.prediction_row(user_id, upload, answer)
+        prediction_id = await recorder.record(row, upload)
     label, score = answer.top_k[0]
     return PredictionResponse(
         prediction=label,

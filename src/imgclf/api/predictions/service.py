@@ -20,6 +20,7 @@ from imgclf.queue.base import (
     QueueFullError,
     QueueUnavailableError,
 )
+from imgclf.tracing import tracer
 
 if TYPE_CHECKING:
     from imgclf.api.metrics import ServiceMetrics
@@ -60,14 +61,16 @@ async def answer_upload(
                 observe.cache_hit()
             return Answer(hit[:top_k], model_id, True, (time.perf_counter() - started) * 1000)
     try:
-        result = await queue.submit(
-            upload.data,
-            top_k=top_k,
-            timeout_s=timeout_s,
-            job_id=job_id,
-            keep_result_s=keep_result_s,
-            model=model,
-        )
+        # The job carries this span's context: the worker's spans are its children.
+        with tracer.start_as_current_span("queue wait"):
+            result = await queue.submit(
+                upload.data,
+                top_k=top_k,
+                timeout_s=timeout_s,
+                job_id=job_id,
+                keep_result_s=keep_result_s,
+                model=model,
+            )
     except (QueueFullError, QueueUnavailableError, JobTimeoutError) as error:
         if observe is not None:
             observe.reject(type(error).__name__)

@@ -19,6 +19,7 @@ from imgclf.model.images import (
     picture_bytes,
 )
 from imgclf.settings import Settings
+from imgclf.tracing import tracer
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,14 @@ async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
     The extension must be one we support and the content must really be an image; the content
     decides the decoder (PNG bytes in a .jpg file are classified and keep the .jpg name).
     """
-    limit = settings.max_upload_bytes
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise ImageTooLargeError(f"The file is larger than the {limit / 2**20:g} MB limit.")
-    extension = check_extension(file.filename or "")
-    data = picture_bytes(data, inspect_image(data, ImageLimits.from_settings(settings)))
-    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    with tracer.start_as_current_span("parse"):
+        limit = settings.max_upload_bytes
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise ImageTooLargeError(f"The file is larger than the {limit / 2**20:g} MB limit.")
+        extension = check_extension(file.filename or "")
+        data = picture_bytes(data, inspect_image(data, ImageLimits.from_settings(settings)))
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
     # Named by content alone, never by the client's path: no traversal, one copy per image.
     return AcceptedUpload(data=data, digest=digest, file_name=f"{digest}{extension}")
 

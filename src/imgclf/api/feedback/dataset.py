@@ -1,0 +1,238 @@
+"""``imgclf export-feedback DIR``: the uploads users confirmed or corrected, as a labelled data
+set in the ImageFolder layout (one folder per right class, ``<wnid>_<name>``), with a manifest.
+
+Only files already in the uploads folder are copied, to a folder on the same machine. Users
+appear only as a keyed hash of their id; the key is not written out. Running it again brings
+the folder up to date: files are copied once, and those whose feedback changed or went are
+removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import Row, or_, select
+from sqlalchemy.orm import Session
+
+from imgclf.api.feedback.classes import ClassList, UnknownClassError, find_class_list
+from imgclf.db.engine import Database, make_engine
+from imgclf.db.models import Feedback, Prediction
+from imgclf.settings import Settings
+
+MANIFEST_JSON = "manifest.json"
+MANIFEST_CSV = "manifest.csv"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ExportError(RuntimeError):
+    """The target folder cannot take the export; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """One manifest row: an upload and what its user said it shows."""
+
+    prediction_id: int
+    model: str
+    predicted_class: str
+    score: float
+    feedback: str  # "right" or "wrong"
+    right_class: str
+    right_wnid: str
+    file: str  # relative to the export folder
+    user: str  # keyed hash of the user id
+    predicted_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    images: int
+    copied: int
+    removed: int
+    missing: int
+    classes: int
+
+
+def user_key(settings: Settings, salt: str | None) -> bytes:
+    """The key user ids are hashed with: the given salt, else one derived from the secret key
+    (stable across runs, so one user keeps one hash, and never written out)."""
+    if salt:
+        return salt.encode()
+    secret = settings.secret_key.get_secret_value().encode()
+    return hmac.new(secret, b"imgclf feedback export: user ids", hashlib.sha256).digest()
+
+
+def hashed_user(key: bytes, user_id: int) -> str:
+    return hmac.new(key, str(user_id).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def class_folder(name: str, wnid: str) -> str:
+    safe = _UNSAFE.sub("_", name).strip("._") or "unnamed"
+    return f"{wnid}_{safe}" if wnid else safe
+
+
+def _labelled_rows(session: Session) -> Iterator[Row[Prediction, Feedback]]:
+    """Feedback that says what an upload shows: marked right, or wrong with the right class."""
+    query = (
+        select(Prediction, Feedback)
+        .join(Feedback, Feedback.prediction_id == Prediction.id)
+        .where(
+            or_(
+                Feedback.correct.is_(True),
+                Feedback.correct.is_(False) & Feedback.correct_class.is_not(None),
+            )
+        )
+        .order_by(Prediction.id)
+        .execution_options(yield_per=500)
+    )
+    yield from session.execute(query)
+
+
+class _WordNetIds:
+    """WordNet ids of label names, when a model's labels say them without doubt."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lists: dict[str, ClassList | None] = {}
+
+    def of(self, model: str, name: str) -> str:
+        if model not in self.lists:
+            self.lists[model] = find_class_list(self.settings, model)
+        classes = self.lists[model]
+        if classes is None:
+            return ""
+        try:
+            return classes.resolve(name).wnid or ""
+        except UnknownClassError:
+            return ""
+
+
+def _copy_once(source: Path, target: Path) -> bool:
+    """Copy unless an identical-size copy is there; True if it copied."""
+    if target.is_file() and target.stat().st_size == source.stat().st_size:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".export-")
+    os.close(descriptor)
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+    return True
+
+
+def _previous_files(target: Path) -> set[str]:
+    """Files the last export wrote here; refuses a non-empty folder that is not an export."""
+    manifest = target / MANIFEST_JSON
+    if not manifest.is_file():
+        if target.exists() and any(target.iterdir()):
+            raise ExportError(
+                f"{target} holds files and no {MANIFEST_JSON}: it is not an earlier export. "
+                "Choose an empty or new folder."
+            )
+        return set()
+    try:
+        return {row["file"] for row in json.loads(manifest.read_text())["images"]}
+    except (ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"{manifest} cannot be read ({error}); remove the folder") from None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8", newline="")
+    os.replace(temporary, path)
+
+
+def _csv_text(rows: list[Labelled]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(Labelled.__dataclass_fields__))
+    writer.writeheader()
+    writer.writerows(asdict(row) for row in rows)
+    return buffer.getvalue()
+
+
+def _remove(target: Path, stale: set[str]) -> int:
+    """Remove files an earlier export wrote and this one does not (feedback changed or went),
+    and class folders left empty; only inside ``target``."""
+    removed = 0
+    for relative in sorted(stale):
+        path = (target / relative).resolve()
+        if target in path.parents and path.is_file():
+            path.unlink()
+            removed += 1
+            if not any(path.parent.iterdir()):
+                path.parent.rmdir()
+    return removed
+
+
+def export_feedback(
+    settings: Settings, session: Session, target: Path, *, salt: str | None = None
+) -> ExportSummary:
+    """Write (or bring up to date) the data set in ``target``."""
+    target = target.resolve()
+    uploads = settings.upload_dir.resolve()
+    if target == uploads or uploads in target.parents:
+        raise ExportError("The export folder must be outside the uploads folder")
+    previous = _previous_files(target)
+    key = user_key(settings, salt)
+    wordnet = _WordNetIds(settings)
+    rows: list[Labelled] = []
+    copied = missing = 0
+    for prediction, feedback in _labelled_rows(session):
+        source = uploads / prediction.image_file_name
+        if source.parent != uploads or not source.is_file():
+            missing += 1  # removed since, or stored by another host
+            continue
+        if feedback.correct:
+            name = prediction.label
+            wnid = wordnet.of(prediction.model_id, name)
+        else:
+            name = feedback.correct_class or ""
+            wnid = feedback.correct_wnid or wordnet.of(prediction.model_id, name)
+        relative = f"{class_folder(name, wnid)}/{prediction.id}_{prediction.image_file_name}"
+        copied += _copy_once(source, target / relative)
+        rows.append(
+            Labelled(
+                prediction_id=prediction.id,
+                model=prediction.model_id,
+                predicted_class=prediction.label,
+                score=prediction.score,
+                feedback="right" if feedback.correct else "wrong",
+                right_class=name,
+                right_wnid=wnid,
+                file=relative,
+                user=hashed_user(key, feedback.user_id),
+                predicted_at=prediction.created_at.isoformat(),
+            )
+        )
+    removed = _remove(target, previous - {row.file for row in rows})
+    classes = Counter(row.file.split("/")[0] for row in rows)
+    target.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "images": [asdict(row) for row in rows],
+        "classes": dict(sorted(classes.items())),
+        "missing_files": missing,
+    }
+    _write_atomically(target / MANIFEST_JSON, json.dumps(manifest, indent=1) + "\n")
+    _write_atomically(target / MANIFEST_CSV, _csv_text(rows))
+    return ExportSummary(len(rows), copied, removed, missing, len(classes))
+
+
+def run_export(settings: Settings, target: Path, *, salt: str | None = None) -> ExportSummary:
+    """The export in a read-only transaction of its own: what ``imgclf export-feedback`` runs."""
+    database = Database(make_engine(settings))
+    try:
+        with database.transaction(writes=False) as session:
+            return export_feedback(settings, session, target, salt=salt)
+    finally:
+        database.dispose()

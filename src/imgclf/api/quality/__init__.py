@@ -1,0 +1,1 @@
+"""Quality from feedback: per model version, how often its users said it was right."""

@@ -1,0 +1,94 @@
+"""Revision 0003 brings older feedback along, on SQLite and PostgreSQL: linked to its
+prediction by image and user, its verdict read from the UI's wording, one per prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, text
+
+from imgclf.db.engine import make_engine
+from imgclf.db.migrate import alembic_config, upgrade
+from imgclf.settings import Settings
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(Settings(database_url=database_url))
+    yield engine
+    engine.dispose()
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_older_feedback_is_linked_and_its_verdict_read(engine: Engine) -> None:
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0002")
+        connection.execute(
+            text(
+                "INSERT INTO users (id, name, email, hashed_password, is_admin, created_at) "
+                "VALUES (1, 'Ada', 'ada@example.com', 'x', false, :t), "
+                "(2, 'Bo', 'bo@example.com', 'x', false, :t)"
+            ),
+            {"t": at(0)},
+        )
+        predictions = [
+            (1, 1, "a.jpg", at(1)),
+            (2, 1, "a.jpg", at(5)),  # Ada's newest of a.jpg, before her feedback
+            (3, 1, "a.jpg", at(30)),  # after it: not the one she spoke of
+            (4, 2, "b.jpg", at(1)),
+            (5, 1, "c.jpg", at(1)),
+        ]
+        for pid, user, image, created in predictions:
+            connection.execute(
+                text(
+                    "INSERT INTO predictions (id, user_id, image_file_name, label, score, top_k, "
+                    "model_id, latency_ms, cached, created_at) VALUES (:id, :user, :image, "
+                    "'Eskimo_dog', 0.6, '[]', 'm@1', 1.0, false, :t)"
+                ),
+                {"id": pid, "user": user, "image": image, "t": created},
+            )
+        feedbacks = [
+            (1, 1, None, "a.jpg", "Wrong. Right class: malamute. It has brown eyes.", at(10)),
+            (2, 1, None, "b.jpg", "Correct.", at(10)),  # Bo's image: stays unlinked
+            (3, 1, 5, "c.jpg", "Correct.", at(10)),
+            (4, 1, 5, "c.jpg", "Wrong. Right class: crane.", at(11)),  # the newest for 5
+            (5, 2, None, "b.jpg", "nice dog", at(10)),
+        ]
+        for fid, user, pid, image, said, created in feedbacks:
+            connection.execute(
+                text(
+                    "INSERT INTO feedbacks (id, user_id, prediction_id, score, predicted_class, "
+                    "image_file_name, feedback, created_at) VALUES (:id, :user, :pid, 0.6, "
+                    "'Eskimo_dog', :image, :said, :t)"
+                ),
+                {"id": fid, "user": user, "pid": pid, "image": image, "said": said, "t": created},
+            )
+
+    upgrade(engine)
+
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT id, prediction_id, correct, correct_class FROM feedbacks ORDER BY id")
+        ).all()
+    assert [(r[0], r[1], None if r[2] is None else bool(r[2]), r[3]) for r in rows] == [
+        (1, 2, False, "malamute"),
+        (2, None, True, None),
+        (3, None, True, None),  # replaced by 4, kept unlinked
+        (4, 5, False, "crane"),
+        (5, 4, None, None),
+    ]
+
+
+def test_downgrade_to_0002_and_back(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0002")
+    upgrade(engine)
