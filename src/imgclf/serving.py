@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def build_queue(settings: Settings) -> JobQueue:
             max_pending=settings.max_pending,
             max_queue_length=settings.queue_max_length,
             max_queue_bytes=settings.queue_max_bytes,
-            catalogue=_local_catalogue(settings),
+            read_catalogue=partial(_local_catalogue, settings),
             default_model=settings.default_model,
             promote_timeout_s=settings.promote_timeout_s,
         )

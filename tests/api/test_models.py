@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -154,3 +155,34 @@ def test_a_restart_keeps_the_promoted_version(settings: Settings) -> None:
 
     assert live_after(1) == "efficientnet-lite0@1"
     assert live_after(None) == "efficientnet-lite0@1"
+
+
+def test_a_version_copied_in_while_running_can_be_promoted(
+    model_repository: Path, tmp_path: Path, password_hash: str
+) -> None:
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository, repository)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'copied.db'}",
+        model_repository=repository,
+        model_threads=1,
+        worker_concurrency=1,
+    )
+    with TestClient(create_service_app(settings)) as client:
+        token = client.post(
+            "/login", data={"username": "admin@example.com", "password": "admin"}
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        new = repository / "efficientnet-lite0" / "3"
+        shutil.copytree(repository / "efficientnet-lite0" / "2", new)
+        meta = json.loads((new / "bundle.json").read_text())
+        (new / "bundle.json").write_text(json.dumps({**meta, "version": 3}))
+
+        promoted = client.put(
+            "/models/efficientnet-lite0/live", json={"version": 3}, headers=headers
+        )
+        answer = client.post("/model/predict", files=dog_upload(), headers=headers)
+
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["versions"] == [1, 2, 3]
+    assert answer.json()["model"] == "efficientnet-lite0@3"

@@ -52,13 +52,8 @@ class ModelCatalogue:
         self.models: dict[str, dict[int, ModelVersion]] = {}
         for entry in versions:
             self.models.setdefault(entry.name, {})[entry.version] = entry
+        # A repository without the configured default (a bundle of one's own) serves its first.
         self.default = default if default in self.models else min(self.models, default="")
-        if default and self.default != default and self.models:
-            logger.warning(
-                "default model %r is not in the repository; serving %r by default",
-                default,
-                self.default,
-            )
 
     @property
     def names(self) -> list[str]:

@@ -69,14 +69,16 @@ class RedisModels:
         url: str,
         keys: RedisKeys,
         *,
-        catalogue: ModelCatalogue | None,
+        read_catalogue: Callable[[], ModelCatalogue | None],
         default: str,
         promote_timeout_s: float,
     ) -> None:
         self._redis = redis
         self._url = url
         self.keys = keys
-        self.catalogue = catalogue
+        # The repository as this process sees it, if it sees one (read again to promote).
+        self._read_catalogue = read_catalogue
+        self.catalogue = read_catalogue()
         self.default_setting = default
         self.promote_timeout_s = promote_timeout_s
         self._reports: list[WorkerReport] = []
@@ -166,6 +168,8 @@ class RedisModels:
         self, name: str, version: int, depth: Callable[[str], Awaitable[int]]
     ) -> ModelStatus:
         async with self._promoting:
+            # A version added to the repository since the start is known from now on.
+            self.catalogue = await asyncio.to_thread(self._read_catalogue)
             reports = await self.reports(fresh=True)
             known = self.known(reports)
             if version not in known.get(name, {}):

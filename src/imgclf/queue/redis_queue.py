@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -66,7 +67,7 @@ class RedisQueue:
         max_queue_bytes: int = 256 * 2**20,
         max_connections: int = 32,
         keys: RedisKeys | None = None,
-        catalogue: ModelCatalogue | None = None,
+        read_catalogue: Callable[[], ModelCatalogue | None] = lambda: None,
         default_model: str = "efficientnet-lite0",
         promote_timeout_s: float = 120.0,
     ) -> None:
@@ -97,7 +98,7 @@ class RedisQueue:
             self._redis,
             url,
             self.keys,
-            catalogue=catalogue,
+            read_catalogue=read_catalogue,
             default=default_model,
             promote_timeout_s=promote_timeout_s,
         )

@@ -58,6 +58,13 @@ class LoadedModels:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
+    def refresh_catalogue(self) -> None:
+        """Read the repository again (its bundle.json files only); keep the last good one."""
+        try:
+            self.catalogue = read_catalogue(self.settings)
+        except BundleError as error:
+            logger.warning("the model repository cannot be read: %s", error)
+
     def classifier_for(self, ref: str) -> Classifier:
         with self._lock:
             loaded = self._loaded.get(ref)
@@ -74,7 +81,7 @@ class LoadedModels:
             name, version = parse_ref(ref)
             entry = self.catalogue.find(name, version)
             if entry is None:  # a version added to the repository since the last look
-                self.catalogue = read_catalogue(self.settings)
+                self.refresh_catalogue()
                 entry = self.catalogue.find(name, version)
             if entry is None:
                 raise BundleError(f"{ref} is not in the model repository.")

@@ -55,6 +55,7 @@ class VersionKeeper:
         }
 
     def wanted(self) -> set[str]:
+        self.models.refresh_catalogue()  # versions copied in since are announced too
         live, wanted = self.source.model_versions()
         for name in self.names:
             if name not in live:
