@@ -26,6 +26,7 @@ def settings(model_repository: Path, tmp_path: Path) -> Settings:
         model_threads=1,
         worker_concurrency=1,
         cache=False,
+        metrics_token="test-metrics-token",  # type: ignore[arg-type]
     )
 
 
@@ -54,6 +55,11 @@ def test_a_request_picks_its_model_and_the_answer_names_it(
     assert second.json()["model"] == "second-model@1"
     history = client.get("/model/predictions", headers=alice.headers).json()
     assert [item["model_id"] for item in history] == ["second-model@1", "efficientnet-lite0@2"]
+    scraper = {"Authorization": "Bearer test-metrics-token"}
+    metrics = client.get("/metrics", headers=scraper).text
+    assert 'imgclf_model_answers_total{model="second-model@1",outcome="ok"} 1.0' in metrics
+    assert 'imgclf_model_answers_total{model="efficientnet-lite0@2",outcome="ok"} 1.0' in metrics
+    assert 'imgclf_model_queue_depth{model="second-model"} 0.0' in metrics
 
 
 def test_an_unknown_model_is_refused_naming_the_models_there(

@@ -58,7 +58,7 @@ async def answer_upload(
         hit = await cache.get(model_id, owner, upload.digest)
         if hit is not None:
             if observe is not None:
-                observe.cache_hit()
+                observe.cache_hit(model)
             return Answer(hit[:top_k], model_id, True, (time.perf_counter() - started) * 1000)
     try:
         # The job carries this span's context: the worker's spans are its children.
@@ -73,7 +73,7 @@ async def answer_upload(
             )
     except (QueueFullError, QueueUnavailableError, JobTimeoutError) as error:
         if observe is not None:
-            observe.reject(type(error).__name__)
+            observe.reject(type(error).__name__, model)
         raise
     if observe is not None:
         observe.job_result(result, cache_miss=cache is not None)
