@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     )
     queue_max_deliveries: int = Field(default=3, ge=1, description="then dead-lettered")
     predict_timeout_s: float = Field(default=10.0, gt=0)
+    model_timeouts_s: dict[str, float] = Field(
+        default={}, description="a model's own request timeout, by name (a slower model's)"
+    )
     worker_concurrency: int = Field(
         default=0,
         ge=0,
@@ -183,6 +186,16 @@ class Settings(BaseSettings):
         worker's heartbeat has lapsed too: inside the caller's deadline, so a worker killed
         mid-batch costs a delay, not a 504."""
         return min(30.0, max(1.0, self.predict_timeout_s / 4))
+
+    def timeout_for(self, model: str) -> float:
+        """How long a request for ``model`` (a name) waits for its answer."""
+        return self.model_timeouts_s.get(model, self.predict_timeout_s)
+
+    @property
+    def longest_timeout_s(self) -> float:
+        """The longest any job may wait: a version is kept at least this long after it stops
+        being live."""
+        return max([self.predict_timeout_s, *self.model_timeouts_s.values()])
 
     @property
     def resolved_worker_concurrency(self) -> int:

@@ -192,3 +192,25 @@ def test_a_version_copied_in_while_running_can_be_promoted(
     assert promoted.status_code == 200, promoted.text
     assert promoted.json()["versions"] == [1, 2, 3]
     assert answer.json()["model"] == "efficientnet-lite0@3"
+
+
+def test_each_model_has_its_own_deadline(model_repository: Path, tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'deadlines.db'}",
+        model_repository=model_repository,
+        model_threads=1,
+        worker_concurrency=1,
+        cache=False,
+        model_timeouts_s={"second-model": 0.001},
+    )
+    with TestClient(create_service_app(settings)) as client:
+        token = client.post(
+            "/login", data={"username": "admin@example.com", "password": "admin"}
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        slow = client.post("/model/predict?model=second-model", files=dog_upload(), headers=headers)
+        default = client.post("/model/predict", files=dog_upload(), headers=headers)
+
+    assert slow.status_code == 504
+    assert "0.001 s" in slow.json()["detail"]
+    assert default.status_code == 200

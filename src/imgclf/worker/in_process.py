@@ -56,7 +56,7 @@ class InProcessQueue(LocalQueue):
             LoadedModels,
             self.settings,
             single_thread_runs=lanes > 1,
-            grace_s=self.settings.predict_timeout_s + 1,
+            grace_s=self.settings.longest_timeout_s + 1,
         )
         record = live_record_path(self.settings)
         self.live = live_versions(self.catalogue, read_live_record(record))

@@ -64,7 +64,7 @@ def run_worker_process(
         configure_tracing("imgclf-worker")
     lanes = settings.resolved_worker_concurrency
     # A job may wait up to its deadline, and a worker sees a flip up to a heartbeat late.
-    grace_s = settings.predict_timeout_s + settings.worker_heartbeat_s * 2 + 1
+    grace_s = settings.longest_timeout_s + settings.worker_heartbeat_s * 2 + 1
     models = LoadedModels(settings, single_thread_runs=lanes > 1, grace_s=grace_s)
     names = settings.worker_models or models.catalogue.names
     unknown = sorted(set(names) - set(models.catalogue.names))

@@ -81,14 +81,15 @@ async def predict(
 ) -> PredictionResponse:
     settings = state.settings
     upload = await accept_upload(file, settings)
+    model_ref = await queue.resolve(model)
     answer = await service.answer_upload(
         queue,
         cache,
         upload,
         owner=user_id,
         top_k=settings.top_k,
-        timeout_s=settings.predict_timeout_s,
-        model=await queue.resolve(model),
+        timeout_s=settings.timeout_for(model_ref.rpartition("@")[0]),
+        model=model_ref,
         observe=state.metrics,
     )
     # Recording also proves the account still exists (AccountGoneError: 401).
@@ -164,7 +165,7 @@ async def _run_job(
             upload,
             owner=user_id,
             top_k=state.settings.top_k,
-            timeout_s=state.settings.predict_timeout_s,
+            timeout_s=state.settings.timeout_for(model.rpartition("@")[0]),
             model=model,
             job_id=job_id,
             keep_result_s=JOB_TTL_S,
