@@ -194,6 +194,40 @@ def test_a_version_copied_in_while_running_can_be_promoted(
     assert answer.json()["model"] == "efficientnet-lite0@3"
 
 
+def test_a_broken_version_is_refused_and_the_live_one_stays(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository, repository)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'broken.db'}",
+        model_repository=repository,
+        model_threads=1,
+        worker_concurrency=1,
+    )
+    with TestClient(create_service_app(settings)) as client:
+        token = client.post(
+            "/login", data={"username": "admin@example.com", "password": "admin"}
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        broken = repository / "efficientnet-lite0" / "3"
+        broken.mkdir()
+        meta = json.loads((repository / "efficientnet-lite0" / "2" / "bundle.json").read_text())
+        (broken / "bundle.json").write_text(json.dumps({**meta, "version": 3}))
+        (broken / "model.onnx").write_bytes(b"not a model")
+        (broken / "labels.json").write_text('["dog"]')
+        refused = client.put(
+            "/models/efficientnet-lite0/live", json={"version": 3}, headers=headers
+        )
+        answer = client.post("/model/predict", files=dog_upload(), headers=headers)
+
+    assert refused.status_code == 503
+    assert "efficientnet-lite0@3 cannot be loaded" in refused.json()["detail"]
+    assert "checksum" in refused.json()["detail"]
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == "efficientnet-lite0@2"
+
+
 def test_each_model_has_its_own_deadline(model_repository: Path, tmp_path: Path) -> None:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'deadlines.db'}",

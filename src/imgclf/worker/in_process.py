@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-from imgclf.model import ImageLimits
+from imgclf.model import BundleError, ImageLimits
 from imgclf.model.repository import (
     ModelCatalogue,
     live_record_path,
@@ -23,7 +23,12 @@ from imgclf.model.repository import (
     write_live_record,
 )
 from imgclf.queue.local import LocalQueue
-from imgclf.queue.models import ModelStatus, ModelUnavailableError, UnknownModelError
+from imgclf.queue.models import (
+    ModelStatus,
+    ModelUnavailableError,
+    PromotionError,
+    UnknownModelError,
+)
 from imgclf.settings import Settings
 from imgclf.worker.batching import BatchingWorker
 from imgclf.worker.models import LoadedModels
@@ -61,6 +66,12 @@ class InProcessQueue(LocalQueue):
         record = live_record_path(self.settings)
         self.live = live_versions(self.catalogue, read_live_record(record))
         await asyncio.to_thread(self.models.keep, self._live_refs())
+        missing = sorted(self._live_refs() - set(self.models.loaded))
+        if missing:  # as with a single bundle: a broken live model stops the start, loudly
+            raise BundleError(
+                f"The live model versions {', '.join(missing)} cannot be loaded (the log says "
+                "why); fix them, or promote another version in live-models.json."
+            )
         await asyncio.to_thread(write_live_record, record, self.live)
         self.model_id = self._live_refs_text()
         self.worker = BatchingWorker(
@@ -112,7 +123,13 @@ class InProcessQueue(LocalQueue):
             assert self.models is not None
             self.models.catalogue = catalogue
             # Loaded and warmed before anything changes: until the flip, nothing waits on it.
-            await asyncio.to_thread(self.models.load, f"{name}@{version}")
+            try:
+                await asyncio.to_thread(self.models.load, f"{name}@{version}")
+            except BundleError as error:
+                raise PromotionError(
+                    f"{name}@{version} cannot be loaded, so the live version has not "
+                    f"changed: {error}"
+                ) from None
             previous = self.live.get(name)
             self.live = {**live_versions(catalogue, self.live), name: version}
             await asyncio.to_thread(write_live_record, live_record_path(self.settings), self.live)
