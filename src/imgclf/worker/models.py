@@ -19,6 +19,8 @@ from imgclf.model.repository import ModelCatalogue, read_catalogue
 from imgclf.settings import Settings
 
 logger = logging.getLogger(__name__)
+# A version that failed to load is tried again after this long, not at every heartbeat.
+RETRY_FAILED_LOAD_S = 60.0
 
 
 class ModelSource(Protocol):
@@ -57,6 +59,7 @@ class LoadedModels:
         self._kept_until: dict[str, float] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._failed_at: dict[str, float] = {}
 
     def refresh_catalogue(self) -> None:
         """Read the repository again (its bundle.json files only); keep the last good one."""
@@ -101,9 +104,15 @@ class LoadedModels:
         """Load what is wanted; drop what has not been wanted for ``grace_s``. A version that
         cannot be loaded is logged and left out: the others are served all the same."""
         for ref in sorted(wanted - set(self.loaded)):
+            if (
+                time.monotonic() - self._failed_at.get(ref, -RETRY_FAILED_LOAD_S)
+                < RETRY_FAILED_LOAD_S
+            ):
+                continue
             try:
                 self.load(ref)
             except (BundleError, ValueError) as error:
+                self._failed_at[ref] = time.monotonic()
                 logger.error("cannot load %s: %s", ref, error)
         now = time.monotonic()
         with self._lock:
