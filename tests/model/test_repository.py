@@ -51,6 +51,15 @@ def test_a_single_bundle_folder_is_version_1_of_its_name(model_dir: Path, tmp_pa
     assert load_bundle(model_dir).ref == "efficientnet-lite0@1"
 
 
+def test_model_dir_may_name_one_models_folder_of_versions(model_repository: Path) -> None:
+    catalogue = read_catalogue(Settings(model_dir=model_repository / "efficientnet-lite0"))
+
+    assert (catalogue.names, catalogue.versions("efficientnet-lite0")) == (
+        ["efficientnet-lite0"],
+        [1, 2],
+    )
+
+
 def test_a_misplaced_or_broken_bundle_is_left_out_and_the_rest_served(
     model_repository: Path, tmp_path: Path
 ) -> None:

@@ -132,9 +132,7 @@ def read_catalogue(settings: Settings) -> ModelCatalogue:
     """The models these settings serve: ``IMGCLF_MODEL_DIR``'s one bundle when set, else the
     repository's."""
     if settings.model_dir is not None:
-        if not (settings.model_dir / BUNDLE_FILE).is_file():
-            raise bundle_error(settings.model_dir, f"{BUNDLE_FILE} is missing.")
-        entries = [read_bundle_entry(settings.model_dir)]
+        entries = _model_dir_entries(settings.model_dir)
     else:
         entries = scan_repository(settings.resolved_model_repository)
         if not entries:
@@ -144,6 +142,16 @@ def read_catalogue(settings: Settings) -> ModelCatalogue:
                 "IMGCLF_MODEL_REPOSITORY (or IMGCLF_MODEL_DIR, one bundle folder)."
             )
     return ModelCatalogue(entries, settings.default_model)
+
+
+def _model_dir_entries(path: Path) -> list[ModelVersion]:
+    """``IMGCLF_MODEL_DIR``: one bundle folder, or one model's folder of version folders."""
+    if (path / BUNDLE_FILE).is_file():
+        return [read_bundle_entry(path)]
+    versions = [entry for entry in scan_repository(path.parent) if entry.name == path.name]
+    if not versions:
+        raise bundle_error(path, f"{BUNDLE_FILE} is missing.")
+    return versions
 
 
 def live_record_path(settings: Settings) -> Path:
