@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -248,3 +249,45 @@ def test_redis_swap_under_load_fails_no_request_and_changes_version_once(
 
     assert runs == [[f"{LITE0}@1", f"{LITE0}@2", f"{LITE0}@1"]] * CLIENTS, api.output()[-3000:]
     assert (models[LITE0]["live"], models[LITE0]["workers"]) == (f"{LITE0}@1", 2)
+
+
+def test_redis_promotion_the_workers_cannot_load_fails_and_changes_nothing(
+    redis_url: str,
+    redis_workers: list[subprocess.Popen[bytes]],
+    model_repository: Path,
+    tmp_path: Path,
+) -> None:
+    """Version 3 is in the API host's copy of the repository, on no worker's disk."""
+    repository = tmp_path / "api-repository"
+    shutil.copytree(model_repository, repository)
+    shutil.copytree(repository / LITE0 / "2", repository / LITE0 / "3")
+    meta = json.loads((repository / LITE0 / "3" / "bundle.json").read_text())
+    (repository / LITE0 / "3" / "bundle.json").write_text(json.dumps({**meta, "version": 3}))
+    api = ServedApi(
+        tmp_path / "api.log",
+        tmp_path / "data",
+        queue_url=redis_url,
+        model_repository=repository,
+        promote_timeout_s=3,
+        cache=False,
+    )
+    try:
+        headers = admin_headers(api.url)
+        refused = httpx.put(
+            f"{api.url}/models/{LITE0}/live", json={"version": 3}, headers=headers, timeout=30
+        )
+        answer = httpx.post(
+            f"{api.url}/model/predict",
+            files={"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")},
+            headers=headers,
+            timeout=30,
+        )
+    finally:
+        api.stop()
+
+    assert refused.status_code == 503
+    assert refused.json()["detail"] == (
+        f"The workers serving '{LITE0}' did not load version 3 within 3 s; "
+        "the live version has not changed"
+    )
+    assert (answer.status_code, answer.json()["model"]) == (200, f"{LITE0}@2")
