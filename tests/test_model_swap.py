@@ -218,7 +218,8 @@ def test_redis_workers_serve_the_models_they_were_started_for(
     assert unknown.json()["detail"] == f"Unknown model 'lite9'; available: {LITE0}, second-model"
     assert unavailable.status_code == 503
     assert unavailable.json()["detail"] == (
-        f"No worker serves the model 'second-model' now; models being served: {LITE0}"
+        "The model 'second-model' is unavailable: no worker serves it now; "
+        f"models being served: {LITE0}"
     )
 
 

@@ -23,7 +23,10 @@ class ModelUnavailableError(ModelError):
 
     def __init__(self, name: str, serving: list[str]) -> None:
         listed = ", ".join(serving) or "none"
-        super().__init__(f"No worker serves the model '{name}' now; models being served: {listed}")
+        super().__init__(
+            f"The model '{name}' is unavailable: no worker serves it now; "
+            f"models being served: {listed}"
+        )
 
 
 class PromotionError(ModelError):

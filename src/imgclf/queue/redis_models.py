@@ -84,14 +84,20 @@ class RedisModels:
         self._reports: list[WorkerReport] = []
         self._read_at = 0.0
         self._promoting = asyncio.Lock()
+        self._reading = asyncio.Lock()
 
     async def reports(self, *, fresh: bool = False) -> list[WorkerReport]:
         """The live workers' heartbeats (at most ``REPORTS_MAX_AGE_S`` old unless ``fresh``)."""
-        if fresh or time.monotonic() - self._read_at > REPORTS_MAX_AGE_S:
-            names = [key async for key in self._redis.scan_iter(self.keys.worker_pattern, 100)]
-            values = await self._redis.mget(names) if names else []
-            self._reports = [parse_report(value) for value in values if value]
-            self._read_at = time.monotonic()
+        asked_at = time.monotonic()
+        if not fresh and asked_at - self._read_at <= REPORTS_MAX_AGE_S:
+            return self._reports
+        # One reading at a time: requests that find them stale together wait for the same one.
+        async with self._reading:
+            if self._read_at < asked_at and (fresh or asked_at - self._read_at > REPORTS_MAX_AGE_S):
+                names = [key async for key in self._redis.scan_iter(self.keys.worker_pattern, 100)]
+                values = await self._redis.mget(names) if names else []
+                self._reports = [parse_report(value) for value in values if value]
+                self._read_at = time.monotonic()
         return self._reports
 
     def known(self, reports: list[WorkerReport]) -> dict[str, dict[int, ModelVersion]]:

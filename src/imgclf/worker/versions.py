@@ -12,6 +12,8 @@ import logging
 import threading
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from imgclf.queue.redis_source import RedisJobSource
 from imgclf.worker.models import LoadedModels
 
@@ -69,7 +71,11 @@ class VersionKeeper:
         """Start bringing the loaded versions in line (``wait``: and finish, at start-up)."""
         if self._loading is not None and self._loading.is_alive():
             return
-        wanted = self.wanted()
+        try:
+            wanted = self.wanted()
+        except (RedisError, OSError) as error:  # Redis away: keep what is loaded, ask again
+            logger.warning("cannot read the live model versions: %s", error)
+            return
         self._loading = threading.Thread(
             target=self._keep, args=(wanted,), name="imgclf-versions", daemon=True
         )
