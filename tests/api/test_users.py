@@ -38,7 +38,9 @@ def test_sign_up_log_in_read_me_leave_feedback_and_list_it(client: TestClient) -
 
     feedback = client.post("/feedback/", json=FEEDBACK, headers=headers)
     assert feedback.status_code == 201
-    assert feedback.json() == {**FEEDBACK, "id": feedback.json()["id"], "prediction_id": None}
+    # The seed's shape, with no prediction of that image to link it to and no verdict given.
+    unlinked = {"prediction_id": None, "correct": None, "correct_class": None}
+    assert feedback.json() == {**FEEDBACK, "id": feedback.json()["id"], **unlinked}
 
     listed = client.get("/feedback/", headers=headers)
     assert listed.status_code == 200
