@@ -297,3 +297,31 @@ def test_a_worker_above_its_memory_limit_retires_to_be_replaced(
         assert worker.wait(120) == EXIT_RECYCLE
     finally:
         stop_process(worker)
+
+
+def test_admission_counts_per_model(redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    """One job awaited per model at most: a second for the same model is refused at once, one
+    for another model is still let in (no worker runs: each waits for its deadline)."""
+    settings = {"max_pending": 1, "predict_timeout_s": 3, "model_repository": model_repository}
+    with service(redis_url, tmp_path, **settings) as client:
+        headers = login(client)
+        queue = app_state(client.app).queue
+        assert queue is not None
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(
+                client.post,
+                "/model/predict?model=second-model",
+                files=dog_upload(),
+                headers=headers,
+            )
+            while queue.in_flight_for("second-model") < 1:
+                time.sleep(0.01)
+            other = pool.submit(client.post, "/model/predict", files=dog_upload(), headers=headers)
+            while queue.in_flight_for("efficientnet-lite0") < 1:
+                time.sleep(0.01)
+            refused = client.post(
+                "/model/predict?model=second-model", files=dog_upload(), headers=headers
+            )
+            assert (first.result().status_code, other.result().status_code) == (504, 504)
+    assert refused.status_code == 503
+    assert "for second-model" in refused.json()["detail"]
