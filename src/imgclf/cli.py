@@ -194,12 +194,17 @@ def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     top_k: Annotated[int, typer.Option(help="Classes to show per image.", min=1)] = 1,
+    model: Annotated[
+        str | None, typer.Option(help="A model of the repository: NAME or NAME@VERSION.")
+    ] = None,
 ) -> None:
     """Classify image files or folders locally, without a server."""
     from imgclf.model.predict_cli import predict_paths
 
     settings = load_settings()
-    raise typer.Exit(predict_paths(settings, paths, json_output=json_output, top_k=top_k))
+    raise typer.Exit(
+        predict_paths(settings, paths, json_output=json_output, top_k=top_k, model=model)
+    )
 
 
 @app.command("export-model")

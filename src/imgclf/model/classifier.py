@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -190,23 +189,13 @@ def load_classifier(
     *,
     spinning: bool = False,
     single_thread_runs: bool = False,
-    path: Path | None = None,
+    model: str | None = None,
 ) -> Classifier:
-    """The classifier for the bundle at ``path``, by default the default model's live version;
-    raises BundleError with the fix."""
-    if path is None:
-        from imgclf.model.repository import (
-            live_record_path,
-            live_versions,
-            read_catalogue,
-            read_live_record,
-        )
+    """The classifier of ``model`` (a name, or ``name@version``), by default the default
+    model's live version; raises BundleError with the fix."""
+    from imgclf.model.repository import bundle_path
 
-        catalogue = read_catalogue(settings)
-        live = live_versions(catalogue, read_live_record(live_record_path(settings)))
-        entry = catalogue.find(catalogue.default, live[catalogue.default])
-        assert entry is not None  # live versions are on disk
-        path = entry.path
+    path = bundle_path(settings, model)
     bundle = load_bundle(path)
     return Classifier(
         bundle,

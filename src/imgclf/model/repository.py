@@ -186,3 +186,20 @@ def live_versions(catalogue: ModelCatalogue, recorded: dict[str, int]) -> dict[s
         else catalogue.newest(name)
         for name in catalogue.names
     }
+
+
+def bundle_path(settings: Settings, model: str | None = None) -> Path:
+    """The folder of ``model`` (a name, or ``name@version``; by default the default model),
+    at its live version unless one is named; raises BundleError naming what there is."""
+    catalogue = read_catalogue(settings)
+    name, _, version = (model or catalogue.default).partition("@")
+    if name not in catalogue.models:
+        raise BundleError(
+            f"No model {name!r} in the repository; it has: {', '.join(catalogue.names)}."
+        )
+    live = live_versions(catalogue, read_live_record(live_record_path(settings)))
+    entry = catalogue.find(name, int(version) if version.isdigit() else live[name])
+    if entry is None:
+        versions = ", ".join(str(v) for v in catalogue.versions(name))
+        raise BundleError(f"No version {version} of {name}; it has versions {versions}.")
+    return entry.path
