@@ -8,7 +8,9 @@ extra), so every machine runs every test. A server that cannot start fails the r
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +104,31 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'test.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database(f"test_{os.getpid()}_{next(_database_names)}")
+
+
+# A repository made of copies of the real bundle: two versions of the default model and a
+# second model, told apart by their bundle.json only (the answers are the same network's).
+REPOSITORY_BUNDLES = {
+    ("efficientnet-lite0", 1): {"top1_published": 75.1},
+    ("efficientnet-lite0", 2): {"top1_published": 75.1},
+    ("second-model", 1): {"precision": "int8", "top1_published": 74.4},
+}
+
+
+@pytest.fixture(scope="session")
+def model_repository(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<repository>/<name>/<version>/`` bundles copied from the real one (hard links where the
+    file system allows: the ONNX file is 18 MB)."""
+    root = tmp_path_factory.mktemp("repository")
+    for (name, version), extra in REPOSITORY_BUNDLES.items():
+        target = root / name / str(version)
+        target.mkdir(parents=True)
+        for file in ("model.onnx", "labels.json"):
+            try:
+                os.link(model_dir / file, target / file)
+            except OSError:
+                shutil.copyfile(model_dir / file, target / file)
+        meta = json.loads((model_dir / "bundle.json").read_text())
+        meta.update(name=name, version=version, **extra)
+        (target / "bundle.json").write_text(json.dumps(meta, indent=2))
+    return root

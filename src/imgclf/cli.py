@@ -17,7 +17,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="The models: how they do on real traffic.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The models: list them, swap a live version, how they do on real traffic.",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 
@@ -72,17 +75,78 @@ def worker(
         int | None,
         typer.Option(help="Export Prometheus metrics here (the next ports for more processes)."),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="A model to serve (repeat for more; none named: every model)."),
+    ] = None,
 ) -> None:
     """Run model workers that take jobs from the Redis queue."""
     from imgclf.worker.main import run_workers
 
     settings = load_settings(
-        queue_url=queue_url, worker_concurrency=concurrency, worker_metrics_port=metrics_port
+        queue_url=queue_url,
+        worker_concurrency=concurrency,
+        worker_metrics_port=metrics_port,
+        worker_models=model or None,
     )
     if not settings.queue_url:
         typer.secho("A worker needs --queue-url or IMGCLF_QUEUE_URL.", fg="red", err=True)
         raise typer.Exit(2)
     raise typer.Exit(run_workers(settings, processes))
+
+
+def _admin_token(api_url: str, email: str | None, password: str | None) -> str:
+    from imgclf.models_admin import login
+
+    settings = load_settings()
+    return login(
+        api_url,
+        email or settings.admin_email,
+        password or settings.admin_password.get_secret_value(),
+    )
+
+
+ApiUrl = Annotated[str | None, typer.Option(help="Base URL of the API (IMGCLF_API_URL).")]
+AdminEmail = Annotated[str | None, typer.Option(help="Admin email (IMGCLF_ADMIN_EMAIL).")]
+AdminPassword = Annotated[
+    str | None, typer.Option(help="Admin password (IMGCLF_ADMIN_PASSWORD).", hide_input=True)
+]
+
+
+@models_app.command("list")
+def models_list(
+    api_url: ApiUrl = None, email: AdminEmail = None, password: AdminPassword = None
+) -> None:
+    """The models the running service serves, their versions and workers."""
+    from imgclf.models_admin import AdminCallError, describe, list_models
+
+    url = api_url or load_settings().api_url
+    try:
+        for model in list_models(url, _admin_token(url, email, password)):
+            typer.echo(describe(model))
+    except AdminCallError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="The model, e.g. efficientnet-lite0.")],
+    version: Annotated[int, typer.Argument(help="The version to make live.", min=1)],
+    api_url: ApiUrl = None,
+    email: AdminEmail = None,
+    password: AdminPassword = None,
+) -> None:
+    """Make a version live without downtime (rolling back: promote the old one)."""
+    from imgclf.models_admin import AdminCallError, describe, promote
+
+    url = api_url or load_settings().api_url
+    try:
+        model = promote(url, _admin_token(url, email, password), name, version)
+    except AdminCallError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"live: {describe(model)}")
 
 
 @app.command()
@@ -130,12 +194,17 @@ def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     top_k: Annotated[int, typer.Option(help="Classes to show per image.", min=1)] = 1,
+    model: Annotated[
+        str | None, typer.Option(help="A model of the repository: NAME or NAME@VERSION.")
+    ] = None,
 ) -> None:
     """Classify image files or folders locally, without a server."""
     from imgclf.model.predict_cli import predict_paths
 
     settings = load_settings()
-    raise typer.Exit(predict_paths(settings, paths, json_output=json_output, top_k=top_k))
+    raise typer.Exit(
+        predict_paths(settings, paths, json_output=json_output, top_k=top_k, model=model)
+    )
 
 
 @app.command("export-model")

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from imgclf.api.app import create_app, prepare_database
 from imgclf.api.metrics import MULTIPROCESS_DIRECTORY
 from imgclf.db.engine import Database, make_engine
 from imgclf.logs import configure_logging, logging_config
+from imgclf.model.bundle import BundleError
+from imgclf.model.repository import ModelCatalogue, read_catalogue
 from imgclf.queue.base import JobQueue
 from imgclf.settings import DEFAULT_ADMIN_PASSWORD, Settings, get_settings
 from imgclf.tracing import configure_tracing
@@ -41,10 +44,22 @@ def build_queue(settings: Settings) -> JobQueue:
             max_pending=settings.max_pending,
             max_queue_length=settings.queue_max_length,
             max_queue_bytes=settings.queue_max_bytes,
+            read_catalogue=partial(_local_catalogue, settings),
+            default_model=settings.default_model,
+            promote_timeout_s=settings.promote_timeout_s,
         )
     from imgclf.worker.in_process import InProcessQueue
 
     return InProcessQueue(settings)
+
+
+def _local_catalogue(settings: Settings) -> ModelCatalogue | None:
+    """The repository, where this API process can read it; otherwise the workers' heartbeats
+    tell it which models there are."""
+    try:
+        return read_catalogue(settings)
+    except BundleError:
+        return None
 
 
 def create_service_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:

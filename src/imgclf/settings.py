@@ -81,7 +81,15 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     metrics_token: SecretStr = SecretStr("")
 
-    model_dir: Path | None = None
+    model_dir: Path | None = Field(
+        default=None, description="one bundle folder to serve alone, instead of the repository"
+    )
+    model_repository: Path | None = Field(
+        default=None, description="folder of <name>/<version>/ bundles; default <data>/models"
+    )
+    default_model: str = Field(
+        default="efficientnet-lite0", description="the model a request without ?model= gets"
+    )
     model_threads: int = Field(default=0, ge=0, description="0: one per CPU core")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
@@ -112,6 +120,9 @@ class Settings(BaseSettings):
     )
     queue_max_deliveries: int = Field(default=3, ge=1, description="then dead-lettered")
     predict_timeout_s: float = Field(default=10.0, gt=0)
+    model_timeouts_s: dict[str, float] = Field(
+        default={}, description="a model's own request timeout, by name (a slower model's)"
+    )
     worker_concurrency: int = Field(
         default=0,
         ge=0,
@@ -119,6 +130,12 @@ class Settings(BaseSettings):
         "its own; 0: one per core",
     )
     worker_heartbeat_s: float = Field(default=2.0, gt=0)
+    promote_timeout_s: float = Field(
+        default=120.0, gt=0, description="how long a promotion waits for workers to load"
+    )
+    worker_models: list[str] = Field(
+        default=[], description="the models a Redis worker serves; none named: all"
+    )
     worker_max_jobs: int = Field(
         default=0, ge=0, description="restart a worker after N jobs; 0: never"
     )
@@ -156,6 +173,10 @@ class Settings(BaseSettings):
         return self.model_dir or self.data_dir / "models" / "efficientnet-lite0"
 
     @property
+    def resolved_model_repository(self) -> Path:
+        return self.model_repository or self.data_dir / "models"
+
+    @property
     def upload_dir(self) -> Path:
         return self.data_dir / "uploads"
 
@@ -165,6 +186,16 @@ class Settings(BaseSettings):
         worker's heartbeat has lapsed too: inside the caller's deadline, so a worker killed
         mid-batch costs a delay, not a 504."""
         return min(30.0, max(1.0, self.predict_timeout_s / 4))
+
+    def timeout_for(self, model: str) -> float:
+        """How long a request for ``model`` (a name) waits for its answer."""
+        return self.model_timeouts_s.get(model, self.predict_timeout_s)
+
+    @property
+    def longest_timeout_s(self) -> float:
+        """The longest any job may wait: a version is kept at least this long after it stops
+        being live."""
+        return max([self.predict_timeout_s, *self.model_timeouts_s.values()])
 
     @property
     def resolved_worker_concurrency(self) -> int:

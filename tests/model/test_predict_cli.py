@@ -81,3 +81,19 @@ def test_a_missing_bundle_says_how_to_build_it(
     result = CliRunner().invoke(app, ["predict", str(DOG)])
     assert result.exit_code == 2
     assert "imgclf export-model" in result.stderr
+
+
+def test_a_model_of_the_repository_by_name(
+    model_repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMGCLF_MODEL_REPOSITORY", str(model_repository))
+    monkeypatch.setenv("IMGCLF_MODEL_THREADS", "1")
+    named = CliRunner().invoke(app, ["predict", "--model", "second-model@1", str(DOG)])
+    unknown = CliRunner().invoke(app, ["predict", "--model", "resnet50", str(DOG)])
+
+    assert named.exit_code == 0, named.output
+    assert "Eskimo_dog" in named.stdout
+    assert unknown.exit_code == 2
+    assert "No model 'resnet50' in the repository; it has: efficientnet-lite0, second-model" in (
+        unknown.output
+    )

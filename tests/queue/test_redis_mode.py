@@ -117,7 +117,10 @@ def test_jobs_held_by_a_killed_worker_are_taken_over_and_answered_once(
                     for _ in range(6)
                 ]
                 deadline = time.monotonic() + 10
-                while redis_client.xpending(KEYS.jobs, KEYS.group)["pending"] < 6:
+                while (
+                    redis_client.xpending(KEYS.jobs("efficientnet-lite0"), KEYS.group)["pending"]
+                    < 6
+                ):
                     assert time.monotonic() < deadline, "the worker never took the jobs"
                     time.sleep(0.05)
                 doomed.kill()
@@ -128,15 +131,16 @@ def test_jobs_held_by_a_killed_worker_are_taken_over_and_answered_once(
             assert {r.json()["prediction"] for r in responses} == {"Eskimo_dog"}
             history = client.get("/model/predictions?limit=100", headers=headers).json()
             assert len(history) == 6
-        assert redis_client.xlen(KEYS.jobs) == 0
+        assert redis_client.xlen(KEYS.jobs("efficientnet-lite0")) == 0
     finally:
         stop_process(doomed)
         if rescuer is not None:
             stop_process(rescuer)
 
 
-def test_a_full_queue_answers_503_at_once(redis_url: str, tmp_path: Path) -> None:
-    with service(redis_url, tmp_path, max_pending=2, predict_timeout_s=3) as client:
+def test_a_full_queue_answers_503_at_once(redis_url: str, model_dir: Path, tmp_path: Path) -> None:
+    settings = {"max_pending": 2, "predict_timeout_s": 3, "model_dir": model_dir}
+    with service(redis_url, tmp_path, **settings) as client:
         headers = login(client)
         with ThreadPoolExecutor(2) as pool:
             waiting = [
@@ -158,19 +162,20 @@ def test_a_full_queue_answers_503_at_once(redis_url: str, tmp_path: Path) -> Non
 def test_a_job_past_its_deadline_gets_504_and_is_skipped_by_workers(
     redis_url: str, redis_client: redis.Redis, model_dir: Path, tmp_path: Path
 ) -> None:
-    with service(redis_url, tmp_path, predict_timeout_s=1) as client:
+    # No worker is alive: the API knows the model from its own copy of the repository.
+    with service(redis_url, tmp_path, predict_timeout_s=1, model_dir=model_dir) as client:
         response = client.post("/model/predict", files=dog_upload(), headers=login(client))
     assert response.status_code == 504
     assert "in time" in response.json()["detail"]
-    assert redis_client.xlen(KEYS.jobs) == 1
+    assert redis_client.xlen(KEYS.jobs("efficientnet-lite0")) == 1
 
     worker = start_worker(redis_url, model_dir)
     try:
         wait_for_workers(redis_url, 1)
         deadline = time.monotonic() + 10
-        while redis_client.xlen(KEYS.jobs) and time.monotonic() < deadline:
+        while redis_client.xlen(KEYS.jobs("efficientnet-lite0")) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert redis_client.xlen(KEYS.jobs) == 0
+        assert redis_client.xlen(KEYS.jobs("efficientnet-lite0")) == 0
         assert list(redis_client.scan_iter(KEYS.result("*"))) == [], "expired job was computed"
     finally:
         stop_process(worker)
@@ -292,3 +297,31 @@ def test_a_worker_above_its_memory_limit_retires_to_be_replaced(
         assert worker.wait(120) == EXIT_RECYCLE
     finally:
         stop_process(worker)
+
+
+def test_admission_counts_per_model(redis_url: str, model_repository: Path, tmp_path: Path) -> None:
+    """One job awaited per model at most: a second for the same model is refused at once, one
+    for another model is still let in (no worker runs: each waits for its deadline)."""
+    settings = {"max_pending": 1, "predict_timeout_s": 3, "model_repository": model_repository}
+    with service(redis_url, tmp_path, **settings) as client:
+        headers = login(client)
+        queue = app_state(client.app).queue
+        assert queue is not None
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(
+                client.post,
+                "/model/predict?model=second-model",
+                files=dog_upload(),
+                headers=headers,
+            )
+            while queue.in_flight_for("second-model") < 1:
+                time.sleep(0.01)
+            other = pool.submit(client.post, "/model/predict", files=dog_upload(), headers=headers)
+            while queue.in_flight_for("efficientnet-lite0") < 1:
+                time.sleep(0.01)
+            refused = client.post(
+                "/model/predict?model=second-model", files=dog_upload(), headers=headers
+            )
+            assert (first.result().status_code, other.result().status_code) == (504, 504)
+    assert refused.status_code == 503
+    assert "for second-model" in refused.json()["detail"]

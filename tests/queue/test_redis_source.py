@@ -29,20 +29,23 @@ def workers(redis_url: str) -> Iterator[dict[str, RedisJobSource]]:
     """Three consumers of one group, each with its heartbeat: live workers."""
     sources = {
         name: RedisJobSource(
-            redis_url, visibility_timeout_s=VISIBILITY_S, max_deliveries=3, name=name
+            redis_url, models=MODELS, visibility_timeout_s=VISIBILITY_S, max_deliveries=3, name=name
         )
         for name in ("a", "b", "c")
     }
     for source in sources.values():
-        source.heartbeat(30)
+        source.heartbeat(30, {})
     yield sources
     for source in sources.values():
         source.close()
 
 
+MODELS = ["efficientnet-lite0"]
+
+
 def queue_job(client: redis.Redis, job_id: str = "job-1") -> None:
     client.xadd(
-        KEYS.jobs,
+        KEYS.jobs("efficientnet-lite0"),
         {
             "id": job_id,
             "image": b"bytes",
@@ -61,7 +64,9 @@ def take(source: RedisJobSource) -> list[Job]:
 
 
 def pending(client: redis.Redis) -> list[tuple[str, int]]:
-    entries = client.xpending_range(KEYS.jobs, KEYS.group, min="-", max="+", count=10)
+    entries = client.xpending_range(
+        KEYS.jobs("efficientnet-lite0"), KEYS.group, min="-", max="+", count=10
+    )
     return [(entry["consumer"].decode(), entry["times_delivered"]) for entry in entries]
 
 
@@ -79,7 +84,7 @@ def test_a_live_workers_job_stays_its_own_however_long_it_takes(
 
     a.complete([JobResult("job-1", ok=True, top_k=[("x", 1.0)])])
     assert pending(redis_client) == []
-    assert redis_client.xlen(KEYS.jobs) == 0
+    assert redis_client.xlen(KEYS.jobs("efficientnet-lite0")) == 0
 
 
 def test_a_silent_workers_job_is_taken_over_by_one_worker_only(
@@ -102,7 +107,7 @@ def test_a_job_delivered_too_often_is_set_aside_with_an_answer(
     queue_job(redis_client)
     for name in ("dead-1", "dead-2", "dead-3"):  # each takes it, then dies without a heartbeat
         doomed = RedisJobSource(
-            redis_url, visibility_timeout_s=VISIBILITY_S, max_deliveries=3, name=name
+            redis_url, models=MODELS, visibility_timeout_s=VISIBILITY_S, max_deliveries=3, name=name
         )
         assert len(take(doomed)) == 1
         doomed.close()
@@ -126,7 +131,7 @@ def test_set_aside_answers_and_dead_letters_at_once_never_to_be_retried(
     a.set_aside([failure])
 
     assert pending(redis_client) == []
-    assert redis_client.xlen(KEYS.jobs) == 0
+    assert redis_client.xlen(KEYS.jobs("efficientnet-lite0")) == 0
     [(_entry, dead)] = redis_client.xrange(KEYS.dead_letters)
     assert (dead[b"id"], dead[b"worker"], dead[b"error"]) == (b"job-1", b"a", b"It took too long.")
     stored = JobResult.from_json(redis_client.get(KEYS.result("job-1")) or b"")

@@ -62,7 +62,7 @@ def sqlite_url(data_dir: Path) -> str:
 
 def held_by(client: redis.Redis, pid: int) -> int:
     """Jobs the worker process ``pid`` has taken and not yet acknowledged."""
-    consumers = client.xpending(KEYS.jobs, KEYS.group).get("consumers") or []
+    consumers = client.xpending(KEYS.jobs("efficientnet-lite0"), KEYS.group).get("consumers") or []
     return sum(int(c["pending"]) for c in consumers if f"-{pid}-" in c["name"].decode())
 
 
@@ -115,7 +115,7 @@ def test_sigterm_mid_load_drains_exits_0_and_every_request_is_answered_once(
     # Drained, not abandoned: nothing had to be taken over or set aside.
     assert "took over" not in (tmp_path / "second.log").read_text()
     assert redis_client.xlen(KEYS.dead_letters) == 0
-    assert redis_client.xlen(KEYS.jobs) == 0
+    assert redis_client.xlen(KEYS.jobs("efficientnet-lite0")) == 0
 
 
 def test_kill_9_under_sustained_load_loses_no_request_and_answers_none_twice(
@@ -148,7 +148,7 @@ def test_kill_9_under_sustained_load_loses_no_request_and_answers_none_twice(
     assert len({a.body["prediction_id"] for a in answers}) == len(answers)
     assert count_predictions(sqlite_url(tmp_path / "data")) == (len(answers), len(answers))
     assert "took over" in (tmp_path / "survivor.log").read_text()
-    assert redis_client.xlen(KEYS.jobs) == 0
+    assert redis_client.xlen(KEYS.jobs("efficientnet-lite0")) == 0
     assert redis_client.xlen(KEYS.dead_letters) == 0
 
 
@@ -362,6 +362,7 @@ def test_api_killed_with_jobs_in_flight_old_answers_reach_no_new_caller(
         "data_dir": tmp_path / "data",
         "cache": "false",
         "predict_timeout_s": 30,
+        "model_dir": model_dir,  # no worker yet: the API knows the model from the repository
     }
     first = ApiProcess(tmp_path / "api-1.log", **settings)
     api_processes.append(first)
@@ -377,7 +378,9 @@ def test_api_killed_with_jobs_in_flight_old_answers_reach_no_new_caller(
     )
 
     def kill_the_api_with_jobs_queued() -> None:
-        wait_until(lambda: redis_client.xlen(KEYS.jobs) >= 4, 30, "jobs never queued")
+        wait_until(
+            lambda: redis_client.xlen(KEYS.jobs("efficientnet-lite0")) >= 4, 30, "jobs never queued"
+        )
         first.kill()
 
     dropped = waiting.run_while(kill_the_api_with_jobs_queued)

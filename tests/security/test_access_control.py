@@ -72,6 +72,7 @@ def owned_objects(service: Service, owner: Caller) -> dict[str, Any]:
         "feedback_id": feedback["id"],
         "job_id": job_id,
         "prediction_id": prediction["prediction_id"],
+        "name": prediction["model"].rpartition("@")[0],  # a model: nobody's, the admins' to swap
     }
 
 
@@ -88,6 +89,8 @@ EXPECTED = {
     },
     # Jobs are private to whoever queued them, admins included.
     ("GET", "/model/jobs/{job_id}"): {"owner": 200, "other": 403, "admin": 403, "anonymous": 401},
+    # Admins only (an admin's empty body is refused by its schema, after the role check).
+    ("PUT", "/models/{name}/live"): {"owner": 403, "other": 403, "admin": 422, "anonymous": 401},
 }
 
 
@@ -300,6 +303,8 @@ def test_a_deleted_users_token_opens_no_route(embedded: Service) -> None:
         ("GET", "/feedback/", {}),
         ("GET", f"/user/{alice.id}", {}),
         ("GET", "/models/quality", {}),
+        ("GET", "/models", {}),
+        ("PUT", "/models/efficientnet-lite0/live", {"json": {"version": 1}}),
     ]:
         answer = embedded.client.request(method, path, headers=alice.headers, **kwargs)
         assert (answer.status_code, answer.json()) == (401, INVALID), path

@@ -26,6 +26,7 @@ from imgclf.api.middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
+from imgclf.api.models.router import router as models_router
 from imgclf.api.paths import serve_slash_twins
 from imgclf.api.predictions.admission import AdmissionMiddleware, PendingBytes
 from imgclf.api.predictions.cache import build_cache
@@ -191,5 +192,6 @@ def create_app(
     app.include_router(predictions_router)
     # Before any /models/{name} route, which would take "quality" for a model's name.
     app.include_router(quality_router)
+    app.include_router(models_router)
     serve_slash_twins(app)
     return app

@@ -28,6 +28,12 @@ from imgclf.queue.base import (
     QueueFullError,
     QueueUnavailableError,
 )
+from imgclf.queue.models import (
+    ModelError,
+    ModelUnavailableError,
+    PromotionError,
+    UnknownModelError,
+)
 
 logger = logging.getLogger("imgclf.api")
 
@@ -52,6 +58,7 @@ BEARER = {"WWW-Authenticate": "Bearer"}
 # Errors raised below the routes: the one place that decides their HTTP answers.
 DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     QueueError,
+    ModelError,
     ImageError,
     StorageFullError,
     RecordingUnavailableError,
@@ -70,6 +77,10 @@ def http_answer(error: Exception) -> tuple[int, str, dict[str, str] | None]:
             return 503, f"The model service is unavailable: {error}.", RETRY_SHORTLY
         case JobTimeoutError():
             return 504, f"The model did not answer in time: {error}.", None
+        case UnknownModelError():
+            return 404, str(error), None
+        case ModelUnavailableError() | PromotionError():
+            return 503, str(error), RETRY_SHORTLY
         case JobFailedError(status_code=status_code) | ImageError(status_code=status_code):
             return status_code, str(error), None
         case StorageFullError():  # the disk, or the user's quota

@@ -10,6 +10,7 @@ scrape reaches answers for all of them: counters add up, whatever process served
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import time
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgclf.api.errors import error_responses
 from imgclf.api.state import app_state
+from imgclf.queue.base import QueueError
 
 if TYPE_CHECKING:
     from imgclf.queue.base import JobResult
@@ -107,19 +109,38 @@ class ServiceMetrics:
             ["status"],
             registry=r,
         )
+        # Per model version (name@version): which one answered, and how.
+        self.model_answers = Counter(
+            "imgclf_model_answers_total",
+            "Answers by model version and outcome (ok, cached, failed, refused)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.model_queue_depth = Gauge(
+            "imgclf_model_queue_depth",
+            "Jobs waiting for a worker, by model name",
+            ["model"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
 
-    def cache_hit(self) -> None:
+    def cache_hit(self, model: str) -> None:
         self.cache_hits.inc()
+        self.model_answers.labels(model, "cached").inc()
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str, model: str = "") -> None:
         self.rejected.labels(reason).inc()
+        if model:
+            self.model_answers.labels(model, "refused").inc()
 
     def job_result(self, result: JobResult, *, cache_miss: bool) -> None:
         if cache_miss:
             self.cache_misses.inc()
         if not result.ok:
             self.job_errors.labels(str(result.status_code)).inc()
+            self.model_answers.labels(result.model_id, "failed").inc()
             return
+        self.model_answers.labels(result.model_id, "ok").inc()
         self.batch_size.observe(result.batch_size)
         self.queue_wait.observe(result.queue_ms / 1000)
         self.inference.observe(result.inference_ms / 1000)
@@ -190,6 +211,9 @@ async def read_metrics(
     metrics, queue = state.metrics, state.queue
     if queue is not None:
         metrics.queue_depth.set(await queue.depth())
+        with contextlib.suppress(QueueError):  # the figures of a scrape, never its failure
+            for model in await queue.model_statuses():
+                metrics.model_queue_depth.labels(model.name).set(model.queue_depth)
         metrics.in_flight.set(queue.in_flight)
         metrics.workers.set((await queue.readiness()).get("workers", 0))
     return Response(generate_latest(_registry_to_expose(metrics)), media_type=CONTENT_TYPE_LATEST)

@@ -7,8 +7,10 @@ Any ONNX image classifier can be served by giving it such a folder (see ``README
 - ``labels.json``: a list, one entry per class in output order: ``{"index", "wnid", "name"}``
   (a plain list of names is accepted too).
 - ``bundle.json``: ``model_id``, ``sha256`` (of ``model.onnx``), ``input_size``, and optionally
-  ``resize``, ``mean``, ``std`` (scalars; pixels become ``(x - mean) / std``), ``color`` ("RGB"),
-  ``layout`` ("NCHW"), ``output``, ``num_classes``, ``source``, ``license``.
+  ``name`` and ``version`` (by default the folders': ``<name>/<version>/``, or ``<name>/`` as
+  version 1), ``resize``, ``mean``, ``std`` (scalars; pixels become ``(x - mean) / std``),
+  ``color`` ("RGB"), ``layout`` ("NCHW"), ``output``, ``num_classes``, ``source``, ``license``,
+  ``precision`` ("fp32", "int8"), ``top1_published`` (ImageNet top-1, 0..1 or percent).
 
 Everything is checked at load, so a broken bundle stops the service at start-up with a message
 that names the folder and the fix, rather than failing its first request.
@@ -53,6 +55,8 @@ class Label:
 class ModelBundle:
     path: Path
     model_id: str
+    name: str
+    version: int
     onnx_path: Path
     labels: tuple[Label, ...]
     preprocessing: Preprocessing
@@ -60,10 +64,25 @@ class ModelBundle:
     source: str
     license: str
     output: str = "logits"
+    precision: str = "fp32"
+    top1_published: float | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def ref(self) -> str:
+        """``name@version``: how answers, logs and the database name this model."""
+        return f"{self.name}@{self.version}"
+
+
+def folder_identity(path: Path) -> tuple[str, int]:
+    """The name and version a bundle folder's place gives it: ``<name>/<version>/`` in a
+    repository, or a lone ``<name>/`` folder as version 1."""
+    if path.name.isdigit() and int(path.name) > 0:
+        return path.parent.name, int(path.name)
+    return path.name, 1
 
 
 def file_sha256(path: Path) -> str:
@@ -98,6 +117,11 @@ def load_bundle(path: Path) -> ModelBundle:
 
 def _parse(path: Path, meta: dict[str, Any]) -> ModelBundle:
     model_id = _field(meta, "model_id", str)
+    folder_name, folder_version = folder_identity(path)
+    name = _field(meta, "name", str, default=folder_name)
+    version = _field(meta, "version", int, default=folder_version)
+    if not name or "@" in name or "/" in name or version < 1:
+        raise ValueError("name must be a plain word and version a positive integer")
     expected_sha = _field(meta, "sha256", str).lower()
     input_size = _field(meta, "input_size", int)
     preprocessing = Preprocessing(
@@ -138,6 +162,8 @@ def _parse(path: Path, meta: dict[str, Any]) -> ModelBundle:
     return ModelBundle(
         path=path,
         model_id=model_id,
+        name=name,
+        version=version,
         onnx_path=onnx_path,
         labels=labels,
         preprocessing=preprocessing,
@@ -145,7 +171,17 @@ def _parse(path: Path, meta: dict[str, Any]) -> ModelBundle:
         source=_field(meta, "source", str, default="unknown"),
         license=_field(meta, "license", str, default="unknown"),
         output=output,
+        precision=_field(meta, "precision", str, default="fp32"),
+        top1_published=published_top1(meta),
     )
+
+
+def published_top1(meta: dict[str, Any]) -> float | None:
+    """The published ImageNet top-1 as a fraction (bundles may write 75.1 or 0.751)."""
+    value = meta.get("top1_published")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return round(float(value) / 100, 6) if value > 1 else float(value)
 
 
 def _read_json(path: Path, name: str) -> Any:

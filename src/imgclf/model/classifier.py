@@ -49,7 +49,7 @@ class Classifier:
         single_thread_runs: bool = False,
     ) -> None:
         self.bundle = bundle
-        self.model_id = bundle.model_id
+        self.model_id = bundle.ref
         self.threads = threads or os.cpu_count() or 1
         self._session = self._open_session(self.threads, spinning)
         self._single_thread_session = (
@@ -185,10 +185,18 @@ class Classifier:
 
 
 def load_classifier(
-    settings: Settings, *, spinning: bool = False, single_thread_runs: bool = False
+    settings: Settings,
+    *,
+    spinning: bool = False,
+    single_thread_runs: bool = False,
+    model: str | None = None,
 ) -> Classifier:
-    """The classifier for the configured bundle; raises BundleError with the fix."""
-    bundle = load_bundle(settings.resolved_model_dir)
+    """The classifier of ``model`` (a name, or ``name@version``), by default the default
+    model's live version; raises BundleError with the fix."""
+    from imgclf.model.repository import bundle_path
+
+    path = bundle_path(settings, model)
+    bundle = load_bundle(path)
     return Classifier(
         bundle,
         threads=settings.resolved_model_threads,

@@ -37,7 +37,14 @@ def _images_under(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def predict_paths(settings: Settings, paths: list[Path], *, json_output: bool, top_k: int) -> int:
+def predict_paths(
+    settings: Settings,
+    paths: list[Path],
+    *,
+    json_output: bool,
+    top_k: int,
+    model: str | None = None,
+) -> int:
     """Print a prediction per image (table, or JSON lines); exit code 1 if any file failed."""
     out = Console()
     err = Console(stderr=True, soft_wrap=True)  # one line per problem, for grep
@@ -46,7 +53,7 @@ def predict_paths(settings: Settings, paths: list[Path], *, json_output: bool, t
     for path, message in errors:
         err.print(f"[red]{path}[/red]: {message}", highlight=False)
     try:
-        classifier = load_classifier(settings)
+        classifier = load_classifier(settings, model=model)
     except BundleError as error:
         err.print(f"[red]{error}[/red]", highlight=False)
         return 2

@@ -6,7 +6,10 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from imgclf.queue.models import ModelStatus
 
 
 def new_job_id() -> str:
@@ -24,6 +27,8 @@ class Job:
     enqueued_at: float = field(default_factory=time.time)
     # The API request that submitted it, named in the worker's log lines about it.
     request_id: str = ""
+    # The model version it was admitted for, ``name@version``: the one that computes it.
+    model: str = ""
     # Its request's W3C traceparent when tracing is on: the worker's spans join that trace.
     traceparent: str = ""
 
@@ -98,8 +103,10 @@ class JobQueue(Protocol):
         timeout_s: float,
         job_id: str | None = None,
         keep_result_s: int | None = None,
+        model: str = "",
     ) -> JobResult:
-        """Queue the image and wait for its result; raises the errors above.
+        """Queue the image for ``model`` (``name@version``, from ``resolve``) and wait for its
+        result; raises the errors above.
 
         ``keep_result_s``: how long the answer stays readable by job id (``stored_result``);
         by default a few deadlines, long enough for a caller whose notice was missed."""
@@ -121,13 +128,36 @@ class JobQueue(Protocol):
         """{"queue": "ok" | reason, "workers": live workers, "model": model id | reason}."""
         ...
 
-    async def depth(self) -> int:
-        """Jobs waiting for a worker."""
+    async def depth(self, name: str | None = None) -> int:
+        """Jobs waiting for a worker (for the model ``name``, or all)."""
         ...
 
     @property
     def in_flight(self) -> int:
         """Jobs this process submitted that have no answer yet."""
+        ...
+
+    def in_flight_for(self, name: str) -> int:
+        """Those of them for the model ``name``."""
+        ...
+
+    async def resolve(self, name: str | None) -> str:
+        """The live ``name@version`` of ``name`` (None: the default model), chosen now, at
+        admission; raises UnknownModelError or ModelUnavailableError."""
+        ...
+
+    async def model_statuses(self) -> list[ModelStatus]:
+        """Every model: versions, the live one, workers serving it, jobs waiting."""
+        ...
+
+    async def promote(self, name: str, version: int) -> ModelStatus:
+        """Make ``version`` the live one once the workers serving ``name`` have it loaded;
+        raises UnknownModelError, ModelUnavailableError or PromotionError."""
+        ...
+
+    @property
+    def default_model(self) -> str:
+        """The model a request that names none gets."""
         ...
 
     @property
@@ -138,8 +168,6 @@ class JobQueue(Protocol):
 
 class JobSource(Protocol):
     """The worker's side: take jobs in batches, hand results back. Called from worker threads."""
-
-    model_id: str
 
     def take(self, max_jobs: int, max_wait_s: float, block_s: float) -> list[Job]:
         """Up to ``max_jobs`` jobs: waits up to ``block_s`` for the first one, then at most

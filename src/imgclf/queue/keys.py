@@ -7,9 +7,24 @@ from dataclasses import dataclass
 class RedisKeys:
     prefix: str = "imgclf"
 
+    def jobs(self, model: str) -> str:
+        """The job stream of the model ``model`` (a name): each model's jobs queue apart."""
+        return f"{self.prefix}:jobs:{model}"
+
     @property
-    def jobs(self) -> str:
-        return f"{self.prefix}:jobs"
+    def live(self) -> str:
+        """Hash: model name -> its live version, the one new jobs are admitted for."""
+        return f"{self.prefix}:live"
+
+    @property
+    def wanted(self) -> str:
+        """Hash: model name -> a version being promoted, which its workers load beside."""
+        return f"{self.prefix}:wanted"
+
+    @property
+    def model_events(self) -> str:
+        """Stream: a worker's note that it has loaded versions (a promotion waits on it)."""
+        return f"{self.prefix}:model-events"
 
     @property
     def group(self) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, TypeVar
 
 from imgclf.logs import current_request_id
@@ -41,6 +41,10 @@ class LocalQueue:
         self._owners: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._kept_results = kept_results
         self._keep_s: dict[str, float] = {}  # job id: how long its result is kept
+        # Jobs awaited and jobs not yet taken, by model name: admission and depth per model.
+        self._awaited = Counter[str]()
+        self._queued = Counter[str]()
+        self._queued_lock = threading.Lock()
         self.model_id: str = ""
 
     # The API's side -----------------------------------------------------------------------
@@ -64,22 +68,28 @@ class LocalQueue:
         timeout_s: float,
         job_id: str | None = None,
         keep_result_s: int | None = None,
+        model: str = "",
     ) -> JobResult:
         if self._closed.is_set() or self._loop is None:
             raise QueueUnavailableError("the service is shutting down")
-        if len(self._waiting) >= self.max_pending:
-            raise QueueFullError(f"{len(self._waiting)} images are already waiting; retry shortly")
+        name = model.rpartition("@")[0]
+        if self._awaited[name] >= self.max_pending:
+            raise QueueFullError(f"{self._awaited[name]} images are already waiting; retry shortly")
         job = Job(
             id=job_id or new_job_id(),
             image=image,
             deadline=time.time() + timeout_s,
             top_k=top_k,
             request_id=current_request_id.get(),
+            model=model,
             traceparent=current_traceparent(),
         )
         future: asyncio.Future[JobResult] = self._loop.create_future()
         self._waiting[job.id] = future
+        self._awaited[name] += 1
         self._keep_s[job.id] = keep_result_s or max(60, int(timeout_s * 6))
+        with self._queued_lock:
+            self._queued[name] += 1
         self._jobs.put(job)
         try:
             return await asyncio.wait_for(future, timeout_s)
@@ -89,6 +99,7 @@ class LocalQueue:
             # A caller that gave up frees its slot; the worker skips its job by deadline.
             self._waiting.pop(job.id, None)
             self._keep_s.pop(job.id, None)
+            self._awaited[name] -= 1
 
     async def stored_result(self, job_id: str) -> JobResult | None:
         return _unexpired(self._results, job_id)
@@ -115,12 +126,18 @@ class LocalQueue:
             "model": self.model_id or "not loaded",
         }
 
-    async def depth(self) -> int:
-        return self._jobs.qsize()
+    async def depth(self, name: str | None = None) -> int:
+        if name is None:
+            return self._jobs.qsize()
+        with self._queued_lock:
+            return self._queued[name]
 
     @property
     def in_flight(self) -> int:
         return len(self._waiting)
+
+    def in_flight_for(self, name: str) -> int:
+        return self._awaited[name]
 
     # The worker's side (threads) ----------------------------------------------------------
 
@@ -132,6 +149,14 @@ class LocalQueue:
         if first is None:
             return []
         batch = [first]
+        try:
+            self._collect(batch, max_jobs, max_wait_s)
+        finally:
+            with self._queued_lock:
+                self._queued.subtract(job.model.rpartition("@")[0] for job in batch)
+        return batch
+
+    def _collect(self, batch: list[Job], max_jobs: int, max_wait_s: float) -> None:
         wait_until = time.monotonic() + max_wait_s
         while len(batch) < max_jobs:
             try:
@@ -145,7 +170,6 @@ class LocalQueue:
                 self._jobs.put(None)  # keep the stop signal for the next take()
                 break
             batch.append(job)
-        return batch
 
     def complete(self, results: list[JobResult]) -> None:
         for result in results:

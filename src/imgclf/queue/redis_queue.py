@@ -1,4 +1,5 @@
-"""The API's side of the Redis queue: jobs into one stream, answers back on this process's own.
+"""The API's side of the Redis queue: jobs into their model's stream, answers back on this
+process's own.
 
 One listener task per process reads the reply stream and wakes the waiting requests by job
 id; requests never poll. A bounded connection pool keeps Redis connections fixed under load.
@@ -11,6 +12,8 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from imgclf.logs import current_request_id
+from imgclf.model.repository import ModelCatalogue
 from imgclf.queue.base import (
     JobResult,
     JobTimeoutError,
@@ -26,6 +30,8 @@ from imgclf.queue.base import (
     new_job_id,
 )
 from imgclf.queue.keys import RESULT_TTL_S, RedisKeys
+from imgclf.queue.models import ModelStatus
+from imgclf.queue.redis_models import RedisModels
 from imgclf.tracing import current_traceparent
 
 logger = logging.getLogger(__name__)
@@ -47,7 +53,7 @@ local held = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0') or 0
 if held + string.len(ARGV[3]) > budget then return 0 end
 return redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'image', ARGV[3], 'deadline', ARGV[4],
                   'top_k', ARGV[5], 'reply', ARGV[6], 'enqueued_at', ARGV[7], 'ttl', ARGV[8],
-                  'request_id', ARGV[10], 'traceparent', ARGV[11])
+                  'request_id', ARGV[10], 'traceparent', ARGV[11], 'model', ARGV[12])
 """
 
 
@@ -61,6 +67,9 @@ class RedisQueue:
         max_queue_bytes: int = 256 * 2**20,
         max_connections: int = 32,
         keys: RedisKeys | None = None,
+        read_catalogue: Callable[[], ModelCatalogue | None] = lambda: None,
+        default_model: str = "efficientnet-lite0",
+        promote_timeout_s: float = 120.0,
     ) -> None:
         self.url = url
         self.max_pending = max_pending
@@ -85,7 +94,16 @@ class RedisQueue:
             url, socket_connect_timeout=1.0, socket_timeout=10.0
         )
         self._bounded_xadd = self._redis.register_script(_BOUNDED_XADD)
+        self.models = RedisModels(
+            self._redis,
+            url,
+            self.keys,
+            read_catalogue=read_catalogue,
+            default=default_model,
+            promote_timeout_s=promote_timeout_s,
+        )
         self._waiting: dict[str, asyncio.Future[JobResult]] = {}
+        self._awaited = Counter[str]()  # jobs awaited here, by model name
         self._listener: asyncio.Task[None] | None = None
         self._model_id: str | None = None
         self._closed = False
@@ -117,19 +135,22 @@ class RedisQueue:
         timeout_s: float,
         job_id: str | None = None,
         keep_result_s: int | None = None,
+        model: str = "",
     ) -> JobResult:
         if self._closed:
             raise QueueUnavailableError("the service is shutting down")
-        if len(self._waiting) >= self.max_pending:
-            raise QueueFullError(f"{len(self._waiting)} images are already waiting; retry shortly")
+        name = model.rpartition("@")[0]
+        if self._awaited[name] >= self.max_pending:
+            raise QueueFullError(f"{self._awaited[name]} images are already waiting; retry shortly")
         job_id = job_id or new_job_id()
         now = time.time()
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         self._waiting[job_id] = future
+        self._awaited[name] += 1
         try:
             try:
                 added = await self._bounded_xadd(
-                    keys=[self.keys.jobs],
+                    keys=[self.keys.jobs(name)],
                     args=[
                         self.max_queue_length,
                         job_id,
@@ -142,6 +163,7 @@ class RedisQueue:
                         self.max_queue_bytes,
                         current_request_id.get(),
                         current_traceparent(),
+                        model,
                     ],
                 )
             except RedisError as error:
@@ -164,6 +186,7 @@ class RedisQueue:
                 raise JobTimeoutError(f"no answer within {timeout_s:g} s") from None
         finally:
             self._waiting.pop(job_id, None)
+            self._awaited[name] -= 1
 
     async def stored_result(self, job_id: str) -> JobResult | None:
         try:
@@ -195,29 +218,55 @@ class RedisQueue:
     async def readiness(self) -> dict[str, Any]:
         try:
             await self._redis.ping()
-            names = [key async for key in self._redis.scan_iter(self.keys.worker_pattern, 100)]
-            models = await self._redis.mget(names) if names else []
+            reports = await self.models.reports(fresh=True)
         except RedisError as error:
             logger.warning("readiness: Redis unreachable: %s", error)
             return {"queue": "unavailable", "workers": 0, "model": "unknown"}
-        loaded = sorted({m.decode() if isinstance(m, bytes) else str(m) for m in models if m})
-        if loaded:
-            self._model_id = loaded[0]
+        loaded = sorted({ref for report in reports for ref in report.loaded})
+        self._model_id = ", ".join(loaded) or None
         return {
             "queue": "ok",
-            "workers": len(names),
+            "workers": len(reports),
             "model": ", ".join(loaded) if loaded else "no worker has loaded a model",
         }
 
-    async def depth(self) -> int:
+    async def depth(self, name: str | None = None) -> int:
         try:
-            return int(await self._redis.xlen(self.keys.jobs))
+            if name is not None:
+                return int(await self._redis.xlen(self.keys.jobs(name)))
+            names = {n for r in await self.models.reports() for n in r.serves}
+            return sum([int(await self._redis.xlen(self.keys.jobs(n))) for n in names])
         except RedisError:
             return 0
 
     @property
     def in_flight(self) -> int:
         return len(self._waiting)
+
+    def in_flight_for(self, name: str) -> int:
+        return self._awaited[name]
+
+    @property
+    def default_model(self) -> str:
+        return self.models.default_model
+
+    async def resolve(self, name: str | None) -> str:
+        try:
+            return await self.models.resolve(name)
+        except RedisError as error:
+            raise _unreachable(error) from None
+
+    async def model_statuses(self) -> list[ModelStatus]:
+        try:
+            return await self.models.statuses(self.depth)
+        except RedisError as error:
+            raise _unreachable(error) from None
+
+    async def promote(self, name: str, version: int) -> ModelStatus:
+        try:
+            return await self.models.promote(name, version, self.depth)
+        except RedisError as error:
+            raise _unreachable(error) from None
 
     @property
     def model_id(self) -> str | None:
@@ -228,8 +277,6 @@ class RedisQueue:
         return JobResult.from_json(raw) if raw is not None else None
 
     def _resolve(self, result: JobResult) -> None:
-        if result.model_id:
-            self._model_id = result.model_id
         future = self._waiting.get(result.job_id)
         if future is not None and not future.done():
             future.set_result(result)

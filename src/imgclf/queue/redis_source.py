@@ -1,4 +1,5 @@
-"""The worker's side of the Redis queue: a consumer in one group of workers.
+"""The worker's side of the Redis queue: a consumer in the group of workers of each model it
+serves (one job stream per model, read together in one blocking call).
 
 Jobs are taken with XREADGROUP and acknowledged (and deleted, so the stream stays small) only
 after their answer is stored. Entries a dead worker held are taken over with XCLAIM once they
@@ -11,6 +12,7 @@ dead-letter stream and its caller gets an error instead of waiting for its deadl
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -29,6 +31,8 @@ from imgclf.queue.keys import DEAD_LETTER_MAXLEN, REPLY_STREAM_MAXLEN, RESULT_TT
 logger = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+# A job's place in Redis: its stream and entry id.
+Place = tuple[str, bytes]
 # Idle entries one takeover looks through: far more than the live workers hold at once.
 RECLAIM_SCAN = 1000
 
@@ -50,12 +54,15 @@ class RedisJobSource:
         self,
         url: str,
         *,
+        models: list[str],
         visibility_timeout_s: float,
         max_deliveries: int,
         keys: RedisKeys | None = None,
         name: str | None = None,
     ) -> None:
         self.keys = keys or RedisKeys()
+        self.models = list(models)
+        self.streams = [self.keys.jobs(model) for model in self.models]
         self.name = name or consumer_name()
         self.visibility_timeout_ms = int(visibility_timeout_s * 1000)
         self.max_deliveries = max_deliveries
@@ -63,8 +70,8 @@ class RedisJobSource:
         self._redis = redis.Redis.from_url(
             url, socket_connect_timeout=2.0, socket_timeout=max(10.0, visibility_timeout_s)
         )
-        # job id -> (entry id, reply stream, seconds its answer stays readable)
-        self._held: dict[str, tuple[bytes, str, int]] = {}
+        # job id -> (its place, reply stream, seconds its answer stays readable)
+        self._held: dict[str, tuple[Place, str, int]] = {}
         self._lock = threading.Lock()
         self._next_reclaim = 0.0
         self._group_ready = False
@@ -105,27 +112,42 @@ class RedisJobSource:
     def _ensure_group(self) -> None:
         if self._group_ready:
             return
-        try:
-            self._redis.xgroup_create(self.keys.jobs, self.keys.group, id="0", mkstream=True)
-        except ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        for stream in self.streams:
+            try:
+                self._redis.xgroup_create(stream, self.keys.group, id="0", mkstream=True)
+            except ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
         self._group_ready = True
 
     def _read(self, count: int, block_ms: int) -> list[Job]:
         response: Any = self._redis.xreadgroup(
-            self.keys.group, self.name, {self.keys.jobs: ">"}, count=count, block=max(block_ms, 1)
+            self.keys.group,
+            self.name,
+            dict.fromkeys(self.streams, ">"),
+            count=count,
+            block=max(block_ms, 1),
         )
-        entries: list[Entry] = [entry for _stream, items in response or [] for entry in items]
-        return self._accept(entries)
+        jobs: list[Job] = []
+        for stream, items in response or []:
+            jobs.extend(self._accept(stream.decode(), items))
+        return jobs
 
     def _reclaim(self, count: int) -> list[Job]:
         now = time.monotonic()
         if now < self._next_reclaim:
             return []
         self._next_reclaim = now + self.visibility_timeout_ms / 2000
+        jobs: list[Job] = []
+        for stream in self.streams:
+            jobs.extend(self._reclaim_from(stream, count - len(jobs)))
+            if len(jobs) >= count:
+                break
+        return jobs
+
+    def _reclaim_from(self, stream: str, count: int) -> list[Job]:
         idle: list[dict[str, Any]] = self._redis.xpending_range(
-            self.keys.jobs,
+            stream,
             self.keys.group,
             min="-",
             max="+",
@@ -140,7 +162,7 @@ class RedisJobSource:
             return []
         # min_idle_time again: of two workers claiming the same entry, only the first gets it.
         claimed: Any = self._redis.xclaim(
-            self.keys.jobs,
+            stream,
             self.keys.group,
             self.name,
             min_idle_time=self.visibility_timeout_ms,
@@ -151,21 +173,21 @@ class RedisJobSource:
             if not fields:  # answered and deleted by its worker in the meantime
                 continue
             if deliveries.get(entry_id, 1) > self.max_deliveries:
-                self._dead_letter(entry_id, fields)
+                self._dead_letter((stream, entry_id), fields)
             else:
                 fresh.append((entry_id, fields))
         if fresh:
             logger.warning(
                 "worker %s took over %d jobs from a silent worker", self.name, len(fresh)
             )
-        return self._accept(fresh)
+        return self._accept(stream, fresh)
 
     def _orphans(self, idle: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The idle entries nobody works on: their worker's heartbeat has lapsed, or they are
         this worker's own and it no longer holds them (their answer was lost with Redis)."""
         me = self.name.encode()
         with self._lock:
-            held = {entry_id for entry_id, _reply, _ttl in self._held.values()}
+            held = {entry_id for (_stream, entry_id), _reply, _ttl in self._held.values()}
         others = sorted({entry["consumer"] for entry in idle} - {me})
         pipe = self._redis.pipeline(transaction=False)
         for consumer in others:
@@ -178,7 +200,7 @@ class RedisJobSource:
             or (entry["consumer"] != me and entry["consumer"] not in alive)
         ]
 
-    def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    def _dead_letter(self, place: Place, fields: dict[bytes, bytes]) -> None:
         job_id = fields.get(b"id", b"?").decode()
         logger.error(
             "job %s failed %d deliveries; moved to %s",
@@ -191,7 +213,7 @@ class RedisJobSource:
             job_id,
             ok=False,
             status_code=500,
-            model_id=self.model_id,
+            model_id=fields.get(b"model", b"").decode(errors="replace"),
             error="This image could not be processed; it was set aside.",
         )
         dead: dict[Any, Any] = {k: v for k, v in fields.items() if k != b"image"}
@@ -199,11 +221,11 @@ class RedisJobSource:
         def fill(pipe: redis.client.Pipeline) -> None:
             pipe.xadd(self.keys.dead_letters, dead, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
             self._store_and_notify(pipe, result, fields.get(b"reply", b"").decode(), _ttl(fields))
-            self._acknowledge(pipe, [entry_id])
+            self._acknowledge(pipe, [place])
 
         self._execute(fill)
 
-    def _accept(self, entries: list[Entry]) -> list[Job]:
+    def _accept(self, stream: str, entries: list[Entry]) -> list[Job]:
         jobs: list[Job] = []
         for entry_id, fields in entries:
             try:
@@ -214,15 +236,17 @@ class RedisJobSource:
                     top_k=int(fields[b"top_k"]),
                     enqueued_at=float(fields[b"enqueued_at"]),
                     request_id=fields.get(b"request_id", b"").decode(errors="replace"),
+                    model=fields.get(b"model", b"").decode(errors="replace"),
                     traceparent=fields.get(b"traceparent", b"").decode(errors="replace"),
                 )
             except (KeyError, ValueError):
                 logger.error("dropping malformed queue entry %r", entry_id)
-                self._redis.xack(self.keys.jobs, self.keys.group, entry_id)
-                self._redis.xdel(self.keys.jobs, entry_id)
+                self._redis.xack(stream, self.keys.group, entry_id)
+                self._redis.xdel(stream, entry_id)
                 continue
+            place = (stream, entry_id)
             with self._lock:
-                self._held[job.id] = (entry_id, fields.get(b"reply", b"").decode(), _ttl(fields))
+                self._held[job.id] = (place, fields.get(b"reply", b"").decode(), _ttl(fields))
             jobs.append(job)
         return jobs
 
@@ -232,11 +256,11 @@ class RedisJobSource:
         held = self._holding(results)
 
         def fill(pipe: redis.client.Pipeline) -> None:
-            for result, (_entry_id, reply, ttl) in held:
+            for result, (_place, reply, ttl) in held:
                 self._store_and_notify(pipe, result, reply, ttl)
             # Acknowledge only after the answers are stored: a crash before this point means
             # the jobs are taken over and answered again, never lost.
-            self._acknowledge(pipe, [entry_id for _, (entry_id, _, _) in held if entry_id])
+            self._acknowledge(pipe, [place for _, (place, _, _) in held if place])
 
         self._execute(fill)
         self._release(results)
@@ -249,7 +273,7 @@ class RedisJobSource:
             logger.error("job %s set aside: %s", result.job_id, result.error)
 
         def fill(pipe: redis.client.Pipeline) -> None:
-            for result, (entry_id, reply, ttl) in held:
+            for result, (place, reply, ttl) in held:
                 record: dict[Any, Any] = {
                     "id": result.job_id,
                     "worker": self.name,
@@ -259,25 +283,25 @@ class RedisJobSource:
                     self.keys.dead_letters, record, maxlen=DEAD_LETTER_MAXLEN, approximate=True
                 )
                 self._store_and_notify(pipe, result, reply, ttl)
-                self._acknowledge(pipe, [entry_id] if entry_id else [])
+                self._acknowledge(pipe, [place] if place else [])
 
         self._execute(fill)
         self._release(results)
 
     def discard(self, jobs: list[Job]) -> None:
         with self._lock:
-            entry_ids = [self._held[job.id][0] for job in jobs if job.id in self._held]
-        if entry_ids:
-            self._execute(lambda pipe: self._acknowledge(pipe, entry_ids))
+            places = [self._held[job.id][0] for job in jobs if job.id in self._held]
+        if places:
+            self._execute(lambda pipe: self._acknowledge(pipe, places))
         with self._lock:
             for job in jobs:
                 self._held.pop(job.id, None)
 
     def _holding(
         self, results: list[JobResult]
-    ) -> list[tuple[JobResult, tuple[bytes | None, str, int]]]:
+    ) -> list[tuple[JobResult, tuple[Place | None, str, int]]]:
         """Each result with its entry, reply stream and answer lifetime (while still held)."""
-        unknown: tuple[bytes | None, str, int] = (None, "", RESULT_TTL_S)
+        unknown: tuple[Place | None, str, int] = (None, "", RESULT_TTL_S)
         with self._lock:
             return [(result, self._held.get(result.job_id, unknown)) for result in results]
 
@@ -288,10 +312,11 @@ class RedisJobSource:
             for result in results:
                 self._held.pop(result.job_id, None)
 
-    def _acknowledge(self, pipe: redis.client.Pipeline, entry_ids: list[bytes]) -> None:
-        if entry_ids:
-            pipe.xack(self.keys.jobs, self.keys.group, *entry_ids)
-            pipe.xdel(self.keys.jobs, *entry_ids)
+    def _acknowledge(self, pipe: redis.client.Pipeline, places: list[Place]) -> None:
+        for stream in {stream for stream, _entry_id in places}:
+            entry_ids = [entry_id for at, entry_id in places if at == stream]
+            pipe.xack(stream, self.keys.group, *entry_ids)
+            pipe.xdel(stream, *entry_ids)
 
     def _store_and_notify(
         self, pipe: redis.client.Pipeline, result: JobResult, reply: str, ttl: int
@@ -316,12 +341,44 @@ class RedisJobSource:
 
     # Liveness -----------------------------------------------------------------------------
 
-    def heartbeat(self, ttl_s: float) -> None:
+    def heartbeat(self, ttl_s: float, report: dict[str, Any]) -> None:
+        """Alive for ``ttl_s`` more, serving what ``report`` says (JSON: the models it serves,
+        the versions it has loaded, the repository's entries for them)."""
         try:
-            self._redis.set(self.keys.worker(self.name), self.model_id, px=int(ttl_s * 1000))
+            self._redis.set(self.keys.worker(self.name), json.dumps(report), px=int(ttl_s * 1000))
         except (RedisError, OSError) as error:
             logger.warning("heartbeat failed: %s", error)
+
+    def model_versions(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The live and the wanted (being promoted) version of each model, as Redis holds them."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.live)
+        pipe.hgetall(self.keys.wanted)
+        live, wanted = pipe.execute()
+        return _versions(live), _versions(wanted)
+
+    def claim_live(self, name: str, version: int) -> None:
+        """Set the live version of a model that has none yet (the first worker to start)."""
+        self._redis.hsetnx(self.keys.live, name, version)
+
+    def announce_loaded(self, loaded: list[str]) -> None:
+        """Wake a promotion waiting for this worker to load its version."""
+        with contextlib.suppress(RedisError, OSError):
+            self._redis.xadd(
+                self.keys.model_events,
+                {"worker": self.name, "loaded": ",".join(loaded)},
+                maxlen=1000,
+                approximate=True,
+            )
 
     def retire(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             self._redis.delete(self.keys.worker(self.name))
+
+
+def _versions(raw: dict[bytes, bytes]) -> dict[str, int]:
+    found = {}
+    for name, version in raw.items():
+        with contextlib.suppress(ValueError):
+            found[name.decode()] = int(version)
+    return found

@@ -13,6 +13,9 @@ model: a call spread over every core waits at each layer for its slowest thread,
 taken by another lane stalls it. On 2 cores, two one-thread lanes decode and classify about a
 third more images per second than one lane with two threads (docs/benchmarks.md). Pillow and
 ONNX Runtime release the GIL, so the lanes run in parallel for real.
+
+Several models share the lanes: a batch taken from the queue is split by the model version its
+jobs name, and each part is one ONNX Runtime call of that version.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgclf.model import Classifier, DecodeTimeoutError, ImageError, ImageLimits
+from imgclf.model import BundleError, Classifier, DecodeTimeoutError, ImageError, ImageLimits
 from imgclf.queue.base import Job, JobResult, JobSource
 from imgclf.tracing import job_span, record_job_span
+from imgclf.worker.models import ModelSource, SingleModel
 
 logger = logging.getLogger(__name__)
 # Pause after an unexpected error in taking a batch, so a persistent one does not spin.
@@ -45,13 +49,14 @@ class _Batch:
 class BatchingWorker:
     """Runs the feeder and ``lanes`` lane threads until ``stop()``; finishes what it has taken.
 
-    ``classifier`` should be built with ``single_thread_runs=True`` when ``lanes`` > 1.
+    ``models`` (or one classifier for every job) should be built with
+    ``single_thread_runs=True`` when ``lanes`` > 1.
     """
 
     def __init__(
         self,
         source: JobSource,
-        classifier: Classifier,
+        models: ModelSource | Classifier,
         limits: ImageLimits,
         *,
         max_batch_size: int,
@@ -59,7 +64,7 @@ class BatchingWorker:
         lanes: int = 1,
     ) -> None:
         self.source = source
-        self.classifier = classifier
+        self.models = SingleModel(models) if isinstance(models, Classifier) else models
         self.limits = limits
         self.max_batch_size = max_batch_size
         self.max_batch_wait_s = max_batch_wait_ms / 1000
@@ -158,7 +163,7 @@ class BatchingWorker:
                         ok=False,
                         error="The model failed on this batch.",
                         status_code=500,
-                        model_id=self.classifier.model_id,
+                        model_id=job.model,
                     )
                     for job in batch.jobs
                 ]
@@ -194,13 +199,13 @@ class BatchingWorker:
         if batch.set_aside:
             self.source.set_aside([r for r in results if r.job_id in batch.set_aside])
 
-    def _decode(self, job: Job, batch: _Batch) -> np.ndarray | JobResult:
+    def _decode(self, classifier: Classifier, job: Job, batch: _Batch) -> np.ndarray | JobResult:
         """The model's input for this job, or its failure: a poison image fails alone, and
         one that runs out of decoding time frees its lane for the next."""
-        model_id = self.classifier.model_id
+        model_id = classifier.model_id
         try:
             with job_span(job.traceparent, "decode", **{"imgclf.job_id": job.id}):
-                return self.classifier.preprocess(job.image, self.limits)
+                return classifier.preprocess(job.image, self.limits)
         except ImageError as error:
             if isinstance(error, DecodeTimeoutError):
                 batch.set_aside.add(job.id)
@@ -221,11 +226,35 @@ class BatchingWorker:
             )
 
     def _classify(self, batch: _Batch) -> list[JobResult]:
+        by_model: dict[str, list[Job]] = {}
+        for job in batch.jobs:
+            by_model.setdefault(job.model, []).append(job)
+        results: dict[str, JobResult] = {}
+        for model, jobs in by_model.items():
+            try:
+                classifier = self.models.classifier_for(model)
+            except (BundleError, ValueError) as error:
+                logger.error("model %s cannot be loaded: %s", model, error)
+                for job in jobs:
+                    results[job.id] = JobResult(
+                        job.id,
+                        ok=False,
+                        status_code=503,
+                        model_id=model,
+                        error=f"The model {model} cannot be loaded by this worker.",
+                    )
+                continue
+            results.update(self._classify_with(classifier, jobs, batch))
+        return [results[job.id] for job in batch.jobs]
+
+    def _classify_with(
+        self, classifier: Classifier, jobs: list[Job], batch: _Batch
+    ) -> dict[str, JobResult]:
         results: dict[str, JobResult] = {}
         good_jobs: list[Job] = []
         good_tensors: list[np.ndarray] = []
-        for job in batch.jobs:
-            decoded = self._decode(job, batch)
+        for job in jobs:
+            decoded = self._decode(classifier, job, batch)
             if isinstance(decoded, JobResult):
                 results[job.id] = decoded
             else:
@@ -236,22 +265,22 @@ class BatchingWorker:
                 alone = self._busy_lanes == 1
             started, started_ns = time.perf_counter(), time.time_ns()
             top_k = max(job.top_k for job in good_jobs)
-            answers = self.classifier.classify(
+            answers = classifier.classify(
                 np.stack(good_tensors), top_k=top_k, single_thread=not alone
             )
             inference_ms = (time.perf_counter() - started) * 1000
-            _trace_inference(good_jobs, started_ns, self.classifier.model_id)
+            _trace_inference(good_jobs, started_ns, classifier.model_id)
             for job, answer in zip(good_jobs, answers, strict=True):
                 results[job.id] = JobResult(
                     job.id,
                     ok=True,
                     top_k=[(item.label, item.score) for item in answer[: job.top_k]],
-                    model_id=self.classifier.model_id,
+                    model_id=classifier.model_id,
                     batch_size=len(good_jobs),
                     queue_ms=(batch.taken_at - job.enqueued_at) * 1000,
                     inference_ms=inference_ms,
                 )
-        return [results[job.id] for job in batch.jobs]
+        return results
 
 
 def _named(jobs: list[Job]) -> str:

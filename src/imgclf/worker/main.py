@@ -14,11 +14,13 @@ import psutil
 
 from imgclf.launcher import environment
 from imgclf.logs import configure_logging
-from imgclf.model import ImageLimits, load_classifier
+from imgclf.model import ImageLimits
 from imgclf.settings import Settings, get_settings
 from imgclf.tracing import configure_tracing
 from imgclf.worker.batching import BatchingWorker
 from imgclf.worker.metrics import MeteredJobSource, WorkerMetrics
+from imgclf.worker.models import LoadedModels
+from imgclf.worker.versions import VersionKeeper
 
 logger = logging.getLogger("imgclf.worker")
 
@@ -51,7 +53,8 @@ def run_worker_process(
     stop: threading.Event | None = None,
     metrics: WorkerMetrics | None = None,
 ) -> int:
-    """One worker: load the model, then batch jobs until SIGTERM (drain, acknowledge, exit 0).
+    """One worker: load the live version of each model it serves (``IMGCLF_WORKER_MODELS``, by
+    default all), then batch jobs until SIGTERM (drain, acknowledge, exit 0).
 
     ``stop`` and ``metrics`` outlive a recycled worker: a SIGTERM that arrives while the next
     one loads its model is not lost, and the next one counts on in the same exporter.
@@ -59,35 +62,49 @@ def run_worker_process(
     stop = stop or threading.Event()
     if settings.tracing:
         configure_tracing("imgclf-worker")
+    lanes = settings.resolved_worker_concurrency
+    # A job may wait up to its deadline, and a worker sees a flip up to a heartbeat late.
+    grace_s = settings.longest_timeout_s + settings.worker_heartbeat_s * 2 + 1
+    models = LoadedModels(settings, single_thread_runs=lanes > 1, grace_s=grace_s)
+    names = settings.worker_models or models.catalogue.names
+    unknown = sorted(set(names) - set(models.catalogue.names))
+    if unknown:
+        logger.error(
+            "no model %s in the repository; it has: %s",
+            ", ".join(unknown),
+            ", ".join(models.catalogue.names),
+        )
+        return 2
     source = MeteredJobSource(
         settings.queue_url,
+        models=names,
         visibility_timeout_s=settings.visibility_timeout_s,
         max_deliveries=settings.queue_max_deliveries,
         metrics=metrics or worker_metrics(settings),
     )
     _stop_on_signals(stop, source.name)
-    lanes = settings.resolved_worker_concurrency
-    classifier = load_classifier(settings, single_thread_runs=lanes > 1)
-    source.model_id = classifier.model_id
+    heartbeat_ttl = settings.worker_heartbeat_s * 3
+    versions = VersionKeeper(source, models, names, heartbeat_ttl_s=heartbeat_ttl)
+    versions.tick(wait=True)
     worker = BatchingWorker(
         source,
-        classifier,
+        models,
         ImageLimits.from_settings(settings),
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,
         lanes=lanes,
     )
     worker.start()
-    heartbeat_ttl = settings.worker_heartbeat_s * 3
-    source.heartbeat(heartbeat_ttl)
-    logger.info("worker %s ready with %s", source.name, classifier.model_id)
+    source.heartbeat(heartbeat_ttl, versions.report())
+    logger.info("worker %s ready with %s", source.name, ", ".join(models.loaded))
     exit_code = 0
     while not stop.wait(settings.worker_heartbeat_s):
         if not worker.alive:
             logger.error("worker %s: a worker thread died; exiting to be restarted", source.name)
             exit_code = 1
             break
-        source.heartbeat(heartbeat_ttl)
+        source.heartbeat(heartbeat_ttl, versions.report())
+        versions.tick()
         if settings.worker_max_jobs and worker.jobs_done >= settings.worker_max_jobs:
             logger.info("worker %s: %d jobs done, recycling", source.name, worker.jobs_done)
             exit_code = EXIT_RECYCLE
@@ -126,7 +143,11 @@ def run_workers(settings: Settings, processes: int) -> int:
 
 
 def _spawn(settings: Settings, processes: int, index: int) -> subprocess.Popen[bytes]:
-    own = {"queue_url": settings.queue_url, "worker_concurrency": settings.worker_concurrency}
+    own = {
+        "queue_url": settings.queue_url,
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_models": settings.worker_models,
+    }
     if settings.worker_metrics_port:  # one port each, from the one named on
         own |= {
             "worker_metrics_host": settings.worker_metrics_host,

@@ -88,19 +88,30 @@ class MeteredJobSource(RedisJobSource):
     increments per batch, so always on; exported only when a port is set)."""
 
     def __init__(
-        self, url: str, *, visibility_timeout_s: float, max_deliveries: int, metrics: WorkerMetrics
+        self,
+        url: str,
+        *,
+        models: list[str],
+        visibility_timeout_s: float,
+        max_deliveries: int,
+        metrics: WorkerMetrics,
     ) -> None:
         super().__init__(
-            url, visibility_timeout_s=visibility_timeout_s, max_deliveries=max_deliveries
+            url,
+            models=models,
+            visibility_timeout_s=visibility_timeout_s,
+            max_deliveries=max_deliveries,
         )
         self.metrics = metrics
 
-    def _labels(self) -> tuple[str, str]:
-        return (self.name, self.model_id)
-
     def complete(self, results: list[JobResult]) -> None:
         super().complete(results)
-        labels = self._labels()
+        # One batch may hold several models' jobs (a model call each): counted per model.
+        for model in {result.model_id for result in results}:
+            self._count([result for result in results if result.model_id == model])
+
+    def _count(self, results: list[JobResult]) -> None:
+        labels = (self.name, results[0].model_id)
         computed = [result for result in results if result.ok]
         self.metrics.jobs.labels(*labels, "ok").inc(len(computed))
         if len(computed) < len(results):
@@ -113,8 +124,10 @@ class MeteredJobSource(RedisJobSource):
 
     def set_aside(self, results: list[JobResult]) -> None:
         super().set_aside(results)
-        self.metrics.jobs.labels(*self._labels(), "set_aside").inc(len(results))
+        for result in results:
+            self.metrics.jobs.labels(self.name, result.model_id, "set_aside").inc()
 
     def discard(self, jobs: list[Job]) -> None:
         super().discard(jobs)
-        self.metrics.jobs.labels(*self._labels(), "expired").inc(len(jobs))
+        for job in jobs:
+            self.metrics.jobs.labels(self.name, job.model, "expired").inc()

@@ -1,6 +1,7 @@
 """Admission control: refuse new uploads at the door while this process is already full.
 
-Full by count (``IMGCLF_MAX_PENDING`` jobs awaited) or by bytes (``IMGCLF_MAX_PENDING_BYTES`` of
+Full by count (``IMGCLF_MAX_PENDING`` jobs awaited for the model the request names, so that a
+flood for one model does not lock the others out) or by bytes (``IMGCLF_MAX_PENDING_BYTES`` of
 uploads being received, checked or waited on, async jobs included until they finish). The
 queue refuses a job past ``max_pending`` too, but only after the upload has been read, parsed
 and checked, and the caller authenticated: under overload that work is what makes a refusal
@@ -9,6 +10,8 @@ costs a comparison and a small JSON answer.
 """
 
 from __future__ import annotations
+
+from urllib.parse import parse_qs
 
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -55,10 +58,13 @@ class AdmissionMiddleware:
             return
         state = app_state(scope["app"])
         settings, queue = state.settings, state.queue
-        if queue is not None and queue.in_flight >= settings.max_pending:
-            busy = f"{settings.max_pending} images are already waiting"
-            await _refuse(scope, receive, send, busy)
-            return
+        if queue is not None:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            model = query.get("model", [""])[0] or queue.default_model
+            if queue.in_flight_for(model) >= settings.max_pending:
+                busy = f"{settings.max_pending} images are already waiting for {model}"
+                await _refuse(scope, receive, send, busy)
+                return
         # A body that declares no length may still be as large as the upload limit allows.
         declared = Headers(scope=scope).get("content-length", "")
         size = (

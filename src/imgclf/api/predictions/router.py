@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, UploadFile, status
+from fastapi import APIRouter, File, Query, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from imgclf.api.deps import (
@@ -49,6 +49,13 @@ ImageUpload = Annotated[
     UploadFile,
     File(description="The image: JPEG, PNG, GIF, WebP or BMP, at most the upload size limit."),
 ]
+ModelChoice = Annotated[
+    str | None,
+    Query(
+        max_length=100,
+        description="The model to classify with (see GET /models); by default the default one.",
+    ),
+]
 # Async jobs are kept this long for their owner to read.
 JOB_TTL_S = 3600
 
@@ -61,7 +68,7 @@ def _scored(top_k: list[tuple[str, float]]) -> list[ScoredLabelPublic]:
     "/predict",
     response_model=PredictionResponse,
     summary="Classify an image",
-    responses=error_responses(400, 401, 413, 422, 503, 504, 507),
+    responses=error_responses(400, 401, 404, 413, 422, 503, 504, 507),
 )
 async def predict(
     user_id: TokenUserId,
@@ -70,16 +77,19 @@ async def predict(
     queue: QueueDep,
     cache: CacheDep,
     recorder: RecorderDep,
+    model: ModelChoice = None,
 ) -> PredictionResponse:
     settings = state.settings
     upload = await accept_upload(file, settings)
+    model_ref = await queue.resolve(model)
     answer = await service.answer_upload(
         queue,
         cache,
         upload,
         owner=user_id,
         top_k=settings.top_k,
-        timeout_s=settings.predict_timeout_s,
+        timeout_s=settings.timeout_for(model_ref.rpartition("@")[0]),
+        model=model_ref,
         observe=state.metrics,
     )
     # Recording also proves the account still exists (AccountGoneError: 401).
@@ -113,30 +123,39 @@ async def read_predictions(db: DatabaseDep, user: CurrentUser, page: PageDep) ->
     response_model=JobAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Queue an image and read its answer later",
-    responses=error_responses(400, 401, 413, 422, 503, 507),
+    responses=error_responses(400, 401, 404, 413, 422, 503, 507),
 )
 async def create_job(
-    user: CurrentUser, file: ImageUpload, state: StateDep, queue: QueueDep
+    user: CurrentUser,
+    file: ImageUpload,
+    state: StateDep,
+    queue: QueueDep,
+    model: ModelChoice = None,
 ) -> JobAccepted:
     upload = await accept_upload(file, state.settings)
+    # The version is chosen now, at admission, whenever a worker gets to the job.
+    model_ref = await queue.resolve(model)
     # Refused now rather than after the model: a job's answer could not be recorded then.
     (refusal,) = await run_in_threadpool(state.storage_quota.refusals, [(user.id, upload)])
     if refusal is not None:
         raise refusal
-    if queue.in_flight >= state.settings.max_pending:
-        raise QueueFullError(f"{queue.in_flight} images are already waiting; retry shortly")
+    waiting = queue.in_flight_for(model_ref.rpartition("@")[0])
+    if waiting >= state.settings.max_pending:
+        raise QueueFullError(f"{waiting} images are already waiting; retry shortly")
     job_id = new_job_id()
     await queue.remember_owner(job_id, user.id, JOB_TTL_S)
     # The image stays in this process until its answer comes: counted until then.
     state.pending_bytes.hold(len(upload.data))
-    task = asyncio.create_task(_run_job(state, job_id, user.id, upload))
+    task = asyncio.create_task(_run_job(state, job_id, user.id, upload, model_ref))
     state.background_jobs.add(task)
     task.add_done_callback(state.background_jobs.discard)
     task.add_done_callback(lambda _: state.pending_bytes.release(len(upload.data)))
     return JobAccepted(job_id=job_id)
 
 
-async def _run_job(state: AppState, job_id: str, user_id: int, upload: AcceptedUpload) -> None:
+async def _run_job(
+    state: AppState, job_id: str, user_id: int, upload: AcceptedUpload, model: str
+) -> None:
     """Wait for the job's answer and record it, after its request has been answered."""
     assert state.queue is not None  # create_job had it
     try:
@@ -146,7 +165,8 @@ async def _run_job(state: AppState, job_id: str, user_id: int, upload: AcceptedU
             upload,
             owner=user_id,
             top_k=state.settings.top_k,
-            timeout_s=state.settings.predict_timeout_s,
+            timeout_s=state.settings.timeout_for(model.rpartition("@")[0]),
+            model=model,
             job_id=job_id,
             keep_result_s=JOB_TTL_S,
         )
@@ -156,7 +176,7 @@ async def _run_job(state: AppState, job_id: str, user_id: int, upload: AcceptedU
         logger.warning("job %s failed before a worker answered: %s", job_id, error)
         status_code, detail = _failure(error)
         await state.queue.record_result(
-            JobResult(job_id, ok=False, status_code=status_code, error=detail)
+            JobResult(job_id, ok=False, status_code=status_code, error=detail, model_id=model)
         )
         return
     try:

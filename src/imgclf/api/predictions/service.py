@@ -44,19 +44,21 @@ async def answer_upload(
     owner: int,
     top_k: int,
     timeout_s: float,
+    model: str,
     observe: ServiceMetrics | None = None,
     job_id: str | None = None,
     keep_result_s: int | None = None,
 ) -> Answer:
-    """The cached answer, else the model's; raises the queue's errors, and JobFailedError
-    when the worker refused the image."""
+    """The cached answer, else the answer of ``model`` (``name@version``, chosen at admission
+    by ``queue.resolve``); raises the queue's errors, and JobFailedError when the worker
+    refused the image."""
     started = time.perf_counter()
-    model_id = queue.model_id
-    if cache is not None and model_id:
+    model_id = model
+    if cache is not None:
         hit = await cache.get(model_id, owner, upload.digest)
         if hit is not None:
             if observe is not None:
-                observe.cache_hit()
+                observe.cache_hit(model)
             return Answer(hit[:top_k], model_id, True, (time.perf_counter() - started) * 1000)
     try:
         # The job carries this span's context: the worker's spans are its children.
@@ -67,10 +69,11 @@ async def answer_upload(
                 timeout_s=timeout_s,
                 job_id=job_id,
                 keep_result_s=keep_result_s,
+                model=model,
             )
     except (QueueFullError, QueueUnavailableError, JobTimeoutError) as error:
         if observe is not None:
-            observe.reject(type(error).__name__)
+            observe.reject(type(error).__name__, model)
         raise
     if observe is not None:
         observe.job_result(result, cache_miss=cache is not None)

@@ -1,0 +1,1 @@
+"""Models: what is served, which version is live, and swapping it."""
