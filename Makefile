@@ -35,8 +35,8 @@ $(MODEL_REPOSITORY)/%/1/bundle.json: | $(STAMP)
 
 models: $(STAMP) $(MODEL_BUNDLES) ## Build Lite0, Lite0 INT8 and Lite2 into the model repository (data/models)
 
-run: install bundle ## Start the API (http://127.0.0.1:8000) and the UI (http://127.0.0.1:8501)
-	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/imgclf up
+run: install bundle ## Start the API (http://127.0.0.1:8000) and the UI; serves every model in data/models
+	IMGCLF_MODEL_REPOSITORY=$(MODEL_REPOSITORY) $(BIN)/imgclf up
 
 test: install bundle ## Run the whole test suite
 	IMGCLF_TEST_MODEL_DIR=$(MODEL_DIR) $(BIN)/pytest $(PYTEST_ARGS)

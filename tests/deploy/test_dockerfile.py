@@ -82,14 +82,18 @@ def test_each_role_installs_only_its_extra() -> None:
 
 
 def test_bundle_stage_exports_with_pinned_cpu_torch_and_worker_carries_it() -> None:
+    """The build exports the three models into a repository that the worker image serves."""
     built = stages()
     commands = " ".join(built["bundle"].all("RUN"))
     assert "torch==2.13.0" in commands
     assert "--index-url" in commands
-    assert "export-model --output /bundle" in commands
+    assert 'export-model --model "$model" --repository /models' in commands
+    for model in ("efficientnet-lite0", "efficientnet-lite0-int8", "efficientnet-lite2"):
+        assert f" {model}" in commands, model
     copies = built["worker"].all("COPY")
-    assert any("--from=bundle" in copy and "/bundle" in copy for copy in copies)
-    assert any("IMGCLF_MODEL_DIR=/opt/imgclf/model" in env for env in built["worker"].all("ENV"))
+    assert any("--from=bundle" in copy and "/models /opt/imgclf/models" in copy for copy in copies)
+    environment = " ".join(built["worker"].all("ENV"))
+    assert "IMGCLF_MODEL_REPOSITORY=/opt/imgclf/models" in environment
 
 
 def test_copied_sources_exist_and_the_context_ignores_local_state() -> None:

@@ -23,9 +23,11 @@ def check(role: str, queue_url: str) -> int:
 
 def test_worker_is_healthy_while_its_heartbeat_is_fresh(redis_url: str) -> None:
     assert check("worker", redis_url) == 1
-    source = RedisJobSource(redis_url, visibility_timeout_s=1, max_deliveries=3)
+    source = RedisJobSource(
+        redis_url, models=["efficientnet-lite0"], visibility_timeout_s=1, max_deliveries=3
+    )
     try:
-        source.heartbeat(30)
+        source.heartbeat(30, {"serves": ["efficientnet-lite0"], "loaded": [], "versions": []})
         assert check("worker", redis_url) == 0
         source.retire()
         assert check("worker", redis_url) == 1
