@@ -59,10 +59,15 @@ def fail_login(url: str, email: str) -> int:
 
 
 def test_images_never_evict_the_login_throttle_or_job_owners(
-    capped_redis: RedisServer, tmp_path: Path
+    capped_redis: RedisServer, model_dir: Path, tmp_path: Path
 ) -> None:
+    # No worker: the jobs wait. The API's own model folder names the version to admit them for.
     api = ServedApi(
-        tmp_path / "api.log", tmp_path / "data", queue_url=capped_redis.url, predict_timeout_s=60
+        tmp_path / "api.log",
+        tmp_path / "data",
+        queue_url=capped_redis.url,
+        model_dir=model_dir,
+        predict_timeout_s=60,
     )
     client = redis.Redis.from_url(capped_redis.url)
     try:
@@ -90,7 +95,7 @@ def test_images_never_evict_the_login_throttle_or_job_owners(
 
         assert stats["evicted_keys"] == 0
         assert memory["used_memory"] < MAXMEMORY
-        assert client.memory_usage("imgclf:jobs", samples=0) <= MAXMEMORY // 2
+        assert client.memory_usage("imgclf:jobs:efficientnet-lite0", samples=0) <= MAXMEMORY // 2
         assert refused, "the flood was never refused"
         assert {status["error"] for status in refused} == {
             "The service is busy: the queued images fill their memory; retry shortly."
@@ -107,7 +112,7 @@ def test_images_never_evict_the_login_throttle_or_job_owners(
 
 
 def test_each_api_process_holds_at_most_its_bytes_of_uploads(
-    redis_url: str, tmp_path: Path
+    redis_url: str, model_dir: Path, tmp_path: Path
 ) -> None:
     """Async jobs keep their image in the API process until answered (here: until their
     deadline, no worker runs); past IMGCLF_MAX_PENDING_BYTES new uploads get 503 at the door."""
@@ -115,6 +120,7 @@ def test_each_api_process_holds_at_most_its_bytes_of_uploads(
         tmp_path / "api.log",
         tmp_path / "data",
         queue_url=redis_url,
+        model_dir=model_dir,
         predict_timeout_s=3,
         max_pending_bytes=2 * 2**20,
     )
@@ -140,3 +146,47 @@ def test_each_api_process_holds_at_most_its_bytes_of_uploads(
         assert queue_job(api.url, alice, pictures[4], "4.png").status_code == 202
     finally:
         api.stop()
+
+
+def test_a_flood_spread_over_models_shares_one_byte_budget(
+    capped_redis: RedisServer, model_repository: Path, tmp_path: Path
+) -> None:
+    """Each model has its own job stream; the images of all of them together stay within the
+    budget (half of maxmemory), so sending to several models cannot fill Redis either."""
+    api = ServedApi(
+        tmp_path / "api.log",
+        tmp_path / "data",
+        queue_url=capped_redis.url,
+        model_repository=model_repository,
+        predict_timeout_s=60,
+    )
+    client = redis.Redis.from_url(capped_redis.url)
+    models = ["efficientnet-lite0", "second-model"]
+    try:
+        wait_until_live(api.url)
+        attacker = sign_up(api.url)
+        files = [(f"{seed}.png", noise_png(seed)) for seed in range(FLOOD)]
+        answers = [
+            httpx.post(
+                f"{api.url}/model/jobs",
+                params={"model": models[seed % 2]},
+                files={"file": (name, data, "image/png")},
+                headers=attacker,
+                timeout=30,
+            )
+            for seed, (name, data) in enumerate(files)
+        ]
+        assert {answer.status_code for answer in answers} == {202}
+        jobs = [answer.json()["job_id"] for answer in answers]
+        statuses = [
+            httpx.get(f"{api.url}/model/jobs/{job}", headers=attacker).json() for job in jobs
+        ]
+        held = [client.memory_usage(f"imgclf:jobs:{model}", samples=0) or 0 for model in models]
+        assert all(held), held  # both streams took images
+        assert sum(held) <= MAXMEMORY // 2
+        assert client.info("stats")["evicted_keys"] == 0
+        refused = [status for status in statuses if status["status"] == "failed"]
+        assert refused, "the flood was never refused"
+    finally:
+        api.stop()
+        client.close()

@@ -156,7 +156,7 @@ def test_an_image_past_the_door_fails_its_own_job_in_time_and_is_set_aside_not_t
     assert "took over" not in log.read_text()
     dead = redis_client.xrange(KEYS.dead_letters)
     assert [fields[b"id"].decode() for _id, fields in dead] == [job_id]
-    assert redis_client.xpending(KEYS.jobs, KEYS.group)["pending"] == 0
+    assert redis_client.xpending(KEYS.jobs("efficientnet-lite0"), KEYS.group)["pending"] == 0
     # The other lane kept serving everyone else meanwhile.
     assert dogs.answers
     assert dogs.statuses() == {200: len(dogs.answers)}

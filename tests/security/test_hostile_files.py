@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from imgclf.localservers import RedisServer
+from imgclf.model.repository import live_record_path
 from tests.security.conftest import Service, isolated_settings, start_service
 from tests.security.hostile_files import Hostile, corpus, dog_bytes
 from tests.support import start_worker, stop_process, wait_for_workers
@@ -128,16 +129,18 @@ def test_after_the_corpus_the_same_worker_still_classifies_and_only_named_upload
     if worker is not None:
         assert worker.poll() is None
 
-    data_dir = hostile_service.settings.data_dir
+    settings = hostile_service.settings
+    data_dir = settings.data_dir
     upload_dir = hostile_service.settings.upload_dir
-    # Nothing beside the data folder, nothing in it but the database and the uploads folder.
+    # Nothing beside the data folder, nothing in it but the database, the record of the live
+    # model versions and the uploads folder.
     assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data"]
     for path in data_dir.rglob("*"):
         if path.is_dir():
             assert path == upload_dir, path
             continue
         if path.parent == data_dir:
-            assert path.name.startswith("imgclf.db"), path
+            assert path.name.startswith("imgclf.db") or path == live_record_path(settings), path
             continue
         assert path.parent == upload_dir, path
         match = UPLOAD_NAME.match(path.name)

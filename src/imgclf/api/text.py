@@ -5,8 +5,9 @@ from __future__ import annotations
 from pydantic import AfterValidator
 
 
-def refuse_nul(value: str) -> str:
-    if "\x00" in value:
+def refuse_nul(value: str | None) -> str | None:
+    # Optional fields reach here with None when a client sends null.
+    if value is not None and "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
 

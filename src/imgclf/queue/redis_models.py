@@ -111,6 +111,10 @@ class RedisModels:
                 known.setdefault(name, {}).update(versions)
         return known
 
+    def names(self) -> list[str]:
+        """Every model known from the last heartbeats read and the repository here."""
+        return sorted(self.known(self._reports))
+
     @property
     def default_model(self) -> str:
         names = self.known(self._reports)

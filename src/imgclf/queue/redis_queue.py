@@ -36,10 +36,11 @@ from imgclf.tracing import current_traceparent
 
 logger = logging.getLogger(__name__)
 
-# XADD only while the stream is shorter than its cap and its images, this one included, fit
-# their byte budget: ARGV[9] bytes, and never more than half of Redis's maxmemory, so that
-# images can never fill Redis and make it evict (or refuse) what the API keeps there beside
-# them: login throttles, job owners, answers, heartbeats. One round trip, no race.
+# XADD to KEYS[1] only while that stream is shorter than its cap and the images of every job
+# stream (KEYS: each model's), this one included, fit their byte budget: ARGV[9] bytes, and
+# never more than half of Redis's maxmemory, so that images, whichever models they are sent
+# to, can never fill Redis and make it evict (or refuse) what the API keeps there beside them:
+# login throttles, job owners, answers, heartbeats. One round trip, no race.
 # Answers: the entry's id; false when the stream is full; 0 when the bytes are.
 _BOUNDED_XADD = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
@@ -49,7 +50,10 @@ if type(info) == 'string' then
   local maxmemory = tonumber(string.match(info, 'maxmemory:(%d+)'))
   if maxmemory and maxmemory > 0 then budget = math.min(budget, maxmemory / 2) end
 end
-local held = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0') or 0
+local held = 0
+for _, stream in ipairs(KEYS) do
+  held = held + (redis.call('MEMORY', 'USAGE', stream, 'SAMPLES', '0') or 0)
+end
 if held + string.len(ARGV[3]) > budget then return 0 end
 return redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'image', ARGV[3], 'deadline', ARGV[4],
                   'top_k', ARGV[5], 'reply', ARGV[6], 'enqueued_at', ARGV[7], 'ttl', ARGV[8],
@@ -150,7 +154,8 @@ class RedisQueue:
         try:
             try:
                 added = await self._bounded_xadd(
-                    keys=[self.keys.jobs(name)],
+                    keys=[self.keys.jobs(name)]
+                    + [self.keys.jobs(other) for other in self.models.names() if other != name],
                     args=[
                         self.max_queue_length,
                         job_id,

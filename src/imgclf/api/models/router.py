@@ -44,7 +44,7 @@ async def read_models(_user: CurrentUser, queue: QueueDep) -> list[ModelPublic]:
     "/{name}/live",
     response_model=ModelPublic,
     summary="Make a version live, without downtime (admins only)",
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 422, 503),
 )
 async def promote_version(
     name: Annotated[str, Path(max_length=100)],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import BeforeValidator
 
 from imgclf.api.deps import AdminUser, DatabaseDep
 from imgclf.api.errors import error_responses
@@ -15,6 +17,18 @@ from imgclf.api.quality.schemas import QualityReport
 router = APIRouter(prefix="/models", tags=["models"])
 
 MAX_DAYS = 3650
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def refuse_number(value: object) -> object:
+    """Pydantic would read a number as seconds since 1970; the documented form is ISO 8601, and
+    ``since=0`` meaning 1970 would be a surprise rather than a window."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("must be a date and time such as 2026-12-01T00:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(refuse_number)]
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -48,9 +62,9 @@ async def read_quality(
     _admin: AdminUser,
     db: DatabaseDep,
     since: Annotated[
-        datetime | None, Query(description="Predictions made from this time (ISO 8601).")
+        IsoTime | None, Query(description="Predictions made from this time (ISO 8601).")
     ] = None,
-    until: Annotated[datetime | None, Query(description="... and before this time.")] = None,
+    until: Annotated[IsoTime | None, Query(description="... and before this time.")] = None,
     days: Annotated[
         int | None, Query(ge=1, le=MAX_DAYS, description="The last N days (instead of since).")
     ] = None,
