@@ -39,6 +39,7 @@ def test_a_refresh_token_only_for_offline_access_stored_hashed(
     refresh_token = body["refresh_token"]
     assert isinstance(refresh_token, str)
     assert len(refresh_token) >= 43
+    assert body["refresh_expires_in"] == 7 * 86400
     with app_state(app).database.transaction() as session:
         hashes = list(session.scalars(select(LoginSession.token_hash)))
     assert len(hashes) == 1

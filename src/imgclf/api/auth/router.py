@@ -80,6 +80,7 @@ def _access(user_id: int, settings: Settings, refresh_token: str | None = None) 
         access_token=create_access_token(user_id, settings),
         expires_in=int(settings.access_token_minutes * 60),
         refresh_token=refresh_token,
+        refresh_expires_in=int(settings.session_days * 86400) if refresh_token else None,
     )
 
 

@@ -14,6 +14,9 @@ class Token(BaseModel):
         description="Only when the scope `offline_access` was asked for: renews the access "
         "token at `POST /login/refresh` until it expires or `POST /logout` ends it.",
     )
+    refresh_expires_in: int | None = Field(
+        default=None, description="Seconds the refresh token lives, when there is one."
+    )
 
 
 class RefreshRequest(BaseModel):
