@@ -61,6 +61,7 @@ def main() -> None:
     with history_tab:
         if history_tab.open:
             history_view.render(client)
+    session.shelve()
 
 
 main()

@@ -29,8 +29,9 @@ IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "webp", "bmp"]
 # project's own dog), for a first try without a photo at hand.
 SAMPLES = {"Dog": "dog.jpeg", "Cat": "cat.jpeg", "Coffee": "coffee.jpeg"}
 GRID_COLUMNS = 3
-CARD_SIDE, TILE_SIDE = 512, 256
+CARD_SIDE, TILE_SIDE, SAMPLE_SIDE = 512, 256, 96
 UPLOADER_ROUND = "uploader_round"
+REPEATS = "repeats"  # files just added again, unchanged
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,7 @@ def classify(client: ApiClient, uploads: Sequence[Upload]) -> None:
     """Ask the API about each new image in turn; an image already on the tab is not sent."""
     kept = images()
     fresh = list({u.digest: u for u in uploads if u.digest not in kept}.values())
-    for upload in uploads:
-        if upload.digest in kept:
-            st.toast(f"{upload.name} is already here; it was not classified again.")
+    st.session_state[REPEATS] = [u.name for u in uploads if u.digest in kept]
     progress = st.progress(0.0) if len(fresh) > 1 else None
     for done, upload in enumerate(fresh, start=1):
         preview = preview_of(upload.data, TILE_SIDE)
@@ -113,10 +112,18 @@ def _ways_in(client: ApiClient) -> None:
     picked: list[Upload] = []
     with st.container(horizontal=True, key="samples"):
         for title, file_name in SAMPLES.items():
-            if st.button(title, key=f"sample-{title.lower()}", icon=":material/photo:"):
-                picked.append(Upload(file_name, sample(file_name)))
+            with st.container(width=SAMPLE_SIDE, gap="small"):
+                st.image(preview_of(sample(file_name), SAMPLE_SIDE).picture or b"", width="stretch")
+                if st.button(title, key=f"sample-{title.lower()}", width="stretch"):
+                    picked.append(Upload(file_name, sample(file_name)))
     added = [Upload(file.name, file.getvalue()) for file in files or []] + picked
     if not added:
+        repeats = st.session_state.pop(REPEATS, [])
+        if repeats:
+            st.info(
+                f"{', '.join(repeats)}: already here, so not classified again.",
+                icon=":material/content_copy:",
+            )
         return
     noun = "image" if len(added) == 1 else f"{len(added)} images"
     with st.spinner(f"Classifying {noun}…"):
@@ -160,6 +167,7 @@ def _toolbar(results: Sequence[ImageResult]) -> None:
             mime="text/csv",
             icon=":material/download:",
             key="download-csv",
+            on_click="ignore",  # a download changes nothing on the page
         )
         st.download_button(
             "JSON",
@@ -168,6 +176,7 @@ def _toolbar(results: Sequence[ImageResult]) -> None:
             mime="application/json",
             icon=":material/download:",
             key="download-json",
+            on_click="ignore",
         )
         if st.button("Clear all", icon=":material/delete_sweep:", key="clear-all"):
             st.session_state[session.IMAGES] = {}

@@ -16,6 +16,7 @@ from imgclf.ui.client import ApiClient, ApiError, HistoryItem
 from imgclf.ui.feedback_form import Rated, render_feedback_form
 from imgclf.ui.labels import display_name
 from imgclf.ui.preview import make_preview
+from imgclf.ui.result_view import SURE_ENOUGH
 from imgclf.ui.text import escape_markdown, percent
 
 PAGE_SIZE = 10
@@ -56,6 +57,12 @@ def _thumbnail(client: ApiClient, prediction_id: int) -> str | None:
     return made[prediction_id]
 
 
+def _answer(item: HistoryItem) -> str:
+    """The class, or "Maybe …" when the model was not sure (as the Classify tab says)."""
+    name = display_name(item.label)
+    return name if item.score >= SURE_ENOUGH else f"Maybe {name}"
+
+
 def _turn(step: int) -> None:
     st.session_state[PAGE] = max(1, st.session_state.get(PAGE, 1) + step)
 
@@ -83,7 +90,7 @@ def render(client: ApiClient) -> None:
                 "Image": _thumbnail(client, item.id),
                 "File": item.original_name or item.image_file_name,
                 "When": when(item.created_at, zone),
-                "Answer": display_name(item.label),
+                "Answer": _answer(item),
                 "Score": percent(item.score),
                 "Your feedback": item.feedback.feedback if item.feedback else "",
             }

@@ -24,6 +24,7 @@ import streamlit as st
 
 from imgclf.ui import login_cookie
 from imgclf.ui.client import ApiClient, ApiError, Token, User
+from imgclf.ui.shelf import SHELF
 
 TOKEN = "token"  # noqa: S105 - a session_state key, not a secret
 RENEW_AT = "token_renew_at"
@@ -83,9 +84,29 @@ def log_in(access: Token, who: User, *, keep_cookie: bool = True) -> None:
         if keep_cookie:
             code = login_cookie.HANDOFF.put(access.refresh_token, access.refresh_expires_in)
             st.session_state[COOKIE_CODE] = code
+    _restore_images(who)
     if isinstance(kept, KeptWork) and kept.owner == who.id:
         st.session_state.update(kept.state)
         st.session_state[PENDING_SENDS] = kept.sends
+
+
+def _restore_images(who: User) -> None:
+    """The images and answers this user had in another tab, or before a reload."""
+    shelved = SHELF.get(who.id)
+    if shelved is not None:
+        st.session_state[IMAGES] = shelved.images
+        st.session_state[FEEDBACK_SENT] = shelved.feedback_sent
+
+
+def shelve() -> None:
+    """Keep this tab's images and answers for the user's other tabs and reloads."""
+    who = user()
+    if who is not None and token() is not None:
+        SHELF.put(
+            who.id,
+            st.session_state.get(IMAGES, {}),
+            st.session_state.get(FEEDBACK_SENT, {}),
+        )
 
 
 def log_out(client: ApiClient, notice: str | None = None) -> None:
@@ -93,6 +114,9 @@ def log_out(client: ApiClient, notice: str | None = None) -> None:
     refresh_token = st.session_state.get(REFRESH_TOKEN)
     if isinstance(refresh_token, str):
         client.end_session(refresh_token)
+    who = user()
+    if who is not None:
+        SHELF.drop(who.id)
     st.session_state.clear()
     st.session_state[FORGET_COOKIE] = True
     if notice:
@@ -139,6 +163,7 @@ def resume(client: ApiClient) -> None:
             who = authorized(client, client.me)
             if isinstance(who, User):
                 st.session_state[USER] = who
+                _restore_images(who)
                 return
         for key in (TOKEN, REFRESH_TOKEN):
             st.session_state.pop(key, None)
