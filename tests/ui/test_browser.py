@@ -303,7 +303,7 @@ def test_a_login_survives_reloads_and_tabs_and_its_end_loses_no_feedback(
     page.screenshot(path=SCREENSHOTS / f"ui-history-{width}.png", full_page=True)
     page.locator(".st-key-history-feedback").get_by_text("Yes", exact=True).click()
     page.locator(".st-key-history-feedback").get_by_role("button", name="Send feedback").click()
-    expect(page.get_by_text("Your feedback was saved.", exact=True)).to_be_visible()
+    expect(page.get_by_text("Your feedback on dog.jpeg was saved.")).to_be_visible()
     history = api.history(account.token)
     assert not isinstance(history, ApiError)
     assert history.feedback[0].feedback == "Correct."

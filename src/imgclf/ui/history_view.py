@@ -23,6 +23,7 @@ PAGE_SIZE = 10
 PAGE = "history-page"
 THUMBNAILS = "history-thumbnails"
 THUMBNAIL_SIDE = 96
+SAVED = "history-saved"  # what the last feedback sent from History was about
 
 
 def local_zone() -> tzinfo:
@@ -76,6 +77,9 @@ def render(client: ApiClient) -> None:
     if isinstance(page, ApiError):
         st.error(f"Your history could not be loaded: {page.message}", icon=":material/error:")
         return
+    saved = st.session_state.pop(SAVED, None)
+    if saved:
+        st.success(escape_markdown(saved), icon=":material/check_circle:")
     if page.total == 0:
         st.info("No predictions yet. Classify an image and it will appear here.")
         return
@@ -151,5 +155,5 @@ def _feedback(client: ApiClient, item: HistoryItem) -> None:
             [scored.label for scored in item.top_k[1:]],
         )
         if render_feedback_form(client, rated, f"fbh-{item.id}"):
-            st.toast("Your feedback was saved.", icon=":material/check_circle:")
+            st.session_state[SAVED] = f"Your feedback on {name} was saved."
             st.rerun()
