@@ -154,9 +154,10 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     no_traceback(page)
     expect(page.get_by_text(f"notes.jpg: {NOT_AN_IMAGE}")).to_be_visible()
     expect(page.get_by_text(f"truncated.jpg: {DAMAGED}")).to_be_visible()
-    expect(page.get_by_text("truncated.jpg was not classified")).to_be_visible()
-    expect(page.get_by_text("60mp.png: The image is 60.0 megapixels")).to_be_visible()
-    expect(page.get_by_text("60mp.png was not classified")).to_be_visible()
+    expect(page.get_by_text("Not classified: The image could not be decoded")).to_be_visible()
+    expect(
+        page.get_by_text("60mp.png: The image is 60.0 megapixels; the limit is 50.0")
+    ).to_be_visible()
     expect(page.get_by_text("Eskimo dog", exact=True)).to_be_visible()  # the BMP
     expect(page.get_by_text("Not sure — maybe")).to_be_visible()  # a red pixel is a guess
 

@@ -71,6 +71,16 @@ def _refusal(name: str, outcome: ApiError) -> None:
     )
 
 
+def _unusable(name: str, preview: Preview, outcome: ApiError) -> None:
+    """One card for a file with neither a picture nor an answer, saying each reason once."""
+    reasons = dict.fromkeys([preview.refusal or "No preview.", outcome.message])
+    if len(reasons) > 1:
+        reasons = dict.fromkeys(
+            [preview.refusal or "No preview.", f"Not classified: {outcome.message}"]
+        )
+    st.error(f"**{escape_markdown(name)}**: {' '.join(reasons)}", icon=":material/block:")
+
+
 def _rated(prediction: Prediction) -> Rated:
     return Rated(
         prediction.prediction_id,
@@ -94,6 +104,9 @@ def render_card(
 ) -> None:
     """The full answer for a lone image."""
     with st.container(border=True):
+        if preview.picture is None and isinstance(outcome, ApiError):
+            _unusable(name, preview, outcome)
+            return
         picture, answer = st.columns([2, 3], gap="medium")
         _picture(picture, name, preview)
         with answer:
@@ -122,6 +135,9 @@ def render_tile(
 ) -> None:
     """A small answer in a grid: picture, headline, and the details and feedback on demand."""
     with st.container(border=True):
+        if preview.picture is None and isinstance(outcome, ApiError):
+            _unusable(name, preview, outcome)
+            return
         _picture(st.container(), name, preview)
         if isinstance(outcome, ApiError):
             _refusal(name, outcome)
