@@ -16,6 +16,9 @@ import time
 from dataclasses import dataclass
 
 import streamlit as st
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 COOKIE = "imgclf_login"
 KEEP_PATH = "/imgclf/login-cookie"
@@ -37,16 +40,17 @@ class Handoff:
     """One-time codes for refresh tokens on their way to the cookie; thread-safe (the page's
     scripts run in threads, the routes on the server's loop)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl_s: float = HANDOFF_TTL_S) -> None:
         self._lock = threading.Lock()
         self._handed: dict[str, Handed] = {}
+        self._ttl_s = ttl_s
 
     def put(self, refresh_token: str, max_age_s: int | None) -> str:
         code = secrets.token_urlsafe(24)
         now = time.monotonic()
         with self._lock:
             self._handed = {k: v for k, v in self._handed.items() if v.deadline > now}
-            self._handed[code] = Handed(refresh_token, max_age_s, now + HANDOFF_TTL_S)
+            self._handed[code] = Handed(refresh_token, max_age_s, now + self._ttl_s)
         return code
 
     def waiting(self, code: str) -> bool:
@@ -91,3 +95,56 @@ def keep_in_browser(code: str) -> None:
 
 def forget_in_browser() -> None:
     _post(FORGET_PATH)
+
+
+# The routes beside the page ---------------------------------------------------------------
+
+
+def _refused(request: Request) -> JSONResponse | None:
+    """Only the page's own script may call these routes."""
+    if request.headers.get(REQUESTED_BY[0]) != REQUESTED_BY[1]:
+        return JSONResponse({"detail": "Not from this page"}, status_code=403)
+    if request.headers.get("sec-fetch-site", "same-origin") != "same-origin":
+        return JSONResponse({"detail": "Not from this page"}, status_code=403)
+    return None
+
+
+async def keep_login(request: Request) -> Response:
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    try:
+        code = (await request.json()).get("code")
+    except (ValueError, AttributeError):
+        code = None
+    handed = HANDOFF.take(code) if isinstance(code, str) else None
+    if handed is None:
+        return JSONResponse({"detail": "Unknown or expired code"}, status_code=404)
+    response = Response(status_code=204)
+    response.set_cookie(
+        COOKIE,
+        handed.refresh_token,
+        max_age=handed.max_age_s,
+        path="/",
+        httponly=True,  # no script on the page can read it
+        samesite="strict",  # never sent by another site's page
+        # Behind a proxy that ends TLS the scheme here is http: its X-Forwarded-Proto is
+        # believed, as it can only make the cookie stricter.
+        secure="https" in (request.url.scheme, request.headers.get("x-forwarded-proto")),
+    )
+    return response
+
+
+async def forget_login(request: Request) -> Response:
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    response = Response(status_code=204)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+ROUTES: list[BaseRoute] = [
+    Route(KEEP_PATH, keep_login, methods=["POST"]),
+    Route(FORGET_PATH, forget_login, methods=["POST"]),
+]
