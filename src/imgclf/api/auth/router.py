@@ -88,7 +88,7 @@ def _access(user_id: int, settings: Settings, refresh_token: str | None = None) 
     "/login/refresh",
     summary="Renew: a new access token for a refresh token",
     response_model=Token,
-    responses=error_responses(401, 422),
+    responses=error_responses(400, 401, 422),
 )
 async def refresh_login(body: RefreshRequest, db: DatabaseDep, settings: SettingsDep) -> Token:
     """A fresh access token while the login's refresh token lives (the refresh token itself
@@ -107,7 +107,7 @@ async def refresh_login(body: RefreshRequest, db: DatabaseDep, settings: Setting
     "/logout",
     summary="Log out: end a refresh token",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(422),
+    responses=error_responses(400, 422),
 )
 async def logout(body: RefreshRequest, db: DatabaseDep) -> Response:
     """The refresh token stops working at once; access tokens already issued run out by
