@@ -15,6 +15,7 @@ from imgclf.localservers import free_port
 from imgclf.ui import session
 from imgclf.ui.classify_view import UPLOADER_ROUND
 from imgclf.ui.client import ApiClient, ApiError, History
+from imgclf.ui.history_view import PAGE_SIZE
 from imgclf.ui.launch import APP_PATH
 from imgclf.ui.preview import NOT_AN_IMAGE
 from imgclf.ui.session import EXPIRED_NOTICE, KEPT_NOTICE
@@ -278,3 +279,24 @@ def test_log_out_forgets_the_user(
     assert session.TOKEN not in app.session_state
     assert session.IMAGES not in app.session_state
     assert app.text_input(key="login-email").value == ""
+
+
+def test_history_pages_through_more_than_a_page_with_the_total(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+) -> None:
+    for n in range(PAGE_SIZE + 1):
+        assert not isinstance(
+            api.predict(account.token, f"dog-{n}.jpeg", DOG_JPEG.read_bytes()), ApiError
+        )
+    app = logged_in_page(monkeypatch, api_url, account)
+    app.session_state["view"] = "History"
+    app.run()
+    assert f"Page 1 of 2 · {PAGE_SIZE + 1} predictions" in texts(app)
+    (table,) = (frame.value for frame in app.dataframe)
+    assert list(table["File"])[:2] == [f"dog-{PAGE_SIZE}.jpeg", f"dog-{PAGE_SIZE - 1}.jpeg"]
+    app.button(key="history-older").click()
+    app.run()
+    assert f"Page 2 of 2 · {PAGE_SIZE + 1} predictions" in texts(app)
+    (table,) = (frame.value for frame in app.dataframe)
+    assert list(table["File"]) == ["dog-0.jpeg"]
+    assert app.button(key="history-older").disabled
