@@ -73,7 +73,7 @@ def _set_access(access: Token) -> None:
     st.session_state[RENEW_AT] = time.time() + max(lifetime - RENEW_MARGIN_S, lifetime / 2)
 
 
-def log_in(access: Token, who: User, *, keep_cookie: bool = True) -> None:
+def log_in(access: Token, who: User) -> None:
     """Start the tab's session; the work kept from this user's last one comes back."""
     kept = st.session_state.get(KEPT_WORK)
     st.session_state.clear()
@@ -81,9 +81,8 @@ def log_in(access: Token, who: User, *, keep_cookie: bool = True) -> None:
     st.session_state[USER] = who
     if access.refresh_token:
         st.session_state[REFRESH_TOKEN] = access.refresh_token
-        if keep_cookie:
-            code = login_cookie.HANDOFF.put(access.refresh_token, access.refresh_expires_in)
-            st.session_state[COOKIE_CODE] = code
+        code = login_cookie.HANDOFF.put(access.refresh_token, access.refresh_expires_in)
+        st.session_state[COOKIE_CODE] = code
     _restore_images(who)
     if isinstance(kept, KeptWork) and kept.owner == who.id:
         st.session_state.update(kept.state)
@@ -141,14 +140,16 @@ def expire() -> None:
     )
 
 
-def renew(client: ApiClient, refresh_token: str | None = None) -> bool:
-    """A fresh access token from the refresh token (this tab's, or the cookie's)."""
+def renew(client: ApiClient, refresh_token: str | None = None) -> bool | None:
+    """A fresh access token from the refresh token (this tab's, or the cookie's): True when
+    renewed, False when the login has ended, None when the API did not answer (a brief outage
+    does not log anyone out)."""
     refresh_token = refresh_token or st.session_state.get(REFRESH_TOKEN)
     if not isinstance(refresh_token, str):
         return False
     access = client.renew(refresh_token)
     if isinstance(access, ApiError):
-        return False
+        return False if access.unauthorized else None
     _set_access(access)
     st.session_state[REFRESH_TOKEN] = refresh_token
     return True
@@ -159,7 +160,7 @@ def resume(client: ApiClient) -> None:
     browser kept; when the login has ended, go back to the login page keeping the work."""
     if token() is None:
         saved = login_cookie.saved_refresh_token()
-        if saved and not st.session_state.get(FORGET_COOKIE) and renew(client, saved):
+        if saved and not st.session_state.get(FORGET_COOKIE) and renew(client, saved) is True:
             who = authorized(client, client.me)
             if isinstance(who, User):
                 st.session_state[USER] = who
@@ -170,7 +171,7 @@ def resume(client: ApiClient) -> None:
         if saved:  # ended elsewhere (a logout in another tab, or its time ran out)
             st.session_state[FORGET_COOKIE] = True
         return
-    if time.time() >= st.session_state.get(RENEW_AT, 0) and not renew(client):
+    if time.time() >= st.session_state.get(RENEW_AT, 0) and renew(client) is False:
         expire()
 
 
@@ -180,7 +181,7 @@ def authorized(client: ApiClient, request: Callable[[str], T | ApiError]) -> T |
     script run)."""
     access = token()
     result = request(access) if access else ApiError("Not logged in", 401)
-    if isinstance(result, ApiError) and result.unauthorized and renew(client):
+    if isinstance(result, ApiError) and result.unauthorized and renew(client) is True:
         access = token()
         assert access is not None
         result = request(access)
