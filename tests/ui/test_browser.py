@@ -15,6 +15,7 @@ refreshes them. Playwright never downloads a browser here.
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from imgclf.ui.classify_view import sample
 from imgclf.ui.client import ApiClient, ApiError
 from imgclf.ui.preview import DAMAGED, NOT_AN_IMAGE
 from imgclf.ui.session import KEPT_NOTICE
@@ -123,6 +125,19 @@ def encoded(image: Image.Image, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
+def paste(page: Page, data: bytes, mime_type: str) -> None:
+    """What the browser does on Ctrl+V with an image on the clipboard."""
+    page.evaluate(
+        """([b64, type]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const clipboard = new DataTransfer();
+            clipboard.items.add(new File([bytes], "image.png", {type}));
+            document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: clipboard}));
+        }""",
+        [base64.b64encode(data).decode(), mime_type],
+    )
+
+
 def no_traceback(page: Page) -> None:
     expect(page.locator("[data-testid=stException]")).to_have_count(0)
     expect(page.get_by_text("Traceback")).to_have_count(0)
@@ -168,6 +183,12 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     settle(page)
     page.mouse.move(0, 0)
     page.screenshot(path=SCREENSHOTS / f"ui-grid-{width}.png", full_page=True)
+
+    # Pasted (Ctrl+V with an image on the clipboard): classified as a drop would be.
+    paste(page, sample("coffee.jpeg"), "image/jpeg")
+    expect(page.get_by_text("6 images, 3 answered")).to_be_visible()
+    expect(page.get_by_role("paragraph").filter(has_text="pasted-1.jpeg")).to_be_visible()
+    settle(page)
 
     with page.expect_download() as download:
         page.locator(".st-key-download-csv button").click()

@@ -1,4 +1,4 @@
-"""Add images (drop, browse, or pick a sample) and they are classified at once;
+"""Add images (drop, paste, browse, or pick a sample) and they are classified at once;
 one answer is a full card, several a compact grid with a CSV or JSON download.
 
 Images are kept by content: the same file added again is not sent again, so it makes no second
@@ -22,6 +22,27 @@ from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
 from imgclf.ui.preview import Preview, make_preview
 from imgclf.ui.result_view import headline, render_card, render_tile
+
+# Images pasted anywhere on the page (Ctrl+V) go to the uploader, as a drop would. Listened
+# for once per page; the uploader's input is looked up at paste time (reruns replace it).
+PASTE_SCRIPT = """<script>
+if (window.imgclfPastes === undefined) {
+  window.imgclfPastes = 0;
+  document.addEventListener("paste", (event) => {
+    const pasted = [...(event.clipboardData?.files || [])];
+    const files = pasted.filter((file) => file.type.startsWith("image/"));
+    const input = document.querySelector("[data-testid=stFileUploaderDropzoneInput]");
+    if (!files.length || !input) return;
+    const transfer = new DataTransfer();
+    // A screenshot comes as "image.png"; name each paste after its type.
+    files.forEach((file) => transfer.items.add(new File(
+      [file], `pasted-${++window.imgclfPastes}.${file.type.split("/")[1]}`, {type: file.type})));
+    input.files = transfer.files;
+    input.dispatchEvent(new Event("change", {bubbles: true}));
+    event.preventDefault();
+  });
+}
+</script>"""
 
 # What the API accepts.
 IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "webp", "bmp"]
@@ -97,8 +118,9 @@ def _megabytes() -> str:
 
 def _ways_in(client: ApiClient) -> None:
     round_ = st.session_state.setdefault(UPLOADER_ROUND, 0)
+    st.html(PASTE_SCRIPT, unsafe_allow_javascript=True)
     files = st.file_uploader(
-        "Drop or browse images",
+        "Drop, paste or browse images",
         type=IMAGE_TYPES,
         accept_multiple_files=True,
         key=f"uploader-{round_}",
