@@ -1,9 +1,10 @@
 """The page in a real browser (Debian's chromium, driven by Playwright), at desktop and phone
-width, against ``imgclf up`` with access tokens that live 6 seconds (see ``conftest``):
+width, against ``imgclf up`` with access tokens that live 4 seconds (see ``conftest``):
 
 - files of every kind: a truncated JPEG, a text file named .jpg, a BMP, a 1x1 PNG and a 60 MP
   image each get an answer or an error card, never a traceback; an unchanged file added again
-  is not classified again; several images make a grid with a CSV download; Clear all;
+  is not classified again; a pasted image is classified; several images make a grid with a
+  CSV download; Clear all;
 - the login page: messages under the fields, a lock-out in minutes, no internal address;
 - a login that survives a reload and a second tab, renews while used, and when it ends (a
   logout in the other tab, then the access token runs out) keeps the feedback being written
