@@ -58,7 +58,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
 
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
-    access_token_minutes: int = Field(default=30, ge=1)
+    access_token_minutes: float = Field(default=30, gt=0)
+    session_days: float = Field(
+        default=7, gt=0, description="how long a login's refresh token renews access tokens"
+    )
     admin_email: str = "admin@example.com"
     admin_name: str = "Admin"
     admin_password: SecretStr = SecretStr(DEFAULT_ADMIN_PASSWORD)

@@ -87,6 +87,13 @@ EXPECTED = {
         "admin": 200,
         "anonymous": 401,
     },
+    # Another user's prediction is "not found", so ids do not tell which exist.
+    ("GET", "/model/predictions/{prediction_id}/image"): {
+        "owner": 200,
+        "other": 404,
+        "admin": 200,
+        "anonymous": 401,
+    },
     # Jobs are private to whoever queued them, admins included.
     ("GET", "/model/jobs/{job_id}"): {"owner": 200, "other": 403, "admin": 403, "anonymous": 401},
     # Admins only (an admin's empty body is refused by its schema, after the role check).

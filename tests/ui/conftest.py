@@ -18,6 +18,8 @@ from imgclf.ui.client import ApiClient, User
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"
 PASSWORD = "correct horse battery"
+# Access tokens of the UI's logins live this long, so that tests see them renewed and run out.
+ACCESS_TOKEN_SECONDS = 4
 _emails = itertools.count(1)
 
 
@@ -55,6 +57,7 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     settings = {"data_dir": root / "data", "model_dir": model_dir, "model_threads": 1}
     # Every test signs up its own user, all from this machine's address.
     settings |= {"port": api_port, "ui_port": ui_port, "signup_max_per_address": 1000}
+    settings |= {"access_token_minutes": ACCESS_TOKEN_SECONDS / 60}
     env = environment(settings, clean=True)
     log = root / "up.log"
     up = Child("up", [*imgclf_command(), "up"], env, log, cwd=root).start()

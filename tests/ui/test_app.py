@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,9 +13,12 @@ from streamlit.testing.v1 import AppTest
 
 from imgclf.localservers import free_port
 from imgclf.ui import session
-from imgclf.ui.client import ApiClient, History
+from imgclf.ui.classify_view import UPLOADER_ROUND
+from imgclf.ui.client import ApiClient, ApiError, History
+from imgclf.ui.history_view import PAGE_SIZE
 from imgclf.ui.launch import APP_PATH
-from imgclf.ui.session import EXPIRED_NOTICE
+from imgclf.ui.preview import NOT_AN_IMAGE
+from imgclf.ui.session import EXPIRED_NOTICE, KEPT_NOTICE
 from tests.conftest import DOG_JPEG
 from tests.ui.conftest import PASSWORD, Account
 
@@ -32,6 +36,7 @@ def logged_in_page(monkeypatch: pytest.MonkeyPatch, api_url: str, account: Accou
     monkeypatch.setenv("IMGCLF_API_URL", api_url)
     app = AppTest.from_file(str(APP_PATH), default_timeout=30)
     app.session_state[session.TOKEN] = account.token
+    app.session_state[session.RENEW_AT] = time.time() + 3600
     app.session_state[session.USER] = account.user
     app.run()
     assert not app.exception
@@ -52,12 +57,21 @@ def texts(app: AppTest) -> str:
     return "\n".join(str(part.value) for part in parts)
 
 
-def classify_dog(app: AppTest) -> None:
-    app.file_uploader(key="uploader").set_value(("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg"))
-    app.run()
-    app.button(key="classify").click()
+def add_files(app: AppTest, *files: tuple[str, bytes, str]) -> None:
+    """Drop files on the uploader: they are classified at once."""
+    round_ = app.session_state.get(UPLOADER_ROUND, 0)
+    app.file_uploader(key=f"uploader-{round_}").set_value(list(files))
     app.run()
     assert not app.exception
+
+
+def classify_dog(app: AppTest) -> None:
+    add_files(app, ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg"))
+
+
+def only_prediction_id(app: AppTest) -> int:
+    (result,) = app.session_state[session.IMAGES].values()
+    return int(result.outcome.prediction_id)
 
 
 def test_the_login_form_is_shown_first(monkeypatch: pytest.MonkeyPatch, api_url: str) -> None:
@@ -65,7 +79,7 @@ def test_the_login_form_is_shown_first(monkeypatch: pytest.MonkeyPatch, api_url:
     assert app.text_input(key="login-email").label == "Email"
     assert app.text_input(key="login-password").label == "Password"
     assert [tab.label for tab in app.tabs] == ["Log in", "Sign up"]
-    assert api_url in texts(app)
+    assert api_url not in texts(app)  # the internal address is not for visitors
 
 
 def test_logging_in_shows_the_user_and_the_classify_tab(
@@ -75,7 +89,7 @@ def test_logging_in_shows_the_user_and_the_classify_tab(
     log_in(app, account.email, account.password)
     assert app.session_state[session.USER] == account.user
     assert "Signed in as **UI Tester**" in texts(app)
-    assert app.file_uploader(key="uploader")
+    assert app.file_uploader(key="uploader-0")
 
 
 def test_a_wrong_password_says_so(
@@ -87,13 +101,16 @@ def test_a_wrong_password_says_so(
     assert session.TOKEN not in app.session_state
 
 
-def test_a_server_that_is_down_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_that_is_down_is_said_without_its_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     app = page(monkeypatch, url)
     log_in(app, "someone@example.com", PASSWORD)
     assert [error.value for error in app.error] == [
-        f"Cannot reach the API at {url}. Is it running?"
+        "The service cannot be reached right now; try again in a minute."
     ]
+    assert url.split("//")[1] not in texts(app)
 
 
 def test_sign_up_logs_the_new_user_in(monkeypatch: pytest.MonkeyPatch, api_url: str) -> None:
@@ -128,34 +145,24 @@ def test_an_unsure_answer_says_so_and_names_the_candidates(
     red = io.BytesIO()
     Image.new("RGB", (1, 1), (255, 0, 0)).save(red, format="PNG")
     app = logged_in_page(monkeypatch, api_url, account)
-    app.file_uploader(key="uploader").set_value(("red.png", red.getvalue(), "image/png"))
-    app.run()
-    app.button(key="classify").click()
-    app.run()
-    assert not app.exception
+    add_files(app, ("red.png", red.getvalue(), "image/png"))
     said = texts(app)
     assert "Not sure" in said
     assert re.search(r"### Maybe [^\n]+, [^\n]+ or [^\n]+", said), said
     assert "Most likely" not in said
 
 
-def test_a_refused_file_shows_the_api_message(
+def test_a_file_that_is_not_an_image_gets_an_error_card_in_the_grid(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
-    app.file_uploader(key="uploader").set_value(
-        [
-            ("notes.png", b"not an image at all", "image/png"),
-            ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg"),
-        ]
+    add_files(
+        app,
+        ("notes.png", b"not an image at all", "image/png"),
+        ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg"),
     )
-    app.run()
-    app.button(key="classify").click()
-    app.run()
-    assert [error.value for error in app.error] == [
-        "**notes\\.png** was not classified: File type is not supported."
-    ]
-    assert "### Eskimo dog" in texts(app)
+    assert [error.value for error in app.error] == [f"**notes\\.png**: {NOT_AN_IMAGE}"]
+    assert "**Eskimo dog**  \n62.2% sure" in texts(app)
 
 
 def test_feedback_is_sent_with_the_prediction_id(
@@ -163,7 +170,7 @@ def test_feedback_is_sent_with_the_prediction_id(
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
     classify_dog(app)
-    prediction_id = app.session_state[session.RESULTS][0].outcome.prediction_id
+    prediction_id = only_prediction_id(app)
     key = f"fb-{prediction_id}"
     app.radio(key=f"{key}-correct").set_value("No")
     app.run()
@@ -189,20 +196,61 @@ def test_history_lists_predictions_and_feedback(
     app.run()
     assert "No predictions yet" in texts(app)
     classify_dog(app)
-    prediction_id = app.session_state[session.RESULTS][0].outcome.prediction_id
+    prediction_id = only_prediction_id(app)
     app.radio(key=f"fb-{prediction_id}-correct").set_value("Yes")
     app.run()
     app.button(key=f"fb-{prediction_id}-send").click()
     app.run()
     app.session_state["view"] = "History"
     app.run()
-    predictions, feedback = (table.value for table in app.table)
-    assert predictions.iloc[0]["Class"] == "Eskimo dog"
-    assert predictions.iloc[0]["Score"] == "62.2%"
-    assert predictions.iloc[0]["Your feedback"] == "Correct\\."
-    assert feedback.iloc[0]["Feedback"] == "Correct\\."
+    (table,) = (frame.value for frame in app.dataframe)
+    row = table.iloc[0]
+    assert (row["File"], row["Answer"], row["Score"]) == ("dog.jpeg", "Eskimo dog", "62.2%")
+    assert row["Your feedback"] == "Correct."
+    assert row["Image"].startswith("data:image/jpeg;base64,")
+    assert "Page 1 of 1 · 1 prediction" in texts(app)
     # The Classify tab kept its answer while History was open.
     assert "### Eskimo dog" in texts(app)
+
+
+def test_adding_the_same_file_again_makes_no_new_prediction(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    classify_dog(app)
+    add_files(app, ("dog-copy.jpeg", DOG_JPEG.read_bytes(), "image/jpeg"))
+    assert len(app.session_state[session.IMAGES]) == 1
+    page = api.history_page(account.token, 10, 0)
+    assert not isinstance(page, ApiError)
+    assert page.total == 1
+
+
+def test_feedback_sent_after_the_login_ended_is_sent_after_logging_in_again(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+) -> None:
+    from imgclf.api.security import create_access_token
+    from imgclf.settings import Settings
+
+    app = logged_in_page(monkeypatch, api_url, account)
+    classify_dog(app)
+    prediction_id = only_prediction_id(app)
+    key = f"fb-{prediction_id}"
+    app.radio(key=f"{key}-correct").set_value("No")
+    app.run()
+    app.text_area(key=f"{key}-comment").input("A husky, surely.")
+    # The token runs out while the user types, and there is no login left to renew it.
+    app.session_state[session.TOKEN] = create_access_token(
+        account.user.id, Settings(), now=datetime.now(UTC) - timedelta(hours=1)
+    )
+    app.button(key=f"{key}-send").click()
+    app.run()
+    assert [info.value for info in app.info] == [KEPT_NOTICE]
+    log_in(app, account.email, PASSWORD)
+    assert [s.value for s in app.success] == ["Thank you! Your feedback was saved."]
+    history = api.history(account.token)
+    assert isinstance(history, History)
+    assert history.feedback[0].feedback == "Wrong. A husky, surely."
+    assert history.feedback[0].prediction_id == prediction_id
 
 
 def test_an_expired_token_sends_the_user_back_to_log_in(
@@ -229,5 +277,26 @@ def test_log_out_forgets_the_user(
     next(button for button in app.button if button.label == "Log out").click()
     app.run()
     assert session.TOKEN not in app.session_state
-    assert session.RESULTS not in app.session_state
+    assert session.IMAGES not in app.session_state
     assert app.text_input(key="login-email").value == ""
+
+
+def test_history_pages_through_more_than_a_page_with_the_total(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+) -> None:
+    for n in range(PAGE_SIZE + 1):
+        assert not isinstance(
+            api.predict(account.token, f"dog-{n}.jpeg", DOG_JPEG.read_bytes()), ApiError
+        )
+    app = logged_in_page(monkeypatch, api_url, account)
+    app.session_state["view"] = "History"
+    app.run()
+    assert f"Page 1 of 2 · {PAGE_SIZE + 1} predictions" in texts(app)
+    (table,) = (frame.value for frame in app.dataframe)
+    assert list(table["File"])[:2] == [f"dog-{PAGE_SIZE}.jpeg", f"dog-{PAGE_SIZE - 1}.jpeg"]
+    app.button(key="history-older").click()
+    app.run()
+    assert f"Page 2 of 2 · {PAGE_SIZE + 1} predictions" in texts(app)
+    (table,) = (frame.value for frame in app.dataframe)
+    assert list(table["File"]) == ["dog-0.jpeg"]
+    assert app.button(key="history-older").disabled

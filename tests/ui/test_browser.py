@@ -1,21 +1,48 @@
-"""One walk through the page in a real browser (Debian's chromium, driven by Playwright):
-log in as the admin, upload the dog, classify, send feedback, find it in History.
+"""The page in a real browser (Debian's chromium, driven by Playwright), at desktop and phone
+width, against ``imgclf up`` with access tokens that live 4 seconds (see ``conftest``):
 
-It saves the screenshots the README shows (docs/img/ui-login.png, docs/img/ui-classify.png),
-so each run that passes refreshes them. Playwright never downloads a browser here.
+- files of every kind: a truncated JPEG, a text file named .jpg, a BMP, a 1x1 PNG and a 60 MP
+  image each get an answer or an error card, never a traceback; an unchanged file added again
+  is not classified again; a pasted image is classified; several images make a grid with a
+  CSV download; Clear all;
+- the login page: messages under the fields, a lock-out in minutes, no internal address;
+- a login that survives a reload and a second tab, renews while used, and when it ends (a
+  logout in the other tab, then the access token runs out) keeps the feedback being written
+  and sends it after the next log-in; History shows it, and takes feedback from any row.
+
+It saves the screenshots the README shows (docs/img/ui-*.png), so each run that passes
+refreshes them. Playwright never downloads a browser here.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Error, FloatRect, Page, Route, expect, sync_playwright
+from PIL import Image
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Error,
+    FloatRect,
+    Page,
+    Route,
+    expect,
+    sync_playwright,
+)
 
+from imgclf.ui.classify_view import sample
+from imgclf.ui.client import ApiClient, ApiError
+from imgclf.ui.preview import DAMAGED, NOT_AN_IMAGE
+from imgclf.ui.session import KEPT_NOTICE
 from tests.conftest import DOG_JPEG, unavailable
-from tests.ui.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
+from tests.security.hostile_files import flat_png
+from tests.ui.conftest import ACCESS_TOKEN_SECONDS, PASSWORD, Account, Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,6 +55,8 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).parents[2] / "docs" / "img"
 TIMEOUT_MS = 30_000
+# Desktop: tall enough that a result card, its chart and the feedback form fit in one picture.
+VIEWPORTS = {"desktop": {"width": 900, "height": 1180}, "phone": {"width": 390, "height": 844}}
 LOGIN_CLIP = FloatRect(x=0, y=0, width=900, height=640)
 
 
@@ -38,57 +67,164 @@ def ui_url(stack: Stack) -> str:
     return f"http://127.0.0.1:{stack.ui_port}"
 
 
-@pytest.fixture
-def page(ui_url: str) -> Iterator[Page]:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         unavailable(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            # Tall enough that the result card, chart and feedback form fit in one picture.
-            page = browser.new_page(viewport={"width": 900, "height": 1180})
-            page.set_default_timeout(TIMEOUT_MS)
-            yield page
-        finally:
-            browser.close()
+        yield browser
+        browser.close()
 
 
-def test_log_in_classify_send_feedback_and_find_it_in_history(page: Page, ui_url: str) -> None:
+@pytest.fixture(params=list(VIEWPORTS))
+def width(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def context(browser: Browser, width: str) -> Iterator[BrowserContext]:
+    """One browser profile (its tabs share cookies), in the visitor's own time zone."""
+    context = browser.new_context(
+        viewport=VIEWPORTS[width],  # type: ignore[arg-type]
+        timezone_id="Europe/Paris",
+        accept_downloads=True,
+    )
+    context.set_default_timeout(TIMEOUT_MS)
     expect.set_options(timeout=TIMEOUT_MS)
-    page.goto(ui_url)
-    expect(page.get_by_role("tab", name="Log in")).to_be_visible()
-    page.locator(".st-key-login-email input").fill(ADMIN_EMAIL)
-    page.locator(".st-key-login-password input").fill(ADMIN_PASSWORD)
-    page.locator(".st-key-login-password input").blur()
-    page.screenshot(path=SCREENSHOTS / "ui-login.png", clip=LOGIN_CLIP)
-    page.get_by_role("button", name="Log in").click()
+    yield context
+    context.close()
 
-    expect(page.get_by_text("Signed in as")).to_be_visible()
-    page.locator('input[type="file"]').set_input_files(DOG_JPEG)
-    page.locator(".st-key-classify button").click()
-    expect(page.get_by_role("heading", name="Eskimo dog")).to_be_visible()
-    expect(page.get_by_text("62.2% sure")).to_be_visible()
-    expect(page.locator("[data-testid=stVegaLiteChart]")).to_be_visible()
-    settle(page)
-    page.mouse.move(0, 0)  # no hover effect on the Classify button in the picture
-    page.wait_for_timeout(500)  # let the chart finish drawing
-    page.screenshot(path=SCREENSHOTS / "ui-classify.png")
 
-    page.get_by_text("No", exact=True).click()
-    choose_class(page, "Siberian husky")
-    page.locator("[class*=st-key-fb-][class*=-comment] textarea").fill("Blue eyes.")
-    page.get_by_role("button", name="Send feedback").click()
-    expect(page.get_by_text("Thank you! Your feedback was saved.")).to_be_visible()
-
-    page.get_by_role("tab", name="History").click()
-    said = "Wrong. Right class: Siberian_husky. Blue eyes."
-    expect(page.get_by_role("cell", name=said).first).to_be_visible()
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
 
 
 def settle(page: Page) -> None:
     """Wait until Streamlit has finished rerunning the script (its own end-to-end tests'
     marker), so that the next click lands on elements the rerun will not replace."""
     page.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for()
+
+
+def log_in(page: Page, email: str, password: str = PASSWORD) -> None:
+    page.locator(".st-key-login-email input").fill(email)
+    page.locator(".st-key-login-password input").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def logged_in(page: Page, ui_url: str, account: Account) -> Page:
+    page.goto(ui_url)
+    log_in(page, account.email)
+    expect(page.get_by_text("Signed in as")).to_be_visible()
+    return page
+
+
+def encoded(image: Image.Image, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def paste(page: Page, data: bytes, mime_type: str) -> None:
+    """What the browser does on Ctrl+V with an image on the clipboard."""
+    page.evaluate(
+        """([b64, type]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const clipboard = new DataTransfer();
+            clipboard.items.add(new File([bytes], "image.png", {type}));
+            document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: clipboard}));
+        }""",
+        [base64.b64encode(data).decode(), mime_type],
+    )
+
+
+def no_traceback(page: Page) -> None:
+    expect(page.locator("[data-testid=stException]")).to_have_count(0)
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+
+
+def test_files_of_every_kind_get_an_answer_or_an_error_card(
+    page: Page, ui_url: str, account: Account, width: str
+) -> None:
+    logged_in(page, ui_url, account)
+    dog = DOG_JPEG.read_bytes()
+    files = [
+        {"name": "truncated.jpg", "mimeType": "image/jpeg", "buffer": dog[: len(dog) // 2]},
+        {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"Shopping list: milk.\n" * 9},
+        {
+            "name": "dog.bmp",
+            "mimeType": "image/bmp",
+            "buffer": encoded(Image.open(DOG_JPEG), "BMP"),
+        },
+        {
+            "name": "red.png",
+            "mimeType": "image/png",
+            "buffer": encoded(Image.new("RGB", (1, 1), "red"), "PNG"),
+        },
+        {"name": "60mp.png", "mimeType": "image/png", "buffer": flat_png(7746, 7746, 8, 2, 3)},
+    ]
+    page.locator('input[type="file"]').set_input_files(files)  # type: ignore[arg-type]
+    expect(page.get_by_text("5 images, 2 answered")).to_be_visible()
+    settle(page)
+    no_traceback(page)
+    expect(page.get_by_text(f"notes.jpg: {NOT_AN_IMAGE}")).to_be_visible()
+    expect(page.get_by_text(f"truncated.jpg: {DAMAGED}")).to_be_visible()
+    expect(page.get_by_text("Not classified: The image could not be decoded")).to_be_visible()
+    expect(
+        page.get_by_text("60mp.png: The image is 60.0 megapixels; the limit is 50.0")
+    ).to_be_visible()
+    expect(page.get_by_text("Eskimo dog", exact=True)).to_be_visible()  # the BMP
+    expect(page.get_by_text("Not sure — maybe")).to_be_visible()  # a red pixel is a guess
+
+    # An unchanged file again: no new prediction, no second tile.
+    page.locator('input[type="file"]').set_input_files([files[2]])  # type: ignore[list-item]
+    expect(page.get_by_text("dog.bmp: already here, so not classified again.")).to_be_visible()
+    expect(page.get_by_text("5 images, 2 answered")).to_be_visible()
+    settle(page)
+    page.mouse.move(0, 0)
+    page.screenshot(path=SCREENSHOTS / f"ui-grid-{width}.png", full_page=True)
+
+    # Pasted (Ctrl+V with an image on the clipboard): classified as a drop would be.
+    paste(page, sample("coffee.jpeg"), "image/jpeg")
+    expect(page.get_by_text("6 images, 3 answered")).to_be_visible()
+    expect(page.get_by_role("paragraph").filter(has_text="pasted-1.jpeg")).to_be_visible()
+    settle(page)
+
+    with page.expect_download() as download:
+        page.locator(".st-key-download-csv button").click()
+    csv = Path(download.value.path()).read_text()
+    assert csv.splitlines()[0].startswith("file,error,prediction,score")
+    assert "dog.bmp,,Eskimo_dog," in csv
+    page.locator(".st-key-clear-all button").click()
+    expect(page.get_by_text("images,")).to_have_count(0)
+
+
+def test_the_login_page_says_what_is_wrong_in_words_and_minutes(
+    page: Page, ui_url: str, stack: Stack, account: Account, api: ApiClient, width: str
+) -> None:
+    page.goto(ui_url)
+    expect(page.get_by_role("tab", name="Log in")).to_be_visible()
+    assert urlsplit(stack.api_url).netloc not in page.content()  # no internal address
+    if width == "desktop":
+        page.locator(".st-key-login-email input").fill("admin@example.com")
+        page.locator(".st-key-login-password input").fill("admin")
+        page.locator(".st-key-login-password input").blur()
+        page.screenshot(path=SCREENSHOTS / "ui-login.png", clip=LOGIN_CLIP)
+
+    page.get_by_role("tab", name="Sign up").click()
+    page.locator(".st-key-signup-name input").fill("Ada")
+    page.locator(".st-key-signup-email input").fill("ada-at-example.com")
+    page.locator(".st-key-signup-password input").fill("short")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_text("Enter a valid email address, like name@example.com.")).to_be_visible()
+    expect(page.get_by_text("Choose a password of at least 8 characters.")).to_be_visible()
+
+    for _ in range(5):  # the email's budget of failures, spent from this machine
+        assert isinstance(api.login(account.email, "wrong password"), ApiError)
+    page.get_by_role("tab", name="Log in").click()
+    log_in(page, account.email)
+    expect(page.get_by_text("Too many failed logins; try again in 15 minutes")).to_be_visible()
 
 
 def choose_class(page: Page, name: str) -> None:
@@ -99,9 +235,10 @@ def choose_class(page: Page, name: str) -> None:
         select.wait_for()
         settle(page)
         select.click()
-        page.keyboard.type(name.split()[-1])
         try:
-            option.click(timeout=5_000)
+            page.get_by_role("listbox").wait_for(timeout=5_000)
+            page.keyboard.type(name.split()[-1])
+            option.click(timeout=10_000)
         except Error:  # the list closed under us; open it again
             page.keyboard.press("Escape")
             continue
@@ -110,7 +247,92 @@ def choose_class(page: Page, name: str) -> None:
     pytest.fail(f"could not choose {name!r} in the class select")
 
 
-def test_the_api_docs_render_with_the_network_cut_off(page: Page, stack: Stack) -> None:
+def select_first_row(page: Page) -> None:
+    """Tick the first row of History's table (drawn on a canvas: clicked where it is)."""
+    form = page.locator(".st-key-history-feedback")
+    for _attempt in range(3):
+        settle(page)
+        page.wait_for_timeout(300)  # the grid draws after the script has run
+        box = page.locator("[data-testid=stDataFrame]").bounding_box()
+        assert box is not None
+        page.mouse.click(box["x"] + 16, box["y"] + 36 + 32)  # header 36 px, rows 64 px
+        try:
+            form.wait_for(timeout=5_000)
+        except Error:
+            continue
+        return
+    pytest.fail("could not select History's first row")
+
+
+def test_a_login_survives_reloads_and_tabs_and_its_end_loses_no_feedback(
+    context: BrowserContext,
+    page: Page,
+    ui_url: str,
+    account: Account,
+    api: ApiClient,
+    width: str,
+) -> None:
+    logged_in(page, ui_url, account)
+    page.locator('input[type="file"]').set_input_files(str(DOG_JPEG))
+    expect(page.get_by_role("heading", name="Eskimo dog")).to_be_visible()
+    expect(page.get_by_text("62.2% sure")).to_be_visible()
+    expect(page.locator("[data-testid=stVegaLiteChart]")).to_be_visible()
+    settle(page)
+    if width == "desktop":
+        page.mouse.move(0, 0)
+        page.wait_for_timeout(500)  # let the chart finish drawing
+        page.screenshot(path=SCREENSHOTS / "ui-classify.png")
+
+    page.reload()
+    expect(page.get_by_text("Signed in as")).to_be_visible()
+    second = context.new_page()
+    second.goto(ui_url)
+    expect(second.get_by_text("Signed in as")).to_be_visible()
+
+    # The answer came back with the reload; the same file again makes no new prediction.
+    expect(page.get_by_role("heading", name="Eskimo dog")).to_be_visible()
+    page.locator('input[type="file"]').set_input_files(str(DOG_JPEG))
+    expect(page.get_by_text("dog.jpeg: already here, so not classified again.")).to_be_visible()
+    # Used past its access token's lifetime: renewed, not logged out.
+    time.sleep(ACCESS_TOKEN_SECONDS + 1)
+    page.get_by_text("No", exact=True).click()
+    choose_class(page, "Siberian husky")
+    page.locator("[class*=st-key-fb-][class*=-comment] textarea").fill("Blue eyes.")
+    page.locator("[class*=st-key-fb-][class*=-comment] textarea").blur()
+    settle(page)
+    expect(page.get_by_text("Signed in as")).to_be_visible()
+
+    # The login ends (a logout in the other tab), then this tab's access token runs out.
+    second.get_by_role("button", name="Log out").click()
+    expect(second.get_by_role("tab", name="Log in")).to_be_visible()
+    time.sleep(ACCESS_TOKEN_SECONDS + 1)
+    page.get_by_role("button", name="Send feedback").click()
+    expect(page.get_by_text(KEPT_NOTICE)).to_be_visible()
+    log_in(page, account.email)
+    expect(page.get_by_text("Thank you! Your feedback was saved.")).to_be_visible()
+    history = api.history(account.token)
+    assert not isinstance(history, ApiError)
+    assert history.feedback[0].feedback == "Wrong. Right class: Siberian_husky. Blue eyes."
+
+    # History: one table; a row's feedback can be changed there.
+    page.get_by_role("tab", name="History").click()
+    expect(page.get_by_text("Page 1 of 1 · 1 prediction")).to_be_visible()
+    select_first_row(page)
+    expect(
+        page.get_by_text("You said: Wrong. Right class: Siberian_husky. Blue eyes.")
+    ).to_be_visible()
+    settle(page)
+    page.wait_for_timeout(500)  # let the thumbnails draw
+    page.screenshot(path=SCREENSHOTS / f"ui-history-{width}.png", full_page=True)
+    page.locator(".st-key-history-feedback").get_by_text("Yes", exact=True).click()
+    page.locator(".st-key-history-feedback").get_by_role("button", name="Send feedback").click()
+    expect(page.get_by_text("Your feedback on dog.jpeg was saved.")).to_be_visible()
+    history = api.history(account.token)
+    assert not isinstance(history, ApiError)
+    assert history.feedback[0].feedback == "Correct."
+
+
+def test_the_api_docs_render_with_the_network_cut_off(browser: Browser, stack: Stack) -> None:
     """/docs as a person opens it on a machine without internet: every request that leaves
     loopback is aborted, Swagger UI still draws the operations and ReDoc its page, and neither
     asks another site for a script, a style, a font or data."""
@@ -124,6 +346,7 @@ def test_the_api_docs_render_with_the_network_cut_off(page: Page, stack: Stack) 
                 outside.append(route.request.url)
             route.abort()
 
+    page = browser.new_page()
     page.route("**/*", only_loopback)
     page.goto(f"{stack.api_url}/docs")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("imgclf")

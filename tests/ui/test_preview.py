@@ -4,6 +4,7 @@ picture past the limits (a 13000x13000 PNG took the page 2.7 s and 700 MB to pre
 from __future__ import annotations
 
 import io
+import time
 from functools import cache
 
 import pytest
@@ -11,8 +12,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from imgclf.ui import session
+from imgclf.ui.classify_view import SAMPLES
 from imgclf.ui.launch import APP_PATH
-from imgclf.ui.preview import PREVIEW_SIDE, make_preview
+from imgclf.ui.preview import DAMAGED, NOT_AN_IMAGE, PREVIEW_SIDE, make_preview
 from tests.conftest import DOG_JPEG
 from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans
 from tests.support import PeakMemory
@@ -57,12 +59,11 @@ def test_a_photo_taken_sideways_is_shown_upright() -> None:
     assert opened(make_preview(data).picture).size == (256, PREVIEW_SIDE)
 
 
-@pytest.mark.parametrize(
-    "data", [b"not an image", DOG_JPEG.read_bytes()[:200]], ids=["text", "truncated"]
-)
-def test_what_is_not_a_picture_gets_no_preview_and_no_refusal(data: bytes) -> None:
-    preview = make_preview(data)
-    assert (preview.picture, preview.refusal) == (None, None)
+def test_what_is_not_a_picture_gets_no_preview_and_says_why() -> None:
+    text = make_preview(b"not an image")
+    assert (text.picture, text.refusal, text.not_an_image) == (None, NOT_AN_IMAGE, True)
+    truncated = make_preview(DOG_JPEG.read_bytes()[:2000])
+    assert (truncated.picture, truncated.refusal, truncated.not_an_image) == (None, DAMAGED, False)
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -83,9 +84,10 @@ def test_the_page_shows_an_error_card_for_a_picture_too_large_to_preview(
     monkeypatch.setenv("IMGCLF_API_URL", api_url)
     app = AppTest.from_file(str(APP_PATH), default_timeout=30)
     app.session_state[session.TOKEN] = account.token
+    app.session_state[session.RENEW_AT] = time.time() + 3600
     app.session_state[session.USER] = account.user
     app.run()
-    app.file_uploader(key="uploader").set_value(
+    app.file_uploader(key="uploader-0").set_value(
         [
             ("huge.png", huge_png(), "image/png"),
             ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg"),
@@ -94,6 +96,7 @@ def test_the_page_shows_an_error_card_for_a_picture_too_large_to_preview(
     with PeakMemory() as memory:
         app.run()
     assert not app.exception
-    assert [error.value for error in app.error] == [f"**huge\\.png**: no preview. {TOO_LARGE}"]
-    assert len(app.get("image")) == 1  # the dog's thumbnail
+    (card,) = (error.value for error in app.error)
+    assert card == f"**huge\\.png**: {TOO_LARGE}"  # the API refused it for the same reason
+    assert len(app.get("image")) == len(SAMPLES) + 1  # the samples' and the dog's pictures
     assert memory.grown_mb < 100, f"{memory.grown_mb:.0f} MB"

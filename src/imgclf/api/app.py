@@ -20,6 +20,7 @@ from imgclf.api.auth.throttle import build_auth_throttle
 from imgclf.api.errors import install_error_handlers
 from imgclf.api.feedback.router import router as feedback_router
 from imgclf.api.health.router import router as health_router
+from imgclf.api.history.router import router as history_router
 from imgclf.api.metrics import ServiceMetrics, install_metrics
 from imgclf.api.middleware import (
     BodySizeLimitMiddleware,
@@ -193,5 +194,6 @@ def create_app(
     # Before any /models/{name} route, which would take "quality" for a model's name.
     app.include_router(quality_router)
     app.include_router(models_router)
+    app.include_router(history_router)
     serve_slash_twins(app)
     return app

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imgclf.db.base import Base, CreatedAtMixin
@@ -44,6 +45,8 @@ class Prediction(CreatedAtMixin, Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     image_file_name: Mapped[str] = mapped_column(String(100))
     image_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The name the file had on the user's machine, shown in History; never used as a path.
+    original_name: Mapped[str | None] = mapped_column(String(255), default=None)
     label: Mapped[str] = mapped_column(String(200))
     score: Mapped[float] = mapped_column(Float)
     top_k: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
@@ -76,3 +79,17 @@ class Feedback(CreatedAtMixin, Base):
     correct_wnid: Mapped[str | None] = mapped_column(String(20), default=None)
 
     user: Mapped[User] = relationship(back_populates="feedbacks")
+
+
+class LoginSession(CreatedAtMixin, Base):
+    """A login that may renew its access tokens until ``expires_at`` (a refresh token).
+
+    Only the token's SHA-256 is stored: a copy of the database does not let anyone in.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -29,7 +29,7 @@ def api_url() -> str:
     return os.environ.get("IMGCLF_API_URL", "").strip() or DEFAULT_API_URL
 
 
-def header() -> None:
+def header(client: ApiClient) -> None:
     who = session.user()
     title, account = st.columns([3, 2], vertical_alignment="bottom")
     with title:
@@ -41,25 +41,27 @@ def header() -> None:
         horizontal=True, horizontal_alignment="right", vertical_alignment="center"
     ):
         st.markdown(f"Signed in as **{escape_markdown(who.name)}**", width="content")
-        st.button("Log out", icon=":material/logout:", on_click=session.log_out)
+        st.button("Log out", icon=":material/logout:", on_click=session.log_out, args=(client,))
 
 
 def main() -> None:
     st.set_page_config(page_title="imgclf", page_icon="🔎", layout="centered")
     client = api_client(api_url())
-    header()
-    token = session.token()
-    if token is None:
+    session.resume(client)
+    session.browser_cookie_chores()
+    header(client)
+    if session.token() is None:
         login_view.render(client)
         return
     # The Classify tab always runs, so its uploads and answers survive a look at History;
     # History asks the API only while it is open.
     classify_tab, history_tab = st.tabs([CLASSIFY, HISTORY], key="view", on_change="rerun")
     with classify_tab:
-        classify_view.render(client, token)
+        classify_view.render(client)
     with history_tab:
         if history_tab.open:
-            history_view.render(client, token)
+            history_view.render(client)
+    session.shelve()
 
 
 main()

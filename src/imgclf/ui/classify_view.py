@@ -1,30 +1,70 @@
-"""Upload images, classify them, and show each answer with its top-5 and a feedback form."""
+"""Add images (drop, paste, browse, or pick a sample) and they are classified at once;
+one answer is a full card, several a compact grid with a CSV or JSON download.
+
+Images are kept by content: the same file added again is not sent again, so it makes no second
+prediction and its feedback form does not come back empty.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
+import pandas as pd
 import streamlit as st
 
 from imgclf.settings import get_settings
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
-from imgclf.ui.preview import make_preview
-from imgclf.ui.result_view import render_result
-from imgclf.ui.text import escape_markdown
+from imgclf.ui.preview import Preview, make_preview
+from imgclf.ui.result_view import headline, render_card, render_tile
+
+# Images pasted anywhere on the page (Ctrl+V) go to the uploader, as a drop would. Listened
+# for once per page; the uploader's input is looked up at paste time (reruns replace it).
+PASTE_SCRIPT = """<script>
+if (window.imgclfPastes === undefined) {
+  window.imgclfPastes = 0;
+  document.addEventListener("paste", (event) => {
+    const pasted = [...(event.clipboardData?.files || [])];
+    const files = pasted.filter((file) => file.type.startsWith("image/"));
+    const input = document.querySelector("[data-testid=stFileUploaderDropzoneInput]");
+    if (!files.length || !input) return;
+    const transfer = new DataTransfer();
+    // A screenshot comes as "image.png"; name each paste after its type.
+    files.forEach((file) => transfer.items.add(new File(
+      [file], `pasted-${++window.imgclfPastes}.${file.type.split("/")[1]}`, {type: file.type})));
+    input.files = transfer.files;
+    input.dispatchEvent(new Event("change", {bubbles: true}));
+    event.preventDefault();
+  });
+}
+</script>"""
 
 # What the API accepts.
 IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "webp", "bmp"]
+# Small photos shipped with the package (scikit-image's CC0 "chelsea" and "coffee", and the
+# project's own dog), for a first try without a photo at hand.
+SAMPLES = {"Dog": "dog.jpeg", "Cat": "cat.jpeg", "Coffee": "coffee.jpeg"}
+GRID_COLUMNS = 3
+CARD_SIDE, TILE_SIDE, SAMPLE_SIDE = 512, 256, 96
+UPLOADER_ROUND = "uploader_round"
+REPEATS = "repeats"  # files just added again, unchanged
 
 
 @dataclass(frozen=True)
 class Upload:
-    """One file from the uploader: its uploader id, its name and its bytes."""
+    """One image the user added: its name and its bytes."""
 
-    id: str
     name: str
     data: bytes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -33,70 +73,157 @@ class ImageResult:
     outcome: Prediction | ApiError
 
 
-def classify(client: ApiClient, token: str, uploads: Sequence[Upload]) -> list[ImageResult]:
-    """Ask the API about each upload in turn; an expired token ends the run (back to login)."""
-    results: list[ImageResult] = []
-    progress = st.progress(0.0) if len(uploads) > 1 else None
-    for done, upload in enumerate(uploads, start=1):
-        outcome = session.authorized(client.predict(token, upload.name, upload.data))
-        results.append(ImageResult(upload, outcome))
+def images() -> dict[str, ImageResult]:
+    """The tab's images by content hash, in the order they were added."""
+    kept: dict[str, ImageResult] = st.session_state.setdefault(session.IMAGES, {})
+    return kept
+
+
+@cache
+def sample(file_name: str) -> bytes:
+    return resources.files("imgclf.ui").joinpath("samples", file_name).read_bytes()
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def preview_of(data: bytes, side: int) -> Preview:
+    """Previews are remade on every rerun otherwise; keyed by content, so any user's copy of an
+    image is the same preview."""
+    return make_preview(data, side)
+
+
+def classify(client: ApiClient, uploads: Sequence[Upload]) -> None:
+    """Ask the API about each new image in turn; an image already on the tab is not sent."""
+    kept = images()
+    fresh = list({u.digest: u for u in uploads if u.digest not in kept}.values())
+    st.session_state[REPEATS] = [u.name for u in uploads if u.digest in kept]
+    progress = st.progress(0.0) if len(fresh) > 1 else None
+    for done, upload in enumerate(fresh, start=1):
+        preview = preview_of(upload.data, TILE_SIDE)
+        if preview.not_an_image:  # no use asking the model
+            outcome: Prediction | ApiError = ApiError(preview.refusal or "")
+        else:
+            outcome = session.authorized(client, _predict(client, upload))
+        kept[upload.digest] = ImageResult(upload, outcome)
         if progress is not None:
-            progress.progress(done / len(uploads), text=f"{done} of {len(uploads)} classified")
-    if progress is not None:
-        progress.empty()
-    return results
+            progress.progress(done / len(fresh), text=f"{done} of {len(fresh)} classified")
+
+
+def _predict(client: ApiClient, upload: Upload) -> Callable[[str], Prediction | ApiError]:
+    return lambda token: client.predict(token, upload.name, upload.data)
 
 
 def _megabytes() -> str:
     return f"{get_settings().max_upload_bytes / 2**20:g} MB"
 
 
-def render(client: ApiClient, token: str) -> None:
+def _ways_in(client: ApiClient) -> None:
+    round_ = st.session_state.setdefault(UPLOADER_ROUND, 0)
+    st.html(PASTE_SCRIPT, unsafe_allow_javascript=True)
     files = st.file_uploader(
-        "Choose one or more images",
+        "Drop, paste or browse images",
         type=IMAGE_TYPES,
         accept_multiple_files=True,
-        key="uploader",
+        key=f"uploader-{round_}",
         help=f"JPEG, PNG, GIF, WebP or BMP, up to {_megabytes()} each. The model knows the "
         "1000 classes of ImageNet: animals, plants, objects and foods, not people.",
     )
-    uploads = [Upload(file.file_id, file.name, file.getvalue()) for file in files or []]
-    preview = st.container()
-    clicked = st.button(
-        "Classify",
-        key="classify",
-        type="primary",
-        icon=":material/image_search:",
-        disabled=not uploads,
-        width="stretch",
+    st.caption(
+        "The model knows the 1000 ImageNet classes (animals, plants, objects, foods), not "
+        "people. No photo at hand? Try one of these:"
     )
-    if clicked:
-        noun = "image" if len(uploads) == 1 else f"{len(uploads)} images"
-        with st.spinner(f"Classifying {noun}…"):
-            st.session_state[session.RESULTS] = classify(client, token, uploads)
-
-    # Show only the answers for files still in the uploader: removing a file removes its answer.
-    current = {upload.id for upload in uploads}
-    results = [
-        result
-        for result in st.session_state.get(session.RESULTS, [])
-        if result.upload.id in current
-    ]
-    answered = {result.upload.id for result in results}
-    waiting = [(u, make_preview(u.data)) for u in uploads if u.id not in answered]
-    shown = [(upload, made.picture) for upload, made in waiting if made.picture is not None]
-    with preview:
-        if shown:
-            st.image(
-                [picture for _upload, picture in shown],
-                caption=[upload.name for upload, _picture in shown],
-                width=120,
+    picked: list[Upload] = []
+    with st.container(horizontal=True, key="samples"):
+        for title, file_name in SAMPLES.items():
+            with st.container(width=SAMPLE_SIDE, gap="small"):
+                st.image(preview_of(sample(file_name), SAMPLE_SIDE).picture or b"", width="stretch")
+                if st.button(title, key=f"sample-{title.lower()}", width="stretch"):
+                    picked.append(Upload(file_name, sample(file_name)))
+    added = [Upload(file.name, file.getvalue()) for file in files or []] + picked
+    if not added:
+        repeats = st.session_state.pop(REPEATS, [])
+        if repeats:
+            st.info(
+                f"{', '.join(repeats)}: already here, so not classified again.",
+                icon=":material/content_copy:",
             )
-        for upload, made in waiting:
-            if made.refusal is not None:
-                st.error(
-                    f"**{escape_markdown(upload.name)}**: no preview. {made.refusal}",
-                    icon=":material/block:",
-                )
+        return
+    noun = "image" if len(added) == 1 else f"{len(added)} images"
+    with st.spinner(f"Classifying {noun}…"):
+        classify(client, added)
+    # A fresh uploader for the next drop: the files now live on the tab, by content.
+    st.session_state[UPLOADER_ROUND] = round_ + 1
+    st.rerun()
+
+
+def rows(results: Sequence[ImageResult]) -> list[dict[str, object]]:
+    """The answers as a table a spreadsheet opens: one row per image."""
+    table: list[dict[str, object]] = []
     for result in results:
-        render_result(client, token, result.upload.name, result.upload.data, result.outcome)
+        outcome = result.outcome
+        if isinstance(outcome, ApiError):
+            table.append({"file": result.upload.name, "error": outcome.message})
+            continue
+        table.append(
+            {
+                "file": result.upload.name,
+                "prediction": outcome.prediction,
+                "score": outcome.score,
+                "answer": headline(outcome),
+                "top_5": "; ".join(f"{i.label} {i.score:.4f}" for i in outcome.top_k),
+                "model": outcome.model,
+                "prediction_id": outcome.prediction_id,
+            }
+        )
+    return table
+
+
+def _toolbar(results: Sequence[ImageResult]) -> None:
+    table = rows(results)
+    with st.container(horizontal=True, vertical_alignment="center", key="toolbar"):
+        answered = sum(1 for r in results if not isinstance(r.outcome, ApiError))
+        st.markdown(f"**{len(results)}** image{'s' * (len(results) != 1)}, {answered} answered")
+        st.download_button(
+            "CSV",
+            pd.DataFrame(table).to_csv(index=False),
+            file_name="imgclf-answers.csv",
+            mime="text/csv",
+            icon=":material/download:",
+            key="download-csv",
+            on_click="ignore",  # a download changes nothing on the page
+        )
+        st.download_button(
+            "JSON",
+            json.dumps(table, indent=2),
+            file_name="imgclf-answers.json",
+            mime="application/json",
+            icon=":material/download:",
+            key="download-json",
+            on_click="ignore",
+        )
+        if st.button("Clear all", icon=":material/delete_sweep:", key="clear-all"):
+            st.session_state[session.IMAGES] = {}
+            st.rerun()
+
+
+def render(client: ApiClient) -> None:
+    _ways_in(client)
+    results = list(images().values())
+    if not results:
+        return
+    _toolbar(results)
+    if len(results) == 1:
+        (result,) = results
+        render_card(
+            client, result.upload.name, preview_of(result.upload.data, CARD_SIDE), result.outcome
+        )
+        return
+    for start in range(0, len(results), GRID_COLUMNS):
+        columns = st.columns(GRID_COLUMNS)
+        for column, result in zip(columns, results[start : start + GRID_COLUMNS], strict=False):
+            with column:
+                render_tile(
+                    client,
+                    result.upload.name,
+                    preview_of(result.upload.data, TILE_SIDE),
+                    result.outcome,
+                )

@@ -8,6 +8,7 @@ sentence, never a traceback. One ``requests.Session`` keeps connections alive be
 from __future__ import annotations
 
 import http.cookiejar
+import logging
 import mimetypes
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,11 +20,25 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 # what the UI checks, field by field.
 from imgclf.api.auth.schemas import Token
 from imgclf.api.feedback.schemas import FeedbackPublic as Feedback
+from imgclf.api.history.schemas import HistoryItem, HistoryPage
 from imgclf.api.predictions.schemas import PredictionPublic as PastPrediction
 from imgclf.api.predictions.schemas import PredictionResponse as Prediction
 from imgclf.api.users.schemas import UserPublic as User
 
-__all__ = ["ApiClient", "ApiError", "Feedback", "History", "PastPrediction", "Prediction", "User"]
+__all__ = [
+    "ApiClient",
+    "ApiError",
+    "Feedback",
+    "History",
+    "HistoryItem",
+    "HistoryPage",
+    "PastPrediction",
+    "Prediction",
+    "Token",
+    "User",
+]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -71,6 +86,7 @@ class ApiClient:
         token: str | None = None,
         timeout: tuple[float, float] = TIMEOUT_S,
         client_address: str | None = None,
+        raw: bool = False,
         **kwargs: Any,
     ) -> Any | ApiError:
         """The decoded JSON body of a 2xx answer, or an ``ApiError``.
@@ -85,15 +101,22 @@ class ApiClient:
             response = self._session.request(
                 method, self.base_url + path, headers=headers, timeout=timeout, **kwargs
             )
+        # The API's address is for the log, not for the people using the page.
         except requests.Timeout:
-            return ApiError(f"The API at {self.base_url} did not answer in time; try again.")
-        except requests.RequestException:
-            return ApiError(f"Cannot reach the API at {self.base_url}. Is it running?")
+            logger.warning(
+                "the API at %s did not answer %s %s in time", self.base_url, method, path
+            )
+            return ApiError("The service did not answer in time; try again.")
+        except requests.RequestException as error:
+            logger.warning("cannot reach the API at %s: %s", self.base_url, error)
+            return ApiError("The service cannot be reached right now; try again in a minute.")
         if response.ok:
-            try:
-                return response.json() if response.content else None
-            except ValueError:
-                return ApiError(f"The API answered {response.status_code} with a body not JSON.")
+            if not raw:
+                try:
+                    return response.json() if response.content else None
+                except ValueError:
+                    return ApiError(f"The service answered {response.status_code}, not in JSON.")
+            return response.content
         return ApiError(_detail(response), response.status_code)
 
     def login(self, email: str, password: str, client_address: str | None = None) -> str | ApiError:
@@ -106,6 +129,27 @@ class ApiClient:
         )
         token = self._parse(body, Token)
         return token if isinstance(token, ApiError) else token.access_token
+
+    def start_session(
+        self, email: str, password: str, client_address: str | None = None
+    ) -> Token | ApiError:
+        """Log in for a session that renews: an access token and a refresh token."""
+        body = self._call(
+            "POST",
+            "/login",
+            client_address=client_address,
+            data={"username": email, "password": password, "scope": "offline_access"},
+        )
+        return self._parse(body, Token)
+
+    def renew(self, refresh_token: str) -> Token | ApiError:
+        """A fresh access token while the session's refresh token lives."""
+        body = self._call("POST", "/login/refresh", json={"refresh_token": refresh_token})
+        return self._parse(body, Token)
+
+    def end_session(self, refresh_token: str) -> ApiError | None:
+        ended = self._call("POST", "/logout", json={"refresh_token": refresh_token})
+        return ended if isinstance(ended, ApiError) else None
 
     def sign_up(
         self, name: str, email: str, password: str, client_address: str | None = None
@@ -167,6 +211,16 @@ class ApiClient:
             return feedback
         return self._parse({"predictions": predictions, "feedback": feedback}, History)
 
+    def history_page(self, token: str, limit: int, offset: int) -> HistoryPage | ApiError:
+        """One page of the user's predictions, each with its latest feedback, and the total."""
+        body = self._call("GET", "/history", token, params={"limit": limit, "offset": offset})
+        return self._parse(body, HistoryPage)
+
+    def prediction_image(self, token: str, prediction_id: int) -> bytes | ApiError:
+        """The image one of the user's predictions was made on."""
+        body = self._call("GET", f"/model/predictions/{prediction_id}/image", token, raw=True)
+        return body if isinstance(body, ApiError | bytes) else ApiError("No image came back.")
+
     def _parse(self, body: Any, shape: type[T]) -> T | ApiError:
         """``body`` validated as ``shape``, or an ``ApiError`` if the body is one or is not the
         API's shape."""
@@ -175,9 +229,8 @@ class ApiClient:
         try:
             return TypeAdapter(shape).validate_python(body)
         except ValidationError:
-            return ApiError(
-                f"{self.base_url} answered, but not as the imgclf API does. Is it the right URL?"
-            )
+            logger.error("%s answered, but not as the imgclf API does", self.base_url)
+            return ApiError("The service answered in a way this page does not understand.")
 
 
 def _detail(response: requests.Response) -> str:

@@ -1,69 +1,159 @@
-"""The user's past predictions and the feedback they gave, newest first."""
+"""The user's past predictions in one table, a page at a time: each image's thumbnail and file
+name, when (in the browser's time zone), the answer and the latest feedback; pick a row to
+give or change its feedback."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import base64
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pandas as pd
 import streamlit as st
 
 from imgclf.ui import session
-from imgclf.ui.client import ApiClient, ApiError, History
+from imgclf.ui.client import ApiClient, ApiError, HistoryItem
+from imgclf.ui.feedback_form import Rated, render_feedback_form
 from imgclf.ui.labels import display_name
+from imgclf.ui.preview import make_preview
+from imgclf.ui.result_view import SURE_ENOUGH
 from imgclf.ui.text import escape_markdown, percent
 
-HISTORY_LIMIT = 50
+PAGE_SIZE = 10
+PAGE = "history-page"
+THUMBNAILS = "history-thumbnails"
+THUMBNAIL_SIDE = 96
+SAVED = "history-saved"  # what the last feedback sent from History was about
 
 
-def when(moment: datetime) -> str:
-    """An API timestamp as ``2026-11-26 04:54 UTC`` (the API stores UTC)."""
+def local_zone() -> tzinfo:
+    """The browser's time zone, UTC when it does not say."""
+    name = st.context.timezone
+    try:
+        return ZoneInfo(name) if isinstance(name, str) and name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def when(moment: datetime, zone: tzinfo) -> str:
+    """An API timestamp (UTC) in ``zone``: ``2026-11-26 05:54``."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
-def render(client: ApiClient, token: str) -> None:
+def _thumbnail(client: ApiClient, prediction_id: int) -> str | None:
+    """A small picture of the prediction's image as a data URL, made once per tab."""
+    made: dict[int, str | None] = st.session_state.setdefault(THUMBNAILS, {})
+    if prediction_id not in made:
+        data = session.authorized(client, lambda t: client.prediction_image(t, prediction_id))
+        picture = None if isinstance(data, ApiError) else make_preview(data, THUMBNAIL_SIDE).picture
+        if picture is None:
+            made[prediction_id] = None
+        else:
+            kind = "png" if picture.startswith(b"\x89PNG") else "jpeg"
+            made[prediction_id] = (
+                f"data:image/{kind};base64,{base64.b64encode(picture).decode('ascii')}"
+            )
+    return made[prediction_id]
+
+
+def _answer(item: HistoryItem) -> str:
+    """The class, or "Maybe …" when the model was not sure (as the Classify tab says)."""
+    name = display_name(item.label)
+    return name if item.score >= SURE_ENOUGH else f"Maybe {name}"
+
+
+def _turn(step: int) -> None:
+    st.session_state[PAGE] = max(1, st.session_state.get(PAGE, 1) + step)
+
+
+def render(client: ApiClient) -> None:
+    page_number = max(1, int(st.session_state.get(PAGE, 1)))
     with st.spinner("Loading your history…"):
-        history = session.authorized(client.history(token, limit=HISTORY_LIMIT))
-    if isinstance(history, ApiError):
-        st.error(f"Your history could not be loaded: {history.message}", icon=":material/error:")
+        page = session.authorized(
+            client, lambda t: client.history_page(t, PAGE_SIZE, (page_number - 1) * PAGE_SIZE)
+        )
+    if isinstance(page, ApiError):
+        st.error(f"Your history could not be loaded: {page.message}", icon=":material/error:")
         return
-    _predictions(history)
-    _feedback(history)
-
-
-def _predictions(history: History) -> None:
-    st.subheader("Predictions")
-    if not history.predictions:
+    saved = st.session_state.pop(SAVED, None)
+    if saved:
+        st.success(escape_markdown(saved), icon=":material/check_circle:")
+    if page.total == 0:
         st.info("No predictions yet. Classify an image and it will appear here.")
         return
-    # Newest first, so for a prediction with several feedbacks the latest one is kept.
-    said: dict[int | None, str] = {}
-    for item in history.feedback:
-        said.setdefault(item.prediction_id, item.feedback)
-    # st.table renders Markdown: what users typed is escaped so that it stays plain text.
-    rows = [
-        {
-            "When": when(item.created_at),
-            "Class": escape_markdown(display_name(item.label)),
-            "Score": percent(item.score),
-            "Your feedback": escape_markdown(said.get(item.id, "")),
-        }
-        for item in history.predictions
-    ]
-    st.table(rows, border="horizontal", hide_index=True)
-
-
-def _feedback(history: History) -> None:
-    st.subheader("Feedback")
-    if not history.feedback:
-        st.info("No feedback yet. Tell us whether a prediction was right and it will appear here.")
+    pages = max(1, -(-page.total // PAGE_SIZE))
+    if page_number > pages:  # the history shrank (another tab, a deleted account's rows)
+        st.session_state[PAGE] = pages
+        st.rerun()
+    zone = local_zone()
+    table = pd.DataFrame(
+        [
+            {
+                "Image": _thumbnail(client, item.id),
+                "File": item.original_name or item.image_file_name,
+                "When": when(item.created_at, zone),
+                "Answer": _answer(item),
+                "Score": percent(item.score),
+                "Your feedback": item.feedback.feedback if item.feedback else "",
+            }
+            for item in page.items
+        ]
+    )
+    chosen = st.dataframe(
+        table,
+        column_config={
+            "Image": st.column_config.ImageColumn("Image", width="small"),
+            "When": st.column_config.TextColumn(f"When ({zone})"),
+        },
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key=f"history-table-{page_number}",
+        row_height=64,
+    )
+    with st.container(horizontal=True, vertical_alignment="center", key="history-pager"):
+        st.button(
+            "Newer",
+            icon=":material/chevron_left:",
+            disabled=page_number == 1,
+            on_click=_turn,
+            args=(-1,),
+            key="history-newer",
+        )
+        st.markdown(
+            f"Page {page_number} of {pages} · {page.total} prediction{'s' * (page.total != 1)}"
+        )
+        st.button(
+            "Older",
+            icon=":material/chevron_right:",
+            disabled=page_number == pages,
+            on_click=_turn,
+            args=(1,),
+            key="history-older",
+        )
+    rows = chosen.selection.rows
+    if not rows:
+        st.caption("Select a row to give or change its feedback.")
         return
-    rows = [
-        {
-            "On": escape_markdown(display_name(item.predicted_class)),
-            "Score": percent(item.score),
-            "Feedback": escape_markdown(item.feedback),
-        }
-        for item in history.feedback
-    ]
-    st.table(rows, border="horizontal", hide_index=True)
+    _feedback(client, page.items[rows[0]])
+
+
+def _feedback(client: ApiClient, item: HistoryItem) -> None:
+    name = item.original_name or item.image_file_name
+    with st.container(border=True, key="history-feedback"):
+        answer = f"{display_name(item.label)}, {percent(item.score)}"
+        st.markdown(f"**Feedback on {escape_markdown(name)}**: {escape_markdown(answer)}")
+        if item.feedback:
+            st.caption(f"You said: {escape_markdown(item.feedback.feedback)}")
+        rated = Rated(
+            item.id,
+            item.label,
+            item.score,
+            item.image_file_name,
+            [scored.label for scored in item.top_k[1:]],
+        )
+        if render_feedback_form(client, rated, f"fbh-{item.id}"):
+            st.session_state[SAVED] = f"Your feedback on {name} was saved."
+            st.rerun()

@@ -14,6 +14,8 @@ from types import FrameType
 from imgclf.settings import Settings
 
 APP_PATH = Path(__file__).with_name("app.py")
+# The page and the login cookie's routes beside it.
+SERVER_PATH = Path(__file__).with_name("server.py")
 
 
 def streamlit_command(settings: Settings) -> list[str]:
@@ -22,7 +24,7 @@ def streamlit_command(settings: Settings) -> list[str]:
         "-m",
         "streamlit",
         "run",
-        str(APP_PATH),
+        str(SERVER_PATH),
         "--server.address",
         settings.host,
         "--server.port",

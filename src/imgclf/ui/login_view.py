@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError
 
-MIN_PASSWORD = 8
+MIN_NAME, MIN_PASSWORD = 2, 8
+# The API checks emails properly; this catches what a person mistypes, before a round trip.
+EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def render(client: ApiClient) -> None:
@@ -19,51 +24,65 @@ def render(client: ApiClient) -> None:
         _log_in_form(client)
     with sign_up_tab:
         _sign_up_form(client)
-    st.caption(f"API: {client.base_url}")
+
+
+def _say(place: DeltaGenerator, message: str) -> None:
+    """A message under the field it is about, in words, not only a red border."""
+    place.error(message, icon=":material/error:")
 
 
 def _log_in_form(client: ApiClient) -> None:
     with st.form("login", border=True):
-        email = st.text_input("Email", key="login-email", type="email", autocomplete="username")
+        # Plain text fields: a browser's own email check would block the button silently.
+        email = st.text_input("Email", key="login-email", autocomplete="username")
+        email_note = st.empty()
         password = st.text_input(
             "Password", type="password", key="login-password", autocomplete="current-password"
         )
+        password_note = st.empty()
         submitted = st.form_submit_button("Log in", type="primary", width="stretch")
     if not submitted:
         return
-    if not email.strip() or not password:
-        st.error("Enter your email and your password.")
-        return
-    _enter(client, email.strip(), password)
+    if not email.strip():
+        _say(email_note, "Enter your email.")
+    if not password:
+        _say(password_note, "Enter your password.")
+    if email.strip() and password:
+        _enter(client, email.strip(), password)
 
 
 def _sign_up_form(client: ApiClient) -> None:
     with st.form("signup", border=True):
         name = st.text_input("Name", key="signup-name", max_chars=50)
-        email = st.text_input("Email", key="signup-email", type="email", autocomplete="email")
+        name_note = st.empty()
+        email = st.text_input("Email", key="signup-email", autocomplete="email")
+        email_note = st.empty()
         password = st.text_input(
             "Password",
             type="password",
             key="signup-password",
             autocomplete="new-password",
-            help=f"At least {MIN_PASSWORD} characters.",
+            placeholder=f"At least {MIN_PASSWORD} characters",
         )
+        password_note = st.empty()
         submitted = st.form_submit_button("Create account", type="primary", width="stretch")
     if not submitted:
         return
-    # The API checks these too; saying so here spares a round trip and reads better.
-    if len(name.strip()) < 2:
-        st.error("Enter your name (at least 2 characters).")
-        return
-    if "@" not in email:
-        st.error("Enter a valid email address.")
-        return
+    valid = True
+    if len(name.strip()) < MIN_NAME:
+        _say(name_note, f"Enter your name (at least {MIN_NAME} characters).")
+        valid = False
+    if not EMAIL_SHAPE.match(email.strip()):
+        _say(email_note, "Enter a valid email address, like name@example.com.")
+        valid = False
     if len(password) < MIN_PASSWORD:
-        st.error(f"Choose a password of at least {MIN_PASSWORD} characters.")
+        _say(password_note, f"Choose a password of at least {MIN_PASSWORD} characters.")
+        valid = False
+    if not valid:
         return
     created = client.sign_up(name.strip(), email.strip(), password, _visitor_address())
     if isinstance(created, ApiError):
-        st.error(created.message)
+        st.error(created.message, icon=":material/error:")
         return
     _enter(client, email.strip(), password)
 
@@ -79,11 +98,11 @@ def _visitor_address() -> str | None:
 def _enter(client: ApiClient, email: str, password: str) -> None:
     """Log in and go to the main page, or say why not."""
     with st.spinner("Logging in…"):
-        access_token = client.login(email, password, _visitor_address())
-        who = client.me(access_token) if isinstance(access_token, str) else access_token
+        access = client.start_session(email, password, _visitor_address())
+        who = client.me(access.access_token) if not isinstance(access, ApiError) else access
     if isinstance(who, ApiError):
         st.error(who.message, icon=":material/error:")
         return
-    assert isinstance(access_token, str)
-    session.log_in(access_token, who)
+    assert not isinstance(access, ApiError)
+    session.log_in(access, who)
     st.rerun()

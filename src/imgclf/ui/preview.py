@@ -11,33 +11,43 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imgclf.model.images import ImageLimits, ImageTooLargeError, open_image
+from imgclf.model.images import (
+    ImageLimits,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    open_image,
+)
 
 # Twice the widest preview on the page, for high-density screens.
 PREVIEW_SIDE = 512
 LIMITS = ImageLimits()
+NOT_AN_IMAGE = "This file is not an image; use a JPEG, PNG, GIF, WebP or BMP file."
+DAMAGED = "The image is damaged or incomplete, so it cannot be shown."
 
 
 @dataclass(frozen=True)
 class Preview:
-    """A thumbnail to show (JPEG, or PNG when transparent), or why there is none: ``refusal``
-    for a file too costly to decode, neither for one that is not a picture we read."""
+    """A thumbnail to show (JPEG, or PNG when transparent), or why there is none (too costly
+    to decode, damaged, or not an image at all: ``not_an_image``)."""
 
     picture: bytes | None = None
     refusal: str | None = None
+    not_an_image: bool = False
 
 
-def make_preview(data: bytes) -> Preview:
+def make_preview(data: bytes, side: int = PREVIEW_SIDE) -> Preview:
     try:
         image = open_image(data, LIMITS)
-        image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # JPEGs: draft mode, scaled while decoded
+        image.thumbnail((side, side))  # JPEGs: draft mode, scaled while decoded
         return Preview(picture=_encode(_upright(image)))
     except ImageTooLargeError as error:  # too many bytes, pixels or scans, or too slow
         return Preview(refusal=str(error))
-    except Exception:  # not an image, truncated: Pillow raises many kinds of errors
-        return Preview()
+    except (UnsupportedImageError, UnidentifiedImageError):
+        return Preview(refusal=NOT_AN_IMAGE, not_an_image=True)
+    except Exception:  # truncated or damaged: Pillow raises many kinds of errors
+        return Preview(refusal=DAMAGED)
 
 
 def _upright(image: Image.Image) -> Image.Image:

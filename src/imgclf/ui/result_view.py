@@ -1,4 +1,5 @@
-"""One image's answer: the class in words, how sure, the top-5 chart, and feedback on it."""
+"""One image's answer: the class in words, how sure, the top-5 chart, and feedback on it; as a
+full card for a lone image, or a compact tile in a grid of several."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import streamlit as st
 
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
-from imgclf.ui.labels import choices, display_name
-from imgclf.ui.preview import make_preview
+from imgclf.ui.feedback_form import Rated, render_feedback_form
+from imgclf.ui.labels import display_name
+from imgclf.ui.preview import Preview
 from imgclf.ui.text import escape_markdown, percent
 
-YES, NO = "Yes", "No"
 # Below this the card says it is not sure and names the candidates: the best of 1000 classes at
 # 5% (a plain red square is "velvet") is a guess, not an answer.
 SURE_ENOUGH = 0.5
@@ -41,36 +42,76 @@ def top_k_chart(prediction: Prediction) -> alt.LayerChart:
     return chart
 
 
-def _either(names: list[str]) -> str:
+def either(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def feedback_text(correct: bool, right_class: str | None, comment: str) -> str:
-    """What the API stores: the verdict first, in words a person and a script can both read."""
-    verdict = "Correct." if correct else "Wrong."
-    if not correct and right_class:
-        verdict += f" Right class: {right_class}."
-    return f"{verdict} {comment.strip()}".strip()
+def headline(prediction: Prediction) -> str:
+    """The answer in a few words: the class, or "Not sure — maybe …" when it is a guess."""
+    if prediction.score >= SURE_ENOUGH:
+        return display_name(prediction.prediction)
+    candidates = [display_name(item.label) for item in prediction.top_k[:3]]
+    return f"Not sure — maybe {either(candidates)}"
 
 
-def render_result(
-    client: ApiClient, token: str, name: str, data: bytes, outcome: Prediction | ApiError
+def _picture(place: st.delta_generator.DeltaGenerator, name: str, preview: Preview) -> None:
+    if preview.picture is not None:
+        place.image(preview.picture, caption=name, width="stretch")
+    else:
+        place.error(
+            f"**{escape_markdown(name)}**: {preview.refusal or 'no preview.'}",
+            icon=":material/block:",
+        )
+
+
+def _refusal(name: str, outcome: ApiError) -> None:
+    st.error(
+        f"**{escape_markdown(name)}** was not classified: {outcome.message}",
+        icon=":material/block:",
+    )
+
+
+def _unusable(name: str, preview: Preview, outcome: ApiError) -> None:
+    """One card for a file with neither a picture nor an answer, saying each reason once."""
+    reasons = dict.fromkeys([preview.refusal or "No preview.", outcome.message])
+    if len(reasons) > 1:
+        reasons = dict.fromkeys(
+            [preview.refusal or "No preview.", f"Not classified: {outcome.message}"]
+        )
+    st.error(f"**{escape_markdown(name)}**: {' '.join(reasons)}", icon=":material/block:")
+
+
+def _rated(prediction: Prediction) -> Rated:
+    return Rated(
+        prediction.prediction_id,
+        prediction.prediction,
+        prediction.score,
+        prediction.image_file_name,
+        [item.label for item in prediction.top_k[1:]],
+    )
+
+
+def _feedback(client: ApiClient, prediction: Prediction) -> None:
+    if prediction.prediction_id in st.session_state.get(session.FEEDBACK_SENT, {}):
+        st.success("Thank you! Your feedback was saved.", icon=":material/check_circle:")
+        return
+    if render_feedback_form(client, _rated(prediction), f"fb-{prediction.prediction_id}"):
+        st.rerun()
+
+
+def render_card(
+    client: ApiClient, name: str, preview: Preview, outcome: Prediction | ApiError
 ) -> None:
+    """The full answer for a lone image."""
     with st.container(border=True):
+        if preview.picture is None and isinstance(outcome, ApiError):
+            _unusable(name, preview, outcome)
+            return
         picture, answer = st.columns([2, 3], gap="medium")
-        preview = make_preview(data)
-        if preview.picture is not None:
-            picture.image(preview.picture, caption=name, width="stretch")
-        elif preview.refusal is not None:
-            picture.error(f"No preview: {preview.refusal}", icon=":material/block:")
-        else:
-            picture.caption(f"{escape_markdown(name)} (no preview)")
+        _picture(picture, name, preview)
         with answer:
             if isinstance(outcome, ApiError):
-                st.error(
-                    f"**{escape_markdown(name)}** was not classified: {outcome.message}",
-                    icon=":material/block:",
-                )
+                _refusal(name, outcome)
                 return
             if outcome.score >= SURE_ENOUGH:
                 st.caption("Most likely")
@@ -79,58 +120,32 @@ def render_result(
             else:
                 st.caption("Not sure")
                 candidates = [display_name(item.label) for item in outcome.top_k[:3]]
-                st.markdown(f"### Maybe {_either(candidates)}")
+                st.markdown(f"### Maybe {either(candidates)}")
                 st.markdown(
                     f"At most **{percent(outcome.score)}** sure: the picture may show none of "
                     "the 1000 things the model knows."
                 )
             st.altair_chart(top_k_chart(outcome), width="stretch")
             st.caption(f"Answered by `{outcome.model}`")
-        _feedback_form(client, token, outcome)
+        _feedback(client, outcome)
 
 
-def _feedback_form(client: ApiClient, token: str, prediction: Prediction) -> None:
-    sent: dict[int, object] = st.session_state.setdefault(session.FEEDBACK_SENT, {})
-    if prediction.prediction_id in sent:
-        st.success("Thank you! Your feedback was saved.", icon=":material/check_circle:")
-        return
-    key = f"fb-{prediction.prediction_id}"
-    verdict = st.radio(
-        "Is this right?",
-        [YES, NO],
-        index=None,
-        horizontal=True,
-        key=f"{key}-correct",
-    )
-    right_class = None
-    if verdict == NO:
-        runners_up = [item.label for item in prediction.top_k[1:]]
-        right_class = st.selectbox(
-            "What is it?",
-            choices(runners_up),
-            index=None,
-            format_func=display_name,
-            placeholder="Type to search the 1000 classes, or your own words",
-            accept_new_options=True,
-            key=f"{key}-class",
-        )
-    comment = st.text_area(
-        "Anything else? (optional)", max_chars=1000, height=68, key=f"{key}-comment"
-    )
-    if not st.button("Send feedback", key=f"{key}-send", disabled=verdict is None):
-        return
-    stored = session.authorized(
-        client.send_feedback(
-            token,
-            feedback_text(verdict == YES, right_class, comment or ""),
-            score=prediction.score,
-            predicted_class=prediction.prediction,
-            image_file_name=prediction.image_file_name,
-            prediction_id=prediction.prediction_id,
-        )
-    )
-    if isinstance(stored, ApiError):
-        st.error(f"Your feedback was not saved: {stored.message}", icon=":material/error:")
-        return
-    sent[prediction.prediction_id] = stored
-    st.rerun()
+def render_tile(
+    client: ApiClient, name: str, preview: Preview, outcome: Prediction | ApiError
+) -> None:
+    """A small answer in a grid: picture, headline, and the details and feedback on demand."""
+    with st.container(border=True):
+        if preview.picture is None and isinstance(outcome, ApiError):
+            _unusable(name, preview, outcome)
+            return
+        _picture(st.container(), name, preview)
+        if isinstance(outcome, ApiError):
+            _refusal(name, outcome)
+            return
+        st.markdown(f"**{escape_markdown(headline(outcome))}**  \n{percent(outcome.score)} sure")
+        sent = outcome.prediction_id in st.session_state.get(session.FEEDBACK_SENT, {})
+        label = "Feedback sent" if sent else "Details and feedback"
+        with st.popover(label, icon=":material/rate_review:", width="stretch"):
+            st.altair_chart(top_k_chart(outcome), width="stretch")
+            st.caption(f"Answered by `{outcome.model}`")
+            _feedback(client, outcome)

@@ -1,32 +1,60 @@
 """What the UI keeps in ``st.session_state`` (one browser tab's state), in one place.
 
-- ``token``: the API access token; present only while logged in.
+- ``token``, ``token_renew_at``: the API access token, and when to renew it (before it expires).
+- ``refresh_token``: renews the access token; the browser keeps a copy in an HttpOnly cookie,
+  so a reload or a new tab finds the login (``imgclf.ui.login_cookie``).
 - ``user``: the logged-in ``User``.
 - ``notice``: a message for the login page (say, why the user was sent back to it).
-- ``results``: the latest Classify click's ``ImageResult`` list.
+- ``images``: content hash -> ``ImageResult``, the images on the Classify tab and their answers.
 - ``feedback_sent``: prediction id -> the ``Feedback`` the API stored for it.
-- widget keys: ``view``, ``uploader``, ``login-*``, ``signup-*``, ``fb-*``.
+- ``kept_work``: what a user had not sent when the login ended, restored when they log in again.
+- widget keys: ``view``, ``uploader-*``, ``login-*``, ``signup-*``, ``fb-*``, ``history-*``.
 
 Logging out clears all of it, so nothing of one user is left for the next on a shared machine.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import streamlit as st
 
-from imgclf.ui.client import ApiError, User
+from imgclf.ui import login_cookie
+from imgclf.ui.client import ApiClient, ApiError, Token, User
+from imgclf.ui.shelf import SHELF
 
 TOKEN = "token"  # noqa: S105 - a session_state key, not a secret
+RENEW_AT = "token_renew_at"
+REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a session_state key
 USER = "user"
 NOTICE = "notice"
-RESULTS = "results"
+IMAGES = "images"
 FEEDBACK_SENT = "feedback_sent"
+KEPT_WORK = "kept_work"
+COOKIE_CODE = "cookie_code"
+FORGET_COOKIE = "forget_cookie"
+# Feedback forms whose Send was pressed when the login had ended: sent after the next log-in.
+PENDING_SENDS = "pending_sends"
 
 EXPIRED_NOTICE = "Your session has expired. Please log in again."
+KEPT_NOTICE = "Your session has expired. Log in again: your images and unsent feedback are kept."
+# Renew this long before the access token expires, so a click never meets an expired one.
+RENEW_MARGIN_S = 30.0
+# What is kept when a login ends: the images and answers, what was sent, and the forms' state.
+_WORK_KEYS = (IMAGES, FEEDBACK_SENT)
+_FORM_PREFIXES = ("fb-", "fbh-")
 
 T = TypeVar("T")
+
+
+@dataclass
+class KeptWork:
+    owner: int
+    state: dict[str, Any] = field(default_factory=dict)
+    sends: set[int] = field(default_factory=set)
 
 
 def token() -> str | None:
@@ -39,16 +67,137 @@ def user() -> User | None:
     return value if isinstance(value, User) else None
 
 
-def log_in(access_token: str, who: User) -> None:
+def _set_access(access: Token) -> None:
+    st.session_state[TOKEN] = access.access_token
+    lifetime = access.expires_in or 60
+    st.session_state[RENEW_AT] = time.time() + max(lifetime - RENEW_MARGIN_S, lifetime / 2)
+
+
+def log_in(access: Token, who: User) -> None:
+    """Start the tab's session; the work kept from this user's last one comes back."""
+    kept = st.session_state.get(KEPT_WORK)
     st.session_state.clear()
-    st.session_state[TOKEN] = access_token
+    _set_access(access)
     st.session_state[USER] = who
+    if access.refresh_token:
+        st.session_state[REFRESH_TOKEN] = access.refresh_token
+        code = login_cookie.HANDOFF.put(access.refresh_token, access.refresh_expires_in)
+        st.session_state[COOKIE_CODE] = code
+    _restore_images(who)
+    if isinstance(kept, KeptWork) and kept.owner == who.id:
+        st.session_state.update(kept.state)
+        st.session_state[PENDING_SENDS] = kept.sends
 
 
-def log_out(notice: str | None = None) -> None:
+def _restore_images(who: User) -> None:
+    """The images and answers this user had in another tab, or before a reload."""
+    shelved = SHELF.get(who.id)
+    if shelved is not None:
+        st.session_state[IMAGES] = shelved.images
+        st.session_state[FEEDBACK_SENT] = shelved.feedback_sent
+
+
+def shelve() -> None:
+    """Keep this tab's images and answers for the user's other tabs and reloads."""
+    who = user()
+    if who is not None and token() is not None:
+        SHELF.put(
+            who.id,
+            st.session_state.get(IMAGES, {}),
+            st.session_state.get(FEEDBACK_SENT, {}),
+        )
+
+
+def log_out(client: ApiClient, notice: str | None = None) -> None:
+    """End the session here, at the API and in the browser's cookie."""
+    refresh_token = st.session_state.get(REFRESH_TOKEN)
+    if isinstance(refresh_token, str):
+        client.end_session(refresh_token)
+    who = user()
+    if who is not None:
+        SHELF.drop(who.id)
     st.session_state.clear()
+    st.session_state[FORGET_COOKIE] = True
     if notice:
         st.session_state[NOTICE] = notice
+
+
+def expire() -> None:
+    """The login ended by itself: back to the login page, keeping what was not sent."""
+    who = user()
+    kept = KeptWork(owner=who.id if who else 0)
+    for key, value in st.session_state.items():
+        name = str(key)
+        if name in _WORK_KEYS or (name.startswith(_FORM_PREFIXES) and not name.endswith("-send")):
+            kept.state[name] = value
+        elif name.startswith(_FORM_PREFIXES) and value is True:  # Send pressed in this run
+            kept.sends.add(int(name.split("-")[1]))
+    st.session_state.clear()
+    st.session_state[KEPT_WORK] = kept
+    st.session_state[FORGET_COOKIE] = True
+    st.session_state[NOTICE] = (
+        KEPT_NOTICE if any(kept.state.values()) or kept.sends else EXPIRED_NOTICE
+    )
+
+
+def renew(client: ApiClient, refresh_token: str | None = None) -> bool | None:
+    """A fresh access token from the refresh token (this tab's, or the cookie's): True when
+    renewed, False when the login has ended, None when the API did not answer (a brief outage
+    does not log anyone out)."""
+    refresh_token = refresh_token or st.session_state.get(REFRESH_TOKEN)
+    if not isinstance(refresh_token, str):
+        return False
+    access = client.renew(refresh_token)
+    if isinstance(access, ApiError):
+        return False if access.unauthorized else None
+    _set_access(access)
+    st.session_state[REFRESH_TOKEN] = refresh_token
+    return True
+
+
+def resume(client: ApiClient) -> None:
+    """At the start of each run: renew an access token about to expire, or find the login the
+    browser kept; when the login has ended, go back to the login page keeping the work."""
+    if token() is None:
+        saved = login_cookie.saved_refresh_token()
+        if saved and not st.session_state.get(FORGET_COOKIE) and renew(client, saved) is True:
+            who = authorized(client, client.me)
+            if isinstance(who, User):
+                st.session_state[USER] = who
+                _restore_images(who)
+                return
+        for key in (TOKEN, REFRESH_TOKEN):
+            st.session_state.pop(key, None)
+        if saved:  # ended elsewhere (a logout in another tab, or its time ran out)
+            st.session_state[FORGET_COOKIE] = True
+        return
+    if time.time() >= st.session_state.get(RENEW_AT, 0) and renew(client) is False:
+        expire()
+
+
+def authorized(client: ApiClient, request: Callable[[str], T | ApiError]) -> T | ApiError:
+    """``request(access_token)``; if the token is refused, renewed once and asked again. When
+    the login has ended, back to the login page with the work kept (``st.rerun`` ends this
+    script run)."""
+    access = token()
+    result = request(access) if access else ApiError("Not logged in", 401)
+    if isinstance(result, ApiError) and result.unauthorized and renew(client) is True:
+        access = token()
+        assert access is not None
+        result = request(access)
+    if isinstance(result, ApiError) and result.unauthorized:
+        expire()
+        st.rerun()
+    return result
+
+
+def take_pending_send(prediction_id: int) -> bool:
+    """Whether Send was pressed on this form when the last login ended (once)."""
+    pending: set[int] = st.session_state.get(PENDING_SENDS, set())
+    if prediction_id in pending:
+        pending.discard(prediction_id)
+        return True
+    return False
 
 
 def pop_notice() -> str | None:
@@ -56,10 +205,10 @@ def pop_notice() -> str | None:
     return str(value) if value else None
 
 
-def authorized(result: T | ApiError) -> T | ApiError:
-    """``result`` itself, unless the API said the token is no longer valid: then back to the
-    login page with a notice (``st.rerun`` ends this script run)."""
-    if isinstance(result, ApiError) and result.unauthorized:
-        log_out(EXPIRED_NOTICE)
-        st.rerun()
-    return result
+def browser_cookie_chores() -> None:
+    """Hand a new refresh token to the browser's cookie, or have it forget an ended one."""
+    code = st.session_state.get(COOKIE_CODE)
+    if isinstance(code, str):
+        login_cookie.keep_in_browser(code)
+    elif st.session_state.get(FORGET_COOKIE) and login_cookie.saved_refresh_token():
+        login_cookie.forget_in_browser()

@@ -1,13 +1,16 @@
-"""``POST /login``: the OAuth2 password form in, a bearer token out."""
+"""``POST /login``: the OAuth2 password form in, a bearer token out (and, for the scope
+``offline_access``, a refresh token); ``POST /login/refresh`` renews; ``POST /logout`` ends."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from imgclf.api.auth.schemas import Token
+from imgclf.api.auth import sessions
+from imgclf.api.auth.schemas import RefreshRequest, Token
 from imgclf.api.auth.service import find_credentials, normalize_email
 from imgclf.api.auth.throttle import AttemptsRefused
 from imgclf.api.deps import (
@@ -20,6 +23,7 @@ from imgclf.api.deps import (
 )
 from imgclf.api.errors import error_responses
 from imgclf.api.security import create_access_token
+from imgclf.settings import Settings
 
 router = APIRouter(tags=["auth"])
 
@@ -64,4 +68,49 @@ async def login(
         )
     await throttle.give_back(attempt)  # successful logins do not count
     assert credentials is not None  # verify() never accepts the dummy hash
-    return Token(access_token=create_access_token(credentials.user_id, settings))
+    refresh_token = None
+    if sessions.OFFLINE_ACCESS in form.scopes:
+        lifetime = timedelta(days=settings.session_days)
+        refresh_token = await db.run(sessions.start_session, credentials.user_id, lifetime)
+    return _access(credentials.user_id, settings, refresh_token)
+
+
+def _access(user_id: int, settings: Settings, refresh_token: str | None = None) -> Token:
+    return Token(
+        access_token=create_access_token(user_id, settings),
+        expires_in=int(settings.access_token_minutes * 60),
+        refresh_token=refresh_token,
+        refresh_expires_in=int(settings.session_days * 86400) if refresh_token else None,
+    )
+
+
+@router.post(
+    "/login/refresh",
+    summary="Renew: a new access token for a refresh token",
+    response_model=Token,
+    responses=error_responses(400, 401, 422),
+)
+async def refresh_login(body: RefreshRequest, db: DatabaseDep, settings: SettingsDep) -> Token:
+    """A fresh access token while the login's refresh token lives (the refresh token itself
+    stays the same)."""
+    user_id = await db.run(sessions.session_user, body.refresh_token)
+    if user_id is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="Your login has ended; log in again",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return _access(user_id, settings)
+
+
+@router.post(
+    "/logout",
+    summary="Log out: end a refresh token",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(400, 422),
+)
+async def logout(body: RefreshRequest, db: DatabaseDep) -> Response:
+    """The refresh token stops working at once; access tokens already issued run out by
+    themselves (minutes)."""
+    await db.run(sessions.end_session, body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -93,6 +93,7 @@ def prediction_row(user_id: int, upload: AcceptedUpload, answer: Answer) -> dict
         "user_id": user_id,
         "image_file_name": upload.file_name,
         "image_bytes": len(upload.data),
+        "original_name": upload.original_name or None,
         "label": label,
         "score": round(score, 4),
         "top_k": [{"label": name, "score": value} for name, value in answer.top_k],

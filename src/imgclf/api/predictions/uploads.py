@@ -33,6 +33,8 @@ class AcceptedUpload:
     data: bytes
     digest: str
     file_name: str
+    # The client's own name for the file, for people to recognize it; never a path here.
+    original_name: str = ""
 
 
 async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
@@ -50,7 +52,18 @@ async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
         data = picture_bytes(data, inspect_image(data, ImageLimits.from_settings(settings)))
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
     # Named by content alone, never by the client's path: no traversal, one copy per image.
-    return AcceptedUpload(data=data, digest=digest, file_name=f"{digest}{extension}")
+    return AcceptedUpload(
+        data=data,
+        digest=digest,
+        file_name=f"{digest}{extension}",
+        original_name=display_file_name(file.filename or ""),
+    )
+
+
+def display_file_name(name: str) -> str:
+    """The last part of a client's file name, without control characters, at most 255."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(c for c in base if c.isprintable())[:255]
 
 
 def store_upload(upload_dir: Path, upload: AcceptedUpload) -> None:

@@ -1,0 +1,77 @@
+"""``GET /history``: predictions a page at a time with a total; ``GET
+/model/predictions/{id}/image``: the image a prediction was made on, for its owner."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+
+from imgclf.api.deps import CurrentUser, DatabaseDep, PageDep, SettingsDep, id_path
+from imgclf.api.errors import error_responses
+from imgclf.api.history import service
+from imgclf.api.history.schemas import HistoryPage
+
+router = APIRouter(tags=["history"])
+
+# What the stored bytes are, from their first bytes (the extension is the client's).
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF8", "image/gif"),
+    (b"BM", "image/bmp"),
+)
+
+
+def _media_type(head: bytes) -> str:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    for signature, media_type in _SIGNATURES:
+        if head.startswith(signature):
+            return media_type
+    return "application/octet-stream"
+
+
+@router.get(
+    "/history",
+    response_model=HistoryPage,
+    summary="Your predictions, newest first, a page at a time, with your latest feedback",
+    responses=error_responses(401, 422),
+)
+async def read_history(db: DatabaseDep, user: CurrentUser, page: PageDep) -> HistoryPage:
+    history = await db.run(service.read_history, user.id, page.limit, page.offset)
+    return HistoryPage.model_validate({"total": history.total, "items": history.items})
+
+
+@router.get(
+    "/model/predictions/{prediction_id}/image",
+    summary="The image one of your predictions was made on",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/*": {}}, "description": "The stored upload."},
+        **error_responses(401, 404, 422),
+    },
+)
+async def read_prediction_image(
+    prediction_id: Annotated[int, id_path("One of your predictions.")],
+    db: DatabaseDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+) -> FileResponse:
+    not_found = HTTPException(404, f"Prediction {prediction_id} not found")
+    try:
+        name = await db.run(service.image_file_name, prediction_id, user.id, user.is_admin)
+    except service.PredictionImageNotFound:
+        raise not_found from None
+    path = settings.upload_dir / name
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(12)
+    except OSError:  # stored before uploads were kept, or removed since
+        raise HTTPException(
+            404, f"The image of prediction {prediction_id} is no longer stored"
+        ) from None
+    # Private: an image is its owner's; the browser may keep it for the page's lifetime.
+    headers = {"Cache-Control": "private, max-age=3600"}
+    return FileResponse(path, media_type=_media_type(head), headers=headers)

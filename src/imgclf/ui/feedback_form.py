@@ -1,0 +1,78 @@
+"""Feedback on one prediction: right or wrong, the right class, a comment; sent with its id.
+
+The same form serves a fresh answer on the Classify tab and any row of History. If the login
+has ended when Send is pressed, the form's state is kept and it is sent after the next log-in
+(``session.expire``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from imgclf.ui import session
+from imgclf.ui.client import ApiClient, ApiError, Feedback
+from imgclf.ui.labels import choices, display_name
+
+YES, NO = "Yes", "No"
+
+
+@dataclass(frozen=True)
+class Rated:
+    """What feedback is about."""
+
+    prediction_id: int
+    label: str
+    score: float
+    image_file_name: str
+    runners_up: list[str]
+
+
+def feedback_text(correct: bool, right_class: str | None, comment: str) -> str:
+    """What the API stores: the verdict first, in words a person and a script can both read."""
+    verdict = "Correct." if correct else "Wrong."
+    if not correct and right_class:
+        verdict += f" Right class: {right_class}."
+    return f"{verdict} {comment.strip()}".strip()
+
+
+def render_feedback_form(client: ApiClient, rated: Rated, key: str) -> Feedback | None:
+    """The form under ``key`` (``fb-<id>`` or ``fbh-<id>``); the stored feedback once sent."""
+    verdict = st.radio(
+        "Is this right?", [YES, NO], index=None, horizontal=True, key=f"{key}-correct"
+    )
+    right_class = None
+    if verdict == NO:
+        right_class = st.selectbox(
+            "What is it?",
+            choices(rated.runners_up),
+            index=None,
+            format_func=display_name,
+            placeholder="Type to search the 1000 classes, or your own words",
+            accept_new_options=True,
+            key=f"{key}-class",
+        )
+    comment = st.text_area(
+        "Anything else? (optional)", max_chars=1000, height=68, key=f"{key}-comment"
+    )
+    pressed = st.button("Send feedback", key=f"{key}-send", disabled=verdict is None)
+    if not (pressed or session.take_pending_send(rated.prediction_id)) or verdict is None:
+        return None
+    text = feedback_text(verdict == YES, right_class, comment or "")
+    stored = session.authorized(
+        client,
+        lambda token: client.send_feedback(
+            token,
+            text,
+            score=rated.score,
+            predicted_class=rated.label,
+            image_file_name=rated.image_file_name,
+            prediction_id=rated.prediction_id,
+        ),
+    )
+    if isinstance(stored, ApiError):
+        st.error(f"Your feedback was not saved: {stored.message}", icon=":material/error:")
+        return None
+    st.session_state.setdefault(session.FEEDBACK_SENT, {})[rated.prediction_id] = stored
+    return stored
