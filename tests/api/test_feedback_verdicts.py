@@ -15,7 +15,7 @@ from sqlalchemy import select
 from imgclf.api.state import app_state
 from imgclf.db.models import Feedback, Prediction
 from imgclf.settings import Settings
-from imgclf.ui.result_view import feedback_text
+from imgclf.ui.feedback_form import feedback_text
 
 from .conftest import Caller
 
