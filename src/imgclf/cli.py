@@ -207,18 +207,24 @@ def predict(
     )
 
 
+VersionOption = Annotated[int, typer.Option(help="Version folder to write.", min=1)]
+RepositoryOption = Annotated[
+    Path | None,
+    typer.Option(help="Model repository (default: IMGCLF_MODEL_REPOSITORY, else data/models)."),
+]
+OutputOption = Annotated[
+    Path | None, typer.Option(help="Write this one bundle folder instead of the repository.")
+]
+
+
 @app.command("export-model")
 def export_model(
     model: Annotated[
         str, typer.Option(help="efficientnet-lite0, efficientnet-lite0-int8 or efficientnet-lite2.")
     ] = "efficientnet-lite0",
-    version: Annotated[int, typer.Option(help="Version folder to write.", min=1)] = 1,
-    repository: Annotated[
-        Path | None, typer.Option(help="Model repository (default: models in the data folder).")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option(help="Write this one bundle folder instead of the repository.")
-    ] = None,
+    version: VersionOption = 1,
+    repository: RepositoryOption = None,
+    output: OutputOption = None,
     calibration_dir: Annotated[
         Path | None,
         typer.Option(help="INT8 only: calibrate on the images in this folder (e.g. uploads)."),
@@ -228,25 +234,17 @@ def export_model(
     from imgclf.model.export_cli import build_model
 
     settings = load_settings()
+    repository = repository or settings.resolved_model_repository
     raise typer.Exit(
-        build_model(
-            model,
-            output or (repository or settings.data_dir / "models") / model / str(version),
-            version,
-            calibration_dir,
-        )
+        build_model(model, output or repository / model / str(version), version, calibration_dir)
     )
 
 
 @app.command()
 def quantize(
-    version: Annotated[int, typer.Option(help="Version folder to write.", min=1)] = 1,
-    repository: Annotated[
-        Path | None, typer.Option(help="Model repository (default: models in the data folder).")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option(help="Write this one bundle folder instead of the repository.")
-    ] = None,
+    version: VersionOption = 1,
+    repository: RepositoryOption = None,
+    output: OutputOption = None,
     calibration_dir: Annotated[
         Path | None,
         typer.Option(help="Calibrate on the images in this folder (default: packaged photos)."),
