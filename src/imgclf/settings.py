@@ -119,6 +119,15 @@ class Settings(BaseSettings):
         description="bytes of images waiting in Redis; at most half its maxmemory is used",
     )
     queue_max_deliveries: int = Field(default=3, ge=1, description="then dead-lettered")
+    shadow_max_in_flight: int = Field(
+        default=8, ge=1, description="shadow copies awaited at once per API process; then dropped"
+    )
+    shadow_max_waiting: int = Field(
+        default=1,
+        ge=0,
+        description="a shadow copy is made only while at most this many jobs wait for a worker "
+        "(live model and candidate together): the workers have room",
+    )
     predict_timeout_s: float = Field(default=10.0, gt=0)
     model_timeouts_s: dict[str, float] = Field(
         default={}, description="a model's own request timeout, by name (a slower model's)"
