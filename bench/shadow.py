@@ -33,6 +33,8 @@ REPOSITORY = Path(os.environ.get("IMGCLF_MODEL_REPOSITORY", ROOT / "data" / "mod
 LIVE, CANDIDATE = "efficientnet-lite0", "efficientnet-lite0-int8@1"
 FRACTIONS = (0.0, 0.1, 1.0)
 METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - a throwaway service on loopback
+# (wrk connections, shadow fraction): each run's wrk figures and shadow copies.
+Runs = dict[tuple[int, float], list[tuple[WrkResult, dict[str, float]]]]
 
 
 def shadow_counts(url: str) -> dict[str, float]:
@@ -56,11 +58,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     parser.add_argument("--clients", type=int, default=32, help="wrk connections, closed loop")
+    parser.add_argument(
+        "--light-clients", type=int, default=2, help="connections of the light load (0: none)"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
     ensure_wrk()
     image = photo_640x480()
-    runs: dict[float, list[tuple[WrkResult, dict[str, float]]]] = defaultdict(list)
+    runs: Runs = defaultdict(list)
+    loads = [args.clients, *([args.light_clients] if args.light_clients else [])]
     settings = {
         "model_repository": REPOSITORY,
         "default_model": LIVE,
@@ -78,48 +84,49 @@ def main() -> None:
                     set_shadow(stack.url, token, LIVE, CANDIDATE, fraction)
                 else:
                     stop_shadow(stack.url, token, LIVE)
-                before = shadow_counts(stack.url)
-                result = run_wrk(
-                    f"{stack.url}/model/predict",
-                    upload,
-                    connections=args.clients,
-                    seconds=args.seconds,
-                )
-                after = shadow_counts(stack.url)
-                copies = {k: after[k] - before.get(k, 0.0) for k in after}
-                runs[fraction].append((result, copies))
-                print(
-                    f"  shadow {fraction:.0%}: {result.throughput:.1f} req/s, p50 "
-                    f"{result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {result.failures} "
-                    f"failed; copies {dict(copies)}",
-                    flush=True,
-                )
+                for clients in loads:
+                    before = shadow_counts(stack.url)
+                    result = run_wrk(
+                        f"{stack.url}/model/predict",
+                        upload,
+                        connections=clients,
+                        seconds=args.seconds,
+                    )
+                    after = shadow_counts(stack.url)
+                    copies = {k: after[k] - before.get(k, 0.0) for k in after}
+                    runs[clients, fraction].append((result, copies))
+                    print(
+                        f"  {clients} connections, shadow {fraction:.0%}: "
+                        f"{result.throughput:.1f} req/s, p50 {result.p50_ms:.1f} ms, p99 "
+                        f"{result.p99_ms:.1f} ms, {result.failures} failed; copies "
+                        f"{dict(copies)}",
+                        flush=True,
+                    )
     table = report(runs, args)
     print(table)
     if not args.no_write:
         write_section(table)
 
 
-def report(
-    runs: dict[float, list[tuple[WrkResult, dict[str, float]]]], args: argparse.Namespace
-) -> str:
+def report(runs: Runs, args: argparse.Namespace) -> str:
     lines = [
         "## Shadow comparisons",
         "",
         f"`make bench-shadow` (bench/shadow.py), {date.today():%Y-%m-%d}, {cpu_model()}, "
         f"{os.cpu_count()} cores **shared with other work running at the same time** (figures "
         "from a quiet machine will differ). One `imgclf serve` (embedded, cache off, batch 16, "
-        f"{LIVE}@1 FP32 live), wrk closed loop with {args.clients} connections at saturation, "
+        f"{LIVE}@1 FP32 live), wrk closed loop with {args.clients} connections (saturation) and "
+        f"{args.light_clients} (a light load), "
         f"{args.seconds:g} s per run, {args.rounds} interleaved rounds; the shadow of {LIVE} "
         f"switched between runs to {CANDIDATE} through the admin route. Median run per setting "
         "(by req/s); failures and copies summed over its runs (copies counted from before wrk's "
         "2 s warm-up to the end of the run).",
         "",
-        "| shadow | req/s | p50 ms | p99 ms | failed | req/s of each run | copies compared "
-        "| copies dropped (why) |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+        "| load | shadow | req/s | p50 ms | p99 ms | failed | req/s of each run "
+        "| copies compared | copies dropped (why) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
-    for fraction, measured in runs.items():
+    for (clients, fraction), measured in sorted(runs.items(), key=lambda item: -item[0][0]):
         median = sorted(measured, key=lambda run: run[0].throughput)[len(measured) // 2][0]
         failed = sum(run.failures for run, _ in measured)
         totals: dict[str, float] = defaultdict(float)
@@ -130,8 +137,10 @@ def report(
         dropped = ", ".join(f"{int(v)} {k}" for k, v in sorted(totals.items()) if v) or "none"
         name = f"{fraction:.0%} to INT8" if fraction else "none"
         each = ", ".join(f"{run.throughput:.0f}" for run, _ in measured)
+        load = "saturation" if clients == args.clients else "light"
         lines.append(
-            f"| {name} | {median.throughput:.1f} | {median.p50_ms:.1f} | {median.p99_ms:.1f} "
+            f"| {load}, {clients} conn. | {name} | {median.throughput:.1f} "
+            f"| {median.p50_ms:.1f} | {median.p99_ms:.1f} "
             f"| {failed} | {each} | {compared if fraction else '-'} "
             f"| {dropped if fraction else '-'} |"
         )

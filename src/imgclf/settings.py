@@ -123,10 +123,11 @@ class Settings(BaseSettings):
         default=8, ge=1, description="shadow copies awaited at once per API process; then dropped"
     )
     shadow_max_waiting: int = Field(
-        default=1,
+        default=2,
         ge=0,
-        description="a shadow copy is made only while at most this many jobs wait for a worker "
-        "(live model and candidate together): the workers have room",
+        description="a shadow copy is made only while at most this many callers of the live "
+        "model and the candidate wait for answers in this process, and at most this many jobs "
+        "wait for a worker: the workers have room",
     )
     predict_timeout_s: float = Field(default=10.0, gt=0)
     model_timeouts_s: dict[str, float] = Field(

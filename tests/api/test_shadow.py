@@ -122,10 +122,10 @@ def test_the_setting_is_checked_and_persists(
     )
 
     assert too_much.status_code == 422
-    assert too_much.json() == {"detail": "body.fraction: Input should be less than or equal to 1"}
-    assert negative.json() == {
-        "detail": "body.fraction: Input should be greater than or equal to 0"
+    assert too_much.json() == {
+        "detail": "body.fraction: the fraction must be between 0 and 1 (0 stops the shadow)"
     }
+    assert negative.json() == too_much.json()
     assert unknown.status_code == 404
     assert unknown.json() == {
         "detail": "Unknown model 'resnet50@1'; available: "

@@ -2,10 +2,10 @@
 
 ``offer`` is called once the caller's answer is known; it decides at once (a dictionary look-up
 and a random draw) and, if the copy is made, leaves it to a task nobody awaits. The copy is the
-first work dropped under load: it is made only while this process awaits few of them, callers
-of either model hold less than half their admission room, and at most ``shadow_max_waiting``
-jobs wait for a worker; in the queue it is not counted against any caller's admission
-(``counted=False``). Its failures are counted, never raised.
+first work dropped under load: it is made only while this process awaits few of them, and at
+most ``shadow_max_waiting`` callers of either model wait for their answers here and as many
+jobs wait for a worker (so at saturation almost none is made); in the queue it is not counted
+against any caller's admission (``counted=False``). Its failures are counted, never raised.
 """
 
 from __future__ import annotations
@@ -102,11 +102,11 @@ class ShadowRunner:
     def _no_room(self, name: str, candidate_name: str) -> str:
         if len(self._tasks) >= self.settings.shadow_max_in_flight:
             return "busy"
-        half = self.settings.max_pending // 2
-        if (
-            self.queue.in_flight_for(name) >= half
-            or self.queue.in_flight_for(candidate_name) >= half
-        ):
+        callers = self.queue.in_flight_for(name)
+        if candidate_name != name:
+            callers += self.queue.in_flight_for(candidate_name)
+        # Callers still waiting mean the workers are not idle: a copy would slow them down.
+        if callers > self.settings.shadow_max_waiting:
             return "load"
         return ""
 

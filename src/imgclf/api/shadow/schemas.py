@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Interval = tuple[float, float]
 
@@ -16,8 +16,16 @@ class ShadowUpdate(BaseModel):
         description="the version to compare, name@version (any model of the repository)",
     )
     fraction: float = Field(
-        ge=0, le=1, description="the share of the model's uploads copied to it, 0 to 1; 0 stops"
+        description="the share of the model's uploads copied to it, 0 to 1; 0 stops",
+        json_schema_extra={"minimum": 0, "maximum": 1},
     )
+
+    @field_validator("fraction")
+    @classmethod
+    def _a_share(cls, fraction: float) -> float:
+        if not 0 <= fraction <= 1:
+            raise ValueError("the fraction must be between 0 and 1 (0 stops the shadow)")
+        return fraction
 
 
 class ShadowSettingPublic(BaseModel):
