@@ -33,8 +33,18 @@ REPOSITORY = Path(os.environ.get("IMGCLF_MODEL_REPOSITORY", ROOT / "data" / "mod
 LIVE, CANDIDATE = "efficientnet-lite0", "efficientnet-lite0-int8@1"
 FRACTIONS = (0.0, 0.1, 1.0)
 METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - a throwaway service on loopback
-# (wrk connections, shadow fraction): each run's wrk figures and shadow copies.
-Runs = dict[tuple[int, float], list[tuple[WrkResult, dict[str, float]]]]
+# The light open loop: connections enough that none waits at its rate.
+LIGHT_CONNECTIONS = 4
+# (load, shadow fraction): each run's wrk figures and shadow copies.
+Runs = dict[tuple[str, float], list[tuple[WrkResult, dict[str, float]]]]
+
+
+def _load_name(clients: int, rate: float, args: argparse.Namespace) -> str:
+    if rate:
+        return f"light: open loop, {rate:g}/s"
+    if clients == args.clients:
+        return f"saturation: {clients} connections"
+    return f"{clients} connections, tight loop"
 
 
 def shadow_counts(url: str) -> dict[str, float]:
@@ -59,14 +69,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     parser.add_argument("--clients", type=int, default=32, help="wrk connections, closed loop")
     parser.add_argument(
-        "--light-clients", type=int, default=2, help="connections of the light load (0: none)"
+        "--few-clients", type=int, default=2, help="connections of a tight loop of few (0: none)"
+    )
+    parser.add_argument(
+        "--light-rate", type=float, default=10.0, help="requests/s of an open loop (0: none)"
     )
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
     ensure_wrk()
     image = photo_640x480()
     runs: Runs = defaultdict(list)
-    loads = [args.clients, *([args.light_clients] if args.light_clients else [])]
+    # (connections, rate): saturation, a few callers in a tight loop, a light open loop.
+    loads = [(args.clients, 0.0)]
+    if args.few_clients:
+        loads.append((args.few_clients, 0.0))
+    if args.light_rate:
+        loads.append((LIGHT_CONNECTIONS, args.light_rate))
     settings = {
         "model_repository": REPOSITORY,
         "default_model": LIVE,
@@ -84,19 +102,20 @@ def main() -> None:
                     set_shadow(stack.url, token, LIVE, CANDIDATE, fraction)
                 else:
                     stop_shadow(stack.url, token, LIVE)
-                for clients in loads:
+                for clients, rate in loads:
                     before = shadow_counts(stack.url)
                     result = run_wrk(
                         f"{stack.url}/model/predict",
                         upload,
                         connections=clients,
                         seconds=args.seconds,
+                        rate=rate,
                     )
                     after = shadow_counts(stack.url)
                     copies = {k: after[k] - before.get(k, 0.0) for k in after}
-                    runs[clients, fraction].append((result, copies))
+                    runs[_load_name(clients, rate, args), fraction].append((result, copies))
                     print(
-                        f"  {clients} connections, shadow {fraction:.0%}: "
+                        f"  {_load_name(clients, rate, args)}, shadow {fraction:.0%}: "
                         f"{result.throughput:.1f} req/s, p50 {result.p50_ms:.1f} ms, p99 "
                         f"{result.p99_ms:.1f} ms, {result.failures} failed; copies "
                         f"{dict(copies)}",
@@ -115,8 +134,9 @@ def report(runs: Runs, args: argparse.Namespace) -> str:
         f"`make bench-shadow` (bench/shadow.py), {date.today():%Y-%m-%d}, {cpu_model()}, "
         f"{os.cpu_count()} cores **shared with other work running at the same time** (figures "
         "from a quiet machine will differ). One `imgclf serve` (embedded, cache off, batch 16, "
-        f"{LIVE}@1 FP32 live), wrk closed loop with {args.clients} connections (saturation) and "
-        f"{args.light_clients} (a light load), "
+        f"{LIVE}@1 FP32 live), loaded by wrk: a closed loop of {args.clients} connections "
+        f"(saturation), one of {args.few_clients} (few callers, no pause: the cores stay busy), "
+        f"and an open loop at {args.light_rate:g} requests/s (a light load); "
         f"{args.seconds:g} s per run, {args.rounds} interleaved rounds; the shadow of {LIVE} "
         f"switched between runs to {CANDIDATE} through the admin route. Median run per setting "
         "(by req/s); failures and copies summed over its runs (copies counted from before wrk's "
@@ -126,7 +146,7 @@ def report(runs: Runs, args: argparse.Namespace) -> str:
         "| copies compared | copies dropped (why) |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
-    for (clients, fraction), measured in sorted(runs.items(), key=lambda item: -item[0][0]):
+    for (load, fraction), measured in runs.items():
         median = sorted(measured, key=lambda run: run[0].throughput)[len(measured) // 2][0]
         failed = sum(run.failures for run, _ in measured)
         totals: dict[str, float] = defaultdict(float)
@@ -137,9 +157,8 @@ def report(runs: Runs, args: argparse.Namespace) -> str:
         dropped = ", ".join(f"{int(v)} {k}" for k, v in sorted(totals.items()) if v) or "none"
         name = f"{fraction:.0%} to INT8" if fraction else "none"
         each = ", ".join(f"{run.throughput:.0f}" for run, _ in measured)
-        load = "saturation" if clients == args.clients else "light"
         lines.append(
-            f"| {load}, {clients} conn. | {name} | {median.throughput:.1f} "
+            f"| {load} | {name} | {median.throughput:.1f} "
             f"| {median.p50_ms:.1f} | {median.p99_ms:.1f} "
             f"| {failed} | {each} | {compared if fraction else '-'} "
             f"| {dropped if fraction else '-'} |"

@@ -133,6 +133,7 @@ def test_shadow_figures_match_an_offline_comparison(tmp_path: Path, fp32_and_int
         # Every upload copied, however busy: the counts must be exact.
         shadow_max_waiting=1000,
         shadow_max_in_flight=1000,
+        shadow_max_busy=1.0,
         metrics_token="test-metrics-token",
     )
     try:

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         "model and the candidate wait for answers in this process, and at most this many jobs "
         "wait for a worker: the workers have room",
     )
+    shadow_max_busy: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="embedded: a shadow copy is made only while the worker spent at most this "
+        "share of its time on batches lately",
+    )
     predict_timeout_s: float = Field(default=10.0, gt=0)
     model_timeouts_s: dict[str, float] = Field(
         default={}, description="a model's own request timeout, by name (a slower model's)"

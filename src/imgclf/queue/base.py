@@ -149,6 +149,11 @@ class JobQueue(Protocol):
         admission; raises UnknownModelError or ModelUnavailableError."""
         ...
 
+    def workers_busy(self) -> float | None:
+        """The share of the workers' time spent on batches lately (0 to 1), where this process
+        can see it (its own worker, embedded); None where it cannot."""
+        ...
+
     async def model_statuses(self) -> list[ModelStatus]:
         """Every model: versions, the live one, workers serving it, jobs waiting."""
         ...

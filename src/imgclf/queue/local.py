@@ -141,6 +141,10 @@ class LocalQueue:
     def in_flight_for(self, name: str) -> int:
         return self._awaited[name]
 
+    def workers_busy(self) -> float | None:
+        """No worker of its own (``InProcessQueue``, built on it, has one)."""
+        return None
+
     # The worker's side (threads) ----------------------------------------------------------
 
     def take(self, max_jobs: int, max_wait_s: float, block_s: float) -> list[Job]:

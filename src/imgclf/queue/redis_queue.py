@@ -193,6 +193,10 @@ class RedisQueue:
             self._waiting.pop(job_id, None)
             awaited[name] -= 1
 
+    def workers_busy(self) -> float | None:
+        """The workers are other processes: their busy time is not seen from here."""
+        return None
+
     async def stored_result(self, job_id: str) -> JobResult | None:
         try:
             return await self._read_stored(job_id)

@@ -2,10 +2,12 @@
 
 ``offer`` is called once the caller's answer is known; it decides at once (a dictionary look-up
 and a random draw) and, if the copy is made, leaves it to a task nobody awaits. The copy is the
-first work dropped under load: it is made only while this process awaits few of them, and at
-most ``shadow_max_waiting`` callers of either model wait for their answers here and as many
-jobs wait for a worker (so at saturation almost none is made); in the queue it is not counted
-against any caller's admission (``counted=False``). Its failures are counted, never raised.
+first work dropped under load: it is made only while this process awaits few of them, at most
+``shadow_max_waiting`` callers of either model wait for their answers here and as many jobs
+wait for a worker, and (embedded, where it is seen) the worker spent at most
+``shadow_max_busy`` of its time on batches lately: at saturation almost none is made. In the
+queue it is not counted against any caller's admission (``counted=False``). Its failures are
+counted, never raised.
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ class ShadowRunner:
             callers += self.queue.in_flight_for(candidate_name)
         # Callers still waiting mean the workers are not idle: a copy would slow them down.
         if callers > self.settings.shadow_max_waiting:
+            return "load"
+        # A few callers in a tight loop keep the workers as busy as many do.
+        busy = self.queue.workers_busy()
+        if busy is not None and busy > self.settings.shadow_max_busy:
             return "load"
         return ""
 
