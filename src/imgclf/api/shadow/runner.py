@@ -54,6 +54,7 @@ class ShadowRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._refreshing: asyncio.Task[None] | None = None
         self._random = random.Random()  # sampling, not secrets
+        self._closed = False
 
     async def start(self) -> None:
         await self.refresh()
@@ -61,6 +62,7 @@ class ShadowRunner:
 
     async def close(self) -> None:
         """Copies still awaited are abandoned: nobody waits for them."""
+        self._closed = True
         tasks = [self._refreshing, *self._tasks] if self._refreshing else list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -89,7 +91,7 @@ class ShadowRunner:
         name = answer.model_id.rpartition("@")[0]
         shadow = self.shadows.get(name)
         # A cached answer took no model time, and the candidate's copy would compare nothing new.
-        if shadow is None or answer.cached or shadow.candidate == answer.model_id:
+        if self._closed or shadow is None or answer.cached or shadow.candidate == answer.model_id:
             return
         if self._random.random() >= shadow.fraction:
             return
