@@ -185,6 +185,7 @@ def test_in_redis_mode_every_api_process_shadows_alike(
         "cache": False,
         "shadow_max_waiting": 1000,
         "shadow_max_in_flight": 1000,
+        "shadow_max_busy": 1.0,
     }
     first = second = None
     try:
@@ -200,7 +201,9 @@ def test_in_redis_mode_every_api_process_shadows_alike(
         seen = httpx.get(f"{second.url}/models/{LITE0}/shadow", headers=headers).json()
         answers = _upload_all(second.url, headers, photos)
         report = _report_once_recorded(first.url, headers, len(photos))
-        stored = redis.Redis.from_url(redis_url).hgetall("imgclf:shadow")
+        client = redis.Redis.from_url(redis_url)
+        stored = client.hgetall("imgclf:shadow")
+        heartbeat = json.loads(client.get(next(client.scan_iter("imgclf:worker:*"))) or b"{}")
     finally:
         for api in (first, second):
             if api is not None:
@@ -209,4 +212,5 @@ def test_in_redis_mode_every_api_process_shadows_alike(
 
     assert (seen["candidate"], seen["fraction"]) == (f"{INT8}@1", 1.0)
     assert json.loads(stored[LITE0.encode()]) == body
+    assert 0 <= heartbeat["busy"] <= 1  # how busy the worker was: the copies' gate
     _assert_figures_match(report, answers, _offline(fp32_and_int8, photos))

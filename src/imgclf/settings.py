@@ -133,8 +133,9 @@ class Settings(BaseSettings):
         default=0.5,
         ge=0,
         le=1,
-        description="embedded: a shadow copy is made only while the worker spent at most this "
-        "share of its time on batches lately",
+        description="a shadow copy is made only while the workers spent at most this share of "
+        "their time on batches lately (embedded: the last half second; Redis: since their "
+        "previous heartbeat)",
     )
     predict_timeout_s: float = Field(default=10.0, gt=0)
     model_timeouts_s: dict[str, float] = Field(

@@ -150,8 +150,8 @@ class JobQueue(Protocol):
         ...
 
     def workers_busy(self) -> float | None:
-        """The share of the workers' time spent on batches lately (0 to 1), where this process
-        can see it (its own worker, embedded); None where it cannot."""
+        """The share of the workers' time spent on batches lately (0 to 1): embedded, its own
+        worker's; with Redis, what the workers' heartbeats said; None when not known."""
         ...
 
     async def model_statuses(self) -> list[ModelStatus]:

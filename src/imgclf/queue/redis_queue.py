@@ -194,8 +194,8 @@ class RedisQueue:
             awaited[name] -= 1
 
     def workers_busy(self) -> float | None:
-        """The workers are other processes: their busy time is not seen from here."""
-        return None
+        """What the workers' last heartbeats said (read at most twice a second, by requests)."""
+        return self.models.workers_busy()
 
     async def stored_result(self, job_id: str) -> JobResult | None:
         try:

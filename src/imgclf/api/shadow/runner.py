@@ -4,8 +4,8 @@
 and a random draw) and, if the copy is made, leaves it to a task nobody awaits. The copy is the
 first work dropped under load: it is made only while this process awaits few of them, at most
 ``shadow_max_waiting`` callers of either model wait for their answers here and as many jobs
-wait for a worker, and (embedded, where it is seen) the worker spent at most
-``shadow_max_busy`` of its time on batches lately: at saturation almost none is made. In the
+wait for a worker, and the workers spent at most ``shadow_max_busy`` of their time on batches
+lately (embedded: measured here; Redis: their heartbeats): at saturation almost none is made. In the
 queue it is not counted against any caller's admission (``counted=False``). Its failures are
 counted, never raised.
 """
