@@ -173,7 +173,8 @@ def report(runs: Runs, args: argparse.Namespace) -> str:
     lines += [
         "",
         'A copy is made only while the workers have room (docs/quality.md, "Shadow '
-        'comparisons"): `load`, `backlog` and `busy` count the copies dropped for want of it. '
+        'comparisons"): `load`, `busy`, `backlog` and `in_flight` count the copies dropped for '
+        "want of it. "
         "The req/s of each run show how far this shared machine drifts between runs of the "
         "same setting; read a difference between settings against that spread. In the open "
         "loop req/s is the rate asked for; its p50 and p99 are what a copy costs the callers "

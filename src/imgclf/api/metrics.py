@@ -133,8 +133,8 @@ class ServiceMetrics:
         )
         self.shadow_dropped = Counter(
             "imgclf_shadow_dropped_total",
-            "Shadow copies dropped: busy, load, backlog, full, unavailable, timeout, failed, "
-            "recorder",
+            "Shadow copies dropped: in_flight, load, busy, backlog, full, unavailable, timeout, "
+            "failed, error, recorder",
             ["model", "reason"],
             registry=r,
         )

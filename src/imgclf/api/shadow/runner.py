@@ -105,7 +105,7 @@ class ShadowRunner:
 
     def _no_room(self, name: str, candidate_name: str) -> str:
         if len(self._tasks) >= self.settings.shadow_max_in_flight:
-            return "busy"
+            return "in_flight"
         callers = self.queue.in_flight_for(name)
         if candidate_name != name:
             callers += self.queue.in_flight_for(candidate_name)
@@ -115,7 +115,7 @@ class ShadowRunner:
         # A few callers in a tight loop keep the workers as busy as many do.
         busy = self.queue.workers_busy()
         if busy is not None and busy > self.settings.shadow_max_busy:
-            return "load"
+            return "busy"
         return ""
 
     async def _compare(self, name: str, candidate: str, image: bytes, answer: Answer) -> None:
@@ -146,6 +146,10 @@ class ShadowRunner:
         except (QueueError, ModelError) as error:
             logger.info("no shadow copy of a %s upload to %s: %s", name, candidate, error)
             self._dropped(name, "unavailable")
+            return
+        except Exception:  # a copy's trouble is logged and counted, never anyone's error
+            logger.exception("a shadow copy of a %s upload to %s failed", name, candidate)
+            self._dropped(name, "error")
             return
         if not result.ok or not result.top_k:
             logger.info("the shadow candidate %s failed: %s", candidate, result.error)
