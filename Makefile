@@ -12,7 +12,7 @@ MODEL_BUNDLES := $(MODEL_NAMES:%=$(MODEL_REPOSITORY)/%/1/bundle.json)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install bundle models run test lint format bench bench-peers stress stress-quick soak clean
+.PHONY: help install bundle models run test lint format bench bench-shadow bench-peers stress stress-quick soak clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ format: install ## Apply ruff's fixes and formatting
 bench: install bundle models ## Benchmarks: model (FP32, INT8, Lite2), then the service
 	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python bench/model.py --repository $(MODEL_REPOSITORY)
 	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python bench/service.py
+
+bench-shadow: install bundle models ## Saturation with and without a shadow candidate (wrk)
+	IMGCLF_MODEL_REPOSITORY=$(MODEL_REPOSITORY) $(BIN)/python bench/shadow.py
 
 bench-peers: install bundle ## imgclf beside BentoML and the seed's design, same load (wrk)
 	IMGCLF_MODEL_DIR=$(MODEL_DIR) $(BIN)/python bench/peers.py

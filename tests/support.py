@@ -119,3 +119,34 @@ class ServedApi:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def sample_photos(count: int) -> list[bytes]:
+    """``count`` distinct JPEG photos: the pictures scikit-image and matplotlib ship (no
+    download), whole and in corner crops."""
+    import io
+
+    from imgclf.model.calibration import packaged_pictures
+
+    photos: list[bytes] = []
+    pictures = [picture.image.convert("RGB") for picture in packaged_pictures()]
+    boxes = [(0.0, 0.0, 1.0, 1.0), (0.0, 0.0, 0.7, 0.7), (0.3, 0.3, 1.0, 1.0), (0.3, 0.0, 1.0, 0.7)]
+    for left, top, right, bottom in boxes:
+        for image in pictures:
+            width, height = image.size
+            crop = image.crop(
+                (int(left * width), int(top * height), int(right * width), int(bottom * height))
+            )
+            buffer = io.BytesIO()
+            crop.save(buffer, format="JPEG", quality=90)
+            photos.append(buffer.getvalue())
+            if len(photos) == count:
+                return photos
+    raise ValueError(f"only {len(photos)} sample photos can be made")
+
+
+def sample_uploads(count: int) -> list[dict[str, tuple[str, bytes, str]]]:
+    return [
+        {"file": (f"photo{n}.jpg", data, "image/jpeg")}
+        for n, data in enumerate(sample_photos(count))
+    ]

@@ -149,6 +149,46 @@ def models_promote(
     typer.echo(f"live: {describe(model)}")
 
 
+@models_app.command("shadow")
+def models_shadow(
+    name: Annotated[str, typer.Argument(help="The model whose uploads are copied.")],
+    candidate: Annotated[
+        str | None,
+        typer.Argument(help="The version to compare, name@version; none: show the figures."),
+    ] = None,
+    fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="The share of uploads copied, 0 to 1.")
+    ] = 0.1,
+    off: Annotated[bool, typer.Option("--off", help="Stop the shadow comparison.")] = False,
+    days: Annotated[int, typer.Option(min=1, help="The figures' window, in days.")] = 7,
+    api_url: ApiUrl = None,
+    email: AdminEmail = None,
+    password: AdminPassword = None,
+) -> None:
+    """Copy a share of a model's uploads to a candidate version and compare their answers
+    (off the callers' path); without a candidate, show how they compared."""
+    from imgclf.models_admin import (
+        AdminCallError,
+        describe_shadow,
+        read_shadow,
+        set_shadow,
+        stop_shadow,
+    )
+
+    url = api_url or load_settings().api_url
+    try:
+        token = _admin_token(url, email, password)
+        if off:
+            stop_shadow(url, token, name)
+        elif candidate is not None:
+            set_shadow(url, token, name, candidate, fraction)
+        for line in describe_shadow(read_shadow(url, token, name, days)):
+            typer.echo(line)
+    except AdminCallError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def ui(
     api_url: Annotated[str | None, typer.Option(help="Base URL of the API.")] = None,

@@ -75,6 +75,52 @@ def promote(api_url: str, token: str, name: str, version: int) -> dict[str, Any]
     return answer
 
 
+def set_shadow(
+    api_url: str, token: str, name: str, candidate: str, fraction: float
+) -> dict[str, Any]:
+    answer: dict[str, Any] = _call(
+        "PUT",
+        f"{api_url}/models/{urllib.parse.quote(name, safe='')}/shadow",
+        token=token,
+        body={"candidate": candidate, "fraction": fraction},
+    )
+    return answer
+
+
+def stop_shadow(api_url: str, token: str, name: str) -> None:
+    _call("DELETE", f"{api_url}/models/{urllib.parse.quote(name, safe='')}/shadow", token=token)
+
+
+def read_shadow(api_url: str, token: str, name: str, days: int) -> dict[str, Any]:
+    quoted = urllib.parse.quote(name, safe="")
+    answer: dict[str, Any] = _call(
+        "GET", f"{api_url}/models/{quoted}/shadow?days={days}", token=token
+    )
+    return answer
+
+
+def describe_shadow(report: dict[str, Any]) -> list[str]:
+    """The setting, then one line per pair of versions compared, for a person."""
+    setting = (
+        f"{report['model']}: shadow {report['candidate']} on {report['fraction']:.0%} of uploads"
+        if report.get("candidate")
+        else f"{report['model']}: no shadow set"
+    )
+    lines = [setting]
+    for pair in report.get("pairs", []):
+        agreement = pair["top1_agreement"]
+        low, high = agreement["interval"]
+        lines.append(
+            f"  {pair['live']} vs {pair['candidate']}, last {report['days']} days: "
+            f"{pair['comparisons']} compared, top-1 agreement {agreement['share']:.1%} "
+            f"(95% {low:.1%}-{high:.1%}), top-5 overlap {pair['top5_overlap']['mean']:.2f}/5, "
+            f"score difference {pair['score_difference']['mean']:+.4f}, latency "
+            f"{pair['live_latency_ms']['mean']:.0f} ms live, "
+            f"{pair['candidate_latency_ms']['mean']:.0f} ms candidate"
+        )
+    return lines
+
+
 def describe(model: dict[str, Any]) -> str:
     """One line per model, for a person."""
     accuracy = model.get("accuracy")

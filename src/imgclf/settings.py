@@ -122,6 +122,24 @@ class Settings(BaseSettings):
         description="bytes of images waiting in Redis; at most half its maxmemory is used",
     )
     queue_max_deliveries: int = Field(default=3, ge=1, description="then dead-lettered")
+    shadow_max_in_flight: int = Field(
+        default=8, ge=1, description="shadow copies awaited at once per API process; then dropped"
+    )
+    shadow_max_waiting: int = Field(
+        default=2,
+        ge=0,
+        description="a shadow copy is made only while at most this many callers of the live "
+        "model and the candidate wait for answers in this process, and at most this many jobs "
+        "wait for a worker: the workers have room",
+    )
+    shadow_max_busy: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="a shadow copy is made only while the workers spent at most this share of "
+        "their time on batches lately (embedded: the last half second; Redis: since their "
+        "previous heartbeat)",
+    )
     predict_timeout_s: float = Field(default=10.0, gt=0)
     model_timeouts_s: dict[str, float] = Field(
         default={}, description="a model's own request timeout, by name (a slower model's)"

@@ -98,6 +98,14 @@ EXPECTED = {
     ("GET", "/model/jobs/{job_id}"): {"owner": 200, "other": 403, "admin": 403, "anonymous": 401},
     # Admins only (an admin's empty body is refused by its schema, after the role check).
     ("PUT", "/models/{name}/live"): {"owner": 403, "other": 403, "admin": 422, "anonymous": 401},
+    ("PUT", "/models/{name}/shadow"): {"owner": 403, "other": 403, "admin": 422, "anonymous": 401},
+    ("GET", "/models/{name}/shadow"): {"owner": 403, "other": 403, "admin": 200, "anonymous": 401},
+    ("DELETE", "/models/{name}/shadow"): {
+        "owner": 403,
+        "other": 403,
+        "admin": 204,
+        "anonymous": 401,
+    },
 }
 
 

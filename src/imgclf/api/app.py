@@ -36,6 +36,10 @@ from imgclf.api.predictions.recorder import PredictionRecorder
 from imgclf.api.predictions.router import router as predictions_router
 from imgclf.api.quality.router import router as quality_router
 from imgclf.api.security import PasswordHasher, hash_password, verify_password
+from imgclf.api.shadow.recorder import ComparisonRecorder
+from imgclf.api.shadow.router import router as shadow_router
+from imgclf.api.shadow.runner import ShadowRunner
+from imgclf.api.shadow.store import build_shadow_store
 from imgclf.api.state import AppState
 from imgclf.api.users.router import router as users_router
 from imgclf.db.engine import Database, make_engine
@@ -139,7 +143,27 @@ async def _start(
     if queue is not None:
         await queue.start()
         started.push_async_callback(queue.close)
+        state.shadow = await _start_shadow(settings, database, queue, metrics, started)
     return state
+
+
+async def _start_shadow(
+    settings: Settings,
+    database: Database,
+    queue: JobQueue,
+    metrics: ServiceMetrics,
+    started: contextlib.AsyncExitStack,
+) -> ShadowRunner:
+    def dropped(row: dict[str, object]) -> None:
+        metrics.shadow_dropped.labels(str(row["model"]), "recorder").inc()
+
+    recorder = ComparisonRecorder(database, on_dropped=dropped)
+    recorder.start()
+    started.push_async_callback(anyio.to_thread.run_sync, recorder.close)
+    shadow = ShadowRunner(settings, build_shadow_store(settings), queue, recorder, metrics)
+    await shadow.start()
+    started.push_async_callback(shadow.close)
+    return shadow
 
 
 def create_app(
@@ -195,5 +219,6 @@ def create_app(
     app.include_router(quality_router)
     app.include_router(models_router)
     app.include_router(history_router)
+    app.include_router(shadow_router)
     serve_slash_twins(app)
     return app

@@ -124,6 +124,21 @@ class ServiceMetrics:
             multiprocess_mode="mostrecent",
         )
 
+        # Shadow copies (api/shadow): each comparison made, and each copy not made, with why.
+        self.shadow_comparisons = Counter(
+            "imgclf_shadow_comparisons_total",
+            "Uploads answered by a model's live version and by its shadow candidate",
+            ["model", "candidate", "agreed"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "imgclf_shadow_dropped_total",
+            "Shadow copies dropped: in_flight, load, busy, backlog, full, unavailable, timeout, "
+            "failed, error, recorder",
+            ["model", "reason"],
+            registry=r,
+        )
+
     def cache_hit(self, model: str) -> None:
         self.cache_hits.inc()
         self.model_answers.labels(model, "cached").inc()

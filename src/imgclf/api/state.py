@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from imgclf.api.predictions.quota import StorageQuota
     from imgclf.api.predictions.recorder import PredictionRecorder
     from imgclf.api.security import PasswordHasher
+    from imgclf.api.shadow.runner import ShadowRunner
     from imgclf.db.engine import Database
     from imgclf.queue.base import JobQueue
     from imgclf.settings import Settings
@@ -34,6 +35,8 @@ class AppState:
     recorder: PredictionRecorder
     pending_bytes: PendingBytes
     metrics: ServiceMetrics
+    # Shadow copies to candidate versions, with a queue to copy them to.
+    shadow: ShadowRunner | None = None
     # Async jobs waiting for their answers: shutdown gives them a moment to be recorded.
     background_jobs: set[asyncio.Task[None]] = field(default_factory=set)
 

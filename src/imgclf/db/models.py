@@ -93,3 +93,24 @@ class LoginSession(CreatedAtMixin, Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ShadowComparison(CreatedAtMixin, Base):
+    """One upload answered by a model's live version and, off the request path, by its shadow
+    candidate: how far they agreed and how long each took."""
+
+    __tablename__ = "shadow_comparisons"
+    __table_args__ = (Index("ix_shadow_comparisons_model_created_at", "model", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The model's name, and the two versions compared (name@version each).
+    model: Mapped[str] = mapped_column(String(100))
+    live: Mapped[str] = mapped_column(String(200))
+    candidate: Mapped[str] = mapped_column(String(200))
+    agreed: Mapped[bool] = mapped_column()
+    # Labels both top-5 lists hold (0..5).
+    top5_overlap: Mapped[int] = mapped_column(Integer)
+    # The candidate's top-1 score minus the live version's.
+    score_difference: Mapped[float] = mapped_column(Float)
+    live_latency_ms: Mapped[float] = mapped_column(Float)
+    candidate_latency_ms: Mapped[float] = mapped_column(Float)

@@ -104,12 +104,15 @@ class JobQueue(Protocol):
         job_id: str | None = None,
         keep_result_s: int | None = None,
         model: str = "",
+        counted: bool = True,
     ) -> JobResult:
         """Queue the image for ``model`` (``name@version``, from ``resolve``) and wait for its
         result; raises the errors above.
 
         ``keep_result_s``: how long the answer stays readable by job id (``stored_result``);
-        by default a few deadlines, long enough for a caller whose notice was missed."""
+        by default a few deadlines, long enough for a caller whose notice was missed.
+        ``counted=False``: work no caller waits for (a shadow copy), which never takes a
+        caller's place in admission (``in_flight_for``); its submitter bounds it."""
         ...
 
     async def stored_result(self, job_id: str) -> JobResult | None:
@@ -144,6 +147,11 @@ class JobQueue(Protocol):
     async def resolve(self, name: str | None) -> str:
         """The live ``name@version`` of ``name`` (None: the default model), chosen now, at
         admission; raises UnknownModelError or ModelUnavailableError."""
+        ...
+
+    def workers_busy(self) -> float | None:
+        """The share of the workers' time spent on batches lately (0 to 1): embedded, its own
+        worker's; with Redis, what the workers' heartbeats said; None when not known."""
         ...
 
     async def model_statuses(self) -> list[ModelStatus]:

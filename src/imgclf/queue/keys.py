@@ -22,6 +22,11 @@ class RedisKeys:
         return f"{self.prefix}:wanted"
 
     @property
+    def shadow(self) -> str:
+        """Hash: model name -> its shadow candidate and the share of uploads copied to it."""
+        return f"{self.prefix}:shadow"
+
+    @property
     def model_events(self) -> str:
         """Stream: a worker's note that it has loaded versions (a promotion waits on it)."""
         return f"{self.prefix}:model-events"

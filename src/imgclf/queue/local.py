@@ -69,11 +69,13 @@ class LocalQueue:
         job_id: str | None = None,
         keep_result_s: int | None = None,
         model: str = "",
+        counted: bool = True,
     ) -> JobResult:
         if self._closed.is_set() or self._loop is None:
             raise QueueUnavailableError("the service is shutting down")
         name = model.rpartition("@")[0]
-        if self._awaited[name] >= self.max_pending:
+        awaited = self._awaited if counted else Counter[str]()
+        if awaited[name] >= self.max_pending:
             raise QueueFullError(f"{self._awaited[name]} images are already waiting; retry shortly")
         job = Job(
             id=job_id or new_job_id(),
@@ -86,7 +88,7 @@ class LocalQueue:
         )
         future: asyncio.Future[JobResult] = self._loop.create_future()
         self._waiting[job.id] = future
-        self._awaited[name] += 1
+        awaited[name] += 1
         self._keep_s[job.id] = keep_result_s or max(60, int(timeout_s * 6))
         with self._queued_lock:
             self._queued[name] += 1
@@ -99,7 +101,7 @@ class LocalQueue:
             # A caller that gave up frees its slot; the worker skips its job by deadline.
             self._waiting.pop(job.id, None)
             self._keep_s.pop(job.id, None)
-            self._awaited[name] -= 1
+            awaited[name] -= 1
 
     async def stored_result(self, job_id: str) -> JobResult | None:
         return _unexpired(self._results, job_id)
@@ -138,6 +140,10 @@ class LocalQueue:
 
     def in_flight_for(self, name: str) -> int:
         return self._awaited[name]
+
+    def workers_busy(self) -> float | None:
+        """No worker of its own (``InProcessQueue``, built on it, has one)."""
+        return None
 
     # The worker's side (threads) ----------------------------------------------------------
 

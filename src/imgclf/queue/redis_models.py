@@ -40,6 +40,8 @@ class WorkerReport:
     serves: list[str]
     loaded: list[str]
     versions: list[ModelVersion]
+    # The share of its time spent on batches since its previous heartbeat (None: not said).
+    busy: float | None = None
 
 
 def parse_report(raw: bytes | str) -> WorkerReport:
@@ -57,7 +59,13 @@ def parse_report(raw: bytes | str) -> WorkerReport:
             )
             for item in data.get("versions", [])
         ]
-        return WorkerReport([str(n) for n in data["serves"]], list(data["loaded"]), versions)
+        busy = data.get("busy")
+        return WorkerReport(
+            [str(n) for n in data["serves"]],
+            list(data["loaded"]),
+            versions,
+            float(busy) if isinstance(busy, int | float) else None,
+        )
     except (ValueError, TypeError, KeyError, AttributeError):
         return WorkerReport([], [], [])
 
@@ -85,6 +93,11 @@ class RedisModels:
         self._read_at = 0.0
         self._promoting = asyncio.Lock()
         self._reading = asyncio.Lock()
+
+    def workers_busy(self) -> float | None:
+        """The mean busy share the workers last reported (from the heartbeats read last)."""
+        shares = [report.busy for report in self._reports if report.busy is not None]
+        return sum(shares) / len(shares) if shares else None
 
     async def reports(self, *, fresh: bool = False) -> list[WorkerReport]:
         """The live workers' heartbeats (at most ``REPORTS_MAX_AGE_S`` old unless ``fresh``)."""

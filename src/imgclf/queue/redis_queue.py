@@ -140,24 +140,29 @@ class RedisQueue:
         job_id: str | None = None,
         keep_result_s: int | None = None,
         model: str = "",
+        counted: bool = True,
     ) -> JobResult:
         if self._closed:
             raise QueueUnavailableError("the service is shutting down")
         name = model.rpartition("@")[0]
-        if self._awaited[name] >= self.max_pending:
+        awaited = self._awaited if counted else Counter[str]()
+        # Uncounted work (shadow copies) only enters a stream less than half full, so that it
+        # leaves the rest of the stream's room to callers.
+        stream_cap = self.max_queue_length if counted else self.max_queue_length // 2
+        if awaited[name] >= self.max_pending:
             raise QueueFullError(f"{self._awaited[name]} images are already waiting; retry shortly")
         job_id = job_id or new_job_id()
         now = time.time()
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         self._waiting[job_id] = future
-        self._awaited[name] += 1
+        awaited[name] += 1
         try:
             try:
                 added = await self._bounded_xadd(
                     keys=[self.keys.jobs(name)]
                     + [self.keys.jobs(other) for other in self.models.names() if other != name],
                     args=[
-                        self.max_queue_length,
+                        stream_cap,
                         job_id,
                         image,
                         repr(now + timeout_s),
@@ -191,7 +196,11 @@ class RedisQueue:
                 raise JobTimeoutError(f"no answer within {timeout_s:g} s") from None
         finally:
             self._waiting.pop(job_id, None)
-            self._awaited[name] -= 1
+            awaited[name] -= 1
+
+    def workers_busy(self) -> float | None:
+        """What the workers' last heartbeats said (read at most twice a second, by requests)."""
+        return self.models.workers_busy()
 
     async def stored_result(self, job_id: str) -> JobResult | None:
         try:

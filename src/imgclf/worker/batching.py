@@ -73,6 +73,8 @@ class BatchingWorker:
         self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._idle_lanes = threading.Semaphore(self.lanes)
         self._busy_lanes = 0
+        # Lane-seconds spent on batches so far: how busy the worker is, read by its owner.
+        self.busy_s = 0.0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._feeder: threading.Thread | None = None
@@ -148,6 +150,7 @@ class BatchingWorker:
         while (batch := self._batches.get()) is not None:
             with self._lock:
                 self._busy_lanes += 1
+            started = time.perf_counter()
             try:
                 results = self._classify(batch)
             except Exception:
@@ -170,6 +173,7 @@ class BatchingWorker:
             finally:
                 with self._lock:
                     self._busy_lanes -= 1
+                    self.busy_s += time.perf_counter() - started
             logger.info(
                 "batch of %d: %s",
                 len(batch.jobs),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from imgclf.model import BundleError, ImageLimits
 from imgclf.model.repository import (
@@ -34,6 +35,8 @@ from imgclf.worker.batching import BatchingWorker
 from imgclf.worker.models import LoadedModels
 
 logger = logging.getLogger(__name__)
+# How long the worker's busy share is measured over.
+BUSY_WINDOW_S = 0.5
 
 
 class InProcessQueue(LocalQueue):
@@ -47,6 +50,8 @@ class InProcessQueue(LocalQueue):
         self.live: dict[str, int] = {}
         self._promoting = asyncio.Lock()
         self._tidying: asyncio.Task[None] | None = None
+        # (monotonic time, the worker's busy seconds then, the busy share measured up to it)
+        self._busy_sample = (time.monotonic(), 0.0, 0.0)
 
     @property
     def catalogue(self) -> ModelCatalogue:
@@ -98,6 +103,17 @@ class InProcessQueue(LocalQueue):
     def live_workers(self) -> int:
         """One batching worker per process (its lanes are threads of that one worker)."""
         return 1 if self.worker is not None and self.worker.alive else 0
+
+    def workers_busy(self) -> float | None:
+        """The share of the lanes' time spent on batches over the last half second or so."""
+        if self.worker is None:
+            return None
+        then, busy_then, share = self._busy_sample
+        now, busy_now = time.monotonic(), self.worker.busy_s
+        if now - then >= BUSY_WINDOW_S:
+            share = min(1.0, (busy_now - busy_then) / ((now - then) * self.worker.lanes))
+            self._busy_sample = (now, busy_now, share)
+        return share
 
     @property
     def default_model(self) -> str:

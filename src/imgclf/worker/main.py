@@ -95,7 +95,8 @@ def run_worker_process(
         lanes=lanes,
     )
     worker.start()
-    source.heartbeat(heartbeat_ttl, versions.report())
+    busy = BusyMeter(worker)
+    source.heartbeat(heartbeat_ttl, {**versions.report(), "busy": busy.share()})
     logger.info("worker %s ready with %s", source.name, ", ".join(models.loaded))
     exit_code = 0
     while not stop.wait(settings.worker_heartbeat_s):
@@ -103,7 +104,7 @@ def run_worker_process(
             logger.error("worker %s: a worker thread died; exiting to be restarted", source.name)
             exit_code = 1
             break
-        source.heartbeat(heartbeat_ttl, versions.report())
+        source.heartbeat(heartbeat_ttl, {**versions.report(), "busy": busy.share()})
         versions.tick()
         if settings.worker_max_jobs and worker.jobs_done >= settings.worker_max_jobs:
             logger.info("worker %s: %d jobs done, recycling", source.name, worker.jobs_done)
@@ -193,3 +194,19 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_format)
     sys.exit(run_worker_process(settings))
+
+
+class BusyMeter:
+    """The share of the worker's lane time spent on batches since the last reading, for its
+    heartbeat: the API makes shadow copies only while the workers have room."""
+
+    def __init__(self, worker: BatchingWorker) -> None:
+        self.worker = worker
+        self._then, self._busy_then = time.monotonic(), worker.busy_s
+
+    def share(self) -> float:
+        now, busy_now = time.monotonic(), self.worker.busy_s
+        elapsed = (now - self._then) * self.worker.lanes
+        share = min(1.0, (busy_now - self._busy_then) / elapsed) if elapsed > 0 else 0.0
+        self._then, self._busy_then = now, busy_now
+        return round(share, 3)

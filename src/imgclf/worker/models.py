@@ -1,9 +1,10 @@
 """The model versions a worker holds: loaded and warmed beside each other, dropped when unneeded.
 
 A job names the version it was admitted for (``name@version``) and is computed by exactly that
-one. A version stops being wanted when another is promoted; it is dropped ``grace_s`` later, the
-longest a job admitted for it can still be waiting (its deadline), so no admitted job ever finds
-its version gone. Should one come all the same, its version is loaded again for it.
+one. A version stops being wanted when another is promoted; it is dropped ``grace_s`` after it
+was last wanted or used, the longest a job admitted for it can still be waiting (its deadline),
+so no admitted job ever finds its version gone. Should one come all the same, its version is
+loaded again for it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class LoadedModels:
     def classifier_for(self, ref: str) -> Classifier:
         with self._lock:
             loaded = self._loaded.get(ref)
+            if loaded is not None:
+                # A version jobs still name (a shadow candidate, which is never live) is kept
+                # as long as they do, not loaded again after every grace period.
+                self._kept_until[ref] = max(
+                    self._kept_until.get(ref, 0.0), time.monotonic() + self.grace_s
+                )
         return loaded if loaded is not None else self.load(ref)
 
     def load(self, ref: str) -> Classifier:

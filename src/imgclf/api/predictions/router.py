@@ -96,6 +96,8 @@ async def predict(
     with tracer.start_as_current_span("record"):
         row = service.prediction_row(user_id, upload, answer)
         prediction_id = await recorder.record(row, upload)
+    if state.shadow is not None:  # a copy for the model's candidate, if it has one; not awaited
+        state.shadow.offer(upload, answer)
     label, score = answer.top_k[0]
     return PredictionResponse(
         prediction=label,
@@ -179,6 +181,8 @@ async def _run_job(
             JobResult(job_id, ok=False, status_code=status_code, error=detail, model_id=model)
         )
         return
+    if state.shadow is not None:
+        state.shadow.offer(upload, answer)
     try:
         await state.recorder.record(service.prediction_row(user_id, upload, answer), upload)
     except AccountGoneError:
