@@ -54,7 +54,7 @@ def _setting(name: str, shadow: ShadowRunner) -> ShadowSettingPublic:
     "/{name}/shadow",
     response_model=ShadowSettingPublic,
     summary="Copy a share of a model's uploads to a candidate version (admins only)",
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 422, 503),
 )
 async def set_shadow(
     name: ModelName, update: ShadowUpdate, _admin: AdminUser, queue: QueueDep, shadow: ShadowDep
