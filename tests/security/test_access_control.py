@@ -9,7 +9,6 @@ per-email and per-address 429, and the throttle's window on a fake clock.
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -369,12 +368,14 @@ def test_unknown_email_and_wrong_password_take_the_same_time(login_app: LoginApp
     sign_up(client, "ada@example.com")
     login(client, "warm@example.com", "warm-up")
     unknown, wrong = [], []
-    for round_ in range(5):  # interleaved, so drifting load hits both alike
+    for round_ in range(9):  # interleaved, so drifting load hits both alike
         for email, times in (("nobody@example.com", unknown), ("ada@example.com", wrong)):
             started = time.perf_counter()
             assert login(client, email, f"not the password {round_}").status_code == 401
             times.append(time.perf_counter() - started)
-    fast, slow = sorted([statistics.median(unknown), statistics.median(wrong)])
+    # The fastest of each is its own cost, free of what the neighbours' load added (a median
+    # of five swung by a third on a shared machine); an attacker timing logins does the same.
+    fast, slow = sorted([min(unknown), min(wrong)])
     assert slow / fast < 1.2, f"unknown email {unknown}, wrong password {wrong}"
 
 
