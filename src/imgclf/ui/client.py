@@ -220,7 +220,9 @@ class ApiClient:
 
     def make_live(self, token: str, name: str, version: int) -> Model | ApiError:
         """Promote (or roll back to) ``version`` of ``name`` (admins only)."""
-        body = self._call("PUT", f"/models/{quote(name, safe='')}/live", token, json={"version": version})
+        body = self._call(
+            "PUT", f"/models/{quote(name, safe='')}/live", token, json={"version": version}
+        )
         return self._parse(body, Model)
 
     def quality(self, token: str) -> QualityReport | ApiError:
@@ -229,7 +231,9 @@ class ApiClient:
 
     def shadow(self, token: str, name: str) -> ShadowReport | ApiError:
         """The shadow comparison set for ``name`` and its figures (admins only)."""
-        return self._parse(self._call("GET", f"/models/{quote(name, safe='')}/shadow", token), ShadowReport)
+        return self._parse(
+            self._call("GET", f"/models/{quote(name, safe='')}/shadow", token), ShadowReport
+        )
 
     def send_feedback(
         self,

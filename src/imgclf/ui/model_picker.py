@@ -3,6 +3,7 @@ its precision, input size and published accuracy, and its speed next to the defa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import streamlit as st
@@ -23,7 +24,9 @@ def relative_speed(model: Model, reference: Model) -> float:
     """About how many times ``reference``'s images per second ``model`` manages."""
 
     def cost(m: Model) -> float:
-        return m.input_size**SIDE_EXPONENT / (INT8_SPEEDUP if m.precision == "int8" else 1.0)
+        return math.pow(m.input_size, SIDE_EXPONENT) / (
+            INT8_SPEEDUP if m.precision == "int8" else 1
+        )
 
     return cost(reference) / cost(model)
 

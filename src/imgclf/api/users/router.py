@@ -80,9 +80,7 @@ async def create_user(
     )
 
 
-@router.get(
-    "/me", summary="Your account", response_model=UserMe, responses=error_responses(401)
-)
+@router.get("/me", summary="Your account", response_model=UserMe, responses=error_responses(401))
 async def read_me(user: CurrentUser) -> AuthenticatedUser:
     """The user the token belongs to."""
     return user
