@@ -24,9 +24,8 @@ def relative_speed(model: Model, reference: Model) -> float:
     """About how many times ``reference``'s images per second ``model`` manages."""
 
     def cost(m: Model) -> float:
-        return math.pow(m.input_size, SIDE_EXPONENT) / (
-            INT8_SPEEDUP if m.precision == "int8" else 1
-        )
+        speedup = INT8_SPEEDUP if m.precision == "int8" else 1.0
+        return math.pow(m.input_size, SIDE_EXPONENT) / speedup
 
     return cost(reference) / cost(model)
 
