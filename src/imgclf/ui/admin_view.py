@@ -28,7 +28,7 @@ def _models_table(models: list[Model]) -> None:
                     "Versions": ", ".join(str(v) for v in m.versions),
                     "Precision": m.precision.upper(),
                     "Input": f"{m.input_size} px",
-                    "ImageNet top-1": f"{m.accuracy:g}%" if m.accuracy is not None else "",
+                    "ImageNet top-1": f"{m.accuracy:.1%}" if m.accuracy is not None else "",
                     "Workers": m.workers,
                     "Queue": m.queue_depth,
                 }

@@ -58,7 +58,7 @@ def describe(model: Model, models: Sequence[Model]) -> str:
         speed_words(speeds[model.name]),
     ]
     if model.accuracy is not None:
-        parts.append(f"{model.accuracy:g}% ImageNet top-1")
+        parts.append(f"{model.accuracy:.1%} ImageNet top-1")
     if model.workers == 0:
         parts.append("no worker serving it now")
     line = ", ".join(parts)
