@@ -12,6 +12,7 @@ from imgclf.ui.client import QualityReport, ShadowPair
 VERDICTS = ["right", "wrong", "unmarked"]
 VERDICT_COLORS = ["#2e7d32", "#c62828", "#9e9e9e"]
 AGREEMENT_COLOR = "#1565c0"
+INTERVAL_COLOR = "#212121"
 
 
 def quality_rows(report: QualityReport) -> pd.DataFrame:
@@ -64,8 +65,9 @@ def quality_chart(report: QualityReport) -> alt.LayerChart:
             legend=alt.Legend(orient="top", title=None),
         ),
     )
-    errors = base.mark_errorbar(ticks=True).encode(
-        x=alt.X("low:Q", scale=alt.Scale(domain=[0, 1])), x2="high:Q"
+    errors = base.mark_errorbar(ticks=True, color=INTERVAL_COLOR).encode(
+        x=alt.X("low:Q", title="share of predictions", scale=alt.Scale(domain=[0, 1])),
+        x2="high:Q",
     )
     chart: alt.LayerChart = (bars + errors).properties(height=alt.Step(18))
     return chart
@@ -96,8 +98,9 @@ def agreement_chart(pairs: Sequence[ShadowPair]) -> alt.LayerChart:
     bars = base.mark_bar(color=AGREEMENT_COLOR).encode(
         x=alt.X("share:Q", title="top-1 agreement", axis=alt.Axis(format="%"))
     )
-    errors = base.mark_errorbar(ticks=True).encode(
-        x=alt.X("low:Q", scale=alt.Scale(domain=[0, 1])), x2="high:Q"
+    errors = base.mark_errorbar(ticks=True, color=INTERVAL_COLOR).encode(
+        x=alt.X("low:Q", title="top-1 agreement", scale=alt.Scale(domain=[0, 1])),
+        x2="high:Q",
     )
     chart: alt.LayerChart = (bars + errors).properties(height=alt.Step(28))
     return chart
