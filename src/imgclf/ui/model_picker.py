@@ -12,11 +12,12 @@ from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Model
 
 CHOICE = "model-choice"
-# INT8 (static QDQ, per-channel) ran 1.65-1.7x the images/s of FP32 on this project's CPU
-# benchmarks (docs/benchmarks.md).
-INT8_SPEEDUP = 1.65
+# INT8 (static QDQ, per-channel) ran 2.1x FP32's images/s at batch 1 (2.26x at batch 8) in
+# docs/benchmarks.md.
+INT8_SPEEDUP = 2.1
 # Compound-scaled families (EfficientNet) grow depth and width with the input side: compute
-# doubles for each 1.15x of the side, so it goes about as the side's fifth power.
+# doubles for each 1.15x of the side, so it goes about as the side's fifth power (Lite2 at
+# 260 px: 0.47x Lite0's speed by this rule, 0.45-0.5x measured in docs/benchmarks.md).
 SIDE_EXPONENT = 5.0
 
 
@@ -41,7 +42,7 @@ def speed_words(speed: float) -> str:
 
 
 def describe(model: Model, models: Sequence[Model]) -> str:
-    """One line: "Fast — efficientnet-lite0-int8@1 (INT8, 224 px), about 1.6x the speed, 74.4%
+    """One line: "Fast — efficientnet-lite0-int8@1 (INT8, 224 px), about 2.1x the speed, 74.4%
     ImageNet top-1"; the default model is the speed reference."""
     reference = next((m for m in models if m.default), models[0])
     speeds = {m.name: relative_speed(m, reference) for m in models}
