@@ -139,6 +139,15 @@ def _shadows(client: ApiClient, models: list[Model]) -> None:
             )
         if report.pairs:
             st.altair_chart(agreement_chart(report.pairs), width="stretch")
+            st.caption(
+                " · ".join(
+                    f"{pair.candidate}: {pair.comparisons} comparisons, top-1 agreement "
+                    f"{percent(pair.top1_agreement.share)} (95%: "
+                    f"{percent(pair.top1_agreement.interval[0])} to "
+                    f"{percent(pair.top1_agreement.interval[1])})"
+                    for pair in report.pairs
+                )
+            )
         else:
             st.caption("No comparison made yet.")
 
