@@ -93,7 +93,7 @@ def _quality(report: QualityReport) -> None:
     st.altair_chart(quality_chart(report), width="stretch")
     st.caption(
         "Share of each version's predictions that users marked right, marked wrong, or left "
-        "unmarked; the bars are 95% (Wilson) intervals. "
+        "unmarked; the whiskers are 95% (Wilson) intervals. "
         + " · ".join(f"{q.model}: {q.predictions} predictions" for q in report.models)
     )
     corrected = [
