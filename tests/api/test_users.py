@@ -34,7 +34,7 @@ def test_sign_up_log_in_read_me_leave_feedback_and_list_it(client: TestClient) -
     assert login.json()["token_type"] == "bearer"
     headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
 
-    assert client.get("/user/me", headers=headers).json() == user
+    assert client.get("/user/me", headers=headers).json() == user | {"is_admin": False}
 
     feedback = client.post("/feedback/", json=FEEDBACK, headers=headers)
     assert feedback.status_code == 201

@@ -14,7 +14,7 @@ import pytest
 
 from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, wait_until
 from imgclf.localservers import free_port, port_open
-from imgclf.ui.client import ApiClient, User
+from imgclf.ui.client import ApiClient, Me, User
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"
 PASSWORD = "correct horse battery"
@@ -50,11 +50,14 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """``imgclf up`` (API with its embedded model worker and SQLite, then the UI)."""
+def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``imgclf up`` (API with its embedded model worker and SQLite, then the UI), serving the
+    test repository's two models (``efficientnet-lite0``, the default, and an INT8
+    ``second-model``), so that the page has a choice."""
     root = tmp_path_factory.mktemp("ui-stack")
     api_port, ui_port = free_port(), free_port()
-    settings = {"data_dir": root / "data", "model_dir": model_dir, "model_threads": 1}
+    settings = {"data_dir": root / "data", "model_repository": model_repository}
+    settings |= {"model_threads": 1}
     # Every test signs up its own user, all from this machine's address.
     settings |= {"port": api_port, "ui_port": ui_port, "signup_max_per_address": 1000}
     settings |= {"access_token_minutes": ACCESS_TOKEN_SECONDS / 60}
@@ -96,3 +99,17 @@ def account(api: ApiClient) -> Account:
     user = api.sign_up("UI Tester", email, PASSWORD)
     assert isinstance(user, User), user
     return Account(user, PASSWORD, create_access_token(user.id, Settings()))
+
+
+@pytest.fixture
+def admin(api: ApiClient) -> Account:
+    """The development admin, with a token minted as ``account``'s are (30 minutes)."""
+    from imgclf.api.security import create_access_token
+    from imgclf.settings import Settings
+
+    token = api.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert isinstance(token, str), token
+    me = api.me(token)
+    assert isinstance(me, Me), me
+    assert me.is_admin
+    return Account(me, ADMIN_PASSWORD, create_access_token(me.id, Settings()))

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from imgclf.localservers import free_port
 from imgclf.ui import session
 from imgclf.ui.classify_view import UPLOADER_ROUND
-from imgclf.ui.client import ApiClient, ApiError, History
+from imgclf.ui.client import ApiClient, ApiError, History, Me
 from imgclf.ui.history_view import PAGE_SIZE
 from imgclf.ui.launch import APP_PATH
 from imgclf.ui.preview import NOT_AN_IMAGE
@@ -87,7 +87,7 @@ def test_logging_in_shows_the_user_and_the_classify_tab(
 ) -> None:
     app = page(monkeypatch, api_url)
     log_in(app, account.email, account.password)
-    assert app.session_state[session.USER] == account.user
+    assert app.session_state[session.USER] == Me(**account.user.model_dump(), is_admin=False)
     assert "Signed in as **UI Tester**" in texts(app)
     assert app.file_uploader(key="uploader-0")
 

@@ -8,7 +8,9 @@ width, against ``imgclf up`` with access tokens that live 4 seconds (see ``conft
 - the login page: messages under the fields, a lock-out in minutes, no internal address;
 - a login that survives a reload and a second tab, renews while used, and when it ends (a
   logout in the other tab, then the access token runs out) keeps the feedback being written
-  and sends it after the next log-in; History shows it, and takes feedback from any row.
+  and sends it after the next log-in; History shows it, and takes feedback from any row;
+- the model picker (the card names the model picked) and the Admin tab, for the admin only,
+  with its quality chart drawn from known feedback.
 
 It saves the screenshots the README shows (docs/img/ui-*.png), so each run that passes
 refreshes them. Playwright never downloads a browser here.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +45,15 @@ from imgclf.ui.preview import DAMAGED, NOT_AN_IMAGE
 from imgclf.ui.session import KEPT_NOTICE
 from tests.conftest import DOG_JPEG, unavailable
 from tests.security.hostile_files import flat_png
-from tests.ui.conftest import ACCESS_TOKEN_SECONDS, PASSWORD, Account, Stack
+from tests.ui.conftest import (
+    ACCESS_TOKEN_SECONDS,
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    PASSWORD,
+    Account,
+    Stack,
+)
+from tests.ui.test_admin_view import give_feedback
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -354,3 +365,44 @@ def test_the_api_docs_render_with_the_network_cut_off(browser: Browser, stack: S
     page.goto(f"{stack.api_url}/redoc")
     expect(page.get_by_role("heading", name="imgclf")).to_be_visible()
     assert outside == []
+
+
+def test_a_picked_model_answers_and_the_admin_sees_how_often_each_was_right(
+    browser: Browser, ui_url: str, api_url: str, account: Account
+) -> None:
+    """At desktop width: the user picks the INT8 model and the card names it; the admin, with
+    known feedback on that model, opens the Admin tab and sees the quality chart."""
+    give_feedback(api_url, account, "second-model", correct=True)
+    give_feedback(api_url, account, "second-model", correct=False)
+    user = browser.new_context(viewport=VIEWPORTS["desktop"])  # type: ignore[arg-type]
+    user.set_default_timeout(TIMEOUT_MS)
+    page = logged_in(user.new_page(), ui_url, account)
+    page.locator(".st-key-model-choice").click()
+    page.get_by_role("option", name=re.compile(r"^Fast — second-model@1")).click()
+    settle(page)
+    page.locator('input[type="file"]').set_input_files(str(DOG_JPEG))
+    expect(page.get_by_text("Answered by second-model@1")).to_be_visible()
+    expect(page.locator("[data-testid=stVegaLiteChart]")).to_be_visible()
+    settle(page)
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(500)  # let the chart finish drawing
+    page.screenshot(path=SCREENSHOTS / "ui-model-picker.png")
+    expect(page.get_by_role("tab", name="Admin")).to_have_count(0)  # a user has none
+    user.close()
+
+    admin = browser.new_context(viewport=VIEWPORTS["desktop"])  # type: ignore[arg-type]
+    admin.set_default_timeout(TIMEOUT_MS)
+    page = admin.new_page()
+    page.goto(ui_url)
+    log_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.get_by_role("tab", name="Admin").click()
+    expect(page.get_by_text("Most corrected classes")).to_be_visible()
+    chart = page.locator("[data-testid=stVegaLiteChart]").first
+    expect(chart).to_be_visible()
+    expect(chart.locator("canvas, svg").first).to_be_visible()
+    expect(page.get_by_text("no shadow comparison is set").first).to_be_visible()
+    settle(page)
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(500)
+    page.screenshot(path=SCREENSHOTS / "ui-admin.png", full_page=True)
+    admin.close()

@@ -11,12 +11,12 @@ import os
 
 import streamlit as st
 
-from imgclf.ui import classify_view, history_view, login_view, session
+from imgclf.ui import admin_view, classify_view, history_view, login_view, session
 from imgclf.ui.client import ApiClient
 from imgclf.ui.text import escape_markdown
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-CLASSIFY, HISTORY = "Classify", "History"
+CLASSIFY, HISTORY, ADMIN = "Classify", "History", "Admin"
 
 
 @st.cache_resource
@@ -54,13 +54,18 @@ def main() -> None:
         login_view.render(client)
         return
     # The Classify tab always runs, so its uploads and answers survive a look at History;
-    # History asks the API only while it is open.
-    classify_tab, history_tab = st.tabs([CLASSIFY, HISTORY], key="view", on_change="rerun")
+    # History and Admin ask the API only while open. Admin is there for admins only.
+    names = [CLASSIFY, HISTORY, ADMIN] if session.is_admin() else [CLASSIFY, HISTORY]
+    classify_tab, history_tab, *admin_tab = st.tabs(names, key="view", on_change="rerun")
     with classify_tab:
         classify_view.render(client)
     with history_tab:
         if history_tab.open:
             history_view.render(client)
+    for tab in admin_tab:
+        with tab:
+            if tab.open:
+                admin_view.render(client)
     session.shelve()
 
 

@@ -1,8 +1,8 @@
 """Add images (drop, paste, browse, or pick a sample) and they are classified at once;
 one answer is a full card, several a compact grid with a CSV or JSON download.
 
-Images are kept by content: the same file added again is not sent again, so it makes no second
-prediction and its feedback form does not come back empty.
+Images are kept by content and model: the same file added again for the same model is not sent
+again, so it makes no second prediction and its feedback form does not come back empty.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from imgclf.settings import get_settings
-from imgclf.ui import session
+from imgclf.ui import model_picker, session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
 from imgclf.ui.preview import Preview, make_preview
 from imgclf.ui.result_view import headline, render_card, render_tile
@@ -74,7 +74,7 @@ class ImageResult:
 
 
 def images() -> dict[str, ImageResult]:
-    """The tab's images by content hash, in the order they were added."""
+    """The tab's images by model and content hash, in the order they were added."""
     kept: dict[str, ImageResult] = st.session_state.setdefault(session.IMAGES, {})
     return kept
 
@@ -91,25 +91,32 @@ def preview_of(data: bytes, side: int) -> Preview:
     return make_preview(data, side)
 
 
-def classify(client: ApiClient, uploads: Sequence[Upload]) -> None:
-    """Ask the API about each new image in turn; an image already on the tab is not sent."""
+def image_key(upload: Upload, model: str | None) -> str:
+    return f"{model or ''}/{upload.digest}"
+
+
+def classify(client: ApiClient, uploads: Sequence[Upload], model: str | None = None) -> None:
+    """Ask ``model`` about each new image in turn; an image it already answered on the tab is
+    not sent."""
     kept = images()
-    fresh = list({u.digest: u for u in uploads if u.digest not in kept}.values())
-    st.session_state[REPEATS] = [u.name for u in uploads if u.digest in kept]
+    fresh = {image_key(u, model): u for u in uploads if image_key(u, model) not in kept}
+    st.session_state[REPEATS] = [u.name for u in uploads if image_key(u, model) in kept]
     progress = st.progress(0.0) if len(fresh) > 1 else None
-    for done, upload in enumerate(fresh, start=1):
+    for done, (key, upload) in enumerate(fresh.items(), start=1):
         preview = preview_of(upload.data, TILE_SIDE)
         if preview.not_an_image:  # no use asking the model
             outcome: Prediction | ApiError = ApiError(preview.refusal or "")
         else:
-            outcome = session.authorized(client, _predict(client, upload))
-        kept[upload.digest] = ImageResult(upload, outcome)
+            outcome = session.authorized(client, _predict(client, upload, model))
+        kept[key] = ImageResult(upload, outcome)
         if progress is not None:
             progress.progress(done / len(fresh), text=f"{done} of {len(fresh)} classified")
 
 
-def _predict(client: ApiClient, upload: Upload) -> Callable[[str], Prediction | ApiError]:
-    return lambda token: client.predict(token, upload.name, upload.data)
+def _predict(
+    client: ApiClient, upload: Upload, model: str | None
+) -> Callable[[str], Prediction | ApiError]:
+    return lambda token: client.predict(token, upload.name, upload.data, model)
 
 
 def _megabytes() -> str:
@@ -117,6 +124,7 @@ def _megabytes() -> str:
 
 
 def _ways_in(client: ApiClient) -> None:
+    model = model_picker.render(client)
     round_ = st.session_state.setdefault(UPLOADER_ROUND, 0)
     st.html(PASTE_SCRIPT, unsafe_allow_javascript=True)
     files = st.file_uploader(
@@ -149,7 +157,7 @@ def _ways_in(client: ApiClient) -> None:
         return
     noun = "image" if len(added) == 1 else f"{len(added)} images"
     with st.spinner(f"Classifying {noun}…"):
-        classify(client, added)
+        classify(client, added, model)
     # A fresh uploader for the next drop: the files now live on the tab, by content.
     st.session_state[UPLOADER_ROUND] = round_ + 1
     st.rerun()

@@ -12,6 +12,7 @@ import logging
 import mimetypes
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import requests
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -21,8 +22,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from imgclf.api.auth.schemas import Token
 from imgclf.api.feedback.schemas import FeedbackPublic as Feedback
 from imgclf.api.history.schemas import HistoryItem, HistoryPage
+from imgclf.api.models.schemas import ModelPublic as Model
 from imgclf.api.predictions.schemas import PredictionPublic as PastPrediction
 from imgclf.api.predictions.schemas import PredictionResponse as Prediction
+from imgclf.api.quality.schemas import QualityReport
+from imgclf.api.users.schemas import UserMe as Me
 from imgclf.api.users.schemas import UserPublic as User
 
 __all__ = [
@@ -32,8 +36,13 @@ __all__ = [
     "History",
     "HistoryItem",
     "HistoryPage",
+    "Me",
+    "Model",
     "PastPrediction",
     "Prediction",
+    "QualityReport",
+    "ShadowPair",
+    "ShadowReport",
     "Token",
     "User",
 ]
@@ -65,6 +74,30 @@ class History(BaseModel):
 
     predictions: list[PastPrediction]
     feedback: list[Feedback]
+
+
+class ShadowAgreement(BaseModel):
+    agreed: int
+    share: float
+    interval: tuple[float, float]
+
+
+class ShadowPair(BaseModel):
+    """One live version against its candidate (the fields of ``GET /models/{name}/shadow`` the
+    page shows; the others are ignored)."""
+
+    live: str
+    candidate: str
+    comparisons: int
+    top1_agreement: ShadowAgreement
+
+
+class ShadowReport(BaseModel):
+    model: str
+    candidate: str | None
+    fraction: float
+    days: int | None = None
+    pairs: list[ShadowPair] = []
 
 
 class ApiClient:
@@ -162,20 +195,45 @@ class ApiClient:
         )
         return self._parse(body, User)
 
-    def me(self, token: str) -> User | ApiError:
-        return self._parse(self._call("GET", "/user/me", token), User)
+    def me(self, token: str) -> Me | ApiError:
+        return self._parse(self._call("GET", "/user/me", token), Me)
 
-    def predict(self, token: str, file_name: str, data: bytes) -> Prediction | ApiError:
-        """Classify one image; ``file_name`` gives the API its extension."""
+    def predict(
+        self, token: str, file_name: str, data: bytes, model: str | None = None
+    ) -> Prediction | ApiError:
+        """Classify one image with ``model`` (the API's default when None); ``file_name``
+        gives the API its extension."""
         content_type = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
         body = self._call(
             "POST",
             "/model/predict",
             token,
             timeout=PREDICT_TIMEOUT_S,
+            params={"model": model} if model else None,
             files={"file": (file_name, data, content_type)},
         )
         return self._parse(body, Prediction)
+
+    def models(self, token: str) -> list[Model] | ApiError:
+        """The models the API serves, their versions and who serves them."""
+        return self._parse(self._call("GET", "/models", token), list[Model])
+
+    def make_live(self, token: str, name: str, version: int) -> Model | ApiError:
+        """Promote (or roll back to) ``version`` of ``name`` (admins only)."""
+        body = self._call(
+            "PUT", f"/models/{quote(name, safe='')}/live", token, json={"version": version}
+        )
+        return self._parse(body, Model)
+
+    def quality(self, token: str) -> QualityReport | ApiError:
+        """Feedback quality per model version (admins only)."""
+        return self._parse(self._call("GET", "/models/quality", token), QualityReport)
+
+    def shadow(self, token: str, name: str) -> ShadowReport | ApiError:
+        """The shadow comparison set for ``name`` and its figures (admins only)."""
+        return self._parse(
+            self._call("GET", f"/models/{quote(name, safe='')}/shadow", token), ShadowReport
+        )
 
     def send_feedback(
         self,

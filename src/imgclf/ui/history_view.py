@@ -96,6 +96,7 @@ def render(client: ApiClient) -> None:
                 "When": when(item.created_at, zone),
                 "Answer": _answer(item),
                 "Score": percent(item.score),
+                "Model": item.model_id,
                 "Your feedback": item.feedback.feedback if item.feedback else "",
             }
             for item in page.items

@@ -142,10 +142,12 @@ def render_tile(
         if isinstance(outcome, ApiError):
             _refusal(name, outcome)
             return
-        st.markdown(f"**{escape_markdown(headline(outcome))}**  \n{percent(outcome.score)} sure")
+        st.markdown(
+            f"**{escape_markdown(headline(outcome))}**  \n{percent(outcome.score)} sure, "
+            f"by `{outcome.model}`"
+        )
         sent = outcome.prediction_id in st.session_state.get(session.FEEDBACK_SENT, {})
         label = "Feedback sent" if sent else "Details and feedback"
         with st.popover(label, icon=":material/rate_review:", width="stretch"):
             st.altair_chart(top_k_chart(outcome), width="stretch")
-            st.caption(f"Answered by `{outcome.model}`")
             _feedback(client, outcome)

@@ -3,7 +3,9 @@
 - ``token``, ``token_renew_at``: the API access token, and when to renew it (before it expires).
 - ``refresh_token``: renews the access token; the browser keeps a copy in an HttpOnly cookie,
   so a reload or a new tab finds the login (``imgclf.ui.login_cookie``).
-- ``user``: the logged-in ``User``.
+- ``user``: the logged-in ``User`` (a ``Me``, which says whether they are an admin, once
+  ``/user/me`` has answered).
+- ``model-choice``: the model the Classify tab asks (the picker's widget key).
 - ``notice``: a message for the login page (say, why the user was sent back to it).
 - ``images``: content hash -> ``ImageResult``, the images on the Classify tab and their answers.
 - ``feedback_sent``: prediction id -> the ``Feedback`` the API stored for it.
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from imgclf.ui import login_cookie
-from imgclf.ui.client import ApiClient, ApiError, Token, User
+from imgclf.ui.client import ApiClient, ApiError, Me, Token, User
 from imgclf.ui.shelf import SHELF
 
 TOKEN = "token"  # noqa: S105 - a session_state key, not a secret
@@ -65,6 +67,12 @@ def token() -> str | None:
 def user() -> User | None:
     value = st.session_state.get(USER)
     return value if isinstance(value, User) else None
+
+
+def is_admin() -> bool:
+    """What ``/user/me`` said; the admin routes refuse anyone else whatever the page shows."""
+    who = user()
+    return isinstance(who, Me) and who.is_admin
 
 
 def _set_access(access: Token) -> None:

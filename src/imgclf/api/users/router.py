@@ -23,7 +23,7 @@ from imgclf.api.deps import (
 from imgclf.api.errors import error_responses
 from imgclf.api.security import PasswordChecksBusy
 from imgclf.api.users import service
-from imgclf.api.users.schemas import UserCreate, UserPublic
+from imgclf.api.users.schemas import UserCreate, UserMe, UserPublic
 from imgclf.db.models import User
 
 router = APIRouter(prefix="/user", tags=["users"])
@@ -80,9 +80,7 @@ async def create_user(
     )
 
 
-@router.get(
-    "/me", summary="Your account", response_model=UserPublic, responses=error_responses(401)
-)
+@router.get("/me", summary="Your account", response_model=UserMe, responses=error_responses(401))
 async def read_me(user: CurrentUser) -> AuthenticatedUser:
     """The user the token belongs to."""
     return user

@@ -27,3 +27,9 @@ class UserPublic(BaseModel):
     id: int
     name: str
     email: str
+
+
+class UserMe(UserPublic):
+    """Your own account, with what you may do: the UI shows its admin page to admins only."""
+
+    is_admin: bool

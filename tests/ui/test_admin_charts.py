@@ -1,0 +1,60 @@
+"""The admin page's charts, from answers shaped as the API gives them."""
+
+from __future__ import annotations
+
+from imgclf.ui.admin_charts import agreement_chart, quality_chart, quality_rows
+from imgclf.ui.client import ApiClient, QualityReport, ShadowReport
+from tests.ui.conftest import Account
+from tests.ui.test_admin_view import give_feedback
+
+# GET /models/{name}/shadow as its schema describes it (docs: design/api.md), extra figures
+# included: the page reads the setting and each pair's top-1 agreement.
+SHADOW_ANSWER = {
+    "model": "efficientnet-lite0",
+    "candidate": "efficientnet-lite0-int8@1",
+    "fraction": 0.1,
+    "days": 7,
+    "pairs": [
+        {
+            "live": "efficientnet-lite0@1",
+            "candidate": "efficientnet-lite0-int8@1",
+            "comparisons": 40,
+            "top1_agreement": {"agreed": 38, "share": 0.95, "interval": [0.835, 0.986]},
+            "top5_overlap": {"mean": 4.6, "interval": [4.4, 4.8]},
+            "score_difference": {"mean": -0.01, "interval": [-0.02, 0.0]},
+            "live_latency_ms": {"mean": 9.1, "interval": None},
+            "candidate_latency_ms": {"mean": 4.2, "interval": None},
+        }
+    ],
+}
+
+
+def test_the_quality_chart_has_a_share_and_an_interval_per_verdict(
+    api: ApiClient, api_url: str, account: Account, admin: Account
+) -> None:
+    give_feedback(api_url, account, "second-model", correct=False)
+    report = api.quality(admin.token)
+    assert isinstance(report, QualityReport), report
+    rows = quality_rows(report)
+    ours = rows[rows["version"] == "second-model@1"].set_index("verdict")
+    assert list(ours.index) == ["right", "wrong", "unmarked"]
+    assert (ours["low"] <= ours["share"]).all()
+    assert (ours["share"] <= ours["high"]).all()
+    assert ours.loc["wrong", "count"] >= 1
+    spec = quality_chart(report).to_dict()
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "errorbar"]
+
+
+def test_the_agreement_chart_reads_the_shadow_answer() -> None:
+    report = ShadowReport.model_validate(SHADOW_ANSWER)
+    spec = agreement_chart(report.pairs).to_dict()
+    (data,) = spec["datasets"].values()
+    assert data == [
+        {
+            "pair": "efficientnet-lite0@1 vs efficientnet-lite0-int8@1",
+            "share": 0.95,
+            "low": 0.835,
+            "high": 0.986,
+            "comparisons": 40,
+        }
+    ]

@@ -1,0 +1,68 @@
+"""The Classify tab's model picker, with AppTest against the live API serving two models."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgclf.ui.client import ApiClient, Model
+from imgclf.ui.model_picker import CHOICE, describe
+from tests.ui.conftest import Account
+from tests.ui.test_app import classify_dog, logged_in_page, texts
+
+
+def test_the_picker_lists_the_models_in_words_with_the_default_chosen(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    picker = app.selectbox(key=CHOICE)
+    assert picker.value == "efficientnet-lite0"  # the API's default
+    said = picker.options  # as the page shows them
+    assert len(said) == 2
+    # Both networks take 224 px; the INT8 one is the faster, the FP32 one the more accurate.
+    assert said[0].startswith("Default · Most accurate — efficientnet-lite0@")
+    assert "(FP32, 224 px), the default's speed, 75.1% ImageNet top-1" in said[0]
+    assert (
+        said[1]
+        == "Fast — second-model@1 (INT8, 224 px), about 2.1x the speed, 74.4% ImageNet top-1"
+    )
+
+
+def test_the_picked_model_answers_and_is_named_on_the_card_and_remembered(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    app.selectbox(key=CHOICE).select("second-model").run()
+    classify_dog(app)
+    assert "Answered by `second-model@1`" in texts(app)
+    assert app.selectbox(key=CHOICE).value == "second-model"  # still chosen after the answer
+    # The same photo for the other model is a new question, answered by it.
+    app.selectbox(key=CHOICE).select("efficientnet-lite0").run()
+    classify_dog(app)
+    assert "by `efficientnet-lite0@" in texts(app)
+    assert "by `second-model@1`" in texts(app)
+
+
+def test_history_names_the_model_version_that_answered(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    app.selectbox(key=CHOICE).select("second-model").run()
+    classify_dog(app)
+    app.session_state["view"] = "History"
+    app.run()
+    (table,) = app.dataframe
+    assert list(table.value["Model"]) == ["second-model@1"]
+
+
+def test_a_speed_is_said_from_the_input_size_and_precision(
+    api: ApiClient, account: Account
+) -> None:
+    models = api.models(account.token)
+    assert isinstance(models, list)
+    default = next(m for m in models if m.default)
+    bigger = Model.model_validate(
+        default.model_dump() | {"name": "big", "live": "big@1", "input_size": 260, "default": False}
+    )
+    bigger = bigger.model_copy(update={"accuracy": 0.776})
+    line = describe(bigger, [default, bigger])
+    assert line.startswith("Most accurate — big@1 (FP32, 260 px), about half the speed, 77.6%")
