@@ -38,6 +38,9 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from playwright.sync_api import (
+    TimeoutError as PlaywrightTimeoutError,
+)
 
 from imgclf.ui.classify_view import sample
 from imgclf.ui.client import ApiClient, ApiError
@@ -377,8 +380,15 @@ def test_a_picked_model_answers_and_the_admin_sees_how_often_each_was_right(
     user = browser.new_context(viewport=VIEWPORTS["desktop"])  # type: ignore[arg-type]
     user.set_default_timeout(TIMEOUT_MS)
     page = logged_in(user.new_page(), ui_url, account)
-    page.locator(".st-key-model-choice").click()
-    page.get_by_role("option", name=re.compile(r"^Fast — second-model@1")).click()
+    fast = page.get_by_role("option", name=re.compile(r"^Fast — second-model@1"))
+    for _ in range(3):  # a click while the page still reruns may not open the list
+        page.locator(".st-key-model-choice").click()
+        try:
+            fast.wait_for(timeout=5000)
+            break
+        except PlaywrightTimeoutError:
+            settle(page)
+    fast.click()
     settle(page)
     page.locator('input[type="file"]').set_input_files(str(DOG_JPEG))
     expect(page.get_by_text("Answered by second-model@1")).to_be_visible()
