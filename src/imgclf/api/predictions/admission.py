@@ -11,10 +11,8 @@ costs a comparison and a small JSON answer.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
-
 from fastapi.responses import JSONResponse
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgclf.api.middleware import MULTIPART_OVERHEAD_BYTES, UPLOAD_PATHS
@@ -59,8 +57,9 @@ class AdmissionMiddleware:
         state = app_state(scope["app"])
         settings, queue = state.settings, state.queue
         if queue is not None:
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            model = query.get("model", [""])[0] or queue.default_model
+            # Read as the route reads it (Starlette's parser: the last of repeated values); a
+            # name other than the route's would let a full model's uploads in.
+            model = QueryParams(scope["query_string"]).get("model") or queue.default_model
             if queue.in_flight_for(model) >= settings.max_pending:
                 busy = f"{settings.max_pending} images are already waiting for {model}"
                 await _refuse(scope, receive, send, busy)
