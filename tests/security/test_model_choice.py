@@ -18,6 +18,16 @@ from tests.support import ServedApi, dog_upload
 
 KEYS = RedisKeys()
 PASSWORD = "correct horse battery"
+METRICS_TOKEN = "metrics-token-for-the-model-choice-tests"
+ODD_NAMES = [
+    "*",
+    "imgclf:*",
+    "a:b",
+    "../efficientnet-lite0",
+    "efficientnet-lite0@1",
+    "%00",
+    "x" * 100,
+]
 NOT_AN_IMAGE = {"file": ("big.jpg", b"\0" * 4 * 2**20, "image/jpeg")}
 
 
@@ -31,6 +41,7 @@ def served(redis_url: str, model_dir: Path, tmp_path: Path) -> Iterator[ServedAp
         model_dir=model_dir,
         max_pending=1,
         predict_timeout_s=8,
+        metrics_token=METRICS_TOKEN,
     )
     try:
         wait_until_live(api.url)
@@ -75,3 +86,36 @@ def test_a_repeated_model_parameter_does_not_slip_past_the_door(
     for query, answer in answers.items():
         assert (query, answer.status_code) == (query, 503)
         assert "already waiting for efficientnet-lite0" in answer.json()["detail"]
+
+
+def test_odd_model_names_leave_no_key_and_no_series(served: ServedApi, redis_url: str) -> None:
+    """Names like Redis patterns, paths, versions and 100 characters, each from a new name:
+    refused with the names there are, and nothing is kept per name (a Redis key or a
+    Prometheus series per name would grow with every name a client makes up)."""
+    headers = bearer(served.url)
+    store = redis.Redis.from_url(redis_url)
+    keys_before = set(store.keys("*"))
+    names = [f"{name}{n}" for n in range(20) for name in ODD_NAMES[:-1]] + ODD_NAMES
+    for name in names:
+        answer = httpx.post(
+            f"{served.url}/model/predict",
+            params={"model": name},
+            files=dog_upload(),
+            headers=headers,
+            timeout=30,
+        )
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["detail"].endswith("available: efficientnet-lite0")
+    for length, status in ((5_000, 422), (10_000, 414)):  # 414: over the URL limit
+        long = httpx.post(
+            f"{served.url}/model/predict", params={"model": "x" * length}, headers=headers
+        )
+        assert long.status_code == status
+    assert set(store.keys("*")) - keys_before <= {KEYS.jobs("efficientnet-lite0").encode()}
+    metrics = httpx.get(
+        f"{served.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    ).text
+    labelled = {
+        line.split('model="')[1].split('"')[0] for line in metrics.splitlines() if 'model="' in line
+    }
+    assert labelled <= {"efficientnet-lite0", "efficientnet-lite0@1"}
