@@ -70,7 +70,7 @@ def test_a_predictions_image_is_served_to_its_owner_only(
     mine = client.get(f"/model/predictions/{prediction_id}/image", headers=alice.headers)
     assert mine.status_code == 200
     assert mine.headers["content-type"] == "image/jpeg"
-    assert mine.headers["cache-control"] == "private, max-age=3600"
+    assert mine.headers["cache-control"] == "no-store"
     assert mine.content == DOG_JPEG.read_bytes()
     assert (
         client.get(f"/model/predictions/{prediction_id}/image", headers=admin.headers).status_code

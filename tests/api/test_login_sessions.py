@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from imgclf.api.auth.sessions import MAX_SESSIONS_PER_USER
 from imgclf.api.state import app_state
 from imgclf.db.models import LoginSession
 
@@ -94,3 +95,16 @@ def test_a_deleted_users_refresh_token_ends_with_the_user(
     answer = client.post("/login/refresh", json={"refresh_token": refresh_token})
     assert answer.status_code == 401
     assert stored_sessions(app) == 0
+
+
+def test_a_user_keeps_only_the_newest_sessions(
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    alice, bob = make_user(), make_user()
+    bobs = log_in(client, bob.email)["refresh_token"]
+    tokens = [
+        log_in(client, alice.email)["refresh_token"] for _ in range(MAX_SESSIONS_PER_USER + 2)
+    ]
+    assert stored_sessions(app) == MAX_SESSIONS_PER_USER + 1  # Bob's is not Alice's to end
+    for token, status in ((tokens[1], 401), (tokens[2], 200), (tokens[-1], 200), (bobs, 200)):
+        assert client.post("/login/refresh", json={"refresh_token": token}).status_code == status

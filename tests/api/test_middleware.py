@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from imgclf.api.app import create_app
+from imgclf.api.security import create_access_token
 from imgclf.api.state import app_state
 from imgclf.settings import Settings
 
@@ -89,10 +90,13 @@ def test_only_the_upload_routes_take_bodies_as_large_as_the_upload_setting(
 ) -> None:
     settings = Settings(database_url=database_url, max_upload_bytes=2**20)
     with TestClient(create_app(settings)) as client:
+        signed = {"Authorization": f"Bearer {create_access_token(1, settings)}"}
         for path in ("/model/predict", "/model/jobs"):
-            within = client.post(path, files={"file": ("a.png", b"x" * 2**20)})
-            assert within.status_code == 401  # read, then refused for who sent it, not its size
-            over = client.post(path, files={"file": ("a.png", b"x" * (2**20 + 2**17))})
+            within = client.post(path, files={"file": ("a.png", b"x" * 2**20)}, headers=signed)
+            assert within.status_code != 413  # read, then refused for something else (no model)
+            over = client.post(
+                path, files={"file": ("a.png", b"x" * (2**20 + 2**17))}, headers=signed
+            )
             assert over.status_code == 413
             assert over.json() == {"detail": "The upload is larger than the 1 MB limit."}
         # Calling a body multipart buys no room on the other routes.
@@ -113,7 +117,8 @@ def test_every_answer_carries_a_request_id(database_url: str) -> None:
         sent = {"X-Request-ID": "client-chosen-1"}
         # The admission middleware's refusal, sent from outside the routes.
         app_state(app).pending_bytes.hold(app_state(app).pending_bytes.limit)
-        busy = client.post("/model/predict", files={"file": ("a.png", b"x")}, headers=sent)
+        signed = {"Authorization": f"Bearer {create_access_token(1, app_state(app).settings)}"}
+        busy = client.post("/model/predict", files={"file": ("a.png", b"x")}, headers=sent | signed)
         app_state(app).pending_bytes.release(app_state(app).pending_bytes.limit)
         answers = [
             busy,

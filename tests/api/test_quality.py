@@ -22,6 +22,8 @@ from imgclf.settings import Settings, get_settings
 
 from .conftest import Caller
 
+OUT_OF_RANGE = "the window must lie within the years 1 to 9999"
+
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=40)
 
@@ -193,6 +195,9 @@ def test_only_admins_read_quality(client: TestClient, make_user: Callable[..., C
         ("since=2026-02-01&until=2026-01-01", "since must be before until"),
         ("days=0", "query.days: Input should be greater than or equal to 1"),
         ("since=yesterday", "query.since: Input should be a valid datetime"),
+        ("until=0001-01-05T00:00:00Z&days=10", OUT_OF_RANGE),
+        ("until=9999-12-31T23:59:59-05:00", OUT_OF_RANGE),
+        ("since=0001-01-01T00:00:00%2B05:00", OUT_OF_RANGE),
     ],
 )
 def test_a_bad_window_is_422(client: TestClient, admin: Caller, query: str, reason: str) -> None:

@@ -126,3 +126,14 @@ def test_answers_without_redis_name_no_address_and_no_error_text(
         assert str(port) not in answer.text
         assert "refused" not in answer.text.lower()
     assert str(port) in api.output()  # the details are in the log, for the operator
+
+
+def test_a_stored_image_is_kept_by_no_cache(served: ServedApi) -> None:
+    """An upload is its owner's: a browser on a shared machine must not keep it after they log
+    out (it answered ``private, max-age=3600``; the UI embeds its thumbnails and never needed
+    the browser's cache)."""
+    headers = sign_up(served.url)
+    prediction_id = predict(served.url, headers)["prediction_id"]
+    image = httpx.get(f"{served.url}/model/predictions/{prediction_id}/image", headers=headers)
+    assert image.status_code == 200
+    assert image.headers["cache-control"] == "no-store"

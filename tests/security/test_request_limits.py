@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ServedApi
+from tests.support import DOG_JPEG, ServedApi
 
 HEADER_LIMIT = 16 * 1024
 URL_LIMIT = 8 * 1024
@@ -228,3 +228,52 @@ def test_a_chunked_body_is_cut_off_at_its_limit(served: ServedApi) -> None:
         status, _detail = status_and_detail(read_answer(sock))
     assert status == 413
     assert sent < 8 * 2**20
+
+
+def test_strangers_cannot_hold_the_upload_budget_with_bodies_they_never_send(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """The door holds a request's declared bytes while its body arrives, and the body of an
+    upload came in before its token was looked at: three strangers announcing a third of a
+    4 MB budget each and sending nothing held all of it, and every user's upload was 503 for
+    as long as they kept their connections open. Now a request without a valid token is 401
+    at the door."""
+    api = ServedApi(
+        tmp_path / "api.log",
+        tmp_path / "data",
+        model_dir=model_dir,
+        model_threads=1,
+        max_pending_bytes=4 * 2**20,
+    )
+    strangers: list[socket.socket] = []
+    try:
+        wait_until_live(api.url)
+        account = {"name": "Owner", "email": "owner@example.com", "password": "correct horse b"}
+        assert httpx.post(f"{api.url}/user/", json=account).status_code == 201
+        login = {"username": account["email"], "password": account["password"]}
+        token = httpx.post(f"{api.url}/login", data=login).json()["access_token"]
+        for credentials in ("", "Authorization: Bearer forged\r\n", "Authorization: x\r\n"):
+            stranger = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+            stranger.sendall(
+                b"POST /model/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n"
+                + credentials.encode()
+                + f"Content-Length: {4 * 2**20 // 3}\r\n\r\n".encode()
+            )
+            strangers.append(stranger)
+        time.sleep(0.5)  # the door has seen them
+        files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
+        owner = httpx.post(
+            f"{api.url}/model/predict",
+            files=files,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert owner.status_code == 200, owner.text
+        for stranger in strangers:
+            status = stranger.makefile("rb").readline().split()[1]
+            assert status == b"401"
+    finally:
+        for stranger in strangers:
+            stranger.close()
+        api.stop()

@@ -27,6 +27,10 @@ FORGET_PATH = "/imgclf/login-cookie/forget"
 # needs a CORS preflight, which these routes refuse).
 REQUESTED_BY = ("X-Requested-By", "imgclf")
 HANDOFF_TTL_S = 60.0
+# The page sends {"code": "<32 characters>"}. Anyone can add the header above, so a body is
+# read only up to this size: the server would otherwise hold whatever a client sends (and
+# JSON nested deeper than Python's recursion limit would fail the route).
+MAX_BODY_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -109,12 +113,33 @@ def _refused(request: Request) -> JSONResponse | None:
     return None
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _small_body(request: Request) -> bytes:
+    """The request's body, refused from its declared length or as soon as it grows too long."""
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge
+    return body
+
+
 async def keep_login(request: Request) -> Response:
     refused = _refused(request)
     if refused is not None:
         return refused
     try:
-        code = (await request.json()).get("code")
+        code = json.loads(await _small_body(request)).get("code")
+    except BodyTooLarge:
+        return JSONResponse(
+            {"detail": f"The body must be at most {MAX_BODY_BYTES} bytes"}, status_code=413
+        )
     except (ValueError, AttributeError):
         code = None
     handed = HANDOFF.take(code) if isinstance(code, str) else None

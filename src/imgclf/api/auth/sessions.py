@@ -20,6 +20,10 @@ from imgclf.db.models import LoginSession
 OFFLINE_ACCESS = "offline_access"
 # 32 random bytes, URL-safe: 43 characters. Longer input is not a token of ours.
 MAX_TOKEN_LENGTH = 128
+# Successful logins are not throttled: without a bound, a script knowing its own password
+# could add a row per login for as long as it ran. Enough for every browser and device one
+# person uses; a login beyond it ends the oldest.
+MAX_SESSIONS_PER_USER = 50
 
 
 def _hash(token: str) -> str:
@@ -32,7 +36,8 @@ def _aware(moment: datetime) -> datetime:
 
 
 def start_session(session: Session, user_id: int, lifetime: timedelta) -> str:
-    """A new refresh token for ``user_id``; the user's expired sessions are swept meanwhile."""
+    """A new refresh token for ``user_id``; the user's expired sessions, and those beyond the
+    newest ``MAX_SESSIONS_PER_USER``, are swept meanwhile."""
     now = datetime.now(UTC)
     session.execute(
         delete(LoginSession).where(LoginSession.user_id == user_id, LoginSession.expires_at < now)
@@ -40,6 +45,13 @@ def start_session(session: Session, user_id: int, lifetime: timedelta) -> str:
     token = secrets.token_urlsafe(32)
     session.add(LoginSession(user_id=user_id, token_hash=_hash(token), expires_at=now + lifetime))
     session.flush()
+    oldest = (
+        select(LoginSession.id)
+        .where(LoginSession.user_id == user_id)
+        .order_by(LoginSession.id.desc())
+        .offset(MAX_SESSIONS_PER_USER)
+    )
+    session.execute(delete(LoginSession).where(LoginSession.id.in_(oldest.scalar_subquery())))
     return token
 
 

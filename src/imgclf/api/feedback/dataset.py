@@ -190,7 +190,8 @@ def export_feedback(
     copied = missing = 0
     for prediction, feedback in _labelled_rows(session):
         source = uploads / prediction.image_file_name
-        if source.parent != uploads or not source.is_file():
+        # The service stores plain files: a link there would copy whatever it points at.
+        if source.parent != uploads or source.is_symlink() or not source.is_file():
             missing += 1  # removed since, or stored by another host
             continue
         if feedback.correct:

@@ -72,6 +72,6 @@ async def read_prediction_image(
         raise HTTPException(
             404, f"The image of prediction {prediction_id} is no longer stored"
         ) from None
-    # Private: an image is its owner's; the browser may keep it for the page's lifetime.
-    headers = {"Cache-Control": "private, max-age=3600"}
-    return FileResponse(path, media_type=_media_type(head), headers=headers)
+    # Cache-Control stays the middleware's no-store: an image is its owner's, and a browser on
+    # a shared machine must not keep it after they log out.
+    return FileResponse(path, media_type=_media_type(head))

@@ -1,5 +1,6 @@
 """Admission control: refuse new uploads at the door while this process is already full.
 
+Only callers with a token this server signed get in (401 otherwise, before anything is held).
 Full by count (``IMGCLF_MAX_PENDING`` jobs awaited for the model the request names, so that a
 flood for one model does not lock the others out) or by bytes (``IMGCLF_MAX_PENDING_BYTES`` of
 uploads being received, checked or waited on, async jobs included until they finish). The
@@ -11,14 +12,15 @@ costs a comparison and a small JSON answer.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
-
 from fastapi.responses import JSONResponse
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from imgclf.api.errors import BEARER, CREDENTIALS_ERROR
 from imgclf.api.middleware import MULTIPART_OVERHEAD_BYTES, UPLOAD_PATHS
+from imgclf.api.security import InvalidTokenError, decode_access_token
 from imgclf.api.state import app_state
+from imgclf.settings import Settings
 
 MB = 2**20
 
@@ -58,9 +60,16 @@ class AdmissionMiddleware:
             return
         state = app_state(scope["app"])
         settings, queue = state.settings, state.queue
+        # Checked before any byte is held: a stranger's body, announced and never sent, would
+        # otherwise hold the budget for as long as the connection stays open.
+        if not _signed(Headers(scope=scope), settings):
+            response = JSONResponse({"detail": CREDENTIALS_ERROR}, 401, headers=BEARER)
+            await response(scope, receive, send)
+            return
         if queue is not None:
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            model = query.get("model", [""])[0] or queue.default_model
+            # Read as the route reads it (Starlette's parser: the last of repeated values); a
+            # name other than the route's would let a full model's uploads in.
+            model = QueryParams(scope["query_string"]).get("model") or queue.default_model
             if queue.in_flight_for(model) >= settings.max_pending:
                 busy = f"{settings.max_pending} images are already waiting for {model}"
                 await _refuse(scope, receive, send, busy)
@@ -84,6 +93,19 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
         finally:
             pending.release(size)
+
+
+def _signed(headers: Headers, settings: Settings) -> bool:
+    """Whether the request carries a token this server signed (as the route checks it, without
+    the database)."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    try:
+        decode_access_token(token, settings)
+    except InvalidTokenError:
+        return False
+    return True
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, busy: str) -> None:

@@ -42,11 +42,14 @@ def quality_window(
     since: datetime | None, until: datetime | None, days: int | None
 ) -> tuple[datetime | None, datetime | None]:
     """``[since, until)`` from the query; ``days`` counts back from ``until`` (or now)."""
-    since, until = as_utc(since), as_utc(until)
-    if days is not None:
-        if since is not None:
-            raise ValueError("give since or days, not both")
-        since = (until or datetime.now(UTC)) - timedelta(days=days)
+    if days is not None and since is not None:
+        raise ValueError("give since or days, not both")
+    try:
+        since, until = as_utc(since), as_utc(until)
+        if days is not None:
+            since = (until or datetime.now(UTC)) - timedelta(days=days)
+    except OverflowError:  # a time near year 1 or 9999 moved across the calendar's edge
+        raise ValueError("the window must lie within the years 1 to 9999 (in UTC)") from None
     if since is not None and until is not None and since >= until:
         raise ValueError("since must be before until")
     return since, until
