@@ -83,3 +83,25 @@ def test_figures_from_known_comparisons(database_url: str) -> None:
     assert pairs[1].top5_overlap.interval is None  # one comparison: no interval
     assert later == []
     assert len(dropped) == 1
+
+
+def test_agreement_day_by_day(database_url: str) -> None:
+    """Each pair's agreement per UTC day, oldest first, with its own interval."""
+    database = Database(make_engine(Settings(database_url=database_url)))
+    upgrade(database.engine)
+    recorder = ComparisonRecorder(database, on_dropped=lambda _row: None)
+    recorder.start()
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    two_days_ago = today - timedelta(days=2)
+    for agreed, when in [(True, two_days_ago), (False, two_days_ago), (True, today)]:
+        recorder.record(_row(agreed, 5, 0.0, 10.0, created_at=when))
+    recorder.close()
+    with database.transaction(writes=False) as session:
+        (pair,) = shadow_pairs(session, "lite", today - timedelta(days=7))
+    database.dispose()
+
+    assert [(d.day, d.comparisons, d.top1_agreement.agreed) for d in pair.by_day] == [
+        (two_days_ago.date().isoformat(), 2, 1),
+        (today.date().isoformat(), 1, 1),
+    ]
+    assert pair.by_day[0].top1_agreement.interval == wilson_interval(1, 2)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from imgclf.ui.admin_charts import agreement_chart, quality_chart, quality_rows
+from imgclf.api.shadow import schemas as api
+from imgclf.ui.admin_charts import (
+    agreement_by_day_chart,
+    agreement_chart,
+    quality_chart,
+    quality_rows,
+)
 from imgclf.ui.client import ApiClient, QualityReport, ShadowReport
 from tests.ui.conftest import Account
 from tests.ui.test_admin_view import give_feedback
@@ -58,3 +64,41 @@ def test_the_agreement_chart_reads_the_shadow_answer() -> None:
             "comparisons": 40,
         }
     ]
+
+
+def test_the_day_by_day_chart_reads_the_api_schema() -> None:
+    """The API's own schema, dumped as it answers, read by the page: one point per day."""
+    answer = api.ShadowReport.model_validate(
+        {
+            **SHADOW_ANSWER,
+            "pairs": [
+                {
+                    **SHADOW_ANSWER["pairs"][0],  # type: ignore[index]
+                    "by_day": [
+                        {
+                            "day": "2026-11-29",
+                            "comparisons": 10,
+                            "top1_agreement": {"agreed": 9, "share": 0.9, "interval": [0.6, 0.98]},
+                        },
+                        {
+                            "day": "2026-11-30",
+                            "comparisons": 30,
+                            "top1_agreement": {
+                                "agreed": 29,
+                                "share": 0.9667,
+                                "interval": [0.83, 0.99],
+                            },
+                        },
+                    ],
+                }
+            ],
+        }
+    )
+    report = ShadowReport.model_validate_json(answer.model_dump_json())
+    spec = agreement_by_day_chart(report.pairs).to_dict()
+    (data,) = spec["datasets"].values()
+    assert [(row["day"], row["share"], row["comparisons"]) for row in data] == [
+        ("2026-11-29", 0.9, 10),
+        ("2026-11-30", 0.9667, 30),
+    ]
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["area", "line"]

@@ -104,3 +104,40 @@ def agreement_chart(pairs: Sequence[ShadowPair]) -> alt.LayerChart:
     )
     chart: alt.LayerChart = (bars + errors).properties(height=alt.Step(28))
     return chart
+
+
+def agreement_by_day_chart(pairs: Sequence[ShadowPair]) -> alt.LayerChart:
+    """Each candidate's top-1 agreement day by day: a line with its 95% band."""
+    data = pd.DataFrame(
+        [
+            {
+                "pair": f"{pair.live} vs {pair.candidate}",
+                "day": day.day,
+                "share": day.top1_agreement.share,
+                "low": day.top1_agreement.interval[0],
+                "high": day.top1_agreement.interval[1],
+                "comparisons": day.comparisons,
+            }
+            for pair in pairs
+            for day in pair.by_day
+        ],
+        columns=["pair", "day", "share", "low", "high", "comparisons"],
+    )
+    base = alt.Chart(data).encode(
+        x=alt.X("day:T", title=None, axis=alt.Axis(format="%b %d")),
+        color=alt.Color("pair:N", legend=alt.Legend(orient="top", title=None)),
+        tooltip=[
+            alt.Tooltip("pair:N"),
+            alt.Tooltip("day:T", format="%Y-%m-%d"),
+            alt.Tooltip("comparisons:Q"),
+            alt.Tooltip("share:Q", format=".1%", title="top-1 agreement"),
+        ],
+    )
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y("low:Q", title="top-1 agreement", scale=alt.Scale(domain=[0, 1])), y2="high:Q"
+    )
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("share:Q", title="top-1 agreement", axis=alt.Axis(format="%"))
+    )
+    chart: alt.LayerChart = (band + line).properties(height=220)
+    return chart

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from imgclf.ui import session
-from imgclf.ui.admin_charts import agreement_chart, quality_chart
+from imgclf.ui.admin_charts import agreement_by_day_chart, agreement_chart, quality_chart
 from imgclf.ui.client import ApiClient, ApiError, Model, QualityReport, ShadowReport
 from imgclf.ui.text import escape_markdown, percent
 
@@ -139,6 +139,9 @@ def _shadows(client: ApiClient, models: list[Model]) -> None:
             )
         if report.pairs:
             st.altair_chart(agreement_chart(report.pairs), width="stretch")
+            if any(pair.by_day for pair in report.pairs):
+                st.caption("Top-1 agreement day by day, with its 95% band")
+                st.altair_chart(agreement_by_day_chart(report.pairs), width="stretch")
             st.caption(
                 " · ".join(
                     f"{pair.candidate}: {pair.comparisons} comparisons, top-1 agreement "

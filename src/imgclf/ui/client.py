@@ -82,6 +82,12 @@ class ShadowAgreement(BaseModel):
     interval: tuple[float, float]
 
 
+class ShadowDay(BaseModel):
+    day: str
+    comparisons: int
+    top1_agreement: ShadowAgreement
+
+
 class ShadowPair(BaseModel):
     """One live version against its candidate (the fields of ``GET /models/{name}/shadow`` the
     page shows; the others are ignored)."""
@@ -90,6 +96,7 @@ class ShadowPair(BaseModel):
     candidate: str
     comparisons: int
     top1_agreement: ShadowAgreement
+    by_day: list[ShadowDay] = []
 
 
 class ShadowReport(BaseModel):

@@ -47,6 +47,12 @@ class Estimate(BaseModel):
     )
 
 
+class DailyAgreement(BaseModel):
+    day: str = Field(description="the day (UTC), YYYY-MM-DD")
+    comparisons: int
+    top1_agreement: Agreement
+
+
 class ShadowPair(BaseModel):
     live: str
     candidate: str
@@ -56,6 +62,9 @@ class ShadowPair(BaseModel):
     score_difference: Estimate = Field(description="candidate's top-1 score minus the live one's")
     live_latency_ms: Estimate
     candidate_latency_ms: Estimate
+    by_day: list[DailyAgreement] = Field(
+        default=[], description="top-1 agreement day by day, oldest first: how it moves"
+    )
 
 
 class ShadowReport(ShadowSettingPublic):

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from imgclf.api.quality.service import wilson_interval
-from imgclf.api.shadow.schemas import Agreement, Estimate, ShadowPair
+from imgclf.api.shadow.schemas import Agreement, DailyAgreement, Estimate, ShadowPair
 from imgclf.db.models import ShadowComparison as Row
 
 DIGITS = 4
@@ -61,20 +61,18 @@ def shadow_pairs(session: Session, model: str, since: datetime) -> list[ShadowPa
         .group_by(Row.live, Row.candidate)
         .order_by(Row.live, Row.candidate)
     )
+    days = _agreement_by_day(session, model, since)
     pairs = []
     for row in session.execute(statement).all():
         live, candidate, count, agreed, *sums = row
-        interval = wilson_interval(agreed, count)
-        assert interval is not None  # a group has rows
         o, o2, d, d2, lt, lt2, ct, ct2 = (float(value) for value in sums)
         pairs.append(
             ShadowPair(
                 live=live,
                 candidate=candidate,
                 comparisons=count,
-                top1_agreement=Agreement(
-                    agreed=agreed, share=round(agreed / count, DIGITS), interval=interval
-                ),
+                top1_agreement=_agreement(agreed, count),
+                by_day=days.get((live, candidate), []),
                 top5_overlap=mean_estimate(o, o2, count),
                 score_difference=mean_estimate(d, d2, count),
                 live_latency_ms=mean_estimate(lt, lt2, count),
@@ -82,3 +80,32 @@ def shadow_pairs(session: Session, model: str, since: datetime) -> list[ShadowPa
             )
         )
     return pairs
+
+
+def _agreement(agreed: int, count: int) -> Agreement:
+    interval = wilson_interval(agreed, count)
+    assert interval is not None  # a group has rows
+    return Agreement(agreed=agreed, share=round(agreed / count, DIGITS), interval=interval)
+
+
+def _agreement_by_day(
+    session: Session, model: str, since: datetime
+) -> dict[tuple[str, str], list[DailyAgreement]]:
+    """Each pair's agreement per UTC day (times are stored in UTC; PostgreSQL would read a
+    ``timestamptz``'s day in the session's zone)."""
+    moment: ColumnElement[Any] = Row.created_at.expression
+    if session.get_bind().dialect.name == "postgresql":
+        moment = func.timezone("UTC", Row.created_at)
+    day = func.date(moment)
+    statement = (
+        select(Row.live, Row.candidate, day, func.count(), func.sum(cast(Row.agreed, Integer)))
+        .where(Row.model == model, Row.created_at >= since)
+        .group_by(Row.live, Row.candidate, day)
+        .order_by(Row.live, Row.candidate, day)
+    )
+    days: dict[tuple[str, str], list[DailyAgreement]] = {}
+    for live, candidate, on, count, agreed in session.execute(statement).all():
+        days.setdefault((live, candidate), []).append(
+            DailyAgreement(day=str(on), comparisons=count, top1_agreement=_agreement(agreed, count))
+        )
+    return days
