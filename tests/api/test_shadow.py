@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -196,6 +197,11 @@ def _answers(
     return answers
 
 
+def _compared(client: TestClient) -> float:
+    metrics = client.get("/metrics", headers=SCRAPER).text
+    return _metric_total(metrics, "imgclf_shadow_comparisons_total{")
+
+
 def test_a_failing_candidate_or_a_busy_service_leaves_the_answers_alone(
     client: TestClient, alice: Caller, admin: Caller, settings: Settings
 ) -> None:
@@ -210,6 +216,15 @@ def test_a_failing_candidate_or_a_busy_service_leaves_the_answers_alone(
     # against an admission room of four: copies are dropped, never a caller.
     client.put(url, json={"candidate": f"{LITE0}@3", "fraction": 1}, headers=admin.headers)
     busy = _answers(client, alice, uploads, threads=4)
+    # Whether any of those copies found room depends on timing; one caller at a time on an idle
+    # service always gets its copy compared.
+    quiet = 0
+    while _compared(client) == 0 and quiet < 5:
+        _answers(client, alice, uploads[quiet : quiet + 1], threads=1)
+        quiet += 1
+        deadline = time.monotonic() + 5
+        while _compared(client) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
     client.delete(url, headers=admin.headers)  # copies still on their way finish or drop
 
     assert [status for status, _ in without] == [200] * len(uploads)
@@ -222,5 +237,5 @@ def test_a_failing_candidate_or_a_busy_service_leaves_the_answers_alone(
     assert failed == len(uploads)
     compared = _metric_total(metrics, "imgclf_shadow_comparisons_total{")
     dropped = _metric_total(metrics, "imgclf_shadow_dropped_total{") - failed
-    assert compared + dropped <= len(uploads)  # each upload copied at most once
+    assert compared + dropped <= len(uploads) + quiet  # each upload copied at most once
     assert compared >= 1
