@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOG = ROOT / "tests" / "data" / "dog.jpeg"
 MODELS = ("efficientnet-lite0", "efficientnet-lite0-int8", "efficientnet-lite2")
 REFERENCE = MODELS[0]
+INT8 = MODELS[1]
 BATCHES = (1, 8)
 ROUNDS = 3
 HEADING = "## Models: FP32, INT8, Lite2"
@@ -149,6 +150,7 @@ def measure(repository: Path, threads: int, budget_s: float) -> dict[str, ModelF
 def report(figures: dict[str, ModelFigures], threads: int, load: tuple[float, float]) -> str:
     from model import cpu_model
 
+    from imgclf.model.cpu import int8_dot_product
     from imgclf.model.export import MODELS as SPECS
 
     reference = figures[REFERENCE]
@@ -158,15 +160,16 @@ def report(figures: dict[str, ModelFigures], threads: int, load: tuple[float, fl
         HEADING,
         "",
         f"Measured {dt.date.today().isoformat()} by `python bench/model.py --models-only` "
-        f"(part of `make bench`, after `make models`) on {cpu_model()}, {os.cpu_count()} "
-        "logical CPUs, "
+        f"(part of `make bench`, after `make models`) on {cpu_model()} (8-bit dot products: "
+        f"{int8_dot_product()}), {os.cpu_count()} logical CPUs, "
         f"{threads} inference threads, onnxruntime {metadata.version('onnxruntime')}; best of "
         f"{ROUNDS} interleaved rounds; load average {load[0]:.1f} at the start, {load[1]:.1f} "
         "at the end. Answers are compared with FP32 Lite0's on "
         f"{len(reference.probabilities)} held-out inputs: the centre crop and {HELD_OUT_VIEWS} "
         f"random crops (half mirrored) of {pictures} pictures the INT8 calibration never saw (the "
         "other half of the sample photos scikit-image and matplotlib ship, and tests/data/"
-        f"dog.jpeg); FP32 is sure (top-1 probability >= {SURE}) of {int(sure.sum())} of them.",
+        f"dog.jpeg); FP32 is sure (top-1 probability >= {SURE}) of {int(sure.sum())} of them. "
+        f"The INT8 model's weights take {figures[INT8].bundle.weight_bits} bits.",
         "",
         "| model | input | images/s, batch 1 | images/s, batch 8 | CPU ms/image, batch 1 "
         "| CPU ms/image, batch 8 | peak RSS | model file | top-1 agreement | top-1 agreement "
@@ -187,9 +190,9 @@ def report(figures: dict[str, ModelFigures], threads: int, load: tuple[float, fl
             f"| {every.top1:.1%} | {confident.top1:.1%} | {every.top5_overlap:.1%} | {f.dog} "
             f"| {SPECS[name].top1_published} |"
         )
-    int8 = figures["efficientnet-lite0-int8"]
+    int8 = figures[INT8]
     speed = {b: int8.images_per_s[b] / reference.images_per_s[b] for b in BATCHES}
-    every, confident = agreements["efficientnet-lite0-int8"]
+    every, confident = agreements[INT8]
     lines += [
         "",
         f"- INT8 at least 1.6x FP32's images/s: {speed[1]:.2f}x at batch 1, "

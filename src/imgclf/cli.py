@@ -255,6 +255,15 @@ RepositoryOption = Annotated[
 OutputOption = Annotated[
     Path | None, typer.Option(help="Write this one bundle folder instead of the repository.")
 ]
+WeightBitsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=7,
+        max=8,
+        help="INT8 only: 8-bit weights (best with VNNI) or 7 (no saturation on CPUs without "
+        "it); default: what suits this CPU.",
+    ),
+]
 
 
 @app.command("export-model")
@@ -269,15 +278,15 @@ def export_model(
         Path | None,
         typer.Option(help="INT8 only: calibrate on the images in this folder (e.g. uploads)."),
     ] = None,
+    weight_bits: WeightBitsOption = None,
 ) -> None:
     """Build a model bundle from the packaged weights into the model repository (needs torch)."""
     from imgclf.model.export_cli import build_model
 
     settings = load_settings()
     repository = repository or settings.resolved_model_repository
-    raise typer.Exit(
-        build_model(model, output or repository / model / str(version), version, calibration_dir)
-    )
+    target = output or repository / model / str(version)
+    raise typer.Exit(build_model(model, target, version, calibration_dir, weight_bits))
 
 
 @app.command()
@@ -289,9 +298,12 @@ def quantize(
         Path | None,
         typer.Option(help="Calibrate on the images in this folder (default: packaged photos)."),
     ] = None,
+    weight_bits: WeightBitsOption = None,
 ) -> None:
     """Build efficientnet-lite0-int8: EfficientNet-Lite0 quantized to INT8 (needs torch)."""
-    export_model("efficientnet-lite0-int8", version, repository, output, calibration_dir)
+    export_model(
+        "efficientnet-lite0-int8", version, repository, output, calibration_dir, weight_bits
+    )
 
 
 @models_app.command("quality")

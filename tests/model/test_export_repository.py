@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 
 from imgclf.cli import app
 from imgclf.model import Classifier, ImageLimits, load_bundle
+from imgclf.model.cpu import int8_dot_product
 
 pytest.importorskip("torch")
 
@@ -59,7 +60,7 @@ def test_quantize_writes_an_int8_version_that_still_sees_the_dog(
     repository = tmp_path / "repo"
     result = run(
         "quantize", "--repository", str(repository), "--version", "3",
-        "--calibration-dir", str(photos),
+        "--calibration-dir", str(photos), "--weight-bits", "7",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     folder = repository / "efficientnet-lite0-int8" / "3"
@@ -74,6 +75,8 @@ def test_quantize_writes_an_int8_version_that_still_sees_the_dog(
     assert meta["top1_published"] == 74.4
     assert meta["model_id"] == f"efficientnet-lite0-int8@{meta['sha256'][:12]}"
     assert meta["quantized_from"].startswith("efficientnet-lite0@")
+    assert meta["weight_bits"] == 7
+    assert "S8 weights (7-bit range)" in meta["calibration"]["method"]
     assert meta["calibration"]["pictures"] == 3
     assert meta["calibration"]["inputs"] == 24
     assert str(photos) in meta["calibration"]["images"]
@@ -82,6 +85,8 @@ def test_quantize_writes_an_int8_version_that_still_sees_the_dog(
     assert 0 < checked["top1"] <= 1
     assert 0 < checked["top5_overlap"] <= 1
     assert f"{checked['inputs']} held-out inputs" in result.stdout
+    assert checked["checked_on"] == f"8-bit dot products on this CPU: {int8_dot_product()}"
+    assert load_bundle(folder).weight_bits == 7
 
     assert (folder / "model.onnx").stat().st_size < 7_000_000  # FP32 is 18.5 MB
     assert top_label(folder) == "Eskimo_dog"
@@ -122,6 +127,8 @@ def test_output_still_writes_one_bundle_folder(run: Invoke, tmp_path: Path) -> N
             ["export-model", "--calibration-dir", "."],
             "--calibration-dir applies to INT8 models only",
         ),
+        (["export-model", "--weight-bits", "7"], "--weight-bits applies to INT8 models only"),
+        (["quantize", "--weight-bits", "6"], "Invalid value for '--weight-bits'"),
         (["quantize", "--calibration-dir", "{empty}"], "holds no image that decodes"),
         (["quantize", "--calibration-dir", "{missing}"], "does not exist"),
     ],

@@ -10,7 +10,8 @@ Any ONNX image classifier can be served by giving it such a folder (see ``README
   ``name`` and ``version`` (by default the folders': ``<name>/<version>/``, or ``<name>/`` as
   version 1), ``resize``, ``mean``, ``std`` (scalars; pixels become ``(x - mean) / std``),
   ``color`` ("RGB"), ``layout`` ("NCHW"), ``output``, ``num_classes``, ``source``, ``license``,
-  ``precision`` ("fp32", "int8"), ``top1_published`` (ImageNet top-1, 0..1 or percent).
+  ``precision`` ("fp32", "int8"), ``weight_bits`` (an INT8 model's: 7 or 8),
+  ``top1_published`` (ImageNet top-1, 0..1 or percent).
 
 Everything is checked at load, so a broken bundle stops the service at start-up with a message
 that names the folder and the fix, rather than failing its first request.
@@ -65,6 +66,7 @@ class ModelBundle:
     license: str
     output: str = "logits"
     precision: str = "fp32"
+    weight_bits: int | None = None
     top1_published: float | None = None
 
     @property
@@ -172,6 +174,7 @@ def _parse(path: Path, meta: dict[str, Any]) -> ModelBundle:
         license=_field(meta, "license", str, default="unknown"),
         output=output,
         precision=_field(meta, "precision", str, default="fp32"),
+        weight_bits=_field(meta, "weight_bits", int, default=None),
         top1_published=published_top1(meta),
     )
 

@@ -6,6 +6,7 @@ can use :mod:`imgclf.model` image checks without having ONNX Runtime installed.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,11 +15,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf.model.bundle import ModelBundle, bundle_error, load_bundle
+from imgclf.model.cpu import Int8DotProduct, int8_dot_product
 from imgclf.model.images import ImageError, ImageLimits
 from imgclf.model.preprocessing import preprocess
 
 if TYPE_CHECKING:
     from imgclf.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Classifier:
         self.bundle = bundle
         self.model_id = bundle.ref
         self.threads = threads or os.cpu_count() or 1
+        warn_if_int8_saturates(bundle)
         self._session = self._open_session(self.threads, spinning)
         self._single_thread_session = (
             self._open_session(1, spinning)
@@ -182,6 +187,20 @@ class Classifier:
             for position, top in zip(good, self.classify(np.stack(tensors), top_k), strict=True):
                 results[position] = top
         return results
+
+
+def warn_if_int8_saturates(bundle: ModelBundle) -> None:
+    """Say so when an INT8 model with 8-bit weights is served by a CPU whose 8-bit dot
+    products saturate: its answers there differ from FP32's more than its bundle records."""
+    if bundle.precision != "int8" or bundle.weight_bits == 7:
+        return
+    if int8_dot_product() is Int8DotProduct.SATURATING:
+        log.warning(
+            "%s has 8-bit weights and this CPU has no VNNI: its 8-bit products saturate here, "
+            "so its answers differ from FP32's more than where it was checked. Rebuild it on "
+            "this machine (imgclf quantize --weight-bits 7) for weights that cannot saturate.",
+            bundle.ref,
+        )
 
 
 def load_classifier(

@@ -30,6 +30,7 @@ from imgclf.model.bundle import (
     file_sha256,
     load_bundle,
 )
+from imgclf.model.cpu import default_weight_bits
 from imgclf.model.preprocessing import to_tensor
 from imgclf.model.quantize import calibration_pictures, quantize_in_place
 
@@ -269,11 +270,13 @@ def export_bundle(
     version: int = 1,
     *,
     calibration_dir: Path | None = None,
+    weight_bits: int | None = None,
 ) -> ModelBundle:
     """Export, verify and write a bundle to ``output`` (replaced atomically if it exists).
 
     INT8 models are calibrated on ``calibration_dir`` when given, else on half of the packaged
-    sample photos; their agreement with FP32 on the other half goes into ``bundle.json``.
+    sample photos; their agreement with FP32 on the other half goes into ``bundle.json``. Their
+    weights take ``weight_bits`` (7 or 8; by default what suits this CPU, model/cpu.py).
     """
     import torch
 
@@ -298,7 +301,10 @@ def export_bundle(
         verify_onnx(onnx_path, net, verification_inputs(config))
         extra: dict[str, Any] = {}
         if pictures is not None:
-            extra = quantize_in_place(onnx_path, config, pictures, spec.name.removesuffix("-int8"))
+            bits = default_weight_bits() if weight_bits is None else weight_bits
+            extra = quantize_in_place(
+                onnx_path, config, pictures, spec.name.removesuffix("-int8"), bits
+            )
         labels = imagenet_labels()
         (staging / LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
         sha256 = file_sha256(onnx_path)

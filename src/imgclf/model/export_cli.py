@@ -12,17 +12,27 @@ from imgclf.model.calibration import CalibrationError
 from imgclf.model.export import MODELS, ExportError, export_bundle
 
 
-def build_model(model: str, target: Path, version: int, calibration_dir: Path | None) -> int:
+def build_model(
+    model: str,
+    target: Path,
+    version: int,
+    calibration_dir: Path | None,
+    weight_bits: int | None = None,
+) -> int:
     """Export ``model`` to ``target``; exit code 0, or 2 with a message on stderr."""
     err = Console(stderr=True, soft_wrap=True)
     if model not in MODELS:
         err.print(f"[red]Unknown model {model!r}; choose one of {', '.join(MODELS)}.[/red]")
         return 2
-    if calibration_dir is not None and MODELS[model].precision != "int8":
-        err.print(f"[red]--calibration-dir applies to INT8 models only, not {model}.[/red]")
-        return 2
+    int8_only = {"--calibration-dir": calibration_dir, "--weight-bits": weight_bits}
+    for option, value in int8_only.items():
+        if value is not None and MODELS[model].precision != "int8":
+            err.print(f"[red]{option} applies to INT8 models only, not {model}.[/red]")
+            return 2
     try:
-        bundle = export_bundle(target, model, version, calibration_dir=calibration_dir)
+        bundle = export_bundle(
+            target, model, version, calibration_dir=calibration_dir, weight_bits=weight_bits
+        )
     except (CalibrationError, ExportError) as error:
         err.print(f"[red]{error}[/red]", highlight=False)
         return 2
@@ -32,9 +42,11 @@ def build_model(model: str, target: Path, version: int, calibration_dir: Path | 
     if "calibration" in meta:
         checked = meta["agreement_with_fp32"]
         print(
+            f"Weights in {meta['weight_bits']} bits. "
             f"Calibrated on {meta['calibration']['inputs']} crops of "
             f"{meta['calibration']['pictures']} images in {meta['calibration']['seconds']} s. "
             f"Against FP32 on {checked['inputs']} held-out inputs: top-1 agreement "
-            f"{checked['top1']:.1%}, top-5 overlap {checked['top5_overlap']:.1%}."
+            f"{checked['top1']:.1%}, top-5 overlap {checked['top5_overlap']:.1%} "
+            f"({checked['checked_on']})."
         )
     return 0

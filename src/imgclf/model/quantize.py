@@ -4,8 +4,9 @@ ONNX Runtime's static quantization in QDQ form: weights signed 8-bit per output 
 activations unsigned 8-bit per tensor (the pair x86 CPUs multiply fastest), ranges from
 calibration pictures (MinMax). Measured against FP32 on held-out crops (docs/benchmarks.md,
 "INT8: the recipe"): Entropy and Percentile calibration moved the agreement by one answer in
-75 and took 7-9x longer; ``reduce_range`` (for CPUs without VNNI, which this one has) lost 12
-more; keeping the first and last layers in FP32 gained nothing and grew the file to 9 MB.
+75 and took 7-9x longer; keeping the first and last layers in FP32 gained nothing and grew the
+file to 9 MB. Weights take 8 bits, or 7 (``reduce_range``) for CPUs whose 8-bit dot products
+saturate (imgclf.model.cpu): by default those of the CPU that builds the model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from imgclf.model import calibration
 from imgclf.model.bundle import Preprocessing, file_sha256
+from imgclf.model.cpu import int8_dot_product
 
 CALIBRATION_BATCH = 8
 CALIBRATION_VIEWS = 8  # random crops per calibration picture...
@@ -68,16 +70,21 @@ def calibration_pictures(calibration_dir: Path | None) -> CalibrationPictures:
 
 
 def quantize_in_place(
-    onnx_path: Path, config: Preprocessing, chosen: CalibrationPictures, fp32_name: str
+    onnx_path: Path,
+    config: Preprocessing,
+    chosen: CalibrationPictures,
+    fp32_name: str,
+    weight_bits: int,
 ) -> dict[str, Any]:
-    """Replace the FP32 model at ``onnx_path`` by its INT8 quantization; returns what
-    ``bundle.json`` records about the calibration and the agreement with FP32."""
+    """Replace the FP32 model at ``onnx_path`` by its INT8 quantization (weights in
+    ``weight_bits``, 7 or 8); returns what ``bundle.json`` records about the calibration and
+    the agreement with FP32."""
     views = max(1, min(CALIBRATION_VIEWS, CALIBRATION_INPUTS // len(chosen.pictures)))
     inputs = calibration.random_views(chosen.pictures, config, views, seed=0)
     fp32_path = onnx_path.with_name("fp32.onnx")
     os.replace(onnx_path, fp32_path)
     started = time.perf_counter()
-    quantize_int8(fp32_path, onnx_path, inputs)
+    quantize_int8(fp32_path, onnx_path, inputs, weight_bits)
     seconds = time.perf_counter() - started
     held_out = chosen.held_out
     checked = held_out_agreement(fp32_path, onnx_path, held_out, config)
@@ -85,19 +92,22 @@ def quantize_in_place(
     fp32_path.unlink()
     return {
         "quantized_from": f"{fp32_name}@{fp32_sha[:12]}",
+        "weight_bits": weight_bits,
         "calibration": {
             "images": chosen.source,
             "pictures": len(chosen.pictures),
             "inputs": len(inputs),
             "views": f"{views} random crops (25-100% of the area) a picture, half mirrored",
-            "method": "ONNX Runtime static quantization, QDQ, per-channel S8 weights, "
-            "U8 activations, MinMax",
+            "method": "ONNX Runtime static quantization, QDQ, per-channel S8 weights "
+            f"({weight_bits}-bit range), U8 activations, MinMax",
             "seconds": round(seconds, 1),
         },
         "agreement_with_fp32": {
             **checked.as_json(),
             "held_out": f"centre and {HELD_OUT_VIEWS} random crops of the {len(held_out)} "
             f"other sample photos: {', '.join(p.name for p in held_out)}",
+            # The same file answers differently where 8-bit products saturate (model/cpu.py).
+            "checked_on": f"8-bit dot products on this CPU: {int8_dot_product()}",
         },
     }
 
@@ -115,9 +125,11 @@ def held_out_agreement(
     return agreement(logits(fp32_onnx, inputs), logits(int8_onnx, inputs))
 
 
-def quantize_int8(fp32_onnx: Path, target: Path, inputs: np.ndarray) -> None:
+def quantize_int8(fp32_onnx: Path, target: Path, inputs: np.ndarray, weight_bits: int = 8) -> None:
     """Write the INT8 (QDQ) model of ``fp32_onnx`` to ``target``, calibrated on ``inputs``
-    (preprocessed, N x 3 x H x W)."""
+    (preprocessed, N x 3 x H x W), its weights in ``weight_bits`` (7 or 8)."""
+    if weight_bits not in (7, 8):
+        raise ValueError(f"weights take 7 or 8 bits, not {weight_bits}")
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -151,6 +163,7 @@ def quantize_int8(fp32_onnx: Path, target: Path, inputs: np.ndarray) -> None:
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=weight_bits == 7,
             calibrate_method=CalibrationMethod.MinMax,
             # Biases stay float in the file; ONNX Runtime still fuses every Conv into a
             # QLinearConv at load, at the same speed and top-1 agreement. As int32 in the file,

@@ -12,8 +12,8 @@ from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Model
 
 CHOICE = "model-choice"
-# INT8 (static QDQ, per-channel) ran 2.1x FP32's images/s at batch 1 (2.26x at batch 8) in
-# docs/benchmarks.md.
+# INT8 (static QDQ, per-channel) ran 2.1x FP32's images/s at batch 1 (2.26x at batch 8) on a
+# CPU with VNNI, 1.67x (1.88x) with 7-bit weights on one with AVX2 only (docs/benchmarks.md).
 INT8_SPEEDUP = 2.1
 # Compound-scaled families (EfficientNet) grow depth and width with the input side: compute
 # doubles for each 1.15x of the side, so it goes about as the side's fifth power (Lite2 at
