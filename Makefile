@@ -10,6 +10,9 @@ BUNDLE := $(MODEL_DIR)/bundle.json
 MODEL_NAMES := efficientnet-lite0 efficientnet-lite0-int8 efficientnet-lite2
 MODEL_BUNDLES := $(MODEL_NAMES:%=$(MODEL_REPOSITORY)/%/1/bundle.json)
 PYTEST_ARGS ?=
+# Test files run in this many processes (pytest-xdist), each file whole in one of them: its
+# module fixtures (a stack, a browser) start once. 0: one process.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install bundle models run test lint format bench bench-shadow bench-peers stress stress-quick soak clean
@@ -39,7 +42,7 @@ run: install bundle ## Start the API (http://127.0.0.1:8000) and the UI; serves 
 	IMGCLF_MODEL_REPOSITORY=$(MODEL_REPOSITORY) $(BIN)/imgclf up
 
 test: install bundle ## Run the whole test suite
-	IMGCLF_TEST_MODEL_DIR=$(MODEL_DIR) $(BIN)/pytest $(PYTEST_ARGS)
+	IMGCLF_TEST_MODEL_DIR=$(MODEL_DIR) $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .
