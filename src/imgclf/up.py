@@ -149,9 +149,10 @@ def run_group(
             queue_url = _start_in_order(
                 group, settings, Path(scratch), redis, workers, with_ui, monitor
             )
-            _print_banner(log, settings, login_banner(settings), queue_url, workers, with_ui)
-            if monitor:
-                log.write("up", f"Prometheus on http://127.0.0.1:{monitor.port}")
+            banner = login_banner(settings)
+            if monitor:  # before the banner's last line, which says the group is ready
+                banner += f"\nPrometheus on http://127.0.0.1:{monitor.port}"
+            _print_banner(log, settings, banner, queue_url, workers, with_ui)
             group.watch()
         except Interrupted:
             log.write("up", "stopping")

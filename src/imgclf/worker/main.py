@@ -95,30 +95,7 @@ def run_worker_process(
         lanes=lanes,
     )
     worker.start()
-    busy = BusyMeter(worker)
-    source.heartbeat(heartbeat_ttl, {**versions.report(), "busy": busy.share()})
-    logger.info("worker %s ready with %s", source.name, ", ".join(models.loaded))
-    exit_code = 0
-    while not stop.wait(settings.worker_heartbeat_s):
-        if not worker.alive:
-            logger.error("worker %s: a worker thread died; exiting to be restarted", source.name)
-            exit_code = 1
-            break
-        source.heartbeat(heartbeat_ttl, {**versions.report(), "busy": busy.share()})
-        versions.tick()
-        if settings.worker_max_jobs and worker.jobs_done >= settings.worker_max_jobs:
-            logger.info("worker %s: %d jobs done, recycling", source.name, worker.jobs_done)
-            exit_code = EXIT_RECYCLE
-            break
-        if (
-            settings.worker_max_rss_mb
-            and psutil.Process().memory_info().rss > settings.worker_max_rss_mb * 2**20
-        ):
-            logger.info(
-                "worker %s: RSS above %d MB, recycling", source.name, settings.worker_max_rss_mb
-            )
-            exit_code = EXIT_RECYCLE
-            break
+    exit_code = _beat_until_stopped(settings, worker, source, versions, stop, models.loaded)
     worker.stop()
     # Retired after draining, not before: while its last heartbeat lasts, what it finishes
     # stays its own (others take over only the jobs of a worker without a heartbeat).
@@ -126,6 +103,42 @@ def run_worker_process(
     source.close()
     logger.info("worker %s stopped after %d jobs", source.name, worker.jobs_done)
     return exit_code
+
+
+def _beat_until_stopped(
+    settings: Settings,
+    worker: BatchingWorker,
+    source: MeteredJobSource,
+    versions: VersionKeeper,
+    stop: threading.Event,
+    loaded: list[str],
+) -> int:
+    """Heartbeats (with the versions held and how busy the lanes were) until ``stop`` (0), a
+    dead worker thread (1) or a reason to recycle (EXIT_RECYCLE)."""
+    busy = BusyMeter(worker)
+    heartbeat_ttl = settings.worker_heartbeat_s * 3
+    source.heartbeat(heartbeat_ttl, {**versions.report(), "busy": busy.share()})
+    logger.info("worker %s ready with %s", source.name, ", ".join(loaded))
+    while not stop.wait(settings.worker_heartbeat_s):
+        if not worker.alive:
+            logger.error("worker %s: a worker thread died; exiting to be restarted", source.name)
+            return 1
+        source.heartbeat(heartbeat_ttl, {**versions.report(), "busy": busy.share()})
+        versions.tick()
+        reason = _reason_to_recycle(settings, worker)
+        if reason:
+            logger.info("worker %s: %s, recycling", source.name, reason)
+            return EXIT_RECYCLE
+    return 0
+
+
+def _reason_to_recycle(settings: Settings, worker: BatchingWorker) -> str | None:
+    if settings.worker_max_jobs and worker.jobs_done >= settings.worker_max_jobs:
+        return f"{worker.jobs_done} jobs done"
+    limit_mb = settings.worker_max_rss_mb
+    if limit_mb and psutil.Process().memory_info().rss > limit_mb * 2**20:
+        return f"RSS above {limit_mb} MB"
+    return None
 
 
 def run_workers(settings: Settings, processes: int) -> int:
