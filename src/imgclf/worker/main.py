@@ -27,6 +27,10 @@ logger = logging.getLogger("imgclf.worker")
 # A worker that retires itself (job count or memory limit) exits with this code and its
 # supervisor starts a fresh one; jobs it held are acknowledged or taken over, never lost.
 EXIT_RECYCLE = 75
+# How long a recycled worker's last heartbeat stands for the fresh one that loads its models
+# (a few seconds; longer on a busy machine). Should that one fail to start, callers wait for
+# this long at most before being told no worker is running.
+RECYCLE_HANDOVER_S = 15.0
 
 
 def _stop_on_signals(stop: threading.Event, name: str) -> None:
@@ -97,9 +101,16 @@ def run_worker_process(
     worker.start()
     exit_code = _beat_until_stopped(settings, worker, source, versions, stop, models.loaded)
     worker.stop()
-    # Retired after draining, not before: while its last heartbeat lasts, what it finishes
-    # stays its own (others take over only the jobs of a worker without a heartbeat).
-    source.retire()
+    if exit_code == EXIT_RECYCLE:
+        # The fresh worker started next reads the same streams. Until its first heartbeat this
+        # one's last stands for it, so callers are not told that no worker is running while it
+        # loads its models (a lone worker's recycle answered 503s for that long).
+        handover_s = max(heartbeat_ttl, RECYCLE_HANDOVER_S)
+        source.heartbeat(handover_s, {**versions.report(), "busy": 0.0})
+    else:
+        # Retired after draining, not before: while its last heartbeat lasts, what it
+        # finishes stays its own (others take over only the jobs of a worker without one).
+        source.retire()
     source.close()
     logger.info("worker %s stopped after %d jobs", source.name, worker.jobs_done)
     return exit_code
