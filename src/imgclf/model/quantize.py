@@ -2,11 +2,13 @@
 
 ONNX Runtime's static quantization in QDQ form: weights signed 8-bit per output channel,
 activations unsigned 8-bit per tensor (the pair x86 CPUs multiply fastest), ranges from
-calibration pictures (MinMax). Measured against FP32 on held-out crops (docs/benchmarks.md,
-"INT8: the recipe"): Entropy and Percentile calibration moved the agreement by one answer in
-75 and took 7-9x longer; keeping the first and last layers in FP32 gained nothing and grew the
-file to 9 MB. Weights take 8 bits, or 7 (``reduce_range``) for CPUs whose 8-bit dot products
-saturate (imgclf.model.cpu): by default those of the CPU that builds the model.
+calibration pictures (MinMax); then each layer's bias corrected so that its channel means
+match FP32's on the same pictures (model/bias_correction.py), which took the top-1 agreement
+on 135 held-out crops from 83.0% to 94.8% (docs/benchmarks.md, "INT8: the recipe"). Entropy and
+Percentile calibration moved the agreement by one answer in 75 and took 7-9x longer; keeping
+the first and last layers in FP32 gained nothing and grew the file to 9 MB. Weights take 8
+bits, or 7 (``reduce_range``) for CPUs whose 8-bit dot products saturate (imgclf.model.cpu):
+by default those of the CPU that builds the model.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from imgclf.model import calibration
+from imgclf.model.bias_correction import correct_biases
 from imgclf.model.bundle import Preprocessing, file_sha256
 from imgclf.model.cpu import int8_dot_product
 
@@ -99,7 +102,8 @@ def quantize_in_place(
             "inputs": len(inputs),
             "views": f"{views} random crops (25-100% of the area) a picture, half mirrored",
             "method": "ONNX Runtime static quantization, QDQ, per-channel S8 weights "
-            f"({weight_bits}-bit range), U8 activations, MinMax",
+            f"({weight_bits}-bit range), U8 activations, MinMax; then empirical bias "
+            "correction: each layer's channel means matched to FP32's, in graph order",
             "seconds": round(seconds, 1),
         },
         "agreement_with_fp32": {
@@ -125,9 +129,16 @@ def held_out_agreement(
     return agreement(logits(fp32_onnx, inputs), logits(int8_onnx, inputs))
 
 
-def quantize_int8(fp32_onnx: Path, target: Path, inputs: np.ndarray, weight_bits: int = 8) -> None:
+def quantize_int8(
+    fp32_onnx: Path,
+    target: Path,
+    inputs: np.ndarray,
+    weight_bits: int = 8,
+    bias_correction: bool = True,
+) -> None:
     """Write the INT8 (QDQ) model of ``fp32_onnx`` to ``target``, calibrated on ``inputs``
-    (preprocessed, N x 3 x H x W), its weights in ``weight_bits`` (7 or 8)."""
+    (preprocessed, N x 3 x H x W), its weights in ``weight_bits`` (7 or 8), its biases
+    corrected on the same inputs unless ``bias_correction`` is off."""
     if weight_bits not in (7, 8):
         raise ValueError(f"weights take 7 or 8 bits, not {weight_bits}")
     from onnxruntime.quantization import (
@@ -171,6 +182,9 @@ def quantize_int8(fp32_onnx: Path, target: Path, inputs: np.ndarray, weight_bits
             # 26 convolutions of Lite0 have one, and each logged a warning.
             extra_options={"QuantizeBias": False},
         )
+        if bias_correction:
+            # Against the prepared model: the one whose node names the INT8 model keeps.
+            correct_biases(prepared, target, inputs)
 
 
 def logits(onnx_path: Path, inputs: np.ndarray, batch: int = 16) -> np.ndarray:

@@ -1,0 +1,77 @@
+"""Bias correction of the real Lite0 INT8 model: channel means back to FP32's, answers closer.
+
+Quantizes the packaged FP32 bundle twice on 24 crops of three photos (ONNX Runtime's own
+quantizer, no torch needed), once without the correction and once with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from model_helpers import skimage_photo
+
+from imgclf.model import ModelBundle
+from imgclf.model import calibration as cal
+from imgclf.model.bias_correction import channel_means, correct_biases
+from imgclf.model.quantize import logits, quantize_int8
+
+CALIBRATION = ("coffee.png", "chelsea.png", "astronaut.png")
+HELD_OUT = ("motorcycle_left.png", "rocket.jpg", "horse.png")
+
+
+def views(names: tuple[str, ...], bundle: ModelBundle, seed: int) -> np.ndarray:
+    pictures = [cal.picture_from_bytes(name, skimage_photo(name)) for name in names]
+    return cal.random_views(pictures, bundle.preprocessing, 8, seed=seed)
+
+
+def mean_shift(fp32: Path, int8: Path, inputs: np.ndarray) -> float:
+    """How far, on average over every channel of every layer, the INT8 model's channel means
+    lie from FP32's on ``inputs``."""
+    fp32_model, int8_model = onnx.load(str(fp32)), onnx.load(str(int8))
+    fp32_layers = {n.name: n.output[0] for n in fp32_model.graph.node}
+    layers = [n for n in int8_model.graph.node if n.op_type in ("Conv", "Gemm")]
+    reference = channel_means(fp32_model, [fp32_layers[n.name] for n in layers], inputs)
+    shifts = [
+        np.abs(channel_means(int8_model, [layer.output[0]], inputs)[0] - target).mean()
+        for layer, target in zip(layers, reference, strict=True)
+    ]
+    return float(np.mean(shifts))
+
+
+@pytest.mark.slow
+def test_corrected_biases_bring_int8_back_to_fp32(
+    model_dir: Path, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    fp32 = model_dir / "model.onnx"
+    inputs = views(CALIBRATION, bundle, seed=0)
+    plain, corrected = tmp_path / "plain.onnx", tmp_path / "corrected.onnx"
+    quantize_int8(fp32, plain, inputs, bias_correction=False)
+    shutil.copy(plain, corrected)
+
+    assert correct_biases(fp32, corrected, inputs) == 50  # every convolution and the classifier
+
+    # What it promises, on the inputs it was given: each layer's channel means near FP32's.
+    assert mean_shift(fp32, corrected, inputs) < mean_shift(fp32, plain, inputs) / 4
+    # What it is for, on crops of other photos: logits nearer FP32's.
+    held_out = views(HELD_OUT, bundle, seed=1)
+    reference = logits(fp32, held_out)
+    error = {
+        path.name: np.mean((logits(path, held_out) - reference) ** 2) for path in (plain, corrected)
+    }
+    assert error["corrected.onnx"] < error["plain.onnx"]
+
+    # Only the biases moved: same weights, same scales, same graph.
+    before, after = onnx.load(str(plain)), onnx.load(str(corrected))
+    assert [n.op_type for n in before.graph.node] == [n.op_type for n in after.graph.node]
+    changed = {
+        a.name
+        for a, b in zip(before.graph.initializer, after.graph.initializer, strict=True)
+        if a.SerializeToString() != b.SerializeToString()
+    }
+    biases = {n.input[2] for n in after.graph.node if n.op_type in ("Conv", "Gemm")}
+    assert changed
+    assert changed <= biases
