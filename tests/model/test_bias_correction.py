@@ -49,7 +49,7 @@ def test_corrected_biases_bring_int8_back_to_fp32(
     fp32 = model_dir / "model.onnx"
     inputs = views(CALIBRATION, bundle, seed=0)
     plain, corrected = tmp_path / "plain.onnx", tmp_path / "corrected.onnx"
-    quantize_int8(fp32, plain, inputs, bias_correction=False)
+    quantize_int8(fp32, plain, inputs, refine=False)
     shutil.copy(plain, corrected)
 
     assert correct_biases(fp32, corrected, inputs) == 50  # every convolution and the classifier
