@@ -209,6 +209,12 @@ def _dropped(client: TestClient, reason: str = "") -> float:
     return _metric_total(metrics, prefix + reason)
 
 
+def _wait_for_dropped(client: TestClient, count: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _dropped(client) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_a_failing_candidate_or_a_busy_service_leaves_the_answers_alone(
     client: TestClient, alice: Caller, admin: Caller, settings: Settings
 ) -> None:
@@ -221,9 +227,16 @@ def test_a_failing_candidate_or_a_busy_service_leaves_the_answers_alone(
     # is accounted for once either way.)
     client.put(url, json={"candidate": f"{LITE0}@2", "fraction": 1}, headers=admin.headers)
     failing = _answers(client, alice, uploads, threads=1)
-    deadline = time.monotonic() + 10
-    while _dropped(client) < len(uploads) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_for_dropped(client, len(uploads))
+    # A lone caller in a tight loop can keep a fast worker busy enough that the gate drops every
+    # copy untried; a lone upload after half a second of quiet (how far back the worker's busy
+    # share looks) has its copy tried.
+    retried = 0
+    while _dropped(client, 'reason="failed"') == 0 and retried < 5:
+        time.sleep(0.6)
+        _answers(client, alice, uploads[retried : retried + 1], threads=1)
+        retried += 1
+        _wait_for_dropped(client, len(uploads) + retried)
     failed = _dropped(client, 'reason="failed"')
     dropped_while_failing = _dropped(client)
     # A working candidate of the same name, copies of every upload, four callers at a time
@@ -244,7 +257,7 @@ def test_a_failing_candidate_or_a_busy_service_leaves_the_answers_alone(
     assert [status for status, _ in without] == [200] * len(uploads)
     assert failing == without
     assert busy == without
-    assert dropped_while_failing == len(uploads)
+    assert dropped_while_failing == len(uploads) + retried
     assert failed >= 1
     compared = _compared(client)
     dropped = _dropped(client) - dropped_while_failing
