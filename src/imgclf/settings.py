@@ -213,6 +213,12 @@ class Settings(BaseSettings):
         return self.model_timeouts_s.get(model, self.predict_timeout_s)
 
     @property
+    def worker_heartbeat_ttl_s(self) -> float:
+        """How long a worker's heartbeat stands: three beats, so one late beat (a long batch,
+        a pause of the machine) does not make a live worker look gone."""
+        return self.worker_heartbeat_s * 3
+
+    @property
     def longest_timeout_s(self) -> float:
         """The longest any job may wait: a version is kept at least this long after it stops
         being live."""

@@ -87,7 +87,7 @@ def run_worker_process(
         metrics=metrics or worker_metrics(settings),
     )
     _stop_on_signals(stop, source.name)
-    heartbeat_ttl = settings.worker_heartbeat_s * 3
+    heartbeat_ttl = settings.worker_heartbeat_ttl_s
     versions = VersionKeeper(source, models, names, heartbeat_ttl_s=heartbeat_ttl)
     versions.tick(wait=True)
     worker = BatchingWorker(
@@ -127,7 +127,7 @@ def _beat_until_stopped(
     """Heartbeats (with the versions held and how busy the lanes were) until ``stop`` (0), a
     dead worker thread (1) or a reason to recycle (EXIT_RECYCLE)."""
     busy = BusyMeter(worker)
-    heartbeat_ttl = settings.worker_heartbeat_s * 3
+    heartbeat_ttl = settings.worker_heartbeat_ttl_s
     source.heartbeat(heartbeat_ttl, {**versions.report(), "busy": busy.share()})
     logger.info("worker %s ready with %s", source.name, ", ".join(loaded))
     while not stop.wait(settings.worker_heartbeat_s):
