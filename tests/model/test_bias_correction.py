@@ -55,7 +55,7 @@ def test_corrected_biases_bring_int8_back_to_fp32(
     assert correct_biases(fp32, corrected, inputs) == 50  # every convolution and the classifier
 
     # What it promises, on the inputs it was given: each layer's channel means near FP32's.
-    assert mean_shift(fp32, corrected, inputs) < mean_shift(fp32, plain, inputs) / 4
+    assert mean_shift(fp32, corrected, inputs) < mean_shift(fp32, plain, inputs) / 20
     # What it is for, on crops of other photos: logits nearer FP32's.
     held_out = views(HELD_OUT, bundle, seed=1)
     reference = logits(fp32, held_out)

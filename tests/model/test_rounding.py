@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from imgclf.model import ModelBundle
 from imgclf.model import calibration as cal
 from imgclf.model.quantize import logits, quantize_int8
-from imgclf.model.rounding import round_weights, second_moments
+from imgclf.model.rounding import receptive_fields, round_weights, second_moments
 
 CALIBRATION = ("coffee.png", "chelsea.png", "astronaut.png")
 HELD_OUT = ("motorcycle_left.png", "rocket.jpg", "horse.png")
@@ -105,3 +105,48 @@ def test_rounding_lowers_each_layers_output_error(
     reference = logits(fp32, held_out)
     error = {p.name: np.mean((logits(p, held_out) - reference) ** 2) for p in (nearest, rounded)}
     assert error["rounded.onnx"] < error["nearest.onnx"]
+
+
+def test_receptive_fields_reproduce_every_layer(model_dir: Path, bundle: ModelBundle) -> None:
+    """The rows of inputs that H is built from are what each output value really sees: laid
+    out against the flattened weights (plus the bias), they give ONNX Runtime's output of every
+    Conv and Gemm of the real model, strides, asymmetric pads and depthwise ones included."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_dir / "model.onnx"))
+    weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    layers = [node for node in model.graph.node if node.op_type in ("Conv", "Gemm")]
+    del model.graph.output[:]
+    tensors = sorted({name for layer in layers for name in (layer.input[0], layer.output[0])})
+    for name in tensors:
+        model.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = views(("chelsea.png",), bundle, seed=0)[:2]
+    seen = dict(zip(tensors, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
+    for layer in layers:
+        kernel = weights[layer.input[1]]
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in layer.attribute}
+        rows = receptive_fields(seen[layer.input[0]], layer.op_type, kernel.shape, attributes)
+        flat = kernel.reshape(kernel.shape[0], -1)
+        # Dense: every output channel sees the same rows; depthwise: channel c its own.
+        shared = len(rows) == 1
+        computed = rows[0] @ flat.T if shared else np.einsum("crn,cn->rc", rows, flat)
+        computed = computed + weights[layer.input[2]]
+        expected = seen[layer.output[0]]
+        if expected.ndim == 4:  # rows run over (image, y, x); channels last
+            expected = expected.transpose(0, 2, 3, 1)
+        expected = expected.reshape(computed.shape)
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(computed, expected, atol=1e-4 * scale, err_msg=layer.name)
+
+
+def test_layers_are_matched_by_names_of_their_own(model_dir: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(model_dir / "model.onnx"))
+    for node in model.graph.node:
+        node.name = ""
+    nameless = tmp_path / "nameless.onnx"
+    onnx.save(model, str(nameless))
+    with pytest.raises(ValueError, match="needs a name of its own"):
+        round_weights(nameless, nameless, np.zeros((1, 3, 224, 224), np.float32), 8)

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-LAYERS = ("Conv", "Gemm")
+from imgclf.model.rounding import layers_by_name
+
 BATCH = 8
 
 
@@ -35,11 +36,11 @@ def correct_biases(fp32_onnx: Path, int8_onnx: Path, inputs: np.ndarray) -> int:
 
     fp32 = onnx.load(str(fp32_onnx))
     int8 = onnx.load(str(int8_onnx))
-    fp32_outputs = {node.name: node.output[0] for node in fp32.graph.node}
+    fp32_outputs = {name: node.output[0] for name, node in layers_by_name(fp32).items()}
     layers = [
         node
-        for node in int8.graph.node
-        if node.op_type in LAYERS and len(node.input) == 3 and node.name in fp32_outputs
+        for node in layers_by_name(int8).values()
+        if len(node.input) == 3 and node.name in fp32_outputs
     ]
     targets = channel_means(fp32, [fp32_outputs[layer.name] for layer in layers], inputs)
     biases = {init.name: init for init in int8.graph.initializer}

@@ -188,8 +188,10 @@ def quantize_int8(
         )
         if refine:
             # Against the prepared model: the one whose node names the INT8 model keeps.
-            round_weights(prepared, target, inputs, weight_bits)
-            correct_biases(prepared, target, inputs)
+            rounded = round_weights(prepared, target, inputs, weight_bits)
+            corrected = correct_biases(prepared, target, inputs)
+            if min(rounded, corrected) == 0:
+                raise ValueError(f"{fp32_onnx} has no layer whose weights could be refined")
 
 
 def logits(onnx_path: Path, inputs: np.ndarray, batch: int = 16) -> np.ndarray:

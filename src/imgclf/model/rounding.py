@@ -42,7 +42,7 @@ def round_weights(fp32_onnx: Path, int8_onnx: Path, inputs: np.ndarray, weight_b
 
     fp32 = onnx.load(str(fp32_onnx))
     int8 = onnx.load(str(int8_onnx))
-    fp32_nodes = {node.name: node for node in fp32.graph.node}
+    fp32_nodes = layers_by_name(fp32)
     fp32_weights = {init.name: numpy_helper.to_array(init) for init in fp32.graph.initializer}
     producers = {output: node for node in int8.graph.node for output in node.output}
     initializers = {init.name: init for init in int8.graph.initializer}
@@ -51,6 +51,8 @@ def round_weights(fp32_onnx: Path, int8_onnx: Path, inputs: np.ndarray, weight_b
         dequantize = producers.get(node.input[1]) if node.op_type in LAYERS else None
         fp32_node = fp32_nodes.get(node.name)
         if dequantize is None or dequantize.op_type != "DequantizeLinear" or fp32_node is None:
+            continue
+        if not symmetric_int8(initializers, dequantize):
             continue
         if laid_out_by_output_channel(fp32_node, fp32_weights[fp32_node.input[1]].shape):
             layers[node.name] = (dequantize, fp32_node)
@@ -68,6 +70,35 @@ def round_weights(fp32_onnx: Path, int8_onnx: Path, inputs: np.ndarray, weight_b
         stored.CopyFrom(numpy_helper.from_array(steps, stored.name))
     onnx.save(int8, str(int8_onnx))
     return len(layers)
+
+
+def layers_by_name(model: Any) -> dict[str, Any]:
+    """The Conv and Gemm nodes of ``model`` by name; ValueError when a name is empty or taken
+    twice, or a weight or bias is shared, since layers are matched across models by name and
+    rewritten one at a time."""
+    layers = [node for node in model.graph.node if node.op_type in LAYERS]
+    names = [node.name for node in layers]
+    if "" in names or len(set(names)) != len(names):
+        raise ValueError("every Conv and Gemm node needs a name of its own")
+    parameters = [name for node in layers for name in node.input[1:]]
+    if len(set(parameters)) != len(parameters):
+        raise ValueError("a weight or bias is shared by two layers")
+    return dict(zip(names, layers, strict=True))
+
+
+def symmetric_int8(initializers: dict[str, Any], dequantize: Any) -> bool:
+    """Whether the weights ``dequantize`` reads are int8 with zero points of 0 (the symmetric
+    quantization ``quantize_int8`` asks for), a scale per output channel."""
+    from onnx import TensorProto, numpy_helper
+
+    stored = initializers.get(dequantize.input[0])
+    scales = initializers.get(dequantize.input[1])
+    if stored is None or scales is None or stored.data_type != TensorProto.INT8:
+        return False
+    zero_point = initializers.get(dequantize.input[2]) if len(dequantize.input) > 2 else None
+    if zero_point is not None and np.any(numpy_helper.to_array(zero_point) != 0):
+        return False
+    return numpy_helper.to_array(scales).size == (stored.dims[0] if stored.dims else 0)
 
 
 def laid_out_by_output_channel(node: Any, shape: tuple[int, ...]) -> bool:
