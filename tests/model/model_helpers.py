@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+
+from imgclf.model import ModelBundle
+from imgclf.model import calibration as cal
 
 TEST_DATA = Path(__file__).parents[1] / "data"
 DOG = TEST_DATA / "dog.jpeg"
@@ -17,6 +21,17 @@ def skimage_photo(name: str) -> bytes:
     skimage = pytest.importorskip("skimage")
     folder = Path(str(skimage.__file__)).parent / "data"
     return (folder / name).read_bytes()
+
+
+# Photos an INT8 refinement test calibrates on, and others it checks the result on.
+CALIBRATION_PHOTOS = ("coffee.png", "chelsea.png", "astronaut.png")
+HELD_OUT_PHOTOS = ("motorcycle_left.png", "rocket.jpg", "horse.png")
+
+
+def photo_views(names: tuple[str, ...], bundle: ModelBundle, seed: int) -> np.ndarray:
+    """8 random crops of each named scikit-image photo, prepared for ``bundle``'s model."""
+    pictures = [cal.picture_from_bytes(name, skimage_photo(name)) for name in names]
+    return cal.random_views(pictures, bundle.preprocessing, 8, seed=seed)
 
 
 # (file bytes loader, classes that count as right)

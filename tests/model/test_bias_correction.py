@@ -12,20 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from model_helpers import skimage_photo
+from model_helpers import CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, photo_views
 
 from imgclf.model import ModelBundle
-from imgclf.model import calibration as cal
 from imgclf.model.bias_correction import channel_means, correct_biases
 from imgclf.model.quantize import logits, quantize_int8
-
-CALIBRATION = ("coffee.png", "chelsea.png", "astronaut.png")
-HELD_OUT = ("motorcycle_left.png", "rocket.jpg", "horse.png")
-
-
-def views(names: tuple[str, ...], bundle: ModelBundle, seed: int) -> np.ndarray:
-    pictures = [cal.picture_from_bytes(name, skimage_photo(name)) for name in names]
-    return cal.random_views(pictures, bundle.preprocessing, 8, seed=seed)
 
 
 def mean_shift(fp32: Path, int8: Path, inputs: np.ndarray) -> float:
@@ -47,7 +38,7 @@ def test_corrected_biases_bring_int8_back_to_fp32(
     model_dir: Path, bundle: ModelBundle, tmp_path: Path
 ) -> None:
     fp32 = model_dir / "model.onnx"
-    inputs = views(CALIBRATION, bundle, seed=0)
+    inputs = photo_views(CALIBRATION_PHOTOS, bundle, seed=0)
     plain, corrected = tmp_path / "plain.onnx", tmp_path / "corrected.onnx"
     quantize_int8(fp32, plain, inputs, refine=False)
     shutil.copy(plain, corrected)
@@ -57,7 +48,7 @@ def test_corrected_biases_bring_int8_back_to_fp32(
     # What it promises, on the inputs it was given: each layer's channel means near FP32's.
     assert mean_shift(fp32, corrected, inputs) < mean_shift(fp32, plain, inputs) / 20
     # What it is for, on crops of other photos: logits nearer FP32's.
-    held_out = views(HELD_OUT, bundle, seed=1)
+    held_out = photo_views(HELD_OUT_PHOTOS, bundle, seed=1)
     reference = logits(fp32, held_out)
     error = {
         path.name: np.mean((logits(path, held_out) - reference) ** 2) for path in (plain, corrected)

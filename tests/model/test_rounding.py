@@ -12,21 +12,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from model_helpers import skimage_photo
+from model_helpers import CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, photo_views
 from onnx import numpy_helper
 
 from imgclf.model import ModelBundle
-from imgclf.model import calibration as cal
+from imgclf.model.onnx_graph import tensors_by_batch
 from imgclf.model.quantize import logits, quantize_int8
 from imgclf.model.rounding import receptive_fields, round_weights, second_moments
-
-CALIBRATION = ("coffee.png", "chelsea.png", "astronaut.png")
-HELD_OUT = ("motorcycle_left.png", "rocket.jpg", "horse.png")
-
-
-def views(names: tuple[str, ...], bundle: ModelBundle, seed: int) -> np.ndarray:
-    pictures = [cal.picture_from_bytes(name, skimage_photo(name)) for name in names]
-    return cal.random_views(pictures, bundle.preprocessing, 8, seed=seed)
 
 
 def weight_steps(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -72,7 +64,7 @@ def test_rounding_lowers_each_layers_output_error(
     model_dir: Path, bundle: ModelBundle, tmp_path: Path, bits: int
 ) -> None:
     fp32 = model_dir / "model.onnx"
-    inputs = views(CALIBRATION, bundle, seed=0)
+    inputs = photo_views(CALIBRATION_PHOTOS, bundle, seed=0)
     nearest, rounded = tmp_path / "nearest.onnx", tmp_path / "rounded.onnx"
     quantize_int8(fp32, nearest, inputs, weight_bits=bits, refine=False)
     shutil.copy(nearest, rounded)
@@ -101,7 +93,7 @@ def test_rounding_lowers_each_layers_output_error(
     assert sum(error_after.values()) < sum(error_before.values()) / 2
 
     # What it is for, on crops of other photos: logits nearer FP32's.
-    held_out = views(HELD_OUT, bundle, seed=1)
+    held_out = photo_views(HELD_OUT_PHOTOS, bundle, seed=1)
     reference = logits(fp32, held_out)
     error = {p.name: np.mean((logits(p, held_out) - reference) ** 2) for p in (nearest, rounded)}
     assert error["rounded.onnx"] < error["nearest.onnx"]
@@ -111,20 +103,12 @@ def test_receptive_fields_reproduce_every_layer(model_dir: Path, bundle: ModelBu
     """The rows of inputs that H is built from are what each output value really sees: laid
     out against the flattened weights (plus the bias), they give ONNX Runtime's output of every
     Conv and Gemm of the real model, strides, asymmetric pads and depthwise ones included."""
-    import onnxruntime as ort
-
     model = onnx.load(str(model_dir / "model.onnx"))
     weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     layers = [node for node in model.graph.node if node.op_type in ("Conv", "Gemm")]
-    del model.graph.output[:]
     tensors = sorted({name for layer in layers for name in (layer.input[0], layer.output[0])})
-    for name in tensors:
-        model.graph.output.append(
-            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-        )
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = views(("chelsea.png",), bundle, seed=0)[:2]
-    seen = dict(zip(tensors, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
+    x = photo_views(("chelsea.png",), bundle, seed=0)[:2]
+    (seen,) = tensors_by_batch(model, tensors, x)
     for layer in layers:
         kernel = weights[layer.input[1]]
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in layer.attribute}

@@ -22,9 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from imgclf.model.rounding import layers_by_name
-
-BATCH = 8
+from imgclf.model.onnx_graph import layers_by_name, tensors_by_batch
 
 
 def correct_biases(fp32_onnx: Path, int8_onnx: Path, inputs: np.ndarray) -> int:
@@ -56,25 +54,11 @@ def correct_biases(fp32_onnx: Path, int8_onnx: Path, inputs: np.ndarray) -> int:
 def channel_means(model: Any, tensors: list[str], inputs: np.ndarray) -> list[np.ndarray]:
     """The mean of each channel (axis 1) of each named tensor of ``model`` (an onnx
     ModelProto) over ``inputs``: batch and spatial positions alike."""
-    import onnx
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    for name in tensors:
-        probe.graph.output.append(
-            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-        )
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    sums = [np.zeros(0, dtype=np.float64)] * len(tensors)
-    counts = [0] * len(tensors)
-    for start in range(0, len(inputs), BATCH):
-        outputs = session.run(None, {input_name: inputs[start : start + BATCH]})
-        for index, output in enumerate(outputs):
-            axes = (0, *range(2, output.ndim))
-            total = output.sum(axis=axes, dtype=np.float64)
-            sums[index] = total if counts[index] == 0 else sums[index] + total
-            counts[index] += output.size // output.shape[1]
-    return [total / count for total, count in zip(sums, counts, strict=True)]
+    sums: dict[str, np.ndarray] = {}
+    counts = dict.fromkeys(tensors, 0)
+    for seen in tensors_by_batch(model, tensors, inputs):
+        for name, output in seen.items():
+            total = output.sum(axis=(0, *range(2, output.ndim)), dtype=np.float64)
+            sums[name] = sums[name] + total if name in sums else total
+            counts[name] += output.size // output.shape[1]
+    return [sums[name] / counts[name] for name in tensors]
