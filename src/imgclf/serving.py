@@ -62,10 +62,15 @@ def _local_catalogue(settings: Settings) -> ModelCatalogue | None:
         return None
 
 
-def create_service_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
-    """The API with the queue its settings choose; ``migrate`` as in ``create_app``."""
+def create_service_app(
+    settings: Settings | None = None, *, migrate: bool | None = None, freeze_heap: bool = False
+) -> FastAPI:
+    """The API with the queue its settings choose; ``migrate`` and ``freeze_heap`` as in
+    ``create_app``."""
     settings = settings or get_settings()
-    return create_app(settings, queue=build_queue(settings), migrate=migrate)
+    return create_app(
+        settings, queue=build_queue(settings), migrate=migrate, freeze_heap=freeze_heap
+    )
 
 
 def create_served_app() -> FastAPI:
@@ -74,7 +79,7 @@ def create_served_app() -> FastAPI:
     settings = get_settings()
     if settings.tracing:
         configure_tracing("imgclf-api")
-    return create_service_app(settings, migrate=False)
+    return create_service_app(settings, migrate=False, freeze_heap=True)
 
 
 def populate(settings: Settings) -> bool:

@@ -6,11 +6,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import anyio
+import jwt
 import pytest
 
 from imgclf.api.security import (
     InvalidTokenError,
     PasswordHasher,
+    VerifiedTokens,
     create_access_token,
     decode_access_token,
     hash_password,
@@ -50,6 +52,35 @@ def test_tokens_name_their_user_and_expire() -> None:
         decode_access_token(old, settings)
     with pytest.raises(InvalidTokenError):
         decode_access_token(create_access_token(42, settings), Settings(secret_key="x" * 40))
+
+
+def test_a_remembered_token_still_expires_on_time_and_only_valid_tokens_are_remembered() -> None:
+    minutes = 5
+    settings = Settings(access_token_minutes=minutes)
+    tokens = VerifiedTokens(settings, size=2)
+    # Expires 1.5-2.5 s from now (exp is a whole second): verified in full once, then remembered.
+    soon = datetime.now(UTC) - timedelta(minutes=minutes) + timedelta(seconds=2.5)
+    expiring = create_access_token(7, settings, now=soon)
+    assert tokens.user_id(expiring) == 7
+    assert tokens.user_id(expiring) == 7
+    time.sleep(max(0.0, jwt_expiry(expiring) - time.time()) + 0.05)
+    with pytest.raises(InvalidTokenError, match="expired"):
+        tokens.user_id(expiring)
+
+    forged = create_access_token(7, Settings(secret_key="x" * 40))
+    tampered = create_access_token(8, settings)[:-2] + "AA"
+    for bad in (forged, tampered, "not.a.token", ""):
+        for _ in range(2):  # refused again: a refusal is never remembered as a pass
+            with pytest.raises(InvalidTokenError):
+                tokens.user_id(bad)
+
+    # Only the most recent are kept; one pushed out is simply checked in full again.
+    first, second, third = (create_access_token(n, settings) for n in (1, 2, 3))
+    assert [tokens.user_id(t) for t in (first, second, third, first)] == [1, 2, 3, 1]
+
+
+def jwt_expiry(token: str) -> float:
+    return float(jwt.decode(token, options={"verify_signature": False})["exp"])
 
 
 def test_the_hasher_runs_argon2_off_the_loop_a_few_at_a_time() -> None:

@@ -35,7 +35,12 @@ from imgclf.api.predictions.quota import StorageQuota
 from imgclf.api.predictions.recorder import PredictionRecorder
 from imgclf.api.predictions.router import router as predictions_router
 from imgclf.api.quality.router import router as quality_router
-from imgclf.api.security import PasswordHasher, hash_password, verify_password
+from imgclf.api.security import (
+    PasswordHasher,
+    VerifiedTokens,
+    hash_password,
+    verify_password,
+)
 from imgclf.api.shadow.recorder import ComparisonRecorder
 from imgclf.api.shadow.router import router as shadow_router
 from imgclf.api.shadow.runner import ShadowRunner
@@ -44,6 +49,7 @@ from imgclf.api.state import AppState
 from imgclf.api.users.router import router as users_router
 from imgclf.db.engine import Database, make_engine
 from imgclf.db.migrate import ensure_admin, schema_is_current, upgrade
+from imgclf.heap import freeze_startup_heap
 from imgclf.queue.base import JobQueue
 from imgclf.settings import Settings, get_settings
 
@@ -138,6 +144,7 @@ async def _start(
         recorder=recorder,
         pending_bytes=PendingBytes(settings.max_pending_bytes),
         metrics=metrics,
+        tokens=VerifiedTokens(settings),
     )
     started.push_async_callback(_finish_background_jobs, state.background_jobs)
     if queue is not None:
@@ -171,10 +178,12 @@ def create_app(
     *,
     queue: JobQueue | None = None,
     migrate: bool | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """A fresh app. ``queue`` is started and closed by the app's lifespan. ``migrate``:
     bring the database to the newest schema as it starts (by default in development only;
-    otherwise it only checks that the schema is current)."""
+    otherwise it only checks that the schema is current). ``freeze_heap``: the app is its
+    process's own (``imgclf serve``), whose start-up heap is then frozen (``imgclf.heap``)."""
     settings = settings or get_settings()
     migrate = (not settings.is_production) if migrate is None else migrate
     metrics = ServiceMetrics()
@@ -184,6 +193,8 @@ def create_app(
         # Whatever started is stopped, in reverse order, however far the start-up got.
         async with contextlib.AsyncExitStack() as started:
             app.state.running = await _start(settings, queue, metrics, started, migrate=migrate)
+            if freeze_heap:
+                freeze_startup_heap()
             yield
 
     # /docs and /redoc with their scripts and styles served from the package itself: the pages

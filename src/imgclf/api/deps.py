@@ -15,7 +15,7 @@ from imgclf.api.auth.throttle import AttemptsRefused, AuthThrottle, in_words
 from imgclf.api.errors import BEARER, CREDENTIALS_ERROR
 from imgclf.api.predictions.cache import PredictionCache
 from imgclf.api.predictions.recorder import PredictionRecorder
-from imgclf.api.security import InvalidTokenError, PasswordHasher, decode_access_token
+from imgclf.api.security import InvalidTokenError, PasswordHasher
 from imgclf.api.state import AppState, app_state
 from imgclf.db.engine import Database
 from imgclf.db.models import User
@@ -139,12 +139,12 @@ class AuthenticatedUser:
     is_admin: bool
 
 
-async def get_token_user_id(token: TokenDep, settings: SettingsDep) -> int:
+async def get_token_user_id(token: TokenDep, state: StateDep) -> int:
     """The user id a valid token names, checked without the database. Alone, only for routes
     whose write proves the account still exists (a foreign key to ``users``; ids are never
     reused) and answers 401 when it does not, as ``POST /model/predict`` does."""
     try:
-        return decode_access_token(token, settings)
+        return state.tokens.user_id(token)
     except InvalidTokenError:
         raise credentials_error() from None
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from imgclf.api.predictions.cache import PredictionCache
     from imgclf.api.predictions.quota import StorageQuota
     from imgclf.api.predictions.recorder import PredictionRecorder
-    from imgclf.api.security import PasswordHasher
+    from imgclf.api.security import PasswordHasher, VerifiedTokens
     from imgclf.api.shadow.runner import ShadowRunner
     from imgclf.db.engine import Database
     from imgclf.queue.base import JobQueue
@@ -35,6 +35,7 @@ class AppState:
     recorder: PredictionRecorder
     pending_bytes: PendingBytes
     metrics: ServiceMetrics
+    tokens: VerifiedTokens
     # Shadow copies to candidate versions, with a queue to copy them to.
     shadow: ShadowRunner | None = None
     # Async jobs waiting for their answers: shutdown gives them a moment to be recorded.

@@ -89,7 +89,9 @@ class LocalQueue:
         future: asyncio.Future[JobResult] = self._loop.create_future()
         self._waiting[job.id] = future
         awaited[name] += 1
-        self._keep_s[job.id] = keep_result_s or max(60, int(timeout_s * 6))
+        # A job without an id of the caller's (a synchronous prediction) is read by nobody
+        # later: keeping its result (0 s) would only give the garbage collector work.
+        self._keep_s[job.id] = (keep_result_s or max(60, int(timeout_s * 6))) if job_id else 0
         with self._queued_lock:
             self._queued[name] += 1
         self._jobs.put(job)
@@ -192,7 +194,8 @@ class LocalQueue:
 
     def _keep(self, result: JobResult) -> None:
         keep_s = self._keep_s.pop(result.job_id, RESULT_TTL_S)
-        _put(self._results, result.job_id, result, keep_s, self._kept_results)
+        if keep_s > 0:
+            _put(self._results, result.job_id, result, keep_s, self._kept_results)
 
     def _resolve(self, results: list[JobResult]) -> None:
         for result in results:

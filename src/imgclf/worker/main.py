@@ -12,6 +12,7 @@ from types import FrameType
 
 import psutil
 
+from imgclf.heap import freeze_startup_heap
 from imgclf.launcher import environment
 from imgclf.logs import configure_logging
 from imgclf.model import ImageLimits
@@ -90,6 +91,7 @@ def run_worker_process(
     heartbeat_ttl = settings.worker_heartbeat_ttl_s
     versions = VersionKeeper(source, models, names, heartbeat_ttl_s=heartbeat_ttl)
     versions.tick(wait=True)
+    freeze_startup_heap()
     worker = BatchingWorker(
         source,
         models,

@@ -18,9 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgclf.api.errors import BEARER, CREDENTIALS_ERROR
 from imgclf.api.middleware import MULTIPART_OVERHEAD_BYTES, UPLOAD_PATHS
-from imgclf.api.security import InvalidTokenError, decode_access_token
+from imgclf.api.security import InvalidTokenError, VerifiedTokens
 from imgclf.api.state import app_state
-from imgclf.settings import Settings
 
 MB = 2**20
 
@@ -62,7 +61,7 @@ class AdmissionMiddleware:
         settings, queue = state.settings, state.queue
         # Checked before any byte is held: a stranger's body, announced and never sent, would
         # otherwise hold the budget for as long as the connection stays open.
-        if not _signed(Headers(scope=scope), settings):
+        if not _signed(Headers(scope=scope), state.tokens):
             response = JSONResponse({"detail": CREDENTIALS_ERROR}, 401, headers=BEARER)
             await response(scope, receive, send)
             return
@@ -95,14 +94,14 @@ class AdmissionMiddleware:
             pending.release(size)
 
 
-def _signed(headers: Headers, settings: Settings) -> bool:
+def _signed(headers: Headers, tokens: VerifiedTokens) -> bool:
     """Whether the request carries a token this server signed (as the route checks it, without
     the database)."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False
     try:
-        decode_access_token(token, settings)
+        tokens.user_id(token)
     except InvalidTokenError:
         return False
     return True
