@@ -253,7 +253,8 @@ def report(runs: dict[str, Runs], label: str, bentoml: str, args: argparse.Names
     commands = [
         f"- load: `{wrk_command_line(args.connections, seconds)}` after a 2 s warm-up "
         "(BODY: the multipart upload of the JPEG in the field `file`; TOKEN: imgclf's, sent to "
-        "imgclf only)",
+        "imgclf only; STAGGER_MS: the warm-up's median latency over the connections, so that "
+        "they start spread as a steady stream has them, not all at once)",
         "- imgclf: `IMGCLF_MAX_BATCH_SIZE=16 IMGCLF_CACHE=false IMGCLF_ACCESS_LOG=false imgclf "
         "serve`, POST /model/predict",
         f"- BentoML {bentoml}: `bentoml serve bentoml_service:ImageClassifier --host 127.0.0.1 "

@@ -111,18 +111,33 @@ def run_wrk(
     rate: float = 0.0,
     warmup_s: float = 2.0,
 ) -> WrkResult:
-    """A warm-up run (its figures dropped), then the measured one. ``rate`` > 0: open loop."""
+    """A warm-up run (its figures dropped), then the measured one. ``rate`` > 0: open loop.
+
+    Closed loop: the measured run's connections start one after another, spread over the
+    warm-up's median latency, as they are spread in a steady stream of requests; all of them at
+    once is a burst of uploads no steady load sends, and its answers (a few dozen of a run's
+    thousand or two) were most of the p99, which is the steady load's tail to measure."""
     wrk = ensure_wrk()
     with tempfile.NamedTemporaryFile(prefix="imgclf-wrk-", suffix=".body") as body:
         body.write(upload.body)
         body.flush()
+        stagger_ms = 0.0
         if warmup_s > 0:
-            _wrk(wrk, url, body.name, upload, connections, warmup_s, rate)
-        return _wrk(wrk, url, body.name, upload, connections, seconds, rate)
+            warm = _wrk(wrk, url, body.name, upload, connections, warmup_s, rate)
+            if rate <= 0 and connections > 1:
+                stagger_ms = warm.p50_ms / connections
+        return _wrk(wrk, url, body.name, upload, connections, seconds, rate, stagger_ms)
 
 
 def _wrk(
-    wrk: str, url: str, body: str, upload: Upload, connections: int, seconds: float, rate: float
+    wrk: str,
+    url: str,
+    body: str,
+    upload: Upload,
+    connections: int,
+    seconds: float,
+    rate: float,
+    stagger_ms: float = 0.0,
 ) -> WrkResult:
     duration = max(1, math.ceil(seconds))
     command = [
@@ -140,6 +155,8 @@ def _wrk(
         upload.content_type,
         upload.authorization,
         f"{rate:.3f}",
+        f"{stagger_ms:.3f}",
+        str(connections),
     ]
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
@@ -169,8 +186,10 @@ def _wrk(
 
 
 def wrk_command_line(connections: int, seconds: int, rate: float = 0.0) -> str:
-    """The command as a person would type it (body file and token left as names)."""
+    """The command as a person would type it (body file and token left as names; STAGGER_MS:
+    the warm-up's median latency over the number of connections)."""
+    loop = f"{rate:g}" if rate > 0 else f"0 STAGGER_MS {connections}"
     return (
         f"wrk -t1 -c{connections} -d{seconds}s --timeout 10s -s bench/wrk/upload.lua URL -- "
-        f'BODY "multipart/form-data; boundary=..." "Bearer TOKEN" {rate:g}'
+        f'BODY "multipart/form-data; boundary=..." "Bearer TOKEN" {loop}'
     )

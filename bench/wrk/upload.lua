@@ -2,10 +2,13 @@
 -- one JSON line starting with "wrk-json ".
 --
 --   wrk -t1 -c32 -d10s --timeout 10s -s bench/wrk/upload.lua URL -- BODY_FILE CONTENT_TYPE AUTH RATE
+--     [STAGGER_MS CONNECTIONS]
 --
 -- BODY_FILE: the request body; CONTENT_TYPE: its header (with the multipart boundary); AUTH: the
 -- Authorization header ("" sends none); RATE: requests per second for an open loop (run it with
 -- -t1), or 0 for a closed loop (each connection sends again as soon as it has its answer).
+-- STAGGER_MS (closed loop, with -t1): the CONNECTIONS first requests go out that far apart
+-- rather than all at once, as a steady stream of requests has them spread; 0 or none: at once.
 --
 -- Open loop: wrk has no fixed-rate mode (wrk2 is not packaged), so delay() gives each request a
 -- slot on one schedule of 1/RATE steps and holds the connection until then. wrk times a request
@@ -37,6 +40,8 @@ end
 late = 0
 local interval_ms = 0
 local next_slot = nil
+local stagger_ms = 0
+local staggered_left = 0
 
 function init(args)
    local file = assert(io.open(args[1], "rb"))
@@ -48,11 +53,27 @@ function init(args)
       wrk.headers["Authorization"] = args[3]
    end
    local rate = tonumber(args[4] or "0") or 0
+   stagger_ms = tonumber(args[5] or "0") or 0
+   staggered_left = tonumber(args[6] or "0") or 0
    if rate > 0 then
       interval_ms = 1000 / rate
+   elseif stagger_ms > 0 then
+      delay = staggered_start
    else
       delay = nil -- closed loop: wrk sends at once
    end
+end
+
+-- Closed loop, staggered: the connections' first requests go out STAGGER_MS apart, then each
+-- connection sends again as soon as it has its answer.
+function staggered_start()
+   if staggered_left <= 0 then
+      return 0
+   end
+   staggered_left = staggered_left - 1
+   local wait = next_slot or 0
+   next_slot = wait + stagger_ms
+   return wait
 end
 
 function delay()

@@ -98,6 +98,12 @@ class Database:
             yield session
 
     @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """One short read-only transaction on a Core connection (no ORM session to build)."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    @contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """One short write transaction on a Core connection, behind the same lock."""
         with self._write_lock, self._write_engine.begin() as connection:
