@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import LoadResult, closed_loop, multipart_request
 from pipeline import MODEL_DIR, cores, machine_limit, photo_640x480, raw_pipeline
+from stages import ORDER, lone_stages
 from wrkload import Upload, WrkResult, ensure_wrk, run_wrk
 
 from imgclf.launcher import LocalStack
@@ -116,6 +117,7 @@ def main() -> None:
     yardsticks = Yardsticks()
     figures: dict[str, Figures] = defaultdict(Figures)
     lone_overheads: list[float] = []
+    lone_breakdowns: list[dict[str, float]] = []
 
     # Every configuration once per round, each compared with a raw loop and the limit measured
     # just before it: on a shared machine the speed of the cores drifts by tens of percent
@@ -132,6 +134,7 @@ def main() -> None:
                     lone = run_wrk(url, upload, connections=1, seconds=args.seconds / 2)
                     figures["lone request"].add(lone, raw_rate, limit_rate)
                     lone_overheads.append(lone.p50_ms - raw_ms)
+                    lone_breakdowns.append({**lone_stages(url, upload), "raw": raw_ms})
                     rate = 0.7 * result.throughput
                     open_result = run_wrk(
                         url,
@@ -159,7 +162,7 @@ def main() -> None:
 
     with running_service(batch=BATCH, max_pending=8) as (url, token):
         overload = load(url, token, image, 64, args.seconds / 2)
-    report(yardsticks, figures, lone_overheads, overload, args)
+    report(yardsticks, figures, lone_overheads, lone_breakdowns, overload, args)
 
 
 def load(url: str, token: str, image: bytes, clients: int, seconds: float) -> LoadResult:
@@ -172,6 +175,7 @@ def report(
     yardsticks: Yardsticks,
     figures: dict[str, Figures],
     lone_overheads: list[float],
+    lone_breakdowns: list[dict[str, float]],
     overload: LoadResult,
     args: argparse.Namespace,
 ) -> None:
@@ -257,7 +261,7 @@ def report(
         f"- the client: wrk used {statistics.median(client_shares):.1%} of one core in the median"
         f" run, {max(client_shares):.1%} at most; {failures} requests failed in the wrk runs",
     ]
-    text = "\n".join([*table, "", *summary])
+    text = "\n".join([*table, "", *summary, "", *stage_table(lone_breakdowns)])
     print("\n" + text)
     if args.no_write:
         return
@@ -282,6 +286,35 @@ def report(
     before, _, after = existing.partition("## Service\n")
     rest = after.split("\n## ", 1)[1] if "\n## " in after else ""
     path.write_text(before.rstrip() + "\n\n" + section + ("\n## " + rest if rest else ""))
+
+
+def stage_table(breakdowns: list[dict[str, float]]) -> list[str]:
+    """A lone request stage by stage (bench/stages.py), one column per round."""
+    names = {
+        "read": "read: body, form and token, to the route",
+        "check": "check: the upload's size, type and header",
+        "queue": "queue: until a lane takes the job",
+        "decode": "decode, and the hand-offs to the lane and back",
+        "inference": "inference",
+        "record": "record: the upload stored, the row written",
+        "app": "the app, all of the above",
+        "outside": "outside the app: HTTP server, loopback, client",
+        "client": "the client's time",
+        "raw": "one raw decode+classify, for comparison",
+    }
+    rounds = " | ".join(f"round {number}" for number in range(1, len(breakdowns) + 1))
+    lines = [
+        "A lone request, stage by stage: medians over 200 uploads sent one at a time on one "
+        "keep-alive connection (Python's http.client), from each answer's `Server-Timing` "
+        "header, ms:",
+        "",
+        f"| stage | {rounds} |",
+        "|---|" + "---:|" * len(breakdowns),
+    ]
+    for name in [*ORDER, "raw"]:
+        values = " | ".join(f"{breakdown.get(name, 0.0):.2f}" for breakdown in breakdowns)
+        lines.append(f"| {names[name]} | {values} |")
+    return lines
 
 
 def _listed(values: list[float]) -> str:

@@ -71,6 +71,20 @@ def test_dog_is_an_eskimo_dog_as_the_classifier_says(
     assert [item["id"] for item in history] == [body["prediction_id"]]
     assert history[0]["label"] == "Eskimo_dog"
 
+    stages = server_timing(response.headers["Server-Timing"])
+    assert list(stages) == ["read", "check", "queue", "decode", "inference", "record", "app"]
+    assert min(stages["decode"], stages["inference"], stages["record"]) > 0
+    assert stages["app"] >= sum(ms for name, ms in stages.items() if name != "app")
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """A Server-Timing header's stages, in order: name -> milliseconds."""
+    stages = {}
+    for part in header.split(", "):
+        name, _, duration = part.partition(";dur=")
+        stages[name] = float(duration)
+    return stages
+
 
 def test_repeated_upload_is_answered_from_the_cache(client: TestClient, alice: Caller) -> None:
     first = client.post("/model/predict", files=dog_upload(), headers=alice.headers).json()
@@ -78,6 +92,13 @@ def test_repeated_upload_is_answered_from_the_cache(client: TestClient, alice: C
 
     assert second.status_code == 200
     assert second.json()["cached"] is True
+    assert list(server_timing(second.headers["Server-Timing"])) == [
+        "read",
+        "check",
+        "cache",
+        "record",
+        "app",
+    ]
     assert second.json()["top_k"] == first["top_k"]
     assert second.json()["image_file_name"] == f"{DOG_MD5}.jpg"
     assert "imgclf_cache_hits_total 1.0" in client.get("/metrics", headers=SCRAPER).text

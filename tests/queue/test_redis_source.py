@@ -138,3 +138,56 @@ def test_set_aside_answers_and_dead_letters_at_once_never_to_be_retried(
     assert (stored.status_code, stored.error) == (413, "It took too long.")
     time.sleep(VISIBILITY_S * 2)
     assert take(workers["b"]) == []
+
+
+def test_the_api_finds_live_workers_without_scanning_the_answers_kept(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Heartbeats are found through the set of worker names: thousands of answers kept in
+    Redis cost nothing to look past (a scan of the keys walked all of them, twice a second),
+    and a worker that died without retiring drops out once its heartbeat expires."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from imgclf.queue.redis_models import RedisModels
+
+    answers = redis_client.pipeline(transaction=False)
+    for number in range(5000):
+        answers.set(KEYS.result(f"job-{number}"), "{}", ex=60)
+    answers.execute()
+    sources = [
+        RedisJobSource(redis_url, models=MODELS, visibility_timeout_s=1, max_deliveries=3, name=n)
+        for n in ("alive", "retiring", "dying")
+    ]
+    for source in sources:  # each says its own name where a worker names the models it serves
+        source.heartbeat(30, {"serves": [source.name], "loaded": []})
+    # Then it "dies": no more heartbeats.
+    sources[2].heartbeat(0.2, {"serves": ["dying"], "loaded": []})
+
+    async def workers_seen() -> list[str]:
+        client = aioredis.Redis.from_url(redis_url)
+        models = RedisModels(
+            client,
+            redis_url,
+            KEYS,
+            read_catalogue=lambda: None,
+            default="efficientnet-lite0",
+            promote_timeout_s=1,
+        )
+        try:
+            return sorted(
+                name for report in await models.reports(fresh=True) for name in report.serves
+            )
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(workers_seen()) == ["alive", "dying", "retiring"]
+        sources[1].retire()
+        time.sleep(0.3)
+        assert asyncio.run(workers_seen()) == ["alive"]
+        assert redis_client.smembers(KEYS.workers) == {b"alive"}
+    finally:
+        for source in sources:
+            source.close()

@@ -24,6 +24,9 @@ SECURITY_HEADERS = (
     # Answers carry tokens and personal data: no shared or browser cache may keep them.
     ("Cache-Control", "no-store"),
 )
+# The scope's key for when the request reached the app (``time.perf_counter()``), set by the
+# outermost middleware: the answer's Server-Timing counts from there.
+RECEIVED_AT = "imgclf.received_at"
 
 
 class RequestIdMiddleware:
@@ -50,7 +53,7 @@ class RequestIdMiddleware:
         # FastAPI's own server span, when tracing is on, is current here: name the request.
         trace.get_current_span().set_attribute("imgclf.request_id", request_id)
         status = 500  # what the client gets if the app fails before answering
-        started = time.perf_counter()
+        started = scope[RECEIVED_AT] = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status

@@ -46,7 +46,15 @@ class RedisKeys:
         return f"{self.prefix}:replies:{instance}"
 
     def worker(self, name: str) -> str:
+        """String, expiring: a worker's last heartbeat, which says what it serves."""
         return f"{self.prefix}:worker:{name}"
+
+    @property
+    def workers(self) -> str:
+        """Set: the names of the workers with a heartbeat, read instead of scanning the keys
+        (a scan walks every answer kept, thousands under load, to find a few workers); a name
+        whose heartbeat has expired is dropped by whoever reads it next."""
+        return f"{self.prefix}:workers"
 
     @property
     def worker_pattern(self) -> str:

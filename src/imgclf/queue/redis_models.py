@@ -70,6 +70,10 @@ def parse_report(raw: bytes | str) -> WorkerReport:
         return WorkerReport([], [], [])
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class RedisModels:
     def __init__(
         self,
@@ -107,8 +111,12 @@ class RedisModels:
         # One reading at a time: requests that find them stale together wait for the same one.
         async with self._reading:
             if self._read_at < asked_at and (fresh or asked_at - self._read_at > REPORTS_MAX_AGE_S):
-                names = [key async for key in self._redis.scan_iter(self.keys.worker_pattern, 100)]
-                values = await self._redis.mget(names) if names else []
+                names = sorted(await self._redis.smembers(self.keys.workers))
+                keys = [self.keys.worker(_text(name)) for name in names]
+                values = await self._redis.mget(keys) if keys else []
+                gone = [name for name, value in zip(names, values, strict=True) if not value]
+                if gone:  # heartbeats expired: workers that died without retiring
+                    await self._redis.srem(self.keys.workers, *gone)
                 self._reports = [parse_report(value) for value in values if value]
                 self._read_at = time.monotonic()
         return self._reports

@@ -345,7 +345,10 @@ class RedisJobSource:
         """Alive for ``ttl_s`` more, serving what ``report`` says (JSON: the models it serves,
         the versions it has loaded, the repository's entries for them)."""
         try:
-            self._redis.set(self.keys.worker(self.name), json.dumps(report), px=int(ttl_s * 1000))
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(self.keys.worker(self.name), json.dumps(report), px=int(ttl_s * 1000))
+            pipe.sadd(self.keys.workers, self.name)
+            pipe.execute()
         except (RedisError, OSError) as error:
             logger.warning("heartbeat failed: %s", error)
 
@@ -373,7 +376,10 @@ class RedisJobSource:
 
     def retire(self) -> None:
         with contextlib.suppress(RedisError, OSError):
-            self._redis.delete(self.keys.worker(self.name))
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.delete(self.keys.worker(self.name))
+            pipe.srem(self.keys.workers, self.name)
+            pipe.execute()
 
 
 def _versions(raw: dict[bytes, bytes]) -> dict[str, int]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, UploadFile, status
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from imgclf.api.deps import (
@@ -30,6 +31,7 @@ from imgclf.api.predictions.schemas import (
     PredictionResponse,
     ScoredLabelPublic,
 )
+from imgclf.api.predictions.timing import server_timing
 from imgclf.api.predictions.uploads import AcceptedUpload, accept_upload
 from imgclf.api.state import AppState
 from imgclf.queue.base import (
@@ -71,6 +73,8 @@ def _scored(top_k: list[tuple[str, float]]) -> list[ScoredLabelPublic]:
     responses=error_responses(400, 401, 404, 413, 422, 503, 504, 507),
 )
 async def predict(
+    request: Request,
+    response: Response,
     user_id: TokenUserId,
     file: ImageUpload,
     state: StateDep,
@@ -79,8 +83,10 @@ async def predict(
     recorder: RecorderDep,
     model: ModelChoice = None,
 ) -> PredictionResponse:
+    routed = time.perf_counter()
     settings = state.settings
     upload = await accept_upload(file, settings)
+    checked = time.perf_counter()
     model_ref = await queue.resolve(model)
     answer = await service.answer_upload(
         queue,
@@ -95,10 +101,15 @@ async def predict(
     # Recording also proves the account still exists (AccountGoneError: 401).
     with tracer.start_as_current_span("record"):
         row = service.prediction_row(user_id, upload, answer)
+        recording = time.perf_counter()
         prediction_id = await recorder.record(row, upload)
+        recorded_ms = (time.perf_counter() - recording) * 1000
     if state.shadow is not None:  # a copy for the model's candidate, if it has one; not awaited
         state.shadow.offer(upload, answer)
     label, score = answer.top_k[0]
+    response.headers["Server-Timing"] = server_timing(
+        request.scope, routed, checked, answer, recorded_ms
+    )
     return PredictionResponse(
         prediction=label,
         score=round(score, 4),

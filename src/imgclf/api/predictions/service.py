@@ -34,6 +34,9 @@ class Answer:
     # From the request for an answer to the answer, cache lookup included: the same for
     # synchronous predictions and async jobs.
     latency_ms: float
+    # Of that, waiting for a worker to take the job, and the model's call (0 when cached).
+    queue_ms: float = 0.0
+    inference_ms: float = 0.0
 
 
 async def answer_upload(
@@ -83,7 +86,14 @@ async def answer_upload(
         )
     if cache is not None:
         await cache.put(result.model_id, owner, upload.digest, result.top_k)
-    return Answer(result.top_k, result.model_id, False, (time.perf_counter() - started) * 1000)
+    return Answer(
+        result.top_k,
+        result.model_id,
+        False,
+        (time.perf_counter() - started) * 1000,
+        queue_ms=result.queue_ms or 0.0,
+        inference_ms=result.inference_ms or 0.0,
+    )
 
 
 def prediction_row(user_id: int, upload: AcceptedUpload, answer: Answer) -> dict[str, Any]:
