@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from imgclf.settings import Settings
 from stress_test.runs import SATURATED, Runs, n_users, predict_ms, predict_rps
 
 SAME = 0.10
@@ -380,9 +379,8 @@ def _advice(runs: Runs, settings: dict[str, Any]) -> str:
     if ranking is None:
         return (
             "**Recommended settings.** No configuration saturated, so this run cannot rank them "
-            "on capacity; the defaults (embedded mode, max batch "
-            f"{Settings.model_fields['max_batch_size'].default}, `max_batch_wait_ms` = 0) "
-            "served every load it offered. Run `make stress` for a ranking."
+            "on capacity; every configuration it ran served every load it offered. Run "
+            "`make stress` for a ranking."
         )
     recommended, fastest = ranking
     rec = runs.of(recommended)[0]

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1, description="uvicorn worker processes")
     access_log: bool = True
+    # POST /model/predict answers with a Server-Timing header (api/predictions/timing.py). Off
+    # by default: how long storing an upload took tells whether anyone had sent that picture.
+    server_timing: bool = False
     log_format: LogFormat = LogFormat.TEXT
     # OpenTelemetry traces by OTLP/HTTP (the ``tracing`` extra; OTEL_EXPORTER_OTLP_* say where).
     tracing: bool = False

@@ -31,6 +31,7 @@ def settings(database_url: str, model_dir: Path) -> Settings:
         model_dir=model_dir,
         model_threads=1,
         metrics_token=METRICS_TOKEN,  # type: ignore[arg-type]
+        server_timing=True,
     )
 
 
@@ -111,11 +112,13 @@ def test_cache_can_be_turned_off(model_dir: Path, tmp_path: Path, password_hash:
             "/login", data={"username": settings.admin_email, "password": "admin"}
         ).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
-        answers = [
-            client.post("/model/predict", files=dog_upload(), headers=headers).json()
-            for _ in range(2)
+        responses = [
+            client.post("/model/predict", files=dog_upload(), headers=headers) for _ in range(2)
         ]
+    answers = [response.json() for response in responses]
     assert [answer["cached"] for answer in answers] == [False, False]
+    # Off by default: the stages' times would tell whether anyone had sent the picture before.
+    assert "Server-Timing" not in responses[0].headers
     assert answers[0]["top_k"] == answers[1]["top_k"]
 
 

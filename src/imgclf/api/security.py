@@ -20,6 +20,10 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from imgclf.settings import Settings
 
 ALGORITHM = "HS256"
+# The longest token VerifiedTokens keeps: a few times this server's own (about 150 characters),
+# so that odd spellings of one token that a JWT library might accept cannot fill it with
+# headers' worth of bytes each.
+MAX_REMEMBERED_TOKEN = 512
 MAX_USER_ID = 2**31 - 1  # the users.id column is a 32-bit integer
 _password_hash = PasswordHash((Argon2Hasher(),))
 
@@ -169,6 +173,8 @@ class VerifiedTokens:
 
     def user_id(self, token: str) -> int:
         """The user id a valid token names; anything else raises InvalidTokenError."""
+        if len(token) > MAX_REMEMBERED_TOKEN:  # ours are ~150 characters: checked, not kept
+            return decode_access_token(token, self._settings)
         with self._lock:
             known = self._known.get(token)
         if known is not None:

@@ -70,6 +70,18 @@ def parse_report(raw: bytes | str) -> WorkerReport:
         return WorkerReport([], [], [])
 
 
+# KEYS[1]: the set of worker names; KEYS[i + 1]: the heartbeat key of ARGV[i]. A name leaves
+# the set only if its heartbeat is still gone now: one that came back since it was read stays.
+_FORGET_SILENT_WORKERS = """
+for i, name in ipairs(ARGV) do
+    if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+        redis.call('SREM', KEYS[1], name)
+    end
+end
+return 0
+"""
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -97,6 +109,7 @@ class RedisModels:
         self._read_at = 0.0
         self._promoting = asyncio.Lock()
         self._reading = asyncio.Lock()
+        self._forget = redis.register_script(_FORGET_SILENT_WORKERS)
 
     def workers_busy(self) -> float | None:
         """The mean busy share the workers last reported (from the heartbeats read last)."""
@@ -116,7 +129,10 @@ class RedisModels:
                 values = await self._redis.mget(keys) if keys else []
                 gone = [name for name, value in zip(names, values, strict=True) if not value]
                 if gone:  # heartbeats expired: workers that died without retiring
-                    await self._redis.srem(self.keys.workers, *gone)
+                    await self._forget(
+                        keys=[self.keys.workers, *(self.keys.worker(_text(n)) for n in gone)],
+                        args=gone,
+                    )
                 self._reports = [parse_report(value) for value in values if value]
                 self._read_at = time.monotonic()
         return self._reports

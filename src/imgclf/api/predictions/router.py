@@ -107,9 +107,10 @@ async def predict(
     if state.shadow is not None:  # a copy for the model's candidate, if it has one; not awaited
         state.shadow.offer(upload, answer)
     label, score = answer.top_k[0]
-    response.headers["Server-Timing"] = server_timing(
-        request.scope, routed, checked, answer, recorded_ms
-    )
+    if settings.server_timing:
+        response.headers["Server-Timing"] = server_timing(
+            request.scope, routed, checked, answer, recorded_ms
+        )
     return PredictionResponse(
         prediction=label,
         score=round(score, 4),

@@ -1,7 +1,9 @@
 """Where an upload's time went, stage by stage, in its answer's ``Server-Timing`` header.
 
 The W3C Server Timing header: browsers' developer tools draw it beside the request, and
-``curl -i`` shows it. ``POST /model/predict`` names these stages, in milliseconds:
+``curl -i`` shows it. With ``IMGCLF_SERVER_TIMING=true`` (off by default: the time taken to
+store an upload says whether anyone had sent that picture before), ``POST /model/predict``
+names these stages, in milliseconds:
 
 - ``read``: from the request's arrival in the app to the route (the body received and its
   multipart form parsed, the token checked);
