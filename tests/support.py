@@ -40,7 +40,9 @@ def start_worker(
 def live_workers(redis_url: str) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
-        return len(list(client.scan_iter(RedisKeys().worker_pattern)))
+        keys = RedisKeys()
+        names = client.smembers(keys.workers)
+        return sum(int(client.exists(keys.worker(name.decode()))) for name in names)
     finally:
         client.close()
 

@@ -203,7 +203,8 @@ def test_in_redis_mode_every_api_process_shadows_alike(
         report = _report_once_recorded(first.url, headers, len(photos))
         client = redis.Redis.from_url(redis_url)
         stored = client.hgetall("imgclf:shadow")
-        heartbeat = json.loads(client.get(next(client.scan_iter("imgclf:worker:*"))) or b"{}")
+        (worker_name,) = client.smembers("imgclf:workers")
+        heartbeat = json.loads(client.get(f"imgclf:worker:{worker_name.decode()}") or b"{}")
     finally:
         for api in (first, second):
             if api is not None:

@@ -113,8 +113,8 @@ class Settings(BaseSettings):
 
     queue_url: str = ""
     # 8, not 16: on a CPU a batch costs its images' time, whatever its size, and all its
-    # answers wait for its last one; at saturation (2 cores, 32 clients) 8 served as many
-    # requests as 16 with p99/p50 1.1-1.3 instead of 1.4-2.0 (docs/benchmarks.md).
+    # answers wait for its last one; at saturation (2 cores, 32 clients) 8 served 0.93-1.00 of
+    # what 16 did, with p99/p50 1.1-1.3 instead of 1.4-2.0 (docs/benchmarks.md).
     max_batch_size: int = Field(default=8, ge=1, le=256)
     max_batch_wait_ms: float = Field(default=0.0, ge=0)
     max_pending: int = Field(default=256, ge=1, description="jobs awaited per API process")

@@ -160,7 +160,7 @@ class VerifiedTokens:
     checked, for as long as it stays among the ``size`` most recently used.
 
     A client sends the same token with every request, and the upload path reads it twice (at
-    admission and in the route): two full checks were a tenth of the API thread's CPU time
+    admission and in the route): two full checks were 10-15% of the API thread's CPU time
     per upload at saturation. Only tokens that passed the full check are kept, so a
     stranger's tokens cost the full check every time and never fill the cache; a token
     stays valid exactly until its ``exp``, as before.

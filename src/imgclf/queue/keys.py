@@ -56,10 +56,6 @@ class RedisKeys:
         whose heartbeat has expired is dropped by whoever reads it next."""
         return f"{self.prefix}:workers"
 
-    @property
-    def worker_pattern(self) -> str:
-        return f"{self.prefix}:worker:*"
-
     def owner(self, job_id: str) -> str:
         return f"{self.prefix}:owner:{job_id}"
 

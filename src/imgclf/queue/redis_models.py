@@ -127,11 +127,13 @@ class RedisModels:
                 names = sorted(await self._redis.smembers(self.keys.workers))
                 keys = [self.keys.worker(_text(name)) for name in names]
                 values = await self._redis.mget(keys) if keys else []
-                gone = [name for name, value in zip(names, values, strict=True) if not value]
+                gone = [
+                    (n, key) for n, key, value in zip(names, keys, values, strict=True) if not value
+                ]
                 if gone:  # heartbeats expired: workers that died without retiring
                     await self._forget(
-                        keys=[self.keys.workers, *(self.keys.worker(_text(n)) for n in gone)],
-                        args=gone,
+                        keys=[self.keys.workers, *(key for _, key in gone)],
+                        args=[name for name, _ in gone],
                     )
                 self._reports = [parse_report(value) for value in values if value]
                 self._read_at = time.monotonic()

@@ -27,15 +27,11 @@ from imgclf.api.middleware import RECEIVED_AT
 from imgclf.api.predictions.service import Answer
 
 
-def received_at(scope: Scope) -> float:
-    return float(scope.get(RECEIVED_AT, time.perf_counter()))
-
-
 def server_timing(
     scope: Scope, routed: float, checked: float, answer: Answer, recorded_ms: float
 ) -> str:
     """The header's value for an upload routed and checked at those ``perf_counter`` times."""
-    received = received_at(scope)
+    received: float = scope[RECEIVED_AT]
     if answer.cached:
         model_stages = [("cache", answer.latency_ms)]
     else:
