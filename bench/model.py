@@ -451,7 +451,7 @@ def report(
     ]
     for s in spins:
         lines.append(
-            f"| {'yes' if s.spinning else 'no (default)'} | {s.alone_ips:.1f} "
+            f"| {'yes (default)' if s.spinning else 'no'} | {s.alone_ips:.1f} "
             f"| {s.beside_decoding_ips:.1f} | {s.decodes_per_s:.1f} |"
         )
     lines += [
@@ -498,19 +498,24 @@ def report(
         "",
         "- PyTorch eager swings most from run to run here: its OpenMP threads wait for each "
         "other at every layer, so when a neighbour takes one of the two cores a batch can take "
-        "ten times longer (and burn CPU while waiting). ONNX Runtime, with spinning off, is "
-        "steadier. The CPU-time columns are the fairer comparison on a busy machine.",
+        "ten times longer (and burn CPU while waiting). ONNX Runtime, whose threads sleep "
+        "between calls, is steadier. The CPU-time columns are the fairer comparison on a busy "
+        "machine.",
         "- Decoding figures are the decoding thread's CPU time, which waiting for a core does "
         "not inflate. Draft mode skips most of the inverse DCT, colour conversion and the big "
         "resize, but not the entropy (Huffman) decoding of every coefficient, which libjpeg "
         "cannot skip: for a 3-4 MB photo that floor is most of what is left (about 35 ms "
         "on this CPU), so a full decode is about 2x slower here, not 4x. Smaller files (the same "
         "pixels, less detail) gain more; phones' JPEGs sit near this benchmark's size.",
-        "- Thread spinning is off by default (`Classifier(..., spinning=False)`). Over five "
-        "runs made while writing this, spinning changed the model-alone rate by anything from "
-        "-44% to +26% (the neighbours' load dominates), and beside a decoding thread it "
-        "lowered the model's rate in all five runs and the decoder's in four: idle-spinning "
-        "threads hold the cores that decoding needs, and take them from the neighbours too.",
+        "- Thread spinning (`IMGCLF_MODEL_SPINNING`, on by default) lets ONNX Runtime's "
+        "threads busy-wait between the layers of a call, and stops them when the call returns "
+        "(`session.force_spinning_stop`). Alone, a call is about as fast or faster with it "
+        "(a batch of one, the lone request's, gained a tenth in three rounds); beside a "
+        "decoding thread the model is slower with it (the table): the spinning threads hold "
+        "the cores the decoding needs. The service uses a call spread "
+        "over every core only when one lane is busy, where a lone request gains about 3 ms "
+        "(docs: the Service section); under load each lane's call runs on one thread, which "
+        "has nothing to spin.",
         "- Lanes: a model call spread over every core waits at each layer for its slowest "
         "thread, and pays to wake the others; while one lane decodes, the call has fewer cores "
         "than threads. One lane per core, each decoding its batch and running the model on "

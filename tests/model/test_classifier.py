@@ -101,6 +101,25 @@ def test_load_classifier_reads_settings(model_dir: Path) -> None:
     assert classifier.bundle.model_id.startswith("efficientnet-lite0@")
 
 
+@pytest.mark.parametrize("spinning", [True, False])
+def test_spinning_follows_the_setting_and_never_outlasts_a_call(
+    model_dir: Path, dog_bytes: bytes, spinning: bool
+) -> None:
+    classifier = load_classifier(
+        Settings(model_dir=model_dir, model_threads=2, model_spinning=spinning),
+        single_thread_runs=True,
+    )
+    # ONNX Runtime keeps the options each session was opened with.
+    for session in (classifier._session, classifier._single_thread_session):
+        options = session.get_session_options()
+        allowed = options.get_session_config_entry("session.intra_op.allow_spinning")
+        assert allowed == ("1" if spinning else "0")
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    answer = classifier.classify_bytes([dog_bytes], LIMITS)[0]
+    assert not isinstance(answer, Exception)
+    assert answer[0].label == "Eskimo_dog"
+
+
 def test_serving_imports_no_torch(model_dir: Path, dog_bytes: bytes) -> None:
     """The serving path (package, classifier, predict) never loads torch or the onnx package."""
     script = textwrap.dedent(

@@ -34,9 +34,12 @@ class ScoredLabel:
 class Classifier:
     """ONNX Runtime over a bundle. ``session.run`` releases the GIL.
 
-    ``threads``: intra-op threads of a call (0: one per CPU core). ``spinning``: whether idle
-    ONNX Runtime threads busy-wait for the next piece of work. Spinning shaves a little latency
-    off a lone model, but burns the cores that decoding threads beside it need.
+    ``threads``: intra-op threads of a call (0: one per CPU core). ``spinning``: whether ONNX
+    Runtime's threads busy-wait between the layers of a call instead of sleeping; they stop
+    when the call returns (``session.force_spinning_stop``), so the cores are free for decoding
+    between calls. A lone batch of one took 5.5-6 ms with spinning and 8-9.5 without, in the
+    service on 2 cores, where the cores idle between requests (the threads' wake-ups cost most
+    after a pause); beside a thread that decodes, spinning slows both (bench/model.py).
 
     ``single_thread_runs`` adds a second session with one thread, for calls made while other
     work (decoding, other model calls) keeps the cores busy: ONNX Runtime's parallel loops wait
@@ -49,7 +52,7 @@ class Classifier:
         bundle: ModelBundle,
         threads: int = 0,
         *,
-        spinning: bool = False,
+        spinning: bool = True,
         single_thread_runs: bool = False,
     ) -> None:
         self.bundle = bundle
@@ -82,6 +85,9 @@ class Classifier:
         options.add_session_config_entry(
             "session.intra_op.allow_spinning", "1" if spinning else "0"
         )
+        # Without it, the threads went on spinning after the call and slowed the decoding
+        # that follows: a decode+classify loop took 10 ms an image instead of 8.5 (4 rounds).
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             return ort.InferenceSession(
                 str(self.bundle.onnx_path),
@@ -206,7 +212,6 @@ def warn_if_int8_saturates(bundle: ModelBundle) -> None:
 def load_classifier(
     settings: Settings,
     *,
-    spinning: bool = False,
     single_thread_runs: bool = False,
     model: str | None = None,
 ) -> Classifier:
@@ -219,6 +224,6 @@ def load_classifier(
     return Classifier(
         bundle,
         threads=settings.resolved_model_threads,
-        spinning=spinning,
+        spinning=settings.model_spinning,
         single_thread_runs=single_thread_runs,
     )

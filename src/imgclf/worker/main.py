@@ -103,19 +103,26 @@ def run_worker_process(
     worker.start()
     exit_code = _beat_until_stopped(settings, worker, source, versions, stop, models.loaded)
     worker.stop()
-    if exit_code == EXIT_RECYCLE:
+    _leave(source, versions, recycled=exit_code == EXIT_RECYCLE, heartbeat_ttl_s=heartbeat_ttl)
+    logger.info("worker %s stopped after %d jobs", source.name, worker.jobs_done)
+    return exit_code
+
+
+def _leave(
+    source: MeteredJobSource, versions: VersionKeeper, *, recycled: bool, heartbeat_ttl_s: float
+) -> None:
+    """Tell the queue this worker is gone, once it has drained; then close the connection."""
+    if recycled:
         # The fresh worker started next reads the same streams. Until its first heartbeat this
         # one's last stands for it, so callers are not told that no worker is running while it
         # loads its models (a lone worker's recycle answered 503s for that long).
-        handover_s = max(heartbeat_ttl, RECYCLE_HANDOVER_S)
+        handover_s = max(heartbeat_ttl_s, RECYCLE_HANDOVER_S)
         source.heartbeat(handover_s, {**versions.report(), "busy": 0.0})
     else:
         # Retired after draining, not before: while its last heartbeat lasts, what it
         # finishes stays its own (others take over only the jobs of a worker without one).
         source.retire()
     source.close()
-    logger.info("worker %s stopped after %d jobs", source.name, worker.jobs_done)
-    return exit_code
 
 
 def _beat_until_stopped(

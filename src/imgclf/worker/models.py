@@ -99,6 +99,7 @@ class LoadedModels:
             classifier = Classifier(
                 load_bundle(entry.path),
                 threads=self.settings.resolved_model_threads,
+                spinning=self.settings.model_spinning,
                 single_thread_runs=self.single_thread_runs,
             )
             with self._lock:
