@@ -1,10 +1,13 @@
 """The dynamic batching loop: batches formed when a lane frees up, run in parallel lanes.
 
-A feeder thread waits for an idle lane, then takes whatever is queued (up to
-``max_batch_size``, waiting at most ``max_batch_wait_ms`` for more) and hands it to that lane. A
-lane decodes its batch and makes one ONNX Runtime call for it. While the lanes are busy, new jobs
-pile up in the queue, so batches grow with load and stay at one under light load; and a worker
-never holds more jobs than it is running, so other workers on the same Redis queue get them.
+A free lane takes whatever is queued (up to ``max_batch_size``, waiting at most
+``max_batch_wait_ms`` for more), decodes that batch and makes one ONNX Runtime call for it. One
+lane takes at a time, so batches leave the queue in arrival order and a source need not be
+thread-safe. While the lanes are busy, new jobs pile up in the queue, so batches grow with load
+and stay at one under light load; and a worker never holds more jobs than it is running, so
+other workers on the same Redis queue get them. (A feeder thread that formed batches for the
+lanes cost a thread hop per batch: a wake-up, and a wait for the GIL while the API's thread
+held it.)
 
 How a lane uses the cores: alone (the other lanes idle), its model call spreads over all of the
 model's threads, which gives a lone request the lowest latency. When other lanes are busy, each
@@ -21,7 +24,6 @@ jobs name, and each part is one ONNX Runtime call of that version.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from imgclf.worker.models import ModelSource, SingleModel
 
 logger = logging.getLogger(__name__)
 # Pause after an unexpected error in taking a batch, so a persistent one does not spin.
-FEED_RETRY_S = 1.0
+TAKE_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -47,7 +49,7 @@ class _Batch:
 
 
 class BatchingWorker:
-    """Runs the feeder and ``lanes`` lane threads until ``stop()``; finishes what it has taken.
+    """Runs ``lanes`` lane threads until ``stop()``; finishes what it has taken.
 
     ``models`` (or one classifier for every job) should be built with
     ``single_thread_runs=True`` when ``lanes`` > 1.
@@ -70,66 +72,53 @@ class BatchingWorker:
         self.max_batch_wait_s = max_batch_wait_ms / 1000
         self.lanes = max(1, lanes)
         self.jobs_done = 0
-        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._idle_lanes = threading.Semaphore(self.lanes)
+        self._taking = threading.Lock()  # held by the lane taking the next batch
         self._busy_lanes = 0
         # Lane-seconds spent on batches so far: how busy the worker is, read by its owner.
         self.busy_s = 0.0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._feeder: threading.Thread | None = None
         self._lane_threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._feeder = threading.Thread(target=self._feed, name="imgclf-feeder", daemon=True)
         self._lane_threads = [
             threading.Thread(target=self._run_lane, name=f"imgclf-lane-{n}", daemon=True)
             for n in range(self.lanes)
         ]
-        for thread in [self._feeder, *self._lane_threads]:
+        for thread in self._lane_threads:
             thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop taking work, finish the batches already taken, then return."""
         self._stopping.set()
         deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
+        for thread in self._lane_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
-    def _threads(self) -> list[threading.Thread]:
-        return [*([self._feeder] if self._feeder else []), *self._lane_threads]
-
-    @property
     def alive(self) -> bool:
-        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+        threads = self._lane_threads
+        return bool(threads) and all(thread.is_alive() for thread in threads)
 
-    def _feed(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                # Take nothing until a lane can start on it: jobs wait in the queue, where the
-                # next batch (or another worker) picks them up, not in this worker's hands.
-                if not self._idle_lanes.acquire(timeout=0.5):
-                    continue
-                handed_over = False
-                try:
-                    jobs = self._live_jobs(
-                        self.source.take(self.max_batch_size, self.max_batch_wait_s, block_s=0.5)
-                    )
-                    if jobs:
-                        self._batches.put(_Batch(jobs, time.time()))
-                        handed_over = True
-                except Exception:
-                    # The source's own errors (Redis away) are handled in take(); anything else
-                    # is logged and tried again after a pause, never the end of the worker.
-                    logger.exception("taking a batch failed; trying again")
-                    self._stopping.wait(FEED_RETRY_S)
-                finally:
-                    if not handed_over:
-                        self._idle_lanes.release()
-        finally:
-            for _ in self._lane_threads:
-                self._batches.put(None)
+    def _next_batch(self) -> _Batch | None:
+        """The next batch from the source, or None when there was none in half a second (or
+        after an error: the lane then checks whether it should stop, and takes again)."""
+        # Taken only when this lane can start on it: jobs wait in the queue, where the next free
+        # lane (or another worker) picks them up, not in this worker's hands.
+        with self._taking:
+            if self._stopping.is_set():
+                return None
+            try:
+                jobs = self._live_jobs(
+                    self.source.take(self.max_batch_size, self.max_batch_wait_s, block_s=0.5)
+                )
+            except Exception:
+                # The source's own errors (Redis away) are handled in take(); anything else is
+                # logged and tried again after a pause, never the end of the worker.
+                logger.exception("taking a batch failed; trying again")
+                self._stopping.wait(TAKE_RETRY_S)
+                return None
+        return _Batch(jobs, time.time()) if jobs else None
 
     def _live_jobs(self, jobs: list[Job]) -> list[Job]:
         now = time.time()
@@ -147,7 +136,10 @@ class BatchingWorker:
         return jobs
 
     def _run_lane(self) -> None:
-        while (batch := self._batches.get()) is not None:
+        while not self._stopping.is_set():
+            batch = self._next_batch()
+            if batch is None:
+                continue
             with self._lock:
                 self._busy_lanes += 1
             started = time.perf_counter()
@@ -194,7 +186,6 @@ class BatchingWorker:
             finally:
                 with self._lock:
                     self.jobs_done += len(results)
-                self._idle_lanes.release()
 
     def _hand_back(self, batch: _Batch, results: list[JobResult]) -> None:
         answered = [result for result in results if result.job_id not in batch.set_aside]
