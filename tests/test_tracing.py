@@ -4,6 +4,9 @@ spans for parse, queue wait, decode, inference and record, across Redis to the w
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -170,3 +173,21 @@ def test_a_trace_crosses_redis_to_the_worker_that_computed_the_job(
     assert_one_request(named)
     assert named["decode"]["service"] == named["inference"]["service"] == "imgclf-worker"
     assert named["record"]["service"] == "imgclf-api"
+
+
+def test_without_tracing_a_request_makes_no_spans_and_jobs_carry_no_context() -> None:
+    """In a process that traces nothing, the spans are not even built (they cost the event loop
+    5-8% of its time per upload), and jobs carry no traceparent."""
+    script = textwrap.dedent(
+        """
+        from opentelemetry import trace
+        from imgclf.tracing import current_traceparent, span, tracing
+
+        assert not tracing()
+        with span("parse") as inside:
+            assert inside is None
+            assert not trace.get_current_span().get_span_context().is_valid
+            assert current_traceparent() == ""
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

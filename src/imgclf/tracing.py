@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import trace
@@ -20,6 +20,22 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 tracer = trace.get_tracer("imgclf")
 _propagator = TraceContextTextMapPropagator()
+_NO_SPAN = nullcontext()
+_provider_set = False
+
+
+def tracing() -> bool:
+    """Whether this process exports spans: once a provider is set, it stays set."""
+    global _provider_set
+    if not _provider_set:
+        _provider_set = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _provider_set
+
+
+def span(name: str) -> AbstractContextManager[object]:
+    """A span of the current trace, named ``name``; nothing at all while nothing traces (the
+    API's no-op spans took 5-8% of the event loop's time per upload)."""
+    return tracer.start_as_current_span(name) if tracing() else _NO_SPAN
 
 
 def configure_tracing(service_name: str) -> None:
@@ -40,6 +56,8 @@ def configure_tracing(service_name: str) -> None:
 
 def current_traceparent() -> str:
     """The current span's W3C ``traceparent``, for a job to carry; empty when nothing traces."""
+    if not tracing():
+        return ""
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
     return carrier.get("traceparent", "")

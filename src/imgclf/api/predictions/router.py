@@ -42,7 +42,7 @@ from imgclf.queue.base import (
     QueueUnavailableError,
     new_job_id,
 )
-from imgclf.tracing import tracer
+from imgclf.tracing import span
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/model", tags=["predictions"])
@@ -99,7 +99,7 @@ async def predict(
         observe=state.metrics,
     )
     # Recording also proves the account still exists (AccountGoneError: 401).
-    with tracer.start_as_current_span("record"):
+    with span("record"):
         row = service.prediction_row(user_id, upload, answer)
         recording = time.perf_counter()
         prediction_id = await recorder.record(row, upload)

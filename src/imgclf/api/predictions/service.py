@@ -20,7 +20,7 @@ from imgclf.queue.base import (
     QueueFullError,
     QueueUnavailableError,
 )
-from imgclf.tracing import tracer
+from imgclf.tracing import span
 
 if TYPE_CHECKING:
     from imgclf.api.metrics import ServiceMetrics
@@ -65,7 +65,7 @@ async def answer_upload(
             return Answer(hit[:top_k], model_id, True, (time.perf_counter() - started) * 1000)
     try:
         # The job carries this span's context: the worker's spans are its children.
-        with tracer.start_as_current_span("queue wait"):
+        with span("queue wait"):
             result = await queue.submit(
                 upload.data,
                 top_k=top_k,

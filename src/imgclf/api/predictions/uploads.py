@@ -19,7 +19,7 @@ from imgclf.model.images import (
     picture_bytes,
 )
 from imgclf.settings import Settings
-from imgclf.tracing import tracer
+from imgclf.tracing import span
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
     The extension must be one we support and the content must really be an image; the content
     decides the decoder (PNG bytes in a .jpg file are classified and keep the .jpg name).
     """
-    with tracer.start_as_current_span("parse"):
+    with span("parse"):
         limit = settings.max_upload_bytes
         data = await file.read(limit + 1)
         if len(data) > limit:
