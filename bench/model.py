@@ -451,7 +451,7 @@ def report(
     ]
     for s in spins:
         lines.append(
-            f"| {'yes (default)' if s.spinning else 'no'} | {s.alone_ips:.1f} "
+            f"| {'yes' if s.spinning else 'no (default)'} | {s.alone_ips:.1f} "
             f"| {s.beside_decoding_ips:.1f} | {s.decodes_per_s:.1f} |"
         )
     lines += [
@@ -507,15 +507,14 @@ def report(
         "cannot skip: for a 3-4 MB photo that floor is most of what is left (about 35 ms "
         "on this CPU), so a full decode is about 2x slower here, not 4x. Smaller files (the same "
         "pixels, less detail) gain more; phones' JPEGs sit near this benchmark's size.",
-        "- Thread spinning (`IMGCLF_MODEL_SPINNING`, on by default) lets ONNX Runtime's "
+        "- Thread spinning (`IMGCLF_MODEL_SPINNING`, off by default) lets ONNX Runtime's "
         "threads busy-wait between the layers of a call, and stops them when the call returns "
-        "(`session.force_spinning_stop`). Alone, a call is about as fast or faster with it "
-        "(a batch of one, the lone request's, gained a tenth in three rounds); beside a "
-        "decoding thread the model is slower with it (the table): the spinning threads hold "
-        "the cores the decoding needs. The service uses a call spread "
-        "over every core only when one lane is busy, where a lone request gains about 3 ms "
-        "(docs: the Service section); under load each lane's call runs on one thread, which "
-        "has nothing to spin.",
+        "(`session.force_spinning_stop`). Alone, a call is as fast or faster with it; beside "
+        "a decoding thread the model is slower with it (the table): the spinning threads hold "
+        "the cores the decoding needs. The service spreads a call over every core only when "
+        "one lane is busy, and there spinning took 0-3.5 ms off a lone request but doubled the "
+        "p99 of an open loop at 50-88 requests/s (the next request waits to be parsed and "
+        "decoded while the call spins): the default is off.",
         "- Lanes: a model call spread over every core waits at each layer for its slowest "
         "thread, and pays to wake the others; while one lane decodes, the call has fewer cores "
         "than threads. One lane per core, each decoding its batch and running the model on "

@@ -269,9 +269,8 @@ def report(runs: dict[str, Runs], label: str, bentoml: str, args: argparse.Names
         f"most; {sum(run.failures for run in every_run)} requests failed",
         "- imgclf checks a JWT on every request and records every prediction in SQLite; the "
         "peers check and record nothing. The peers' model calls spread over every core, with "
-        "ONNX Runtime's threads not spinning (spinning slows a call beside decoding); imgclf "
-        "runs as it ships (a lane per core; under this load each lane's call runs on one "
-        "thread, which has nothing to spin).",
+        "ONNX Runtime's idle threads not spinning (as in imgclf); imgclf runs as it ships (a "
+        "lane per core).",
     ]
     text = "\n".join([*table, "", *notes, "", "Commands:", "", *commands])
     print("\n" + text)

@@ -97,11 +97,12 @@ class Settings(BaseSettings):
         default="efficientnet-lite0", description="the model a request without ?model= gets"
     )
     model_threads: int = Field(default=0, ge=0, description="0: one per CPU core")
-    # Spinning takes about 3 ms off a lone request (11 ms instead of 14.5 on 2 cores); at a
-    # moderate load it raised the p99 (41 ms instead of 33 at 85 requests/s): a call whose
-    # threads spin slows a decoding that starts beside it. Saturation is the same either way.
+    # Off by default: in an open loop at 50 and 88 requests/s (2 cores, 3 rounds), spinning
+    # raised the p99 from 19 to 33 ms and from 39 to 76 ms, since a call whose threads spin
+    # holds both cores while the next request waits to be parsed and decoded. A lone request
+    # gained 0-3.5 ms in the runs that measured it.
     model_spinning: bool = Field(
-        default=True,
+        default=False,
         description="ONNX Runtime's threads busy-wait between the layers of a call that has the "
         "cores to itself, instead of sleeping (never after the call)",
     )

@@ -37,9 +37,8 @@ class Classifier:
     ``threads``: intra-op threads of a call (0: one per CPU core). ``spinning``: whether ONNX
     Runtime's threads busy-wait between the layers of a call instead of sleeping; they stop
     when the call returns (``session.force_spinning_stop``), so the cores are free for decoding
-    between calls. A lone batch of one took 5.5-6 ms with spinning and 8-9.5 without, in the
-    service on 2 cores, where the cores idle between requests (the threads' wake-ups cost most
-    after a pause); beside a thread that decodes, spinning slows both (bench/model.py).
+    between calls. Alone, a call is faster with it; beside a thread that decodes, or the API
+    parsing the next request, it slows them all (bench/model.py; ``IMGCLF_MODEL_SPINNING``).
 
     ``single_thread_runs`` adds a second session with one thread, for calls made while other
     work (decoding, other model calls) keeps the cores busy: ONNX Runtime's parallel loops wait
@@ -52,7 +51,7 @@ class Classifier:
         bundle: ModelBundle,
         threads: int = 0,
         *,
-        spinning: bool = True,
+        spinning: bool = False,
         single_thread_runs: bool = False,
     ) -> None:
         self.bundle = bundle
