@@ -175,9 +175,9 @@ def test_a_trace_crosses_redis_to_the_worker_that_computed_the_job(
     assert named["record"]["service"] == "imgclf-api"
 
 
-def test_without_tracing_a_request_makes_no_spans_and_jobs_carry_no_context() -> None:
-    """In a process that traces nothing, the spans are not even built (they cost the event loop
-    5-8% of its time per upload), and jobs carry no traceparent."""
+def test_without_tracing_no_span_is_built_and_no_traceparent_is_made() -> None:
+    """In a process that traces nothing, the request's spans are not even built (they cost the
+    event loop 5-8% of its time per upload), and the traceparent a job would carry is empty."""
     script = textwrap.dedent(
         """
         from opentelemetry import trace

@@ -102,7 +102,7 @@ def test_load_classifier_reads_settings(model_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("spinning", [True, False])
-def test_spinning_follows_the_setting_and_never_outlasts_a_call(
+def test_spinning_follows_the_setting_and_is_told_to_stop_with_each_call(
     model_dir: Path, dog_bytes: bytes, spinning: bool
 ) -> None:
     classifier = load_classifier(

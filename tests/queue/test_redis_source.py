@@ -59,7 +59,7 @@ def queue_job(client: redis.Redis, job_id: str = "job-1") -> None:
 
 
 def take(source: RedisJobSource) -> list[Job]:
-    """What one call of the worker's feeder gets (it looks for idle jobs every 0.1 s here)."""
+    """What one call of a worker's lane gets (it looks for idle jobs every 0.1 s here)."""
     return source.take(max_jobs=4, max_wait_s=0, block_s=0.05)
 
 
@@ -85,6 +85,29 @@ def test_a_live_workers_job_stays_its_own_however_long_it_takes(
     a.complete([JobResult("job-1", ok=True, top_k=[("x", 1.0)])])
     assert pending(redis_client) == []
     assert redis_client.xlen(KEYS.jobs("efficientnet-lite0")) == 0
+
+
+def test_jobs_read_before_redis_fails_are_run_not_dropped(
+    redis_client: redis.Redis, workers: dict[str, RedisJobSource], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that waits to fill (max wait > 0) reads again; if Redis fails then, the jobs of
+    the first read are already this worker's, and no one else would ever answer them."""
+    a = workers["a"]
+    queue_job(redis_client)
+    real_read, reads = a._read, []
+
+    def read_then_fail(count: int, block_ms: int) -> list[Job]:
+        reads.append(count)
+        if len(reads) > 1:  # Redis goes away while the batch waits for more
+            raise redis.ConnectionError("Connection closed by server.")
+        return real_read(count, block_ms)
+
+    monkeypatch.setattr(a, "_read", read_then_fail)
+    assert [job.id for job in a.take(max_jobs=4, max_wait_s=0.5, block_s=0.05)] == ["job-1"]
+    assert len(reads) == 2
+
+    a.complete([JobResult("job-1", ok=True, top_k=[("x", 1.0)])])
+    assert pending(redis_client) == []
 
 
 def test_a_silent_workers_job_is_taken_over_by_one_worker_only(

@@ -82,12 +82,15 @@ class RedisJobSource:
     # Taking -------------------------------------------------------------------------------
 
     def take(self, max_jobs: int, max_wait_s: float, block_s: float) -> list[Job]:
+        # A job is this worker's from the moment it is read (others take over only a silent
+        # worker's): those read before a failure are returned, or nothing would ever answer them.
+        jobs: list[Job] = []
         try:
             self._ensure_group()
-            reclaimed = self._reclaim(max_jobs)
-            if reclaimed:
-                return reclaimed
-            jobs = self._read(max_jobs, int(block_s * 1000))
+            self._reclaim(max_jobs, jobs)
+            if jobs:
+                return jobs
+            jobs.extend(self._read(max_jobs, int(block_s * 1000)))
             wait_until = time.monotonic() + max_wait_s
             while jobs and len(jobs) < max_jobs:
                 remaining_ms = int((wait_until - time.monotonic()) * 1000)
@@ -101,13 +104,17 @@ class RedisJobSource:
         except ResponseError as error:
             if "NOGROUP" in str(error):  # Redis restarted without our group: make it again
                 self._group_ready = False
-                return []
-            raise
+            elif not jobs:
+                raise
+            else:
+                logger.warning("worker %s: %s; running the jobs read before", self.name, error)
+            return jobs
         except (RedisError, OSError) as error:
             logger.warning("worker %s cannot reach Redis: %s", self.name, error)
             self._group_ready = False
-            time.sleep(min(block_s, 1.0))  # worker thread backoff while Redis is away
-            return []
+            if not jobs:
+                time.sleep(min(block_s, 1.0))  # worker thread backoff while Redis is away
+            return jobs
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -133,17 +140,17 @@ class RedisJobSource:
             jobs.extend(self._accept(stream.decode(), items))
         return jobs
 
-    def _reclaim(self, count: int) -> list[Job]:
+    def _reclaim(self, count: int, jobs: list[Job]) -> None:
+        """Add to ``jobs`` up to ``count`` entries taken over from silent workers, stream by
+        stream (so that those of one stream stay in ``jobs`` if the next fails)."""
         now = time.monotonic()
         if now < self._next_reclaim:
-            return []
+            return
         self._next_reclaim = now + self.visibility_timeout_ms / 2000
-        jobs: list[Job] = []
         for stream in self.streams:
             jobs.extend(self._reclaim_from(stream, count - len(jobs)))
             if len(jobs) >= count:
                 break
-        return jobs
 
     def _reclaim_from(self, stream: str, count: int) -> list[Job]:
         idle: list[dict[str, Any]] = self._redis.xpending_range(

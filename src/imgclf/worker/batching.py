@@ -2,8 +2,9 @@
 
 A free lane takes whatever is queued (up to ``max_batch_size``, waiting at most
 ``max_batch_wait_ms`` for more), decodes that batch and makes one ONNX Runtime call for it. One
-lane takes at a time, so batches leave the queue in arrival order and a source need not be
-thread-safe. While the lanes are busy, new jobs pile up in the queue, so batches grow with load
+lane takes at a time, so batches leave the queue in arrival order and a source's ``take`` is
+never called twice at once (its ``complete`` and ``set_aside`` are, from lanes that finish
+together). While the lanes are busy, new jobs pile up in the queue, so batches grow with load
 and stay at one under light load; and a worker never holds more jobs than it is running, so
 other workers on the same Redis queue get them. (A feeder thread that formed batches for the
 lanes cost a thread hop per batch: a wake-up, and a wait for the GIL while the API's thread
@@ -88,9 +89,13 @@ class BatchingWorker:
         for thread in self._lane_threads:
             thread.start()
 
+    def stop_taking(self) -> None:
+        """Take no more batches; the lanes finish theirs (``stop`` waits for them)."""
+        self._stopping.set()
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop taking work, finish the batches already taken, then return."""
-        self._stopping.set()
+        self.stop_taking()
         deadline = time.monotonic() + timeout_s
         for thread in self._lane_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -101,8 +106,9 @@ class BatchingWorker:
         return bool(threads) and all(thread.is_alive() for thread in threads)
 
     def _next_batch(self) -> _Batch | None:
-        """The next batch from the source, or None when there was none in half a second (or
-        after an error: the lane then checks whether it should stop, and takes again)."""
+        """The next batch from the source, or None: when the worker is stopping, when nothing
+        came in half a second (or the queue closed), when every job taken was past its
+        deadline, or after an error. The lane then checks whether to stop, and takes again."""
         # Taken only when this lane can start on it: jobs wait in the queue, where the next free
         # lane (or another worker) picks them up, not in this worker's hands.
         with self._taking:

@@ -95,6 +95,10 @@ class InProcessQueue(LocalQueue):
             self._tidying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tidying
+        if self.worker is not None:
+            # Before the queue's close wakes the lane waiting for a job: it stops, rather than
+            # waiting half a second for another.
+            self.worker.stop_taking()
         await super().close()
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop)

@@ -111,7 +111,8 @@ def run_worker_process(
 def _leave(
     source: MeteredJobSource, versions: VersionKeeper, *, recycled: bool, heartbeat_ttl_s: float
 ) -> None:
-    """Tell the queue this worker is gone, once it has drained; then close the connection."""
+    """Tell the queue this worker is gone (its lanes have finished, or ``stop`` gave up on
+    them); then close the connection."""
     if recycled:
         # The fresh worker started next reads the same streams. Until its first heartbeat this
         # one's last stands for it, so callers are not told that no worker is running while it
