@@ -12,8 +12,9 @@ import pytest
 
 from imgclf.model import ImageLimits, load_bundle
 from imgclf.model.classifier import Classifier
-from imgclf.queue.base import JobResult, JobTimeoutError, QueueUnavailableError
+from imgclf.queue.base import Job, JobResult, JobTimeoutError, QueueUnavailableError
 from imgclf.queue.local import LocalQueue
+from imgclf.worker import batching
 from imgclf.worker.batching import BatchingWorker
 from tests.support import DOG_JPEG
 
@@ -133,6 +134,66 @@ def test_stop_finishes_the_batches_already_taken(classifier: Classifier) -> None
     assert all(r.ok for r in answered)
     assert all(isinstance(r, JobResult | QueueUnavailableError) for r in results), results
     assert time.monotonic() - started < 15
+
+
+class _FailingOnce(LocalQueue):
+    """A queue whose first take fails unexpectedly, as a bug in a source would."""
+
+    def __init__(self) -> None:
+        super().__init__(max_pending=8)
+        self.takes = 0
+
+    def take(self, max_jobs: int, max_wait_s: float, block_s: float) -> list[Job]:
+        self.takes += 1
+        if self.takes == 1:
+            raise RuntimeError("the source broke once")
+        return super().take(max_jobs, max_wait_s, block_s)
+
+
+def test_a_lane_outlives_a_source_that_fails_and_takes_again(
+    classifier: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "TAKE_RETRY_S", 0.05)
+
+    async def scenario() -> tuple[JobResult, bool, int]:
+        queue = _FailingOnce()
+        await queue.start()
+        worker = BatchingWorker(
+            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0, lanes=2
+        )
+        worker.start()
+        try:
+            result = await queue.submit(DOG, top_k=1, timeout_s=20)
+            return result, worker.alive, queue.takes
+        finally:
+            worker.stop_taking()
+            await queue.close()
+            await asyncio.to_thread(worker.stop)
+
+    result, alive, takes = asyncio.run(scenario())
+    assert result.ok
+    assert result.top_k[0][0] == "Eskimo_dog"
+    assert alive
+    assert takes >= 2
+
+
+def test_idle_lanes_all_stop_while_one_waits_for_a_job(classifier: Classifier) -> None:
+    async def scenario() -> list[threading.Thread]:
+        queue = LocalQueue(max_pending=8)
+        await queue.start()
+        worker = BatchingWorker(
+            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0, lanes=3
+        )
+        worker.start()
+        await asyncio.sleep(0.1)  # one lane waits in take(), the others for their turn
+        worker.stop_taking()
+        await queue.close()
+        await asyncio.to_thread(worker.stop, 5.0)
+        return worker._lane_threads
+
+    lanes = asyncio.run(scenario())
+    assert len(lanes) == 3
+    assert not any(lane.is_alive() for lane in lanes)
 
 
 def test_lanes_share_the_cores_when_busy_and_a_lone_job_gets_them_all(model_dir: Path) -> None:
