@@ -12,6 +12,8 @@ from collections import defaultdict
 
 from wrkload import Upload
 
+from imgclf.api.predictions.timing import parse_server_timing
+
 # The stages in the order a request meets them; "outside" is what the HTTP server, the loopback
 # and this client add to the app's own time.
 ORDER = ["read", "check", "queue", "decode", "inference", "record", "app", "outside", "client"]
@@ -32,7 +34,7 @@ def lone_stages(url: str, upload: Upload, count: int = 200) -> dict[str, float]:
             client_ms = (time.perf_counter() - started) * 1000
             if response.status != 200:
                 raise RuntimeError(f"a lone upload got {response.status}")
-            stages = _stages(response.headers["Server-Timing"])
+            stages = parse_server_timing(response.headers["Server-Timing"])
             stages["client"] = client_ms
             stages["outside"] = client_ms - stages["app"]
             for name, ms in stages.items():
@@ -40,11 +42,3 @@ def lone_stages(url: str, upload: Upload, count: int = 200) -> dict[str, float]:
     finally:
         connection.close()
     return {name: statistics.median(samples[name]) for name in ORDER if name in samples}
-
-
-def _stages(header: str) -> dict[str, float]:
-    stages = {}
-    for part in header.split(","):
-        name, _, duration = part.strip().partition(";dur=")
-        stages[name] = float(duration)
-    return stages

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from imgclf.api.predictions.timing import parse_server_timing
 from imgclf.model import ImageLimits, load_classifier
 from imgclf.serving import create_service_app
 from imgclf.settings import Settings
@@ -72,19 +73,10 @@ def test_dog_is_an_eskimo_dog_as_the_classifier_says(
     assert [item["id"] for item in history] == [body["prediction_id"]]
     assert history[0]["label"] == "Eskimo_dog"
 
-    stages = server_timing(response.headers["Server-Timing"])
+    stages = parse_server_timing(response.headers["Server-Timing"])
     assert list(stages) == ["read", "check", "queue", "decode", "inference", "record", "app"]
     assert min(stages["decode"], stages["inference"], stages["record"]) > 0
     assert stages["app"] >= sum(ms for name, ms in stages.items() if name != "app")
-
-
-def server_timing(header: str) -> dict[str, float]:
-    """A Server-Timing header's stages, in order: name -> milliseconds."""
-    stages = {}
-    for part in header.split(", "):
-        name, _, duration = part.partition(";dur=")
-        stages[name] = float(duration)
-    return stages
 
 
 def test_repeated_upload_is_answered_from_the_cache(client: TestClient, alice: Caller) -> None:
@@ -93,7 +85,7 @@ def test_repeated_upload_is_answered_from_the_cache(client: TestClient, alice: C
 
     assert second.status_code == 200
     assert second.json()["cached"] is True
-    assert list(server_timing(second.headers["Server-Timing"])) == [
+    assert list(parse_server_timing(second.headers["Server-Timing"])) == [
         "read",
         "check",
         "cache",

@@ -3,6 +3,11 @@
 from dataclasses import dataclass
 
 
+def redis_text(value: bytes | str) -> str:
+    """A name or value read from Redis, as text (clients may or may not decode replies)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 @dataclass(frozen=True)
 class RedisKeys:
     prefix: str = "imgclf"

@@ -21,7 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from imgclf.model.repository import ModelCatalogue, ModelVersion
-from imgclf.queue.keys import RedisKeys
+from imgclf.queue.keys import RedisKeys, redis_text
 from imgclf.queue.models import (
     ModelStatus,
     ModelUnavailableError,
@@ -82,10 +82,6 @@ return 0
 """
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class RedisModels:
     def __init__(
         self,
@@ -125,7 +121,7 @@ class RedisModels:
         async with self._reading:
             if self._read_at < asked_at and (fresh or asked_at - self._read_at > REPORTS_MAX_AGE_S):
                 names = sorted(await self._redis.smembers(self.keys.workers))
-                keys = [self.keys.worker(_text(name)) for name in names]
+                keys = [self.keys.worker(redis_text(name)) for name in names]
                 values = await self._redis.mget(keys) if keys else []
                 gone = [
                     (n, key) for n, key, value in zip(names, keys, values, strict=True) if not value

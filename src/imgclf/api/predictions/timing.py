@@ -50,3 +50,12 @@ def server_timing(
         ("app", (time.perf_counter() - received) * 1000),
     ]
     return ", ".join(f"{name};dur={max(0.0, ms):.2f}" for name, ms in stages)
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """The stages of a header ``server_timing`` wrote, in order: name -> milliseconds."""
+    stages = {}
+    for part in header.split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        stages[name] = float(duration)
+    return stages

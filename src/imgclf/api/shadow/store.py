@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from imgclf.queue.keys import RedisKeys
+from imgclf.queue.keys import RedisKeys, redis_text
 from imgclf.settings import Settings
 
 
@@ -85,7 +85,7 @@ class RedisShadowStore:
 
     async def read(self) -> dict[str, ShadowSetting]:
         raw = await self._redis.hgetall(self.key)
-        parsed = {_text(name): _parse(_json(value)) for name, value in raw.items()}
+        parsed = {redis_text(name): _parse(_json(value)) for name, value in raw.items()}
         return {name: setting for name, setting in parsed.items() if setting is not None}
 
     async def write(self, name: str, setting: ShadowSetting | None) -> None:
@@ -96,10 +96,6 @@ class RedisShadowStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _json(raw: bytes | str) -> Any:
