@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from imgclf.api.predictions.quota import QuotaExceededError, StorageQuota
 from imgclf.api.predictions.recorder import (
     AccountGoneError,
     PredictionRecorder,
@@ -118,6 +120,110 @@ def test_each_caller_gets_the_id_of_its_own_row(
             row = session.get(Prediction, prediction_id)
             assert row is not None
             assert (row.user_id, row.image_file_name) == (user_id, upload.file_name)
+
+
+def stored_bytes(writes: Database, user_id: int) -> int:
+    with writes.transaction(writes=False) as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        return user.storage_bytes
+
+
+def test_each_users_total_counts_each_of_their_files_once(writes: Database, tmp_path: Path) -> None:
+    alice = add_user(writes, "alice@example.com")
+    bob = add_user(writes, "bob@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+    other = upload_of(DOG_JPEG.read_bytes() + b"another file")
+
+    # A burst with repeats, then the same files again in later transactions.
+    record_all(writes, tmp_path, [(alice, dog), (alice, dog), (bob, dog), (alice, other)])
+    record_all(writes, tmp_path, [(alice, dog), (alice, other)])
+    record_all(writes, tmp_path, [(bob, dog)])
+
+    assert stored_bytes(writes, alice) == len(dog.data) + len(other.data)
+    assert stored_bytes(writes, bob) == len(dog.data)  # his copy counts for him too
+
+
+def test_the_quota_refuses_from_the_users_total(writes: Database, tmp_path: Path) -> None:
+    alice = add_user(writes, "alice@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+    other = upload_of(DOG_JPEG.read_bytes() + b"another file")
+    limit = len(dog.data) + len(other.data) - 1  # room for one of the two
+
+    async def scenario() -> list[int | BaseException]:
+        quota = StorageQuota(writes, limit)
+        recorder = PredictionRecorder(writes, tmp_path, quota=quota)
+        recorder.start()
+        try:
+            calls = [recorder.record(prediction_row(alice, u, ANSWER), u) for u in (dog, other)]
+            first = await asyncio.gather(*calls, return_exceptions=True)
+            again = await recorder.record(prediction_row(alice, dog, ANSWER), dog)
+            return [*first, again]
+        finally:
+            await recorder.close()
+
+    recorded, refused, again = asyncio.run(scenario())
+
+    assert isinstance(recorded, int)
+    assert isinstance(refused, QuotaExceededError)
+    assert isinstance(again, int)  # a file she has stored costs nothing again
+    assert not (tmp_path / other.file_name).exists()
+    assert stored_bytes(writes, alice) == len(dog.data)
+
+
+def test_two_recorders_cannot_both_spend_the_last_of_a_quota(
+    database_url: str, engine: Engine, writes: Database, tmp_path: Path
+) -> None:
+    """Two processes' recorders (two engines on one database), each with a picture for the same
+    user and room for one: the first holds its transaction open after its check until the
+    second has checked too, or for a second. Checked and charged in one transaction, the
+    second waits for the first and is refused; checked apart, both would be stored."""
+    alice = add_user(writes, "alice@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+    other = upload_of(DOG_JPEG.read_bytes() + b"another file")
+    limit = len(dog.data) + len(other.data) - 1
+    second_engine = make_engine(Settings(database_url=database_url))
+    second = Database(second_engine)
+    first_checked, second_checked = threading.Event(), threading.Event()
+
+    def first_waits_before_inserting(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO PREDICTIONS"):
+            first_checked.set()
+            second_checked.wait(1.0)
+
+    def second_has_checked(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "storage_bytes" in statement and statement.lstrip().upper().startswith("SELECT"):
+            second_checked.set()
+
+    event.listen(engine, "before_cursor_execute", first_waits_before_inserting)
+    event.listen(second_engine, "after_cursor_execute", second_has_checked)
+
+    async def scenario() -> list[int | BaseException]:
+        recorders = [
+            PredictionRecorder(database, tmp_path, quota=StorageQuota(database, limit))
+            for database in (writes, second)
+        ]
+        for recorder in recorders:
+            recorder.start()
+        try:
+            first = asyncio.ensure_future(
+                recorders[0].record(prediction_row(alice, dog, ANSWER), dog)
+            )
+            await asyncio.to_thread(first_checked.wait, 5.0)
+            later = recorders[1].record(prediction_row(alice, other, ANSWER), other)
+            return list(await asyncio.gather(first, later, return_exceptions=True))
+        finally:
+            for recorder in recorders:
+                await recorder.close()
+
+    try:
+        recorded, refused = asyncio.run(scenario())
+    finally:
+        second_engine.dispose()
+
+    assert isinstance(recorded, int)
+    assert isinstance(refused, QuotaExceededError)
+    assert stored_bytes(writes, alice) == len(dog.data)
 
 
 def test_a_deleted_account_fails_alone_and_the_others_are_recorded(

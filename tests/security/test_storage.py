@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -53,6 +54,7 @@ def upload(
 
 
 def stored(served: ServedApi, data: bytes) -> bool:
+    """Whether the upload is in the server's upload folder."""
     digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
     return (served.data_dir / "uploads" / f"{digest}.png").exists()
 
@@ -95,3 +97,40 @@ def test_each_user_stores_at_most_the_quota_and_a_repeat_costs_nothing(served: S
     assert upload(served.url, bob, pictures[0]).status_code == 200
     history = httpx.get(f"{served.url}/model/predictions", headers=alice).json()
     assert len(history) == 4  # the refused uploads were not recorded
+
+
+def test_two_processes_cannot_both_spend_the_last_of_a_quota(
+    tmp_path: Path, model_dir: Path, database_url: str
+) -> None:
+    """Twelve pictures, three of which fit, sent at once to two API processes on one database:
+    each process checks the quota and charges it in one transaction, so three are stored.
+    (tests/api/test_recorder.py forces the two processes' checks to meet; here they meet as
+    real uploads happen to.)"""
+    api = ServedApi(
+        tmp_path / "api.log",
+        tmp_path / "data",
+        model_dir=model_dir,
+        model_threads=1,
+        web_concurrency=2,
+        database_url=database_url,
+        user_storage_quota_mb=QUOTA_MB,
+    )
+    try:
+        wait_until_live(api.url)
+        alice = sign_up(api.url)
+        pictures = [noise_png(100 + seed) for seed in range(12)]
+        assert sum(sorted(map(len, pictures))[:4]) > QUOTA_MB * 2**20  # no four fit
+        with ThreadPoolExecutor(len(pictures)) as pool:
+            answers = list(pool.map(lambda p: upload(api.url, alice, p), pictures))
+        statuses = [answer.status_code for answer in answers]
+        assert sorted(set(statuses)) == [200, 507], statuses
+        accepted = [p for p, status in zip(pictures, statuses, strict=True) if status == 200]
+        assert len(accepted) == 3
+        assert sum(stored(api, p) for p in pictures) == 3
+
+        refused = upload(api.url, alice, noise_png(999))
+        used_mb = sum(map(len, accepted)) / 2**20
+        expected = f"Your storage quota is full: your images take {used_mb:.1f} MB of"
+        assert refused.json()["detail"].startswith(expected)
+    finally:
+        api.stop()

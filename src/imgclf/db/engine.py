@@ -69,10 +69,10 @@ def make_engine(settings: Settings) -> Engine:
 
 class Database:
     """The engine and the two ways through it: units of work (a session in one transaction,
-    for requests, the CLI and migrations' admin) and, for the prediction recorder alone, Core
-    connections (its quota reads and bulk inserts, run before every answer, where the ORM's
-    bookkeeping only costs: a session doubled the CPU time of recording a prediction, and of
-    the quota check before it).
+    for requests, the CLI and migrations' admin) and, for the prediction recorder and the
+    storage quota alone, Core connections (the quota's reads and the recorder's bulk inserts,
+    run before every answer, where the ORM's bookkeeping only costs: a session doubled the CPU
+    time of recording a prediction, and of the quota check before it).
 
     On SQLite, writing transactions begin IMMEDIATE and run one at a time behind a lock of
     this process: a writer waiting on SQLite's own lock sleeps in steps of up to 100 ms, one
@@ -100,7 +100,7 @@ class Database:
 
     @contextmanager
     def read_connection(self) -> Iterator[Connection]:
-        """One short read-only transaction on a Core connection, for the recorder's quota
+        """One short read-only transaction on a Core connection, for the jobs route's quota
         check (a session to build cost 0.15 ms of the 0.2 ms it took)."""
         with self.engine.connect() as connection, connection.begin():
             yield connection

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imgclf.db.base import Base, CreatedAtMixin
@@ -22,6 +22,9 @@ class User(CreatedAtMixin, Base):
     email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     hashed_password: Mapped[str] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(default=False)
+    # Bytes of the distinct uploads stored for the user, added to as the recorder stores them:
+    # the storage quota reads it instead of summing the user's whole history at every upload.
+    storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     predictions: Mapped[list[Prediction]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

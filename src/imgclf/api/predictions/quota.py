@@ -1,29 +1,34 @@
 """Each user's storage quota: the bytes of the distinct uploads stored for them.
 
 An upload a user has stored before costs nothing again (files are named by their content);
-another user's copy of the same picture counts for that user too. The check runs in the
-recorder's thread just before uploads are written, one process at a time, so concurrent
-uploads through several API processes may pass it together: the overshoot is bounded by what
-those processes have in flight (``IMGCLF_MAX_PENDING_BYTES`` each), not by time.
+another user's copy of the same picture counts for that user too. Each user's total is kept in
+``users.storage_bytes``, so a check costs two index lookups whatever the user's history.
+
+The recorder checks and charges in the transaction that inserts the predictions (see
+``PredictionRecorder``), holding SQLite's write lock or, on PostgreSQL, the users' rows: two
+processes recording for one user take turns, so they cannot both spend the last of a quota.
+The jobs route's early check (a refusal before the model rather than after it) is a plain read.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, func, select
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, bindparam, select, update
 
 from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
 from imgclf.db.engine import Database
-from imgclf.db.models import Prediction
+from imgclf.db.models import Prediction, User
 
 # Built once: the check runs before every recorded prediction, and building and keying the
 # statements each time was a third of its cost.
-_PER_FILE = (
-    select(func.max(Prediction.image_bytes).label("size"))
-    .where(Prediction.user_id == bindparam("user_id"))
-    .group_by(Prediction.image_file_name)
-    .subquery()
-)
-_USED = select(func.coalesce(func.sum(_PER_FILE.c.size), 0))
+_USERS = User.metadata.tables[User.__tablename__]
+_USED = select(_USERS.c.storage_bytes).where(_USERS.c.id == bindparam("user_id"))
+# FOR NO KEY UPDATE on PostgreSQL: other recorders wait for the row, inserts that only refer
+# to it (feedback) do not. SQLite leaves it out; its writer holds the whole database.
+_USED_FOR_UPDATE = _USED.with_for_update(key_share=True)
 _STORED = (
     select(Prediction.id)
     .where(
@@ -32,11 +37,11 @@ _STORED = (
     )
     .limit(1)
 )
-
-
-def storage_used(connection: Connection, user_id: int) -> int:
-    """Bytes of the distinct files stored for the user."""
-    return int(connection.scalar(_USED, {"user_id": user_id}) or 0)
+_ADD = (
+    update(_USERS)
+    .where(_USERS.c.id == bindparam("owner"))
+    .values(storage_bytes=_USERS.c.storage_bytes + bindparam("added"))
+)
 
 
 def has_stored(connection: Connection, user_id: int, file_name: str) -> bool:
@@ -57,35 +62,69 @@ def quota_exceeded(used: int, size: int, limit: int) -> QuotaExceededError:
     )
 
 
-class StorageQuota:
-    """Decides, for uploads about to be stored, which fit their users' quotas."""
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What storing one upload adds to its user's total (0 for a file they have already), or
+    why it may not be stored."""
 
-    def __init__(self, database: Database, limit_bytes: int) -> None:
+    new_bytes: int = 0
+    refusal: QuotaExceededError | None = None
+
+
+class StorageQuota:
+    """Decides which uploads fit their users' quotas (``limit_bytes=None``: all do, and the
+    totals are still kept), and charges the stored ones."""
+
+    def __init__(self, database: Database, limit_bytes: int | None) -> None:
         self.database = database
         self.limit_bytes = limit_bytes
 
     def refusals(
-        self, uploads: list[tuple[int, AcceptedUpload]]
+        self, uploads: Sequence[tuple[int, AcceptedUpload]]
     ) -> list[QuotaExceededError | None]:
-        """For each (user id, upload) in order: None if it may be stored, else its refusal.
-        Earlier uploads of the list count against the later ones."""
-        used: dict[int, int] = {}
-        kept: set[tuple[int, str]] = set()
-        outcomes: list[QuotaExceededError | None] = []
+        """For each (user id, upload): None if it may be stored now, else its refusal."""
         with self.database.read_connection() as connection:
-            for user_id, upload in uploads:
-                key = (user_id, upload.file_name)
-                if key in kept or has_stored(connection, user_id, upload.file_name):
-                    kept.add(key)
-                    outcomes.append(None)
-                    continue
-                if user_id not in used:
-                    used[user_id] = storage_used(connection, user_id)
-                size = len(upload.data)
-                if used[user_id] + size > self.limit_bytes:
-                    outcomes.append(quota_exceeded(used[user_id], size, self.limit_bytes))
-                    continue
-                used[user_id] += size
+            return [charge.refusal for charge in self.check(connection, uploads)]
+
+    def check(
+        self,
+        connection: Connection,
+        uploads: Sequence[tuple[int, AcceptedUpload]],
+        *,
+        for_update: bool = False,
+    ) -> list[Charge]:
+        """Each (user id, upload)'s charge, in order; earlier uploads of the list count against
+        the later ones. ``for_update``: lock the users' rows until the transaction ends."""
+        statement = _USED_FOR_UPDATE if for_update else _USED
+        # In one order in every process: two recorders never wait on each other's rows.
+        used = {
+            user_id: int(connection.scalar(statement, {"user_id": user_id}) or 0)
+            for user_id in sorted({user_id for user_id, _ in uploads})
+        }
+        kept: set[tuple[int, str]] = set()
+        charges: list[Charge] = []
+        for user_id, upload in uploads:
+            key = (user_id, upload.file_name)
+            if key in kept or has_stored(connection, user_id, upload.file_name):
                 kept.add(key)
-                outcomes.append(None)
-        return outcomes
+                charges.append(Charge())
+                continue
+            size = len(upload.data)
+            if self.limit_bytes is not None and used[user_id] + size > self.limit_bytes:
+                refusal = quota_exceeded(used[user_id], size, self.limit_bytes)
+                charges.append(Charge(refusal=refusal))
+                continue
+            used[user_id] += size
+            kept.add(key)
+            charges.append(Charge(new_bytes=size))
+        return charges
+
+    @staticmethod
+    def charge(connection: Connection, stored: Sequence[tuple[int, Charge]]) -> None:
+        """Add what the stored uploads (user id, charge) cost to their users' totals."""
+        added: dict[int, int] = defaultdict(int)
+        for user_id, charge in stored:
+            added[user_id] += charge.new_bytes
+        rows = [{"owner": user_id, "added": size} for user_id, size in added.items() if size]
+        if rows:
+            connection.execute(_ADD, rows)

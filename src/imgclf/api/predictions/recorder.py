@@ -2,8 +2,9 @@
 
 Under load, answers arrive in bursts (a batch of the model answers them all at once). Each used
 to cost a trip to a worker thread and a transaction of its own; here the recorder takes every
-record that is waiting, stores their uploads and inserts all the rows in one transaction, so a
-burst costs one commit. A lone record costs what it did: one trip, one short transaction.
+record that is waiting, checks their users' storage quotas, stores their uploads, inserts all
+the rows and charges the quotas in one transaction, so a burst costs one commit. A lone record
+costs one trip and one short transaction.
 
 Recording is also how the predict route proves the caller's account still exists: its token
 was checked, and the row's foreign key to ``users`` is checked by the database (user ids are
@@ -24,7 +25,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
-from imgclf.api.predictions.quota import QuotaExceededError, StorageQuota
+from imgclf.api.predictions.quota import Charge, StorageQuota
 from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError, store_upload
 from imgclf.db.engine import Database
 from imgclf.db.errors import is_foreign_key_violation
@@ -66,7 +67,8 @@ class PredictionRecorder:
     ) -> None:
         self.database = database
         self.upload_dir = upload_dir
-        self.quota = quota
+        # Without a quota the users' totals are still kept, for one set later.
+        self.quota = quota or StorageQuota(database, None)
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self._pending: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
@@ -137,46 +139,49 @@ class PredictionRecorder:
                 self._settle(late, RuntimeError("the prediction recorder has stopped"))
 
     def _write(self, records: list[_Record]) -> None:
-        refusals: list[QuotaExceededError | None] = [None] * len(records)
-        if self.quota is not None:
-            refusals = self.quota.refusals([(r.row["user_id"], r.upload) for r in records])
-        stored: list[_Record] = []
-        for record, refusal in zip(records, refusals, strict=True):
-            try:
-                if refusal is not None:  # over its user's quota: neither stored nor recorded
-                    raise refusal
-                store_upload(self.upload_dir, record.upload)
-            except StorageFullError as error:  # this one is not recorded
-                self._settle(record, error)
-            else:
-                stored.append(record)
-        if stored:
-            self._write_rows(stored)
-
-    def _write_rows(self, records: list[_Record]) -> None:
         try:
-            ids = self._insert([record.row for record in records])
+            outcomes = self._transaction(records)
         except IntegrityError as error:
-            if is_foreign_key_violation(error) and len(records) > 1:
-                # A deleted account among them: find which, one row at a time.
-                for record in records:
-                    self._write_rows([record])
-                return
             gone = is_foreign_key_violation(error)
-            for record in records:
-                self._settle(record, AccountGoneError() if gone else error)
-            return
+            if gone and len(records) > 1:
+                # A deleted account among them: find which, one record at a time.
+                for record in records:
+                    self._write([record])
+                return
+            outcomes = [AccountGoneError() if gone else error] * len(records)
         except Exception as error:
             logger.exception("recording %d predictions failed", len(records))
-            for record in records:
-                self._settle(record, error)
-            return
-        for record, prediction_id in zip(records, ids, strict=True):
-            self._settle(record, prediction_id)
+            outcomes = [error] * len(records)
+        for record, outcome in zip(records, outcomes, strict=True):
+            self._settle(record, outcome)
 
-    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
+    def _transaction(self, records: list[_Record]) -> list[int | BaseException]:
+        """Check the quota, store the uploads, insert the rows and charge the quota in one write
+        transaction: it holds SQLite's write lock, or on PostgreSQL the users' rows, from the
+        check to the charge. Each record's outcome: its new id, or why it was not recorded."""
+        outcomes: list[int | BaseException] = []
+        stored: list[tuple[int, _Record, Charge]] = []
         with self.database.write_connection() as connection:
-            return list(connection.scalars(_INSERT, rows))
+            uploads = [(record.row["user_id"], record.upload) for record in records]
+            charges = self.quota.check(connection, uploads, for_update=True)
+            for record, charge in zip(records, charges, strict=True):
+                try:
+                    if charge.refusal is not None:  # over its user's quota: neither stored
+                        raise charge.refusal  # nor recorded
+                    store_upload(self.upload_dir, record.upload)
+                except StorageFullError as error:
+                    outcomes.append(error)
+                else:
+                    stored.append((len(outcomes), record, charge))
+                    outcomes.append(0)  # its id, once inserted
+            if stored:
+                ids = list(connection.scalars(_INSERT, [record.row for _, record, _ in stored]))
+                for (index, _, _), prediction_id in zip(stored, ids, strict=True):
+                    outcomes[index] = prediction_id
+                self.quota.charge(
+                    connection, [(record.row["user_id"], charge) for _, record, charge in stored]
+                )
+        return outcomes
 
     def _settle(self, record: _Record, outcome: int | BaseException) -> None:
         assert self._loop is not None

@@ -1,5 +1,7 @@
-"""Revision 0003 brings older feedback along, on SQLite and PostgreSQL: linked to its
-prediction by image and user, its verdict read from the UI's wording, one per prediction."""
+"""The migrations that bring data along, on SQLite and PostgreSQL: revision 0003 links older
+feedback to its prediction by image and user, its verdict read from the UI's wording, one per
+prediction; revision 0006 gives each user the running total the storage quota reads, from the
+history it summed until then."""
 
 from __future__ import annotations
 
@@ -92,3 +94,38 @@ def test_downgrade_to_0002_and_back(engine: Engine) -> None:
     with engine.begin() as connection:
         command.downgrade(alembic_config(connection), "0002")
     upgrade(engine)
+
+
+def test_each_users_total_is_their_distinct_files(engine: Engine) -> None:
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0005_shadow")
+        for user_id in (1, 2, 3):
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, name, email, hashed_password, is_admin, created_at) "
+                    "VALUES (:id, 'Someone', :email, 'x', false, :t)"
+                ),
+                {"id": user_id, "email": f"user{user_id}@example.com", "t": T0},
+            )
+        predictions = [
+            (1, "a.jpg", 1000),
+            (1, "a.jpg", 1000),  # the same file again: counted once
+            (1, "b.png", 250),
+            (1, "old.jpg", 0),  # from before sizes were recorded
+            (2, "a.jpg", 1000),  # another user's copy counts for them
+        ]
+        for user_id, name, size in predictions:
+            connection.execute(
+                text(
+                    "INSERT INTO predictions (user_id, image_file_name, image_bytes, label, "
+                    "score, top_k, model_id, latency_ms, cached, created_at) VALUES "
+                    "(:user_id, :name, :size, 'x', 0.5, '[]', 'm@1', 1.0, false, :t)"
+                ),
+                {"user_id": user_id, "name": name, "size": size, "t": T0},
+            )
+
+    upgrade(engine)
+
+    with engine.connect() as connection:
+        totals = connection.execute(text("SELECT id, storage_bytes FROM users ORDER BY id")).all()
+    assert [tuple(row) for row in totals] == [(1, 1250), (2, 1000), (3, 0)]
