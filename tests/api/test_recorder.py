@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -168,6 +168,40 @@ def test_the_quota_refuses_from_the_users_total(writes: Database, tmp_path: Path
     assert isinstance(refused, QuotaExceededError)
     assert isinstance(again, int)  # a file she has stored costs nothing again
     assert not (tmp_path / other.file_name).exists()
+    assert stored_bytes(writes, alice) == len(dog.data)
+
+
+def test_an_upload_whose_storing_failed_is_charged_when_stored_later(writes: Database) -> None:
+    alice = add_user(writes, "alice@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+    quota = StorageQuota(writes, 10 * len(dog.data))
+    with writes.write_connection() as connection:
+        ledger = quota.ledger(connection, [alice])
+        failed = ledger.admit(alice, dog)
+        ledger.take_back(alice, dog, failed)  # the disk refused it: the same file comes again
+        assert ledger.admit(alice, dog).new_bytes == failed.new_bytes == len(dog.data)
+        assert ledger.admit(alice, dog).new_bytes == 0  # and once counted, a repeat is free
+
+
+def test_a_file_recorded_before_sizes_were_counts_from_its_next_upload(
+    writes: Database, tmp_path: Path
+) -> None:
+    alice = add_user(writes, "alice@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+    with writes.write_connection() as connection:  # as rows from before revision 0002 are
+        connection.execute(
+            insert(Prediction), [{**prediction_row(alice, dog, ANSWER), "image_bytes": 0}]
+        )
+
+    async def scenario() -> int:
+        recorder = PredictionRecorder(writes, tmp_path, quota=StorageQuota(writes, 1))
+        recorder.start()
+        try:  # over the quota, but hers already: never refused
+            return await recorder.record(prediction_row(alice, dog, ANSWER), dog)
+        finally:
+            await recorder.close()
+
+    assert isinstance(asyncio.run(scenario()), int)
     assert stored_bytes(writes, alice) == len(dog.data)
 
 

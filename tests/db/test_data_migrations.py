@@ -129,3 +129,13 @@ def test_each_users_total_is_their_distinct_files(engine: Engine) -> None:
     with engine.connect() as connection:
         totals = connection.execute(text("SELECT id, storage_bytes FROM users ORDER BY id")).all()
     assert [tuple(row) for row in totals] == [(1, 1250), (2, 1000), (3, 0)]
+
+    # Back to 0005 with the data in place: the column goes, nothing else (a batch operation
+    # on SQLite would drop the users table, and the foreign keys every row pointing to it).
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0005_shadow")
+    with engine.connect() as connection:
+        count = connection.execute(text("SELECT COUNT(*) FROM predictions")).scalar()
+        columns = connection.execute(text("SELECT * FROM users")).keys()
+    assert count == len(predictions)
+    assert "storage_bytes" not in columns

@@ -13,10 +13,10 @@ The jobs route's early check (a refusal before the model rather than after it) i
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
 from imgclf.db.engine import Database
@@ -29,13 +29,11 @@ _USED = select(_USERS.c.storage_bytes).where(_USERS.c.id == bindparam("user_id")
 # FOR NO KEY UPDATE on PostgreSQL: other recorders wait for the row, inserts that only refer
 # to it (feedback) do not. SQLite leaves it out; its writer holds the whole database.
 _USED_FOR_UPDATE = _USED.with_for_update(key_share=True)
-_STORED = (
-    select(Prediction.id)
-    .where(
-        Prediction.user_id == bindparam("user_id"),
-        Prediction.image_file_name == bindparam("file_name"),
-    )
-    .limit(1)
+# The largest size a user's rows give the file, or None when they have none: rows from before
+# sizes were recorded say 0, and the file counts at its size from its next upload on.
+_STORED_SIZE = select(func.max(Prediction.image_bytes)).where(
+    Prediction.user_id == bindparam("user_id"),
+    Prediction.image_file_name == bindparam("file_name"),
 )
 _ADD = (
     update(_USERS)
@@ -44,9 +42,9 @@ _ADD = (
 )
 
 
-def has_stored(connection: Connection, user_id: int, file_name: str) -> bool:
-    found = connection.scalar(_STORED, {"user_id": user_id, "file_name": file_name})
-    return found is not None
+def stored_size(connection: Connection, user_id: int, file_name: str) -> int | None:
+    """The size the user's rows count for the file, None when they have never stored it."""
+    return connection.scalar(_STORED_SIZE, {"user_id": user_id, "file_name": file_name})
 
 
 class QuotaExceededError(StorageFullError):
@@ -71,6 +69,41 @@ class Charge:
     refusal: QuotaExceededError | None = None
 
 
+class QuotaLedger:
+    """One transaction's view of some users' totals: uploads are admitted one by one, each
+    counting against the next, and one whose storing failed is taken back."""
+
+    def __init__(self, connection: Connection, used: dict[int, int], limit: int | None) -> None:
+        self.connection = connection
+        self.used = used
+        self.limit = limit
+        self._counted: dict[tuple[int, str], int] = {}  # (user, file) -> size it counts at
+
+    def admit(self, user_id: int, upload: AcceptedUpload) -> Charge:
+        key = (user_id, upload.file_name)
+        size = len(upload.data)
+        counted = self._counted.get(key)
+        if counted is None:
+            counted = stored_size(self.connection, user_id, upload.file_name)
+        if counted is not None:  # stored for them already: never refused, costs what it grew
+            self._counted[key] = max(counted, size)
+            return self._charged(user_id, max(0, size - counted))
+        if self.limit is not None and self.used[user_id] + size > self.limit:
+            return Charge(refusal=quota_exceeded(self.used[user_id], size, self.limit))
+        self._counted[key] = size
+        return self._charged(user_id, size)
+
+    def take_back(self, user_id: int, upload: AcceptedUpload, charge: Charge) -> None:
+        """The upload ``admit`` charged was not stored after all."""
+        if charge.new_bytes:
+            self.used[user_id] -= charge.new_bytes
+            self._counted.pop((user_id, upload.file_name), None)
+
+    def _charged(self, user_id: int, size: int) -> Charge:
+        self.used[user_id] += size
+        return Charge(new_bytes=size)
+
+
 class StorageQuota:
     """Decides which uploads fit their users' quotas (``limit_bytes=None``: all do, and the
     totals are still kept), and charges the stored ones."""
@@ -84,40 +117,21 @@ class StorageQuota:
     ) -> list[QuotaExceededError | None]:
         """For each (user id, upload): None if it may be stored now, else its refusal."""
         with self.database.read_connection() as connection:
-            return [charge.refusal for charge in self.check(connection, uploads)]
+            ledger = self.ledger(connection, [user_id for user_id, _ in uploads])
+            return [ledger.admit(user_id, upload).refusal for user_id, upload in uploads]
 
-    def check(
-        self,
-        connection: Connection,
-        uploads: Sequence[tuple[int, AcceptedUpload]],
-        *,
-        for_update: bool = False,
-    ) -> list[Charge]:
-        """Each (user id, upload)'s charge, in order; earlier uploads of the list count against
-        the later ones. ``for_update``: lock the users' rows until the transaction ends."""
+    def ledger(
+        self, connection: Connection, user_ids: Iterable[int], *, for_update: bool = False
+    ) -> QuotaLedger:
+        """The users' totals as the transaction sees them. ``for_update``: lock their rows
+        until it ends."""
         statement = _USED_FOR_UPDATE if for_update else _USED
         # In one order in every process: two recorders never wait on each other's rows.
         used = {
             user_id: int(connection.scalar(statement, {"user_id": user_id}) or 0)
-            for user_id in sorted({user_id for user_id, _ in uploads})
+            for user_id in sorted(set(user_ids))
         }
-        kept: set[tuple[int, str]] = set()
-        charges: list[Charge] = []
-        for user_id, upload in uploads:
-            key = (user_id, upload.file_name)
-            if key in kept or has_stored(connection, user_id, upload.file_name):
-                kept.add(key)
-                charges.append(Charge())
-                continue
-            size = len(upload.data)
-            if self.limit_bytes is not None and used[user_id] + size > self.limit_bytes:
-                refusal = quota_exceeded(used[user_id], size, self.limit_bytes)
-                charges.append(Charge(refusal=refusal))
-                continue
-            used[user_id] += size
-            kept.add(key)
-            charges.append(Charge(new_bytes=size))
-        return charges
+        return QuotaLedger(connection, used, self.limit_bytes)
 
     @staticmethod
     def charge(connection: Connection, stored: Sequence[tuple[int, Charge]]) -> None:

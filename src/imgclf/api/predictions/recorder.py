@@ -162,14 +162,16 @@ class PredictionRecorder:
         outcomes: list[int | BaseException] = []
         stored: list[tuple[int, _Record, Charge]] = []
         with self.database.write_connection() as connection:
-            uploads = [(record.row["user_id"], record.upload) for record in records]
-            charges = self.quota.check(connection, uploads, for_update=True)
-            for record, charge in zip(records, charges, strict=True):
+            user_ids = [record.row["user_id"] for record in records]
+            ledger = self.quota.ledger(connection, user_ids, for_update=True)
+            for user_id, record in zip(user_ids, records, strict=True):
+                charge = ledger.admit(user_id, record.upload)
                 try:
                     if charge.refusal is not None:  # over its user's quota: neither stored
                         raise charge.refusal  # nor recorded
                     store_upload(self.upload_dir, record.upload)
                 except StorageFullError as error:
+                    ledger.take_back(user_id, record.upload, charge)
                     outcomes.append(error)
                 else:
                     stored.append((len(outcomes), record, charge))

@@ -40,5 +40,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("storage_bytes")
+    # Not a batch operation: on SQLite that copies the table and drops the old one, and with
+    # foreign keys on, dropping users deletes every row that refers to them.
+    op.drop_column("users", "storage_bytes")
