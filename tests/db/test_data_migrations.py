@@ -130,12 +130,22 @@ def test_each_users_total_is_their_distinct_files(engine: Engine) -> None:
         totals = connection.execute(text("SELECT id, storage_bytes FROM users ORDER BY id")).all()
     assert [tuple(row) for row in totals] == [(1, 1250), (2, 1000), (3, 0)]
 
-    # Back to 0005 with the data in place: the column goes, nothing else (a batch operation
-    # on SQLite would drop the users table, and the foreign keys every row pointing to it).
+    # Back to 0003 with the data in place: the columns go, nothing else (a batch operation on
+    # SQLite drops the old table, and with foreign keys on, what refers to its rows).
     with engine.begin() as connection:
-        command.downgrade(alembic_config(connection), "0005_shadow")
+        connection.execute(
+            text(
+                "INSERT INTO feedbacks (user_id, prediction_id, score, predicted_class, "
+                "image_file_name, feedback, created_at) "
+                "VALUES (1, 1, 0.5, 'x', 'a.jpg', 'right', :t)"
+            ),
+            {"t": T0},
+        )
+        command.downgrade(alembic_config(connection), "0003_feedback")
     with engine.connect() as connection:
         count = connection.execute(text("SELECT COUNT(*) FROM predictions")).scalar()
         columns = connection.execute(text("SELECT * FROM users")).keys()
+        link = connection.execute(text("SELECT prediction_id FROM feedbacks")).scalar()
     assert count == len(predictions)
     assert "storage_bytes" not in columns
+    assert link == 1

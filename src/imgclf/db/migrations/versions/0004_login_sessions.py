@@ -41,5 +41,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_login_sessions_user_id"), table_name="login_sessions")
     op.drop_table("login_sessions")
-    with op.batch_alter_table("predictions") as batch:
-        batch.drop_column("original_name")
+    # In place: a batch operation on SQLite copies the table and drops the old one, and with
+    # foreign keys on that unlinks every feedback from its prediction.
+    op.drop_column("predictions", "original_name")
