@@ -279,6 +279,18 @@ def test_a_deleted_account_fails_alone_and_the_others_are_recorded(
         assert session.scalar(select(func.count()).select_from(Prediction)) == 2
 
 
+def test_nothing_is_stored_for_a_deleted_account(writes: Database, tmp_path: Path) -> None:
+    gone = add_user(writes, "gone@example.com")
+    with writes.transaction() as session:
+        session.delete(session.get(User, gone))
+    theirs = upload_of(DOG_JPEG.read_bytes() + b"only theirs")
+
+    (outcome,) = record_all(writes, tmp_path / "uploads", [(gone, theirs)])
+
+    assert isinstance(outcome, AccountGoneError)
+    assert not (tmp_path / "uploads" / theirs.file_name).exists()
+
+
 def test_an_upload_that_cannot_be_stored_fails_alone(
     engine: Engine, writes: Database, tmp_path: Path
 ) -> None:

@@ -99,6 +99,20 @@ def test_each_user_stores_at_most_the_quota_and_a_repeat_costs_nothing(served: S
     assert len(history) == 4  # the refused uploads were not recorded
 
 
+def test_a_deleted_accounts_token_stores_nothing(served: ServedApi) -> None:
+    """Its token stays valid until it expires, but the account is gone: no file is written
+    (before: each upload was stored, then refused 401, past any quota)."""
+    carol = sign_up(served.url)
+    me = httpx.get(f"{served.url}/user/me", headers=carol).json()
+    assert httpx.delete(f"{served.url}/user/{me['id']}", headers=carol).status_code == 204
+    pictures = [noise_png(200 + seed) for seed in range(5)]  # 1.5 MB, past the 1 MB quota
+
+    statuses = [upload(served.url, carol, picture).status_code for picture in pictures]
+
+    assert statuses == [401] * 5
+    assert not any(stored(served, picture) for picture in pictures)
+
+
 def test_two_processes_cannot_both_spend_the_last_of_a_quota(
     tmp_path: Path, model_dir: Path, database_url: str
 ) -> None:

@@ -67,19 +67,27 @@ class Charge:
 
     new_bytes: int = 0
     refusal: QuotaExceededError | None = None
+    # The user's row is gone (the account was deleted since its token was issued): nothing of
+    # theirs may be stored.
+    account_gone: bool = False
 
 
 class QuotaLedger:
     """One transaction's view of some users' totals: uploads are admitted one by one, each
     counting against the next, and one whose storing failed is taken back."""
 
-    def __init__(self, connection: Connection, used: dict[int, int], limit: int | None) -> None:
+    def __init__(
+        self, connection: Connection, used: dict[int, int | None], limit: int | None
+    ) -> None:
         self.connection = connection
         self.used = used
         self.limit = limit
         self._counted: dict[tuple[int, str], int] = {}  # (user, file) -> size it counts at
 
     def admit(self, user_id: int, upload: AcceptedUpload) -> Charge:
+        used = self.used[user_id]
+        if used is None:
+            return Charge(account_gone=True)
         key = (user_id, upload.file_name)
         size = len(upload.data)
         counted = self._counted.get(key)
@@ -88,19 +96,20 @@ class QuotaLedger:
         if counted is not None:  # stored for them already: never refused, costs what it grew
             self._counted[key] = max(counted, size)
             return self._charged(user_id, max(0, size - counted))
-        if self.limit is not None and self.used[user_id] + size > self.limit:
-            return Charge(refusal=quota_exceeded(self.used[user_id], size, self.limit))
+        if self.limit is not None and used + size > self.limit:
+            return Charge(refusal=quota_exceeded(used, size, self.limit))
         self._counted[key] = size
         return self._charged(user_id, size)
 
     def take_back(self, user_id: int, upload: AcceptedUpload, charge: Charge) -> None:
         """The upload ``admit`` charged was not stored after all."""
-        if charge.new_bytes:
-            self.used[user_id] -= charge.new_bytes
+        used = self.used[user_id]
+        if charge.new_bytes and used is not None:
+            self.used[user_id] = used - charge.new_bytes
             self._counted.pop((user_id, upload.file_name), None)
 
     def _charged(self, user_id: int, size: int) -> Charge:
-        self.used[user_id] += size
+        self.used[user_id] = (self.used[user_id] or 0) + size
         return Charge(new_bytes=size)
 
 
@@ -127,8 +136,8 @@ class StorageQuota:
         until it ends."""
         statement = _USED_FOR_UPDATE if for_update else _USED
         # In one order in every process: two recorders never wait on each other's rows.
-        used = {
-            user_id: int(connection.scalar(statement, {"user_id": user_id}) or 0)
+        used: dict[int, int | None] = {
+            user_id: connection.scalar(statement, {"user_id": user_id})
             for user_id in sorted(set(user_ids))
         }
         return QuotaLedger(connection, used, self.limit_bytes)

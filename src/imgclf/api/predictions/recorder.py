@@ -166,6 +166,9 @@ class PredictionRecorder:
             ledger = self.quota.ledger(connection, user_ids, for_update=True)
             for user_id, record in zip(user_ids, records, strict=True):
                 charge = ledger.admit(user_id, record.upload)
+                if charge.account_gone:  # nothing stored for a deleted account
+                    outcomes.append(AccountGoneError())
+                    continue
                 try:
                     if charge.refusal is not None:  # over its user's quota: neither stored
                         raise charge.refusal  # nor recorded
