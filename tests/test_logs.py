@@ -127,8 +127,17 @@ def test_embedded_text_logs_name_the_request_and_hostile_ids_never_reach_them(
             )
             head = raw.recv(65536).decode(errors="replace")
         assert "forged" not in head
+        # Nor can a request path whose escapes decode to a line break and a terminal's codes.
+        forging = "/x%0a2026-12-01%2016:36:00,000%20imgclf.auth%20INFO%20admin%20login%20ok%1b[31m"
+        assert httpx.get(f"{api.url}{forging}").status_code == 404
     finally:
         api.stop()
+
+    forged = [line for line in api.output().splitlines() if "admin login ok" in line]
+    assert len(forged) == 1
+    assert " imgclf.access INFO GET /x\\x0a2026-12-01 16:36:00,000 imgclf.auth " in forged[0]
+    assert " login ok\\x1b[31m 404 " in forged[0]
+    assert "\x1b" not in api.output()
 
     lines = api.output().splitlines()
     about_it = [line for line in lines if line.endswith(f" request_id={request_id}")]

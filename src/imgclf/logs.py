@@ -43,6 +43,25 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# What a terminal or a log reader takes for the end of a line, or for a command (ANSI escape
+# codes): C0 and C1 control characters, and Unicode's line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(character: re.Match[str]) -> str:
+    code = ord(character[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record, whatever a client put into it (a request path with a newline and a
+    forged line after it, a terminal's escape codes): control characters are written escaped.
+    A traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return _CONTROL.sub(_escaped, super().formatMessage(record))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and request_id when known."""
 
@@ -68,7 +87,9 @@ def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
     """The ``logging.config.dictConfig`` for a process; uvicorn applies it in each of its
     worker processes too. Every logger (uvicorn's included) goes through the root handler."""
     formatter: dict[str, Any] = (
-        {"()": f"{__name__}.JsonFormatter"} if log_format == "json" else {"format": TEXT_FORMAT}
+        {"()": f"{__name__}.JsonFormatter"}
+        if log_format == "json"
+        else {"()": f"{__name__}.TextFormatter", "fmt": TEXT_FORMAT}
     )
     return {
         "version": 1,

@@ -19,8 +19,9 @@ from imgclf.model import (
     inspect_image,
     picture_bytes,
 )
+from imgclf.model.preprocessing import decode_rgb
 from imgclf.settings import Settings
-from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans
+from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans, rle_bmp
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -137,6 +138,20 @@ def test_a_jpeg_of_more_scans_than_the_limit_is_413_naming_it() -> None:
         "The JPEG has more than 100 scans (progressive passes over the picture); the limit is 100."
     )
     assert caught.value.status_code == 413
+
+
+def test_a_run_length_bmp_past_four_megapixels_is_413_and_one_below_decodes_in_time() -> None:
+    """Pillow pads rows that end early one pixel at a time in Python, out of the time limit's
+    reach: the worst such BMP within the cap still decodes well inside the limit."""
+    limits = ImageLimits(decode_timeout_s=5.0)
+    with pytest.raises(ImageTooLargeError) as caught:
+        inspect_image(rle_bmp(2001, 2000, rows_end_early=True), limits)
+    assert str(caught.value).startswith("The BMP is run-length compressed (2001x2000 pixels)")
+    assert caught.value.status_code == 413
+
+    worst = rle_bmp(2000, 2000, rows_end_early=True)
+    assert inspect_image(worst, limits) == "BMP"
+    assert decode_rgb(worst, 224, limits).size == (2000, 2000)
 
 
 @pytest.mark.parametrize(

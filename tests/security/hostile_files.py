@@ -224,6 +224,25 @@ def big_exif() -> bytes:
     return encode(dog_image(), "JPEG", exif=exif.tobytes(), quality=90)
 
 
+def rle_bmp(width: int, height: int, *, rows_end_early: bool) -> bytes:
+    """An 8-bit run-length compressed BMP: each row one long run of one colour, or (when
+    ``rows_end_early``) one pixel and an end of line, which Pillow pads one pixel at a time."""
+    if rows_end_early:
+        row = b"\x01\x05\x00\x00"
+    else:
+        runs, left = [], width
+        while left > 0:
+            runs.append(bytes([min(255, left), 5]))
+            left -= min(255, left)
+        row = b"".join(runs) + b"\x00\x00"
+    pixels = row * height + b"\x00\x01"  # end of bitmap
+    palette = bytes(4 * 256)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    offset = 14 + len(info) + len(palette)
+    header = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
+    return header + info + palette + pixels
+
+
 def truncated(data: bytes, keep: float) -> bytes:
     return data[: int(len(data) * keep)]
 
@@ -275,6 +294,23 @@ def corpus() -> list[Hostile]:
         ),
         Hostile(
             "png 8k x 8k", png_claiming(8_000, 8_000), statuses=frozenset({413}), message=TOO_LARGE
+        ),
+        # Run-length BMPs decode in Python, beyond the reach of the decoding time limit: 1 KB
+        # for 8 s of a worker's lane. Refused at the door past 4 megapixels; below, served.
+        Hostile(
+            "bmp rle 49.9 MP, rows ending early",
+            rle_bmp(49_900_000, 1, rows_end_early=True),
+            filename=b"slow.bmp",
+            content_type=b"image/bmp",
+            statuses=frozenset({413}),
+            message="run-length compressed",
+        ),
+        Hostile(
+            "bmp rle 640 x 480",
+            rle_bmp(640, 480, rows_end_early=False),
+            filename=b"flat.bmp",
+            content_type=b"image/bmp",
+            statuses=ok,
         ),
         Hostile(
             "gif 65535 x 65535",
