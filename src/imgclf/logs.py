@@ -58,7 +58,7 @@ class TextFormatter(logging.Formatter):
     forged line after it, a terminal's escape codes): control characters are written escaped.
     A traceback keeps its lines."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         return _CONTROL.sub(_escaped, super().formatMessage(record))
 
 
