@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from imgclf.api.feedback.classes import find_class_list
 from imgclf.api.state import app_state
 from imgclf.db.models import Feedback, Prediction
 from imgclf.settings import Settings
@@ -277,3 +278,14 @@ def test_the_uis_worded_verdict_counts_as_one(
     assert answer.status_code == 201, answer.text
     assert answer.json()["feedback"] == words
     assert stored(app, alice.id) == [(prediction_id, *verdict)]
+
+
+def test_classes_are_read_from_a_model_repository_outside_the_data_folder(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    """As ``imgclf up`` with IMGCLF_MODEL_REPOSITORY elsewhere runs it: the right class a user
+    names is found in that repository's bundles (it was dropped to words before)."""
+    settings = Settings(data_dir=tmp_path / "data", model_repository=model_repository)
+    classes = find_class_list(settings, "efficientnet-lite0@2")
+    assert classes is not None
+    assert classes.resolve("lynx").wnid == "n02127052"

@@ -66,9 +66,9 @@ class ClassList:
 
 
 def _bundle_folders(settings: Settings) -> list[Path]:
-    """The configured bundle, then every bundle in the models folder (``<name>/`` or
-    ``<name>/<version>/``)."""
-    models = settings.data_dir / "models"
+    """The configured bundle, then every bundle in the model repository (``<name>/`` or
+    ``<name>/<version>/``), wherever it is."""
+    models = settings.resolved_model_repository
     found = [settings.resolved_model_dir]
     found += sorted(p.parent for p in models.glob("*/bundle.json"))
     found += sorted(p.parent for p in models.glob("*/*/bundle.json"))
