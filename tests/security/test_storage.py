@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -97,6 +98,34 @@ def test_each_user_stores_at_most_the_quota_and_a_repeat_costs_nothing(served: S
     assert upload(served.url, bob, pictures[0]).status_code == 200
     history = httpx.get(f"{served.url}/model/predictions", headers=alice).json()
     assert len(history) == 4  # the refused uploads were not recorded
+
+
+def test_jobs_queued_together_past_the_quota_fail_with_its_reason(served: ServedApi) -> None:
+    """Six jobs queued at once all pass the early check; the three that do not fit when they
+    are recorded read "failed" with the quota's message, not "done" with nothing recorded."""
+    dave = sign_up(served.url)
+    pictures = [noise_png(300 + seed) for seed in range(6)]
+    with ThreadPoolExecutor(len(pictures)) as pool:
+        queued = list(pool.map(lambda p: upload(served.url, dave, p, "/model/jobs"), pictures))
+    assert [answer.status_code for answer in queued] == [202] * 6
+    ids = [answer.json()["job_id"] for answer in queued]
+
+    def states() -> list[dict[str, object]]:
+        return [httpx.get(f"{served.url}/model/jobs/{i}", headers=dave).json() for i in ids]
+
+    deadline = time.monotonic() + 60
+    while any(job["status"] == "pending" for job in states()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # the recorder's verdict follows the answer by a moment
+    ends = states()
+
+    done = [job for job in ends if job["status"] == "done"]
+    failed = [job for job in ends if job["status"] == "failed"]
+    assert len(done) == 3
+    assert len(failed) == 3
+    assert all(str(job["error"]).startswith("Your storage quota is full") for job in failed)
+    history = httpx.get(f"{served.url}/model/predictions", headers=dave).json()
+    assert len(history) == 3
 
 
 def test_a_deleted_accounts_token_stores_nothing(served: ServedApi) -> None:
