@@ -23,6 +23,7 @@ from imgclf.api.predictions.recorder import (
 )
 from imgclf.api.predictions.service import Answer, prediction_row
 from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
+from imgclf.api.users.service import delete_user
 from imgclf.db.engine import Database, make_engine
 from imgclf.db.migrate import upgrade
 from imgclf.db.models import Prediction, User
@@ -258,6 +259,48 @@ def test_two_recorders_cannot_both_spend_the_last_of_a_quota(
     assert isinstance(recorded, int)
     assert isinstance(refused, QuotaExceededError)
     assert stored_bytes(writes, alice) == len(dog.data)
+
+
+def test_a_deletion_keeps_a_file_another_user_is_recording_meanwhile(
+    database_url: str, engine: Engine, writes: Database, tmp_path: Path
+) -> None:
+    """Alice recorded the dog; Bob's prediction of it finds the file in place and is about to
+    insert its row when Alice's account is deleted (another engine, as another process would).
+    The deletion waits for Bob's names, then sees his row: the file stays. Without that wait
+    it removed the file from under Bob's new row."""
+    alice = add_user(writes, "alice@example.com")
+    bob = add_user(writes, "bob@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+    record_all(writes, tmp_path, [(alice, dog)])
+    other_engine = make_engine(Settings(database_url=database_url))
+    other = Database(other_engine)
+    bob_inserting, deletion_done = threading.Event(), threading.Event()
+
+    def bob_waits_before_inserting(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO PREDICTIONS"):
+            bob_inserting.set()
+            deletion_done.wait(1.0)
+
+    def delete_alice() -> None:
+        bob_inserting.wait(5.0)
+        with other.transaction() as session:
+            user = session.get(User, alice)
+            assert user is not None
+            delete_user(session, user, tmp_path)
+        deletion_done.set()
+
+    event.listen(engine, "before_cursor_execute", bob_waits_before_inserting)
+    deleting = threading.Thread(target=delete_alice)
+    deleting.start()
+    try:
+        (recorded,) = record_all(writes, tmp_path, [(bob, dog)])
+    finally:
+        deleting.join(10)
+        other_engine.dispose()
+
+    assert isinstance(recorded, int)
+    assert deletion_done.is_set()
+    assert (tmp_path / dog.file_name).read_bytes() == dog.data
 
 
 def test_a_deleted_account_fails_alone_and_the_others_are_recorded(

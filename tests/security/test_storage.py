@@ -128,6 +128,25 @@ def test_jobs_queued_together_past_the_quota_fail_with_its_reason(served: Served
     assert len(history) == 3
 
 
+def test_deleting_an_account_removes_the_images_no_one_else_recorded(served: ServedApi) -> None:
+    """Before, they stayed on disk for good: a deletion and a new sign-up gave a fresh quota
+    beside them, again and again."""
+    erin, frank = sign_up(served.url), sign_up(served.url)
+    pictures = [noise_png(400 + seed) for seed in range(3)]
+    assert [upload(served.url, erin, p).status_code for p in pictures] == [200] * 3
+    shared = upload(served.url, frank, pictures[0])
+    assert shared.status_code == 200
+
+    me = httpx.get(f"{served.url}/user/me", headers=erin).json()
+    assert httpx.delete(f"{served.url}/user/{me['id']}", headers=erin).status_code == 204
+
+    assert [stored(served, p) for p in pictures] == [True, False, False]
+    image = httpx.get(
+        f"{served.url}/model/predictions/{shared.json()['prediction_id']}/image", headers=frank
+    )
+    assert (image.status_code, image.content) == (200, pictures[0])
+
+
 def test_a_deleted_accounts_token_stores_nothing(served: ServedApi) -> None:
     """Its token stays valid until it expires, but the account is gone: no file is written
     (before: each upload was stored, then refused 401, past any quota)."""

@@ -26,7 +26,12 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from imgclf.api.predictions.quota import Charge, StorageQuota
-from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError, store_upload
+from imgclf.api.predictions.uploads import (
+    AcceptedUpload,
+    StorageFullError,
+    hold_upload_names,
+    store_upload,
+)
 from imgclf.db.engine import Database
 from imgclf.db.errors import is_foreign_key_violation
 from imgclf.db.models import Prediction
@@ -164,6 +169,8 @@ class PredictionRecorder:
         with self.database.write_connection() as connection:
             user_ids = [record.row["user_id"] for record in records]
             ledger = self.quota.ledger(connection, user_ids, for_update=True)
+            # After the users' rows, as a deletion takes them: see hold_upload_names.
+            hold_upload_names(connection, [record.upload.file_name for record in records])
             for user_id, record in zip(user_ids, records, strict=True):
                 charge = ledger.admit(user_id, record.upload)
                 if charge.account_gone:  # nothing stored for a deleted account

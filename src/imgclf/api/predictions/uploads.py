@@ -6,10 +6,13 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import UploadFile
+from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
 
 from imgclf.model.images import (
     ImageLimits,
@@ -64,6 +67,37 @@ def display_file_name(name: str) -> str:
     """The last part of a client's file name, without control characters, at most 255."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     return "".join(c for c in base if c.isprintable())[:255]
+
+
+# Both take the files' names in one order (their hashes'), so two transactions never wait on
+# each other's names.
+_HOLD_NAMES = text(
+    "SELECT pg_advisory_xact_lock(key) FROM "
+    "(SELECT DISTINCT hashtextextended(name, 0) AS key FROM unnest(CAST(:names AS text[])) "
+    "AS name ORDER BY key) AS keys"
+)
+
+
+def hold_upload_names(connection: Connection | Session, names: Iterable[str]) -> None:
+    """Until the transaction ends, no other transaction may store or remove these uploads.
+
+    A user's deletion removes the files no one else recorded, while another user's prediction
+    of the same picture may be finding the file in place: each holds the names it touches, so
+    the second waits for the first and then sees its rows. On SQLite every writing
+    transaction already holds the whole database; on PostgreSQL these are advisory locks."""
+    wanted = sorted(set(names))
+    bind = connection.get_bind() if isinstance(connection, Session) else connection
+    if wanted and bind.dialect.name == "postgresql":
+        connection.execute(_HOLD_NAMES, {"names": wanted})
+
+
+def remove_uploads(upload_dir: Path, names: Iterable[str]) -> None:
+    """Delete these uploads (names a predictions row held; never a path from a client)."""
+    for name in names:
+        try:
+            (upload_dir / Path(name).name).unlink(missing_ok=True)
+        except OSError as error:  # the account is deleted all the same
+            logger.error("could not remove the upload %s from %s: %s", name, upload_dir, error)
 
 
 def store_upload(upload_dir: Path, upload: AcceptedUpload) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Response, status
@@ -17,6 +18,7 @@ from imgclf.api.deps import (
     DatabaseDep,
     PageDep,
     PasswordHasherDep,
+    SettingsDep,
     id_path,
     too_many_attempts,
 )
@@ -42,8 +44,10 @@ def _target_user(session: Session, user_id: int, caller: AuthenticatedUser) -> U
     return user
 
 
-def _delete_target_user(session: Session, user_id: int, caller: AuthenticatedUser) -> None:
-    service.delete_user(session, _target_user(session, user_id, caller))
+def _delete_target_user(
+    session: Session, user_id: int, caller: AuthenticatedUser, upload_dir: Path
+) -> None:
+    service.delete_user(session, _target_user(session, user_id, caller), upload_dir)
 
 
 @router.post(
@@ -115,6 +119,9 @@ async def read_user(user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep) -
     response_class=Response,
     responses=error_responses(401, 403, 404, 422),
 )
-async def delete_user(user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep) -> None:
-    """Delete yourself (or anyone, as an admin), with your predictions and feedback."""
-    await db.run(_delete_target_user, user_id, caller)
+async def delete_user(
+    user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep, settings: SettingsDep
+) -> None:
+    """Delete yourself (or anyone, as an admin), with your predictions, your feedback and the
+    images no one else has recorded."""
+    await db.run(_delete_target_user, user_id, caller, settings.upload_dir)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from imgclf.db.models import User
+from imgclf.api.predictions.uploads import hold_upload_names, remove_uploads
+from imgclf.db.models import Prediction, User
 
 
 class EmailTaken(Exception):
@@ -38,7 +41,34 @@ def get_user(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
 
 
-def delete_user(session: Session, user: User) -> None:
-    """Delete a user; the database's ON DELETE CASCADE removes their predictions and feedback."""
+def delete_user(session: Session, user: User, upload_dir: Path) -> None:
+    """Delete a user; the database's ON DELETE CASCADE removes their predictions and feedback,
+    and the uploads no one else recorded are removed from ``upload_dir``."""
+    # The user's row first (FOR UPDATE), then the names: the order the recorder takes them in.
+    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    names = set(
+        session.scalars(
+            select(Prediction.image_file_name).where(Prediction.user_id == user.id).distinct()
+        )
+    )
+    hold_upload_names(session, names)
     session.delete(user)
     session.flush()
+    # Removed before the commit, while the names are held: a failed commit leaves the account
+    # without its images, never another user's row without its file.
+    remove_uploads(upload_dir, names - _still_recorded(session, names))
+
+
+def _still_recorded(session: Session, names: set[str]) -> set[str]:
+    """Which of these upload names other users' predictions hold."""
+    ordered, found = sorted(names), set[str]()
+    for start in range(0, len(ordered), 500):  # bounded IN lists, whatever the history
+        chunk = ordered[start : start + 500]
+        found.update(
+            session.scalars(
+                select(Prediction.image_file_name)
+                .where(Prediction.image_file_name.in_(chunk))
+                .distinct()
+            )
+        )
+    return found
