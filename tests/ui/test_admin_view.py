@@ -72,8 +72,8 @@ def test_the_admin_sees_models_quality_and_most_corrected_classes(
     assert all(verdict in quality for verdict in ("right", "wrong", "unmarked"))
     corrected = app.dataframe[1].value  # the models come first
     wrong_dogs = corrected[corrected["Version"] == "second-model@1"]
-    assert "Eskimo_dog" in list(wrong_dogs["Answered"])
-    assert "Siberian_husky" in " ".join(wrong_dogs["Users said"])
+    assert "Eskimo dog" in list(wrong_dogs["Answered"])  # in words, as every page names them
+    assert "Siberian husky (" in " ".join(wrong_dogs["Users said"])
     # This API has no shadow route: the page says so.
     assert "efficientnet-lite0: no shadow comparison is set." in texts(app)
     assert not shadow

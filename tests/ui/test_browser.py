@@ -242,7 +242,9 @@ def test_the_login_page_says_what_is_wrong_in_words_and_minutes(
 
 
 def choose_class(page: Page, name: str) -> None:
-    """Pick ``name`` in the "What is it?" select by typing part of it, as a person would."""
+    """Pick ``name`` in the "What is it?" select by typing its first word and pressing Enter,
+    as a person would: the first class that matches is taken (free text, once offered first,
+    saved the word typed instead)."""
     select = page.locator("[class*=st-key-fb-][class*=-class]")
     option = page.get_by_role("option", name=name, exact=True)
     for _attempt in range(3):
@@ -251,8 +253,10 @@ def choose_class(page: Page, name: str) -> None:
         select.click()
         try:
             page.get_by_role("listbox").wait_for(timeout=5_000)
-            page.keyboard.type(name.split()[-1])
-            option.click(timeout=10_000)
+            page.keyboard.type(name.split()[0])
+            option.wait_for(timeout=10_000)
+            page.mouse.move(0, 0)  # the keyboard's choice, not the one under the pointer
+            page.keyboard.press("Enter")
         except Error:  # the list closed under us; open it again
             page.keyboard.press("Escape")
             continue

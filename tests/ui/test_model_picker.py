@@ -20,7 +20,7 @@ def test_the_picker_lists_the_models_in_words_with_the_default_chosen(
     assert len(said) == 2
     # Both networks take 224 px; the INT8 one is the faster, the FP32 one the more accurate.
     assert said[0].startswith("Default · Most accurate — efficientnet-lite0@")
-    assert "(FP32, 224 px), the default's speed, 75.1% ImageNet top-1" in said[0]
+    assert "(FP32, 224 px), standard speed, 75.1% ImageNet top-1" in said[0]
     assert (
         said[1]
         == "Fast — second-model@1 (INT8, 224 px), about 2.1x the speed, 74.4% ImageNet top-1"

@@ -12,6 +12,7 @@ import streamlit as st
 from imgclf.ui import session
 from imgclf.ui.admin_charts import agreement_by_day_chart, agreement_chart, quality_chart
 from imgclf.ui.client import ApiClient, ApiError, Model, QualityReport, ShadowReport
+from imgclf.ui.labels import display_name
 from imgclf.ui.text import escape_markdown, percent
 
 PENDING = "admin-pending-swap"  # (model name, version) waiting for its confirmation
@@ -94,15 +95,16 @@ def _quality(report: QualityReport) -> None:
     st.caption(
         "Share of each version's predictions that users marked right, marked wrong, or left "
         "unmarked; the whiskers are 95% (Wilson) intervals. "
-        + " · ".join(f"{q.model}: {q.predictions} predictions" for q in report.models)
+        + " · ".join(f"{q.model}: {_count(q.predictions, 'prediction')}" for q in report.models)
     )
     corrected = [
         {
             "Version": quality.model,
-            "Answered": item.predicted_class,
+            "Answered": display_name(item.predicted_class),
             "Marked wrong": item.wrong,
             "Users said": ", ".join(
-                f"{c.correct_class or 'not said'} ({c.count})" for c in item.corrected_to
+                f"{display_name(c.correct_class) if c.correct_class else 'not said'} ({c.count})"
+                for c in item.corrected_to
             ),
         }
         for quality in report.models
@@ -113,6 +115,10 @@ def _quality(report: QualityReport) -> None:
         st.dataframe(pd.DataFrame(corrected), hide_index=True, key="admin-corrected")
     else:
         st.caption("No answer has been marked wrong yet.")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _shadow_of(client: ApiClient, name: str) -> Callable[[str], ShadowReport | ApiError]:

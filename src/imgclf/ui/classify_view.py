@@ -136,8 +136,9 @@ def _ways_in(client: ApiClient) -> None:
         "1000 classes of ImageNet: animals, plants, objects and foods, not people.",
     )
     st.caption(
-        "The model knows the 1000 ImageNet classes (animals, plants, objects, foods), not "
-        "people. No photo at hand? Try one of these:"
+        f"JPEG, PNG, GIF, WebP or BMP, up to {_megabytes()} each. The model knows the 1000 "
+        "ImageNet classes (animals, plants, objects, foods), not people. No photo at hand? "
+        "Try one of these:"
     )
     picked: list[Upload] = []
     with st.container(horizontal=True, key="samples"):

@@ -44,17 +44,22 @@ def render_feedback_form(client: ApiClient, rated: Rated, key: str) -> Feedback 
     )
     right_class = None
     if verdict == NO:
+        # Classes only: with free text allowed, the box offered "Add: <what was typed>" above
+        # the classes it matched, so Enter on "Siberian" saved "Siberian", which no model
+        # knows, instead of Siberian husky. Words of one's own go in the comment.
         right_class = st.selectbox(
             "What is it?",
             choices(rated.runners_up),
             index=None,
             format_func=display_name,
-            placeholder="Type to search the 1000 classes, or your own words",
-            accept_new_options=True,
+            placeholder="Type to search the classes",
             key=f"{key}-class",
         )
     comment = st.text_area(
-        "Anything else? (optional)", max_chars=1000, height=68, key=f"{key}-comment"
+        "Anything else? (optional; say what it is here if no class fits)",
+        max_chars=1000,
+        height=68,
+        key=f"{key}-comment",
     )
     pressed = st.button("Send feedback", key=f"{key}-send", disabled=verdict is None)
     if not (pressed or session.take_pending_send(rated.prediction_id)) or verdict is None:

@@ -103,13 +103,15 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
     table = pd.DataFrame(
         [
             {
+                # What a person reads first, left; the wide, rarely read columns last, where
+                # a narrow screen scrolls them off (feedback was cut to "Your" there).
                 "Image": _thumbnail(client, item.id),
                 "File": item.original_name or item.image_file_name,
-                "When": when(item.created_at, zone),
                 "Answer": _answer(item),
                 "Score": percent(item.score),
-                "Model": item.model_id,
                 "Your feedback": item.feedback.feedback if item.feedback else "",
+                "When": when(item.created_at, zone),
+                "Model": item.model_id,
             }
             for item in page.items
         ]

@@ -31,9 +31,11 @@ def relative_speed(model: Model, reference: Model) -> float:
     return cost(reference) / cost(model)
 
 
-def speed_words(speed: float) -> str:
+def speed_words(speed: float, *, is_default: bool = False) -> str:
+    if is_default:
+        return "standard speed"
     if 0.85 <= speed <= 1.15:
-        return "the default's speed"
+        return "about as fast as the default"
     if speed > 1:
         return f"about {speed:.1f}x the speed".replace(".0x", "x")
     if 0.4 <= speed <= 0.6:
@@ -56,7 +58,7 @@ def describe(model: Model, models: Sequence[Model]) -> str:
         tags.append("Most accurate")
     parts = [
         f"{model.live} ({model.precision.upper()}, {model.input_size} px)",
-        speed_words(speeds[model.name]),
+        speed_words(speeds[model.name], is_default=model.default),
     ]
     if model.accuracy is not None:
         parts.append(f"{model.accuracy:.1%} ImageNet top-1")
