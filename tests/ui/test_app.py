@@ -18,7 +18,8 @@ from imgclf.ui.client import ApiClient, ApiError, History, Me
 from imgclf.ui.history_view import PAGE_SIZE
 from imgclf.ui.launch import APP_PATH
 from imgclf.ui.preview import NOT_AN_IMAGE
-from imgclf.ui.session import EXPIRED_NOTICE, KEPT_NOTICE
+from imgclf.ui.session import EXPIRED_NOTICE, KEPT_NOTICE, LOGGED_OUT_KEPT_NOTICE
+from imgclf.ui.shelf import SHELF
 from tests.conftest import DOG_JPEG
 from tests.ui.conftest import PASSWORD, Account
 
@@ -304,3 +305,25 @@ def test_history_pages_through_more_than_a_page_with_the_total(
     (table,) = (frame.value for frame in app.dataframe)
     assert list(table["File"]) == ["dog-0.jpeg"]
     assert app.button(key="history-older").disabled
+
+
+def test_a_logout_in_one_tab_ends_the_others_and_their_images_stay_gone(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    """Two tabs of one login: the one still open used to go on classifying for the rest of
+    its access token's life, and put the images the logout had dropped back for the next
+    log-in anywhere. Now its next run goes to the login page, and it puts nothing back (it
+    keeps its own work for its user's next log-in in that tab, as when a login expires)."""
+    first = logged_in_page(monkeypatch, api_url, account)
+    classify_dog(first)
+    second = logged_in_page(monkeypatch, api_url, account)
+    assert SHELF.get(account.user.id) is not None  # the dog, for the user's other tabs
+
+    next(button for button in second.button if button.label == "Log out").click().run()
+    assert SHELF.get(account.user.id) is None
+    first.run()
+
+    assert not first.exception
+    assert first.text_input(key="login-email").label == "Email"
+    assert LOGGED_OUT_KEPT_NOTICE in texts(first)
+    assert SHELF.get(account.user.id) is None

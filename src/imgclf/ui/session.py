@@ -10,6 +10,8 @@
 - ``images``: content hash -> ``ImageResult``, the images on the Classify tab and their answers.
 - ``feedback_sent``: prediction id -> the ``Feedback`` the API stored for it.
 - ``kept_work``: what a user had not sent when the login ended, restored when they log in again.
+- ``generation``: the user's logout generation this tab began in (``imgclf.ui.shelf``): when it
+  changes, they logged out in another tab, and this one follows.
 - widget keys: ``view``, ``uploader-*``, ``login-*``, ``signup-*``, ``fb-*``, ``history-*``.
 
 Logging out clears all of it, so nothing of one user is left for the next on a shared machine.
@@ -36,6 +38,7 @@ NOTICE = "notice"
 IMAGES = "images"
 FEEDBACK_SENT = "feedback_sent"
 KEPT_WORK = "kept_work"
+GENERATION = "generation"
 COOKIE_CODE = "cookie_code"
 FORGET_COOKIE = "forget_cookie"
 # Feedback forms whose Send was pressed when the login had ended: sent after the next log-in.
@@ -43,6 +46,11 @@ PENDING_SENDS = "pending_sends"
 
 EXPIRED_NOTICE = "Your session has expired. Please log in again."
 KEPT_NOTICE = "Your session has expired. Log in again: your images and unsent feedback are kept."
+LOGGED_OUT_NOTICE = "You logged out in another tab or window."
+LOGGED_OUT_KEPT_NOTICE = (
+    "You logged out in another tab or window. Log in again here: this tab's images and unsent "
+    "feedback are kept."
+)
 # Renew this long before the access token expires, so a click never meets an expired one.
 RENEW_MARGIN_S = 30.0
 # What is kept when a login ends: the images and answers, what was sent, and the forms' state.
@@ -99,6 +107,7 @@ def log_in(access: Token, who: User) -> None:
 
 def _restore_images(who: User) -> None:
     """The images and answers this user had in another tab, or before a reload."""
+    st.session_state[GENERATION] = SHELF.generation(who.id)
     shelved = SHELF.get(who.id)
     if shelved is not None:
         st.session_state[IMAGES] = shelved.images
@@ -111,6 +120,7 @@ def shelve() -> None:
     if who is not None and token() is not None:
         SHELF.put(
             who.id,
+            st.session_state.get(GENERATION, 0),
             st.session_state.get(IMAGES, {}),
             st.session_state.get(FEEDBACK_SENT, {}),
         )
@@ -130,8 +140,10 @@ def log_out(client: ApiClient, notice: str | None = None) -> None:
         st.session_state[NOTICE] = notice
 
 
-def expire() -> None:
-    """The login ended by itself: back to the login page, keeping what was not sent."""
+def expire(notices: tuple[str, str] = (KEPT_NOTICE, EXPIRED_NOTICE)) -> None:
+    """The login ended (by itself, or by a logout in another tab): back to the login page,
+    keeping this tab's work for its user's next log-in here (``notices``: what the page says
+    with work kept, and without)."""
     who = user()
     kept = KeptWork(owner=who.id if who else 0)
     for key, value in st.session_state.items():
@@ -143,9 +155,8 @@ def expire() -> None:
     st.session_state.clear()
     st.session_state[KEPT_WORK] = kept
     st.session_state[FORGET_COOKIE] = True
-    st.session_state[NOTICE] = (
-        KEPT_NOTICE if any(kept.state.values()) or kept.sends else EXPIRED_NOTICE
-    )
+    with_work, without = notices
+    st.session_state[NOTICE] = with_work if any(kept.state.values()) or kept.sends else without
 
 
 def renew(client: ApiClient, refresh_token: str | None = None) -> bool | None:
@@ -179,8 +190,19 @@ def resume(client: ApiClient) -> None:
         if saved:  # ended elsewhere (a logout in another tab, or its time ran out)
             st.session_state[FORGET_COOKIE] = True
         return
+    current = user()
+    if current is not None and _logged_out_elsewhere(current):
+        expire(notices=(LOGGED_OUT_KEPT_NOTICE, LOGGED_OUT_NOTICE))
+        return
     if time.time() >= st.session_state.get(RENEW_AT, 0) and renew(client) is False:
         expire()
+
+
+def _logged_out_elsewhere(who: User) -> bool:
+    """Whether the user logged out in another tab since this one began (a tab that has not
+    recorded its generation yet takes the current one)."""
+    began = st.session_state.setdefault(GENERATION, SHELF.generation(who.id))
+    return bool(began != SHELF.generation(who.id))
 
 
 def authorized(client: ApiClient, request: Callable[[str], T | ApiError]) -> T | ApiError:

@@ -3,10 +3,13 @@ a reload or a second tab finds them (a tab's ``st.session_state`` ends with its 
 
 Bounded: the most recent users, and per user the most recent images up to a byte budget.
 Logging out drops the user's shelf; a login that merely ended keeps it for the next log-in.
+A logout also starts a new generation of the user's tabs: one still open from before learns on
+its next run that it was logged out, and cannot put its images back (``put`` refuses them).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -14,6 +17,9 @@ from typing import Any
 
 MAX_USERS = 64
 MAX_BYTES_PER_USER = 64 * 2**20
+# Users whose logouts are remembered; past it the oldest is forgotten, and a tab of theirs
+# open since then is logged out on its next run (a generation it cannot match).
+MAX_GENERATIONS = 65_536
 
 
 @dataclass
@@ -26,11 +32,21 @@ class Shelf:
     def __init__(self, max_users: int = MAX_USERS, max_bytes: int = MAX_BYTES_PER_USER) -> None:
         self._lock = threading.Lock()
         self._kept: OrderedDict[int, Kept] = OrderedDict()
+        self._generations: OrderedDict[int, int] = OrderedDict()
+        self._logouts = itertools.count(1)
         self._max_users = max_users
         self._max_bytes = max_bytes
 
-    def put(self, user_id: int, images: dict[str, Any], feedback_sent: dict[int, Any]) -> None:
-        """Keep copies; ``images`` values have ``upload.data``, counted against the budget."""
+    def generation(self, user_id: int) -> int:
+        """Changes each time the user logs out: a tab compares it with the one it began in."""
+        with self._lock:
+            return self._generations.get(user_id, 0)
+
+    def put(
+        self, user_id: int, generation: int, images: dict[str, Any], feedback_sent: dict[int, Any]
+    ) -> None:
+        """Keep copies; ``images`` values have ``upload.data``, counted against the budget.
+        Nothing is kept from a tab of a generation the user has since logged out of."""
         kept: dict[str, Any] = {}
         budget = self._max_bytes
         for digest, result in reversed(list(images.items())):  # the newest first
@@ -39,6 +55,8 @@ class Shelf:
                 break
             kept[digest] = result
         with self._lock:
+            if generation != self._generations.get(user_id, 0):
+                return
             self._kept[user_id] = Kept(dict(reversed(list(kept.items()))), dict(feedback_sent))
             self._kept.move_to_end(user_id)
             while len(self._kept) > self._max_users:
@@ -50,8 +68,13 @@ class Shelf:
             return Kept(dict(kept.images), dict(kept.feedback_sent)) if kept else None
 
     def drop(self, user_id: int) -> None:
+        """The user logged out: their images go, and their open tabs' generation ends."""
         with self._lock:
             self._kept.pop(user_id, None)
+            self._generations[user_id] = next(self._logouts)
+            self._generations.move_to_end(user_id)
+            while len(self._generations) > MAX_GENERATIONS:
+                self._generations.popitem(last=False)
 
 
 # One per UI process, shared by every tab's script run.
