@@ -7,7 +7,7 @@ import pytest
 from imgclf.ui.client import ApiClient, Model
 from imgclf.ui.model_picker import CHOICE, describe
 from tests.ui.conftest import Account
-from tests.ui.test_app import classify_dog, logged_in_page, texts
+from tests.ui.test_app import classify_dog, log_in, logged_in_page, page, texts
 
 
 def test_the_picker_lists_the_models_in_words_with_the_default_chosen(
@@ -40,6 +40,18 @@ def test_the_picked_model_answers_and_is_named_on_the_card_and_remembered(
     classify_dog(app)
     assert "by `efficientnet-lite0@" in texts(app)
     assert "by `second-model@1`" in texts(app)
+
+
+def test_the_picked_model_is_still_picked_after_a_reload(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    """A reload is a new tab state: it found the picker back on the default while the
+    answers stayed, so the next picture silently went to another model."""
+    app = logged_in_page(monkeypatch, api_url, account)
+    app.selectbox(key=CHOICE).select("second-model").run()
+    reloaded = page(monkeypatch, api_url)
+    log_in(reloaded, account.email, account.password)
+    assert reloaded.selectbox(key=CHOICE).value == "second-model"
 
 
 def test_history_names_the_model_version_that_answered(

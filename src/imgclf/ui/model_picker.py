@@ -11,7 +11,7 @@ import streamlit as st
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Model
 
-CHOICE = "model-choice"
+CHOICE = session.MODEL_CHOICE
 # INT8 (static QDQ, per-channel) ran 2.1x FP32's images/s at batch 1 (2.26x at batch 8) on a
 # CPU with VNNI, 1.67x (1.88x) with 7-bit weights on one with AVX2 only (docs/benchmarks.md).
 INT8_SPEEDUP = 2.1

@@ -39,6 +39,7 @@ IMAGES = "images"
 FEEDBACK_SENT = "feedback_sent"
 KEPT_WORK = "kept_work"
 GENERATION = "generation"
+MODEL_CHOICE = "model-choice"  # the model picker's widget key
 COOKIE_CODE = "cookie_code"
 FORGET_COOKIE = "forget_cookie"
 # Feedback forms whose Send was pressed when the login had ended: sent after the next log-in.
@@ -112,10 +113,13 @@ def _restore_images(who: User) -> None:
     if shelved is not None:
         st.session_state[IMAGES] = shelved.images
         st.session_state[FEEDBACK_SENT] = shelved.feedback_sent
+        if shelved.model:  # the picker checks it against the models there are now
+            st.session_state[MODEL_CHOICE] = shelved.model
 
 
 def shelve() -> None:
-    """Keep this tab's images and answers for the user's other tabs and reloads."""
+    """Keep this tab's images, answers and model choice for the user's other tabs and
+    reloads."""
     who = user()
     if who is not None and token() is not None:
         SHELF.put(
@@ -123,6 +127,7 @@ def shelve() -> None:
             st.session_state.get(GENERATION, 0),
             st.session_state.get(IMAGES, {}),
             st.session_state.get(FEEDBACK_SENT, {}),
+            st.session_state.get(MODEL_CHOICE),
         )
 
 

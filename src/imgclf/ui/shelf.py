@@ -1,5 +1,6 @@
-"""The Classify tab's images and answers, kept per user for the UI process's lifetime, so that
-a reload or a second tab finds them (a tab's ``st.session_state`` ends with its websocket).
+"""The Classify tab's images, answers and model choice, kept per user for the UI process's
+lifetime, so that a reload or a second tab finds them (a tab's ``st.session_state`` ends with
+its websocket).
 
 Bounded: the most recent users, and per user the most recent images up to a byte budget.
 Logging out drops the user's shelf; a login that merely ended keeps it for the next log-in.
@@ -26,6 +27,7 @@ MAX_GENERATIONS = 65_536
 class Kept:
     images: dict[str, Any] = field(default_factory=dict)
     feedback_sent: dict[int, Any] = field(default_factory=dict)
+    model: str | None = None  # the model the user last picked
 
 
 class Shelf:
@@ -43,7 +45,12 @@ class Shelf:
             return self._generations.get(user_id, 0)
 
     def put(
-        self, user_id: int, generation: int, images: dict[str, Any], feedback_sent: dict[int, Any]
+        self,
+        user_id: int,
+        generation: int,
+        images: dict[str, Any],
+        feedback_sent: dict[int, Any],
+        model: str | None = None,
     ) -> None:
         """Keep copies; ``images`` values have ``upload.data``, counted against the budget.
         Nothing is kept from a tab of a generation the user has since logged out of."""
@@ -57,7 +64,9 @@ class Shelf:
         with self._lock:
             if generation != self._generations.get(user_id, 0):
                 return
-            self._kept[user_id] = Kept(dict(reversed(list(kept.items()))), dict(feedback_sent))
+            self._kept[user_id] = Kept(
+                dict(reversed(list(kept.items()))), dict(feedback_sent), model
+            )
             self._kept.move_to_end(user_id)
             while len(self._kept) > self._max_users:
                 self._kept.popitem(last=False)
@@ -65,7 +74,9 @@ class Shelf:
     def get(self, user_id: int) -> Kept | None:
         with self._lock:
             kept = self._kept.get(user_id)
-            return Kept(dict(kept.images), dict(kept.feedback_sent)) if kept else None
+            if kept is None:
+                return None
+            return Kept(dict(kept.images), dict(kept.feedback_sent), kept.model)
 
     def drop(self, user_id: int) -> None:
         """The user logged out: their images go, and their open tabs' generation ends."""
