@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -164,6 +165,20 @@ def test_a_file_that_is_not_an_image_gets_an_error_card_in_the_grid(
     )
     assert [error.value for error in app.error] == [f"**notes\\.png**: {NOT_AN_IMAGE}"]
     assert "**Eskimo dog**  \n62.2% sure" in texts(app)
+
+
+def test_the_tab_keeps_no_megabytes_of_what_is_not_an_image(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    """15 MB of noise named .png, three times: the page said "not an image" and kept all of
+    it, twice over in the UI server's memory, never charged to any quota."""
+    app = logged_in_page(monkeypatch, api_url, account)
+    for n in range(3):
+        add_files(app, (f"junk{n}.png", os.urandom(15 * 2**20), "image/png"))
+    kept = app.session_state[session.IMAGES]
+    assert len(kept) == 3
+    assert all(len(result.upload.data) <= 1024 for result in kept.values())
+    assert len(app.error) == 3
 
 
 def test_feedback_is_sent_with_the_prediction_id(

@@ -48,10 +48,12 @@ def main() -> None:
     st.set_page_config(page_title="imgclf", page_icon="🔎", layout="centered")
     client = api_client(api_url())
     session.resume(client)
+    session.mark_upload_rights()
     session.browser_cookie_chores()
     header(client)
     if session.token() is None:
         login_view.render(client)
+        session.mark_upload_rights()  # logged in by this run's form, if it was
         return
     # The Classify tab always runs, so its uploads and answers survive a look at History;
     # History and Admin ask the API only while open. Admin is there for admins only.

@@ -22,6 +22,7 @@ from imgclf.ui import model_picker, session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
 from imgclf.ui.preview import Preview, make_preview
 from imgclf.ui.result_view import headline, render_card, render_tile
+from imgclf.ui.shelf import MAX_BYTES_PER_USER
 
 # Images pasted anywhere on the page (Ctrl+V) go to the uploader, as a drop would. Listened
 # for once per page; the uploader's input is looked up at paste time (reruns replace it).
@@ -95,6 +96,10 @@ def image_key(upload: Upload, model: str | None) -> str:
     return f"{model or ''}/{upload.digest}"
 
 
+# Of a file that is not an image, enough for its card to say so again.
+NOT_AN_IMAGE_KEPT_BYTES = 1024
+
+
 def classify(client: ApiClient, uploads: Sequence[Upload], model: str | None = None) -> None:
     """Ask ``model`` about each new image in turn; an image it already answered on the tab is
     not sent."""
@@ -104,13 +109,25 @@ def classify(client: ApiClient, uploads: Sequence[Upload], model: str | None = N
     progress = st.progress(0.0) if len(fresh) > 1 else None
     for done, (key, upload) in enumerate(fresh.items(), start=1):
         preview = preview_of(upload.data, TILE_SIDE)
-        if preview.not_an_image:  # no use asking the model
+        if preview.not_an_image:  # no use asking the model, nor keeping megabytes of it
             outcome: Prediction | ApiError = ApiError(preview.refusal or "")
+            upload = Upload(upload.name, upload.data[:NOT_AN_IMAGE_KEPT_BYTES])
         else:
             outcome = session.authorized(client, _predict(client, upload, model))
         kept[key] = ImageResult(upload, outcome)
         if progress is not None:
             progress.progress(done / len(fresh), text=f"{done} of {len(fresh)} classified")
+    _keep_newest_within(kept, MAX_BYTES_PER_USER)
+
+
+def _keep_newest_within(kept: dict[str, ImageResult], budget: int) -> None:
+    """Drop the oldest images until the tab holds at most ``budget`` bytes of them (the
+    shelf's budget per user: a tab keeps no more than its user's reloads find)."""
+    held = sum(len(result.upload.data) for result in kept.values())
+    for key in list(kept):
+        if held <= budget:
+            return
+        held -= len(kept.pop(key).upload.data)
 
 
 def _predict(

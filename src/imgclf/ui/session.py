@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from imgclf.ui import login_cookie
 from imgclf.ui.client import ApiClient, ApiError, Me, Token, User
 from imgclf.ui.shelf import SHELF
+from imgclf.ui.upload_guard import LOGGED_IN
 
 TOKEN = "token"  # noqa: S105 - a session_state key, not a secret
 RENEW_AT = "token_renew_at"
@@ -224,6 +226,14 @@ def authorized(client: ApiClient, request: Callable[[str], T | ApiError]) -> T |
         expire()
         st.rerun()
     return result
+
+
+def mark_upload_rights() -> None:
+    """Tell the UI server's upload guard whether this page has a login now: only a logged-in
+    page may send it files (``imgclf.ui.upload_guard``)."""
+    context = get_script_run_ctx()
+    if context is not None:
+        LOGGED_IN.mark(context.session_id, token() is not None)
 
 
 def take_pending_send(prediction_id: int) -> bool:

@@ -1,0 +1,106 @@
+"""Who may upload to the UI server, and how much it holds for them.
+
+Streamlit keeps each file sent to ``PUT /_stcore/upload_file/<session>/<file>`` in memory until
+its page lets go of it, for any live session, under any file id, checking only each file's size:
+a stranger who opened the page (no login) could make the server hold 19 MB per request, without
+end. Here, in front of that route, a session must be logged in (the page registers it at each
+run; ``imgclf.ui.session``), and the files all sessions hold together have a budget.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from streamlit import config
+from streamlit.runtime import Runtime
+from streamlit.runtime.stats import CacheStat
+
+_UPLOAD_PATH = re.compile(r"/_stcore/upload_file/([^/]+)/[^/]+")
+# All sessions' uploads held at once: this many of the largest upload the page takes.
+BUDGET_IN_LARGEST_UPLOADS = 8
+# Sessions remembered as logged in; past it the oldest is forgotten (and uploads again once its
+# page runs again). Far more than one UI process serves at once.
+MAX_SESSIONS = 4096
+
+
+class LoggedInSessions:
+    """Streamlit session ids whose page has a login, as their last run found it."""
+
+    def __init__(self, max_sessions: int = MAX_SESSIONS) -> None:
+        self._lock = threading.Lock()
+        self._sessions: OrderedDict[str, None] = OrderedDict()
+        self._max = max_sessions
+
+    def mark(self, session_id: str, logged_in: bool) -> None:
+        with self._lock:
+            if not logged_in:
+                self._sessions.pop(session_id, None)
+                return
+            self._sessions[session_id] = None
+            self._sessions.move_to_end(session_id)
+            while len(self._sessions) > self._max:
+                self._sessions.popitem(last=False)
+
+    def __contains__(self, session_id: object) -> bool:
+        with self._lock:
+            return session_id in self._sessions
+
+
+LOGGED_IN = LoggedInSessions()
+
+
+def held_upload_bytes() -> int:
+    """What Streamlit holds of uploaded files, every session together."""
+    stats = Runtime.instance().uploaded_file_mgr.get_stats()
+    return sum(
+        stat.byte_length
+        for family in stats.values()
+        for stat in family
+        if isinstance(stat, CacheStat)
+    )
+
+
+def upload_budget_bytes() -> int:
+    """``BUDGET_IN_LARGEST_UPLOADS`` of Streamlit's ``server.maxUploadSize`` (megabytes)."""
+    largest_mb = int(config.get_option("server.maxUploadSize"))
+    return BUDGET_IN_LARGEST_UPLOADS * largest_mb * 2**20
+
+
+class UploadGuard:
+    """ASGI middleware: uploads from logged-in pages only, within the budget of bytes held."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = _UPLOAD_PATH.fullmatch(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None or scope["method"] != "PUT":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(match.group(1), scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, session_id: str, scope: Scope) -> JSONResponse | None:
+        if session_id not in LOGGED_IN:
+            return JSONResponse({"detail": "Log in to upload images."}, status_code=401)
+        headers = dict(scope["headers"])
+        try:
+            size = int(headers.get(b"content-length", b""))
+        except ValueError:
+            return JSONResponse(
+                {"detail": "An upload needs a Content-Length header."}, status_code=411
+            )
+        if held_upload_bytes() + size > upload_budget_bytes():
+            return JSONResponse(
+                {"detail": "The page holds too many uploads just now; try again in a minute."},
+                status_code=503,
+                headers={"Retry-After": "60"},
+            )
+        return None

@@ -1,0 +1,80 @@
+"""A stranger who opens the page, without logging in, cannot make the real UI server hold
+uploads: Streamlit's own upload route takes any file id for any live session, 19 MB a time
+(the server grew 57 MB for every three such uploads, and kept it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import httpx
+import psutil
+import websockets
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+from tests.ui.conftest import Stack
+
+UPLOADS = 6
+UPLOAD_BYTES = 19 * 2**20
+
+
+async def anonymous_session(ui: str, xsrf: str) -> tuple[websockets.ClientConnection, str]:
+    """A page opened as a browser opens it (a websocket, a first run), not logged in."""
+    socket = await websockets.connect(
+        f"ws://{ui}/_stcore/stream",
+        subprotocols=[websockets.Subprotocol("streamlit"), websockets.Subprotocol(xsrf)],
+        additional_headers={"Cookie": f"_streamlit_xsrf={xsrf}"},
+        origin=websockets.Origin(f"http://{ui}"),
+        max_size=None,
+    )
+    rerun = BackMsg()
+    rerun.rerun_script.query_string = ""
+    await socket.send(rerun.SerializeToString())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        message = ForwardMsg()
+        message.ParseFromString(await asyncio.wait_for(socket.recv(), 30))
+        if message.WhichOneof("type") == "new_session":
+            return socket, message.new_session.initialize.session_id
+    raise AssertionError("the page did not start a session")
+
+
+def ui_server_rss(stack: Stack) -> int:
+    """The resident memory of the Streamlit process under ``imgclf up``."""
+    children = psutil.Process(stack.up.pid).children(recursive=True)
+    (streamlit,) = [p for p in children if "streamlit" in " ".join(p.cmdline())]
+    return int(streamlit.memory_info().rss)
+
+
+def test_a_page_without_a_login_cannot_upload(stack: Stack) -> None:
+    stack.wait_for(stack.ui_port, "the UI")
+    ui = f"127.0.0.1:{stack.ui_port}"
+
+    async def attack() -> tuple[list[httpx.Response], int]:
+        async with httpx.AsyncClient(base_url=f"http://{ui}", timeout=30) as client:
+            await client.get("/_stcore/health")
+            xsrf = client.cookies["_streamlit_xsrf"]
+            socket, session_id = await anonymous_session(ui, xsrf)
+            try:
+                await asyncio.sleep(2)  # the page's first run done: measured from there
+                before = ui_server_rss(stack)
+                blob = os.urandom(UPLOAD_BYTES)
+                answers = [
+                    await client.put(
+                        f"/_stcore/upload_file/{session_id}/made-up-{n}",
+                        files={"file": ("x.png", blob, "image/png")},
+                        headers={"X-Xsrftoken": xsrf},
+                    )
+                    for n in range(UPLOADS)
+                ]
+                return answers, ui_server_rss(stack) - before
+            finally:
+                await socket.close()
+
+    answers, grown = asyncio.run(attack())
+
+    assert [answer.status_code for answer in answers] == [401] * UPLOADS
+    assert answers[0].json() == {"detail": "Log in to upload images."}
+    assert grown < UPLOAD_BYTES  # before: about 3 x 19 MB for every 3 uploads, kept
