@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=8, ge=1, le=256)
     max_batch_wait_ms: float = Field(default=0.0, ge=0)
     max_pending: int = Field(default=256, ge=1, description="jobs awaited per API process")
+    max_pending_per_user: int = Field(
+        default=64,
+        ge=1,
+        description="uploads one user may have waiting per API process (requests and async "
+        "jobs); 429 beyond, so that one account cannot fill the queue for everyone",
+    )
     max_pending_bytes: int = Field(
         default=256 * 2**20, ge=1, description="upload bytes in flight per API process"
     )

@@ -29,7 +29,7 @@ from imgclf.api.middleware import (
 )
 from imgclf.api.models.router import router as models_router
 from imgclf.api.paths import serve_slash_twins
-from imgclf.api.predictions.admission import AdmissionMiddleware, PendingBytes
+from imgclf.api.predictions.admission import AdmissionMiddleware, PendingBytes, WaitingPerUser
 from imgclf.api.predictions.cache import build_cache
 from imgclf.api.predictions.quota import StorageQuota
 from imgclf.api.predictions.recorder import PredictionRecorder
@@ -143,6 +143,7 @@ async def _start(
         storage_quota=quota,
         recorder=recorder,
         pending_bytes=PendingBytes(settings.max_pending_bytes),
+        waiting=WaitingPerUser(settings.max_pending_per_user),
         metrics=metrics,
         tokens=VerifiedTokens(settings),
     )

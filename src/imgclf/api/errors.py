@@ -44,7 +44,8 @@ _DESCRIPTIONS = {
     404: "No such resource (or not yours)",
     413: "Too large (the message gives the limit)",
     422: "The request's parameters or body are invalid (the message names each field)",
-    429: "Too many attempts; retry after the Retry-After seconds",
+    429: "Too many attempts, or too many of your uploads waiting; retry after the Retry-After "
+    "seconds",
     503: "A dependency is unavailable; retry later",
     504: "No answer in time",
     507: "The upload could not be stored: the disk is full or unwritable (retry later), "

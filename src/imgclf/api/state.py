@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 if TYPE_CHECKING:
     from imgclf.api.auth.throttle import AuthThrottle
     from imgclf.api.metrics import ServiceMetrics
-    from imgclf.api.predictions.admission import PendingBytes
+    from imgclf.api.predictions.admission import PendingBytes, WaitingPerUser
     from imgclf.api.predictions.cache import PredictionCache
     from imgclf.api.predictions.quota import StorageQuota
     from imgclf.api.predictions.recorder import PredictionRecorder
@@ -34,6 +34,7 @@ class AppState:
     storage_quota: StorageQuota
     recorder: PredictionRecorder
     pending_bytes: PendingBytes
+    waiting: WaitingPerUser
     metrics: ServiceMetrics
     tokens: VerifiedTokens
     # Shadow copies to candidate versions, with a queue to copy them to.

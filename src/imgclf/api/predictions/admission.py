@@ -1,16 +1,20 @@
 """Admission control: refuse new uploads at the door while this process is already full.
 
-Only callers with a token this server signed get in (401 otherwise, before anything is held).
-Full by count (``IMGCLF_MAX_PENDING`` jobs awaited for the model the request names, so that a
-flood for one model does not lock the others out) or by bytes (``IMGCLF_MAX_PENDING_BYTES`` of
-uploads being received, checked or waited on, async jobs included until they finish). The
-queue refuses a job past ``max_pending`` too, but only after the upload has been read, parsed
-and checked, and the caller authenticated: under overload that work is what makes a refusal
-slow. And a count alone does not bound memory: 256 uploads of 20 MB are 5 GB. Here a refusal
-costs a comparison and a small JSON answer.
+Only callers with a token this server signed get in (401 otherwise, before anything is held),
+and each at most ``IMGCLF_MAX_PENDING_PER_USER`` uploads at once, async jobs included until
+they finish (429: one account cannot take the whole queue from the others). Full by count
+(``IMGCLF_MAX_PENDING`` jobs awaited for the model the request names, so that a flood for one
+model does not lock the others out) or by bytes (``IMGCLF_MAX_PENDING_BYTES`` of uploads being
+received, checked or waited on, async jobs included until they finish). The queue refuses a
+job past ``max_pending`` too, but only after the upload has been read, parsed and checked, and
+the caller authenticated: under overload that work is what makes a refusal slow. And a count
+alone does not bound memory: 256 uploads of 20 MB are 5 GB. Here a refusal costs a comparison
+and a small JSON answer.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, QueryParams
@@ -47,6 +51,30 @@ class PendingBytes:
         self.held -= size
 
 
+class WaitingPerUser:
+    """How many uploads each user has in this process: requests being served, and async jobs
+    until they finish."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._waiting = Counter[int]()
+
+    def try_hold(self, user_id: int) -> bool:
+        if self._waiting[user_id] >= self.limit:
+            return False
+        self._waiting[user_id] += 1
+        return True
+
+    def hold(self, user_id: int) -> None:
+        """One more for a user already let in (their accepted job outlives its request)."""
+        self._waiting[user_id] += 1
+
+    def release(self, user_id: int) -> None:
+        self._waiting[user_id] -= 1
+        if self._waiting[user_id] <= 0:
+            del self._waiting[user_id]  # a user with nothing waiting takes no room
+
+
 class AdmissionMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -58,13 +86,32 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         state = app_state(scope["app"])
-        settings, queue = state.settings, state.queue
+        settings = state.settings
         # Checked before any byte is held: a stranger's body, announced and never sent, would
         # otherwise hold the budget for as long as the connection stays open.
-        if not _signed(Headers(scope=scope), state.tokens):
+        user_id = _signed_user(Headers(scope=scope), state.tokens)
+        if user_id is None:
             response = JSONResponse({"detail": CREDENTIALS_ERROR}, 401, headers=BEARER)
             await response(scope, receive, send)
             return
+        if not state.waiting.try_hold(user_id):
+            state.metrics.reject("UserBusy")
+            yours = (
+                f"You already have {settings.max_pending_per_user} images waiting for an "
+                "answer; send more once some of them are answered."
+            )
+            response = JSONResponse({"detail": yours}, 429, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        try:
+            await self._admit(scope, receive, send)
+        finally:
+            state.waiting.release(user_id)
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The model's count and the process's bytes, then the route."""
+        state = app_state(scope["app"])
+        settings, queue = state.settings, state.queue
         if queue is not None:
             # Read as the route reads it (Starlette's parser: the last of repeated values); a
             # name other than the route's would let a full model's uploads in.
@@ -94,17 +141,16 @@ class AdmissionMiddleware:
             pending.release(size)
 
 
-def _signed(headers: Headers, tokens: VerifiedTokens) -> bool:
-    """Whether the request carries a token this server signed (as the route checks it, without
-    the database)."""
+def _signed_user(headers: Headers, tokens: VerifiedTokens) -> int | None:
+    """The user of the token this server signed that the request carries (as the route checks
+    it, without the database), or None."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
-        return False
+        return None
     try:
-        tokens.user_id(token)
+        return tokens.user_id(token)
     except InvalidTokenError:
-        return False
-    return True
+        return None
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, busy: str) -> None:

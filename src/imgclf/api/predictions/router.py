@@ -71,7 +71,7 @@ def _scored(top_k: list[tuple[str, float]]) -> list[ScoredLabelPublic]:
     "/predict",
     response_model=PredictionResponse,
     summary="Classify an image",
-    responses=error_responses(400, 401, 404, 413, 422, 503, 504, 507),
+    responses=error_responses(400, 401, 404, 413, 422, 429, 503, 504, 507),
 )
 async def predict(
     request: Request,
@@ -138,7 +138,7 @@ async def read_predictions(db: DatabaseDep, user: CurrentUser, page: PageDep) ->
     response_model=JobAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Queue an image and read its answer later",
-    responses=error_responses(400, 401, 404, 413, 422, 503, 507),
+    responses=error_responses(400, 401, 404, 413, 422, 429, 503, 507),
 )
 async def create_job(
     user: CurrentUser,
@@ -159,12 +159,15 @@ async def create_job(
         raise QueueFullError(f"{waiting} images are already waiting; retry shortly")
     job_id = new_job_id()
     await queue.remember_owner(job_id, user.id, JOB_TTL_S)
-    # The image stays in this process until its answer comes: counted until then.
+    # The image stays in this process until its answer comes: counted until then, and against
+    # its user's share of the waiting.
     state.pending_bytes.hold(len(upload.data))
+    state.waiting.hold(user.id)
     task = asyncio.create_task(_run_job(state, job_id, user.id, upload, model_ref))
     state.background_jobs.add(task)
     task.add_done_callback(state.background_jobs.discard)
     task.add_done_callback(lambda _: state.pending_bytes.release(len(upload.data)))
+    task.add_done_callback(lambda _: state.waiting.release(user.id))
     return JobAccepted(job_id=job_id)
 
 
