@@ -37,8 +37,14 @@ class User(CreatedAtMixin, Base):
 class Prediction(CreatedAtMixin, Base):
     __tablename__ = "predictions"
     __table_args__ = (
-        # What a user has stored, file by file: the storage quota's question.
-        Index("ix_predictions_user_id_image_file_name", "user_id", "image_file_name"),
+        # What a user has stored, file by file, and its size: the storage quota's question,
+        # answered from the index alone however often the file was sent.
+        Index(
+            "ix_predictions_user_id_image_file_name",
+            "user_id",
+            "image_file_name",
+            "image_bytes",
+        ),
         # The quality figures read a window of time.
         Index("ix_predictions_created_at", "created_at"),
         {"sqlite_autoincrement": True},
