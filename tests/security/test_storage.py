@@ -101,31 +101,38 @@ def test_each_user_stores_at_most_the_quota_and_a_repeat_costs_nothing(served: S
 
 
 def test_jobs_queued_together_past_the_quota_fail_with_its_reason(served: ServedApi) -> None:
-    """Six jobs queued at once all pass the early check; the three that do not fit when they
-    are recorded read "failed" with the quota's message, not "done" with nothing recorded."""
+    """Six jobs queued at once, three of which fit: those that pass the early check but do not
+    fit when they are recorded read "failed" with the quota's message, not "done" with nothing
+    recorded. (On a busy machine some are answered and recorded before the others arrive, and
+    those are refused at the door instead.)"""
     dave = sign_up(served.url)
     pictures = [noise_png(300 + seed) for seed in range(6)]
     with ThreadPoolExecutor(len(pictures)) as pool:
         queued = list(pool.map(lambda p: upload(served.url, dave, p, "/model/jobs"), pictures))
-    assert [answer.status_code for answer in queued] == [202] * 6
-    ids = [answer.json()["job_id"] for answer in queued]
+    at_the_door = [answer for answer in queued if answer.status_code == 507]
+    ids = [answer.json()["job_id"] for answer in queued if answer.status_code == 202]
+    assert len(at_the_door) + len(ids) == len(pictures)
 
-    def states() -> list[dict[str, object]]:
-        return [httpx.get(f"{served.url}/model/jobs/{i}", headers=dave).json() for i in ids]
+    def settled() -> tuple[list[dict[str, object]], list[object]]:
+        """The jobs and the history, once each job is recorded or has failed (the recorder's
+        verdict follows the worker's answer by a moment, longer on a busy machine)."""
+        deadline = time.monotonic() + 60
+        while True:
+            jobs = [httpx.get(f"{served.url}/model/jobs/{i}", headers=dave).json() for i in ids]
+            history = httpx.get(f"{served.url}/model/predictions", headers=dave).json()
+            failed = sum(job["status"] == "failed" for job in jobs)
+            if len(history) + failed == len(ids) or time.monotonic() > deadline:
+                return jobs, history
+            time.sleep(0.2)
 
-    deadline = time.monotonic() + 60
-    while any(job["status"] == "pending" for job in states()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)  # the recorder's verdict follows the answer by a moment
-    ends = states()
+    jobs, history = settled()
 
-    done = [job for job in ends if job["status"] == "done"]
-    failed = [job for job in ends if job["status"] == "failed"]
-    assert len(done) == 3
-    assert len(failed) == 3
-    assert all(str(job["error"]).startswith("Your storage quota is full") for job in failed)
-    history = httpx.get(f"{served.url}/model/predictions", headers=dave).json()
-    assert len(history) == 3
+    done = [job for job in jobs if job["status"] == "done"]
+    failed = [job for job in jobs if job["status"] == "failed"]
+    assert len(done) == len(history) == 3  # every "done" is recorded
+    assert len(failed) + len(at_the_door) == 3
+    reasons = [str(job["error"]) for job in failed] + [a.json()["detail"] for a in at_the_door]
+    assert all(reason.startswith("Your storage quota is full") for reason in reasons)
 
 
 def test_deleting_an_account_removes_the_images_no_one_else_recorded(served: ServedApi) -> None:
