@@ -29,7 +29,7 @@ from imgclf.api.predictions.quota import Charge, StorageQuota
 from imgclf.api.predictions.uploads import (
     AcceptedUpload,
     StorageFullError,
-    hold_upload_names,
+    hold_uploads,
     store_upload,
 )
 from imgclf.db.engine import Database
@@ -169,8 +169,8 @@ class PredictionRecorder:
         with self.database.write_connection() as connection:
             user_ids = [record.row["user_id"] for record in records]
             ledger = self.quota.ledger(connection, user_ids, for_update=True)
-            # After the users' rows, as a deletion takes them: see hold_upload_names.
-            hold_upload_names(connection, [record.upload.file_name for record in records])
+            # After the users' rows, as a deletion takes them: see hold_uploads.
+            hold_uploads(connection)
             for user_id, record in zip(user_ids, records, strict=True):
                 charge = ledger.admit(user_id, record.upload)
                 if charge.account_gone:  # nothing stored for a deleted account

@@ -69,26 +69,25 @@ def display_file_name(name: str) -> str:
     return "".join(c for c in base if c.isprintable())[:255]
 
 
-# Both take the files' names in one order (their hashes'), so two transactions never wait on
-# each other's names.
-_HOLD_NAMES = text(
-    "SELECT pg_advisory_xact_lock(key) FROM "
-    "(SELECT DISTINCT hashtextextended(name, 0) AS key FROM unnest(CAST(:names AS text[])) "
-    "AS name ORDER BY key) AS keys"
-)
+# One advisory lock for the upload folder on PostgreSQL: recorders share it, a deletion takes it
+# alone. One per file name would not do: a user with thousands of files would need as many
+# locks, past what PostgreSQL's lock table holds (64 per connection by default).
+_UPLOADS_LOCK = 4_242_002
+_SHARE_UPLOADS = text(f"SELECT pg_advisory_xact_lock_shared({_UPLOADS_LOCK})")
+_TAKE_UPLOADS = text(f"SELECT pg_advisory_xact_lock({_UPLOADS_LOCK})")
 
 
-def hold_upload_names(connection: Connection | Session, names: Iterable[str]) -> None:
-    """Until the transaction ends, no other transaction may store or remove these uploads.
+def hold_uploads(connection: Connection | Session, *, removing: bool = False) -> None:
+    """Until the transaction ends: while storing (shared), no upload is removed; while
+    removing, no upload is stored.
 
     A user's deletion removes the files no one else recorded, while another user's prediction
-    of the same picture may be finding the file in place: each holds the names it touches, so
-    the second waits for the first and then sees its rows. On SQLite every writing
-    transaction already holds the whole database; on PostgreSQL these are advisory locks."""
-    wanted = sorted(set(names))
+    of the same picture may be finding the file in place: the deletion waits for the
+    recordings under way and then sees their rows, and new ones wait for it. On SQLite every
+    writing transaction already holds the whole database."""
     bind = connection.get_bind() if isinstance(connection, Session) else connection
-    if wanted and bind.dialect.name == "postgresql":
-        connection.execute(_HOLD_NAMES, {"names": wanted})
+    if bind.dialect.name == "postgresql":
+        connection.execute(_TAKE_UPLOADS if removing else _SHARE_UPLOADS)
 
 
 def remove_uploads(upload_dir: Path, names: Iterable[str]) -> None:

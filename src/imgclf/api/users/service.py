@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from imgclf.api.predictions.uploads import hold_upload_names, remove_uploads
+from imgclf.api.predictions.uploads import hold_uploads, remove_uploads
 from imgclf.db.models import Prediction, User
 
 
@@ -44,17 +44,17 @@ def get_user(session: Session, user_id: int) -> User | None:
 def delete_user(session: Session, user: User, upload_dir: Path) -> None:
     """Delete a user; the database's ON DELETE CASCADE removes their predictions and feedback,
     and the uploads no one else recorded are removed from ``upload_dir``."""
-    # The user's row first (FOR UPDATE), then the names: the order the recorder takes them in.
+    # The user's row first (FOR UPDATE), then the uploads: the order the recorder takes them in.
     session.execute(select(User.id).where(User.id == user.id).with_for_update())
     names = set(
         session.scalars(
             select(Prediction.image_file_name).where(Prediction.user_id == user.id).distinct()
         )
     )
-    hold_upload_names(session, names)
+    hold_uploads(session, removing=True)
     session.delete(user)
     session.flush()
-    # Removed before the commit, while the names are held: a failed commit leaves the account
+    # Removed before the commit, while the uploads are held: a failed commit leaves the account
     # without its images, never another user's row without its file.
     remove_uploads(upload_dir, names - _still_recorded(session, names))
 
