@@ -27,3 +27,25 @@ def test_results_and_owners_are_kept_for_their_time_only() -> None:
         return [*before, *after, await queue.job_owner("long")]
 
     assert asyncio.run(scenario()) == [True, 7, None, None, 8]
+
+
+def test_a_failure_stored_for_a_job_is_not_replaced_by_its_late_answer() -> None:
+    async def scenario() -> JobResult | None:
+        queue = LocalQueue(max_pending=4)
+        await queue.start()
+        submitted = asyncio.create_task(
+            queue.submit(b"image", top_k=1, timeout_s=5, job_id="job", keep_result_s=60)
+        )
+        (job,) = await asyncio.to_thread(queue.take, 1, 0.0, 5.0)
+        # Its caller gives up and stores why (as an API process does when it stops) ...
+        submitted.cancel()
+        await queue.record_result(JobResult("job", ok=False, status_code=503, error="stopped"))
+        # ... before the worker's answer comes.
+        queue.complete([JobResult(job.id, ok=True, top_k=[("dog", 0.9)], model_id="m")])
+        stored = await queue.stored_result("job")
+        await queue.close()
+        return stored
+
+    stored = asyncio.run(scenario())
+    assert stored is not None
+    assert (stored.ok, stored.error) == (False, "stopped")

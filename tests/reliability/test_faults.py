@@ -421,6 +421,70 @@ def test_api_killed_with_jobs_in_flight_old_answers_reach_no_new_caller(
     assert {a.json()["prediction_id"] for a in answers} <= recorded
 
 
+def test_sigterm_records_the_async_jobs_answered_in_time_and_fails_the_rest_for_good(
+    redis_url: str,
+    redis_client: redis.Redis,
+    model_dir: Path,
+    tmp_path: Path,
+    api_processes: list[ApiProcess],
+) -> None:
+    settings = {
+        "queue_url": redis_url,
+        "data_dir": tmp_path / "data",
+        "cache": "false",
+        "predict_timeout_s": 60,
+        "model_dir": model_dir,
+    }
+    worker = spawn_worker(redis_url, model_dir, tmp_path / "worker.log", predict_timeout_s=60)
+    try:
+        wait_for_workers(redis_url, 1)
+
+        def queue_a_job_and_stop_the_api(resume_the_worker_after_s: float | None) -> str:
+            """A job queued while the worker holds still, then SIGTERM to its API process."""
+            api = ApiProcess(tmp_path / f"api-{len(api_processes)}.log", **settings)
+            api_processes.append(api)
+            with api.client() as client:
+                headers = login(client)
+                worker.send_signal(signal.SIGSTOP)
+                job = client.post("/model/jobs", files=dog_files(), headers=headers)
+            assert job.status_code == 202, job.text
+            api.process.send_signal(signal.SIGTERM)
+            if resume_the_worker_after_s is not None:  # while the API is shutting down
+                time.sleep(resume_the_worker_after_s)
+                worker.send_signal(signal.SIGCONT)
+            # uvicorn shuts down, then raises the signal again for its exit status.
+            assert api.process.wait(30) == -signal.SIGTERM
+            worker.send_signal(signal.SIGCONT)  # answers now go to a process that is gone
+            wait_until(
+                lambda: redis_client.xlen(KEYS.jobs("efficientnet-lite0")) == 0,
+                30,
+                "the worker never answered the job",
+            )
+            return str(job.json()["job_id"])
+
+        # Answered a second into the shutdown: the process waits for it and records it.
+        answered_in_time = queue_a_job_and_stop_the_api(resume_the_worker_after_s=1.0)
+        # Answered only after the process has exited: nobody records it, so it must not read
+        # "done" (it did: the worker's late answer replaced the failure the API had stored).
+        answered_late = queue_a_job_and_stop_the_api(resume_the_worker_after_s=None)
+
+        reader = ApiProcess(tmp_path / "api-reader.log", **settings)
+        api_processes.append(reader)
+        with reader.client() as client:
+            headers = login(client)
+            recorded = client.get(f"/model/jobs/{answered_in_time}", headers=headers).json()
+            failed = client.get(f"/model/jobs/{answered_late}", headers=headers).json()
+            history = client.get("/model/predictions", headers=headers).json()
+    finally:
+        worker.send_signal(signal.SIGCONT)
+        stop_process(worker)
+
+    assert (recorded["status"], recorded["prediction"]) == ("done", "Eskimo_dog")
+    assert [p["label"] for p in history] == ["Eskimo_dog"]  # that one only
+    assert failed["status"] == "failed", failed
+    assert "restarted before the image was classified" in failed["error"]
+
+
 def test_a_worker_recycles_after_its_job_limit_without_losing_work(
     redis_url: str, redis_client: redis.Redis, model_dir: Path, tmp_path: Path
 ) -> None:

@@ -54,8 +54,10 @@ from imgclf.queue.base import JobQueue
 from imgclf.settings import Settings, get_settings
 
 logger = logging.getLogger("imgclf.api")
-# How long shutdown waits for async jobs to record their answers.
+# How long shutdown waits for async jobs' answers to come and be recorded; then for the rest to
+# record that they failed.
 BACKGROUND_JOBS_GRACE_S = 5.0
+BACKGROUND_JOBS_FAILING_S = 2.0
 
 
 class SchemaOutdatedError(RuntimeError):
@@ -98,10 +100,16 @@ def prepare_database(database: Database, settings: Settings, *, migrate: bool) -
 
 
 async def _finish_background_jobs(jobs: set[asyncio.Task[None]]) -> None:
-    """Async jobs whose answers came in are recorded before the recorder stops (a few seconds
-    at most: the queue has closed, so the rest fail at once)."""
-    if jobs:
-        await asyncio.wait(set(jobs), timeout=BACKGROUND_JOBS_GRACE_S)
+    """Before the queue and the recorder stop: async jobs whose answers come within a few
+    seconds are recorded; the rest are cancelled, and each stores that it failed (see
+    ``_run_job``), which a worker's later answer does not replace."""
+    if not jobs:
+        return
+    _done, unanswered = await asyncio.wait(set(jobs), timeout=BACKGROUND_JOBS_GRACE_S)
+    for job in unanswered:
+        job.cancel()
+    if unanswered:
+        await asyncio.wait(unanswered, timeout=BACKGROUND_JOBS_FAILING_S)
 
 
 async def _start(
@@ -147,11 +155,12 @@ async def _start(
         metrics=metrics,
         tokens=VerifiedTokens(settings),
     )
-    started.push_async_callback(_finish_background_jobs, state.background_jobs)
     if queue is not None:
         await queue.start()
         started.push_async_callback(queue.close)
         state.shadow = await _start_shadow(settings, database, queue, metrics, started)
+        # First at shutdown: the jobs still need the queue, the shadow and the recorder.
+        started.push_async_callback(_finish_background_jobs, state.background_jobs)
     return state
 
 

@@ -109,8 +109,7 @@ class LocalQueue:
         return _unexpired(self._results, job_id)
 
     async def record_result(self, result: JobResult) -> None:
-        self._keep_s.setdefault(result.job_id, RESULT_TTL_S)
-        self._keep(result)
+        _put(self._results, result.job_id, result, RESULT_TTL_S, self._kept_results)
 
     async def remember_owner(self, job_id: str, owner_id: int, ttl_s: int) -> None:
         _put(self._owners, job_id, owner_id, ttl_s, self._kept_results)
@@ -181,7 +180,11 @@ class LocalQueue:
 
     def complete(self, results: list[JobResult]) -> None:
         for result in results:
-            self._keep(result)
+            keep_s = self._keep_s.pop(result.job_id, RESULT_TTL_S)
+            # Only where no result is, as in Redis: a failure its caller stored stays what the
+            # job's owner reads.
+            if keep_s > 0 and _unexpired(self._results, result.job_id) is None:
+                _put(self._results, result.job_id, result, keep_s, self._kept_results)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._resolve, results)
 
@@ -191,11 +194,6 @@ class LocalQueue:
 
     def discard(self, jobs: list[Job]) -> None:
         """Nothing to acknowledge in process: the callers have already timed out."""
-
-    def _keep(self, result: JobResult) -> None:
-        keep_s = self._keep_s.pop(result.job_id, RESULT_TTL_S)
-        if keep_s > 0:
-            _put(self._results, result.job_id, result, keep_s, self._kept_results)
 
     def _resolve(self, results: list[JobResult]) -> None:
         for result in results:

@@ -329,7 +329,9 @@ class RedisJobSource:
         self, pipe: redis.client.Pipeline, result: JobResult, reply: str, ttl: int
     ) -> None:
         payload = result.to_json()
-        pipe.set(self.keys.result(result.job_id), payload, ex=ttl)
+        # Only where no result is: an API process that stopped before this answer came stored
+        # that the job failed, and its owner must keep reading that (nothing recorded it).
+        pipe.set(self.keys.result(result.job_id), payload, ex=ttl, nx=True)
         if reply:
             pipe.xadd(reply, {"result": payload}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
             pipe.expire(reply, RESULT_TTL_S)

@@ -61,6 +61,7 @@ ModelChoice = Annotated[
 ]
 # Async jobs are kept this long for their owner to read.
 JOB_TTL_S = 3600
+STOPPED = "The service restarted before the image was classified; queue it again."
 
 
 def _scored(top_k: list[tuple[str, float]]) -> list[ScoredLabelPublic]:
@@ -190,6 +191,15 @@ async def _run_job(
         )
     except JobFailedError:
         return  # the worker's answer is kept for the owner
+    except asyncio.CancelledError:
+        # The process stops before the answer came, and nothing here would record it: the
+        # owner reads that it failed, and a worker's later answer (stored only where no result
+        # is) does not turn it into "done" with nothing in the history.
+        with contextlib.suppress(QueueUnavailableError):
+            await state.queue.record_result(
+                JobResult(job_id, ok=False, status_code=503, error=STOPPED, model_id=model)
+            )
+        raise
     except Exception as error:
         logger.warning("job %s failed before a worker answered: %s", job_id, error)
         status_code, detail = _failure(error)
