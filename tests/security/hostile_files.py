@@ -189,6 +189,28 @@ def jpeg_444_progressive_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def jpeg_with_empty_comments(count: int, *, before_scan: bool) -> bytes:
+    """The dog JPEG with ``count`` empty comment segments (4 bytes each), before its frame or
+    just before its end marker: each a step of Pillow's header parser or of our walks."""
+    data, comments = dog_bytes(), b"\xff\xfe\x00\x02" * count
+    return data[:2] + comments + data[2:] if before_scan else data[:-2] + comments + data[-2:]
+
+
+def png_with_empty_chunks(count: int) -> bytes:
+    """A small PNG with ``count`` empty private chunks (12 bytes each) before its pixels."""
+    data = encode(dog_image().resize((64, 43)), "PNG")
+    header_end = 8 + 25  # the signature, then IHDR
+    return data[:header_end] + png_chunk(b"zzZz", b"") * count + data[header_end:]
+
+
+def gif_with_stray_bytes(count: int) -> bytes:
+    """A small GIF with ``count`` stray bytes before its picture, which Pillow skips one by one."""
+    data = encode(dog_image().resize((64, 43)).convert("P"), "GIF")
+    flags = data[10]
+    at = 13 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
+    return data[:at] + b"\x00" * count + data[at:]
+
+
 def jpeg_with_segments(*segments: bytes) -> bytes:
     """The dog JPEG with APPn segments (marker + payload) inserted right after SOI."""
     data = dog_bytes()
@@ -304,6 +326,38 @@ def corpus() -> list[Hostile]:
             content_type=b"image/bmp",
             statuses=frozenset({413}),
             message="run-length compressed",
+        ),
+        # Structures walked piece by piece in Python (Pillow's header parsers, our own walks):
+        # 20 MB of them held the API's event loop for 10 s. Refused past a few thousand.
+        Hostile(
+            "jpeg, 250k empty comments before the frame",
+            jpeg_with_empty_comments(250_000, before_scan=True),
+            **jpeg,
+            statuses=frozenset({413}),
+            message="marker segments",
+        ),
+        Hostile(
+            "jpeg, 250k empty comments before the end",
+            jpeg_with_empty_comments(250_000, before_scan=False),
+            **jpeg,
+            statuses=frozenset({413}),
+            message="marker segments",
+        ),
+        Hostile(
+            "jpeg, 2k empty comments",
+            jpeg_with_empty_comments(2_000, before_scan=True),
+            **jpeg,
+            statuses=ok,
+            label="Eskimo_dog",
+        ),
+        Hostile("png, 80k empty chunks", png_with_empty_chunks(80_000), message="chunks before"),
+        Hostile("png, 100 empty chunks", png_with_empty_chunks(100), statuses=ok),
+        Hostile(
+            "gif, 1 MB of stray bytes",
+            gif_with_stray_bytes(1_000_000),
+            filename=b"slow.gif",
+            content_type=b"image/gif",
+            message="blocks before its picture",
         ),
         Hostile(
             "bmp rle 640 x 480",

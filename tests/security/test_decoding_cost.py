@@ -21,7 +21,13 @@ import redis
 
 from imgclf.queue.keys import RedisKeys
 from tests.reliability.conftest import ApiProcess, Load, dog_files, spawn_worker
-from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans
+from tests.security.hostile_files import (
+    flat_png,
+    gif_with_stray_bytes,
+    jpeg_with_empty_comments,
+    jpeg_with_repeated_scans,
+    png_with_empty_chunks,
+)
 from tests.support import PeakMemory, stop_process, wait_for_workers
 
 KEYS = RedisKeys()
@@ -99,6 +105,53 @@ def test_jpegs_of_ten_thousand_scans_are_refused_at_the_door_while_others_are_se
     assert dogs.answers
     assert dogs.statuses() == {200: len(dogs.answers)}
     assert {a.body["prediction"] for a in dogs.answers} == {"Eskimo_dog"}
+
+
+def test_uploads_costly_to_check_never_hold_the_api_still_for_everyone(
+    model_dir: Path, tmp_path: Path, api_processes: list[ApiProcess]
+) -> None:
+    # 20 MB of empty pieces of structure, each a step of a parser in Python: the checks ran on
+    # the event loop, and one upload held the whole process (logins, health, every prediction)
+    # for 10 s; three at once for 32.
+    api = ApiProcess(
+        tmp_path / "api.log", data_dir=tmp_path / "data", model_dir=model_dir, cache="false"
+    )
+    api_processes.append(api)
+    attacks = {
+        "comments.jpeg": (jpeg_with_empty_comments(4_900_000, before_scan=True), 413),
+        "trailing.jpeg": (jpeg_with_empty_comments(4_900_000, before_scan=False), 413),
+        "chunks.png": (png_with_empty_chunks(1_600_000), 400),
+        "stray.gif": (gif_with_stray_bytes(19_000_000), 400),
+    }
+    waits: list[float] = []
+    with api.client() as client:
+        headers = login(client)
+
+        def probe_until(done: list[bool]) -> None:
+            while not done:
+                started = time.monotonic()
+                assert client.get("/health/live").status_code == 200
+                waits.append(time.monotonic() - started)
+                time.sleep(0.05)
+
+        done: list[bool] = []
+        with ThreadPoolExecutor(len(attacks) + 1) as pool:
+            probe = pool.submit(probe_until, done)
+            sent = {
+                name: pool.submit(
+                    client.post, "/model/predict", files=upload(data, name), headers=headers
+                )
+                for name, (data, _) in attacks.items()
+            }
+            answers = {name: future.result() for name, future in sent.items()}
+            done.append(True)
+            probe.result()
+
+    for name, (_, status) in attacks.items():
+        assert answers[name].status_code == status, (name, answers[name].text)
+        assert "before its" in answers[name].text or "marker segments" in answers[name].text
+    assert waits
+    assert max(waits) < 2.0, f"the API answered nothing for {max(waits):.1f} s"
 
 
 def test_an_image_past_the_door_fails_its_own_job_in_time_and_is_set_aside_not_taken_over(

@@ -7,10 +7,14 @@ appended is a valid image to them (and was stored as one). JPEG and PNG say wher
 
 from __future__ import annotations
 
-from imgclf.model.jpeg_layout import NEXT_MARKER
+from imgclf.model.jpeg_layout import MAX_JPEG_SEGMENTS, NEXT_MARKER, TooManySegments
 
-# Far above any encoder's (a 20 MB PNG in 8 KB IDAT chunks has 2,560); walking them is cheap.
-MAX_PNG_CHUNKS = 100_000
+# Far above any encoder's (a 20 MB PNG in 8 KB IDAT chunks has 2,560); walking them takes
+# milliseconds, where 20 MB of empty chunks took Pillow's header parser seconds.
+MAX_PNG_CHUNKS = 20_000
+# Pillow reads the chunks before the pixels (IDAT) in Python as it opens a file, at 5 us each;
+# encoders write a few (text, colour profile, physical size).
+MAX_PNG_CHUNKS_BEFORE_PIXELS = 1_000
 _START_OF_IMAGE = b"\xff\xd8"
 _END_OF_IMAGE, _START_OF_SCAN, _TEMPORARY = 0xD9, 0xDA, 0x01
 
@@ -31,7 +35,8 @@ def image_end(data: bytes, image_format: str) -> int | None:
 
 def _png_end(data: bytes) -> int | None:
     position = 8  # after the signature
-    for _ in range(MAX_PNG_CHUNKS):
+    seen: set[bytes] = set()
+    for chunk in range(MAX_PNG_CHUNKS):
         if position == len(data):
             return position  # no IEND, but nothing after the last chunk either
         if position + 12 > len(data):
@@ -43,15 +48,22 @@ def _png_end(data: bytes) -> int | None:
         position += 12 + length
         if kind == b"IEND":
             return position
+        if chunk == MAX_PNG_CHUNKS_BEFORE_PIXELS and kind != b"IDAT" and b"IDAT" not in seen:
+            raise EndNotFound(
+                f"the PNG has more than {MAX_PNG_CHUNKS_BEFORE_PIXELS:,} chunks before its pixels."
+            )
+        seen.add(kind)
     raise EndNotFound(f"the PNG has more than {MAX_PNG_CHUNKS:,} chunks.")
 
 
 def _jpeg_end(data: bytes) -> int | None:
-    """The end of the last of the JPEG pictures held back to back (an MPO holds several)."""
-    end = _jpeg_picture_end(data, 2)
+    """The end of the last of the JPEG pictures held back to back (an MPO holds several).
+    TooManySegments past ``MAX_JPEG_SEGMENTS`` steps, pictures and fill bytes included."""
+    budget = [MAX_JPEG_SEGMENTS]
+    end = _jpeg_picture_end(data, 2, budget)
     while end is not None and data.startswith(_START_OF_IMAGE, end):
         try:
-            following = _jpeg_picture_end(data, end + 2)
+            following = _jpeg_picture_end(data, end + 2, budget)
         except EndNotFound:
             following = None
         if following is None:
@@ -60,10 +72,14 @@ def _jpeg_end(data: bytes) -> int | None:
     return end
 
 
-def _jpeg_picture_end(data: bytes, position: int) -> int | None:
+def _jpeg_picture_end(data: bytes, position: int, budget: list[int]) -> int | None:
     """Just after the EOI of the picture whose SOI ends at ``position``: its segments are
-    skipped by their lengths, its entropy-coded data searched for the next marker."""
+    skipped by their lengths, its entropy-coded data searched for the next marker. Each step
+    spends one of ``budget``, shared by the pictures of a file."""
     while position + 2 <= len(data):
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise TooManySegments()
         if data[position] != 0xFF:
             return None
         marker = data[position + 1]
@@ -86,3 +102,33 @@ def _jpeg_picture_end(data: bytes, position: int) -> int | None:
                 raise EndNotFound("the JPEG has no end marker; it may be truncated.")
             position = found.start()
     return None
+
+
+# Blocks before a GIF's first picture: the loop count, a comment, XMP (which ends in 257
+# one-byte sub-blocks) take a few hundred; Pillow reads each one in Python as it opens the file,
+# and skips stray bytes there one at a time.
+MAX_GIF_PRELUDE_BLOCKS = 10_000
+_EXTENSION, _PICTURE, _TRAILER = 0x21, 0x2C, 0x3B
+
+
+def check_gif_prelude(data: bytes) -> None:
+    """Count what Pillow's header parser reads before a GIF's first picture (extension
+    sub-blocks, stray bytes) and refuse the file (EndNotFound) past the limit."""
+    position = 13  # after the signature and the logical screen descriptor
+    if len(data) > 10 and data[10] & 0x80:  # a global colour table follows
+        position += 3 << ((data[10] & 0x07) + 1)
+    steps = 0
+    while position < len(data) and data[position] not in (_PICTURE, _TRAILER):
+        if data[position] == _EXTENSION:
+            position += 2  # its introducer and label, then sub-blocks up to a zero length
+            while position < len(data) and data[position]:
+                position += 1 + data[position]
+                steps += 1
+                if steps > MAX_GIF_PRELUDE_BLOCKS:
+                    break
+        steps += 1
+        position += 1  # the zero length that ends an extension, or a stray byte
+        if steps > MAX_GIF_PRELUDE_BLOCKS:
+            raise EndNotFound(
+                f"the GIF has more than {MAX_GIF_PRELUDE_BLOCKS:,} blocks before its picture."
+            )

@@ -20,6 +20,15 @@ NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _START_OF_SCAN, _START_OF_IMAGE, _END_OF_IMAGE, _TEMPORARY = 0xDA, 0xD8, 0xD9, 0x01
+# Marker segments (and fill bytes, and pictures of an MPO) a walk follows before it refuses the
+# file. Encoders write tens, a few hundred with every scan of a progressive file and an ICC
+# profile in pieces; 20 MB of empty comment segments are five million, seconds of Python.
+MAX_JPEG_SEGMENTS = 10_000
+
+
+class TooManySegments(ValueError):
+    def __init__(self) -> None:
+        super().__init__(f"the JPEG has more than {MAX_JPEG_SEGMENTS:,} marker segments.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +40,7 @@ class JpegLayout:
 
 def read_jpeg_layout(data: bytes, max_scans: int) -> JpegLayout:
     """Walk the marker segments of the first picture in ``data`` (up to its EOI), or until more
-    than ``max_scans`` scans are seen.
+    than ``max_scans`` scans are seen; TooManySegments past ``MAX_JPEG_SEGMENTS``.
 
     Lenient where libjpeg is: bytes between segments are skipped to the next marker, and a
     damaged or truncated file ends the walk (the decoder then reports what is wrong with it).
@@ -41,7 +50,9 @@ def read_jpeg_layout(data: bytes, max_scans: int) -> JpegLayout:
     coefficients = 0
     components = 0  # 0 until the frame header is seen
     match = NEXT_MARKER.search(data, 2)
-    while match is not None:
+    for _ in range(MAX_JPEG_SEGMENTS):
+        if match is None:
+            break
         position = match.start()
         marker = data[position + 1]
         if marker == _END_OF_IMAGE:
@@ -65,6 +76,8 @@ def read_jpeg_layout(data: bytes, max_scans: int) -> JpegLayout:
             coefficients = _coefficients(frame)
         # After a scan's header the search also skips its entropy-coded data.
         match = NEXT_MARKER.search(data, position + 2 + max(length, 2))
+    else:
+        raise TooManySegments()
     multi_scan = progressive or scans > 1
     return JpegLayout(scans, multi_scan, 2 * coefficients if multi_scan else 0)
 
