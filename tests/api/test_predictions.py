@@ -218,7 +218,9 @@ def test_async_job_is_readable_by_its_owner_only(
     assert status["status"] == "done"
     assert status["prediction"] == "Eskimo_dog"
     assert client.get(f"/model/jobs/{job_id}", headers=bob.headers).status_code == 403
-    assert client.get("/model/jobs/nope", headers=alice.headers).status_code == 404
+    unknown = client.get(f"/model/jobs/{'nope' * 1000}", headers=alice.headers)
+    assert unknown.status_code == 404
+    assert "nope" not in unknown.json()["detail"]  # what the client sent is not sent back
     # The answer is readable as soon as the model gives it; its row follows a moment later.
     history = client.get("/model/predictions", headers=alice.headers).json()
     while not history and time.monotonic() < deadline:

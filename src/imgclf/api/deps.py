@@ -224,7 +224,8 @@ async def get_owned_job_id(job_id: str, user: CurrentUser, queue: QueueDep) -> s
     """A job id of the caller's: 404 when unknown (or expired), 403 when another user's."""
     owner = await queue.job_owner(job_id)
     if owner is None:
-        raise HTTPException(404, f"Job {job_id} not found")
+        # Not named: the id is whatever the client put in the path, up to its length limit.
+        raise HTTPException(404, "No such job: it was never queued, or it has expired")
     if owner != user.id:
         raise HTTPException(403, "This job belongs to another user")
     return job_id
