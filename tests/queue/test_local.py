@@ -49,3 +49,24 @@ def test_a_failure_stored_for_a_job_is_not_replaced_by_its_late_answer() -> None
     stored = asyncio.run(scenario())
     assert stored is not None
     assert (stored.ok, stored.error) == (False, "stopped")
+
+
+def test_one_owner_queuing_without_end_pushes_out_only_its_own_old_jobs() -> None:
+    async def scenario() -> tuple[list[int | None], list[bool]]:
+        queue = LocalQueue(max_pending=4, kept_results=100, kept_per_owner=3)
+        await queue.start()
+        await queue.remember_owner("bob's", 2, ttl_s=3600)
+        await queue.record_result(JobResult("bob's", ok=True, top_k=[("dog", 0.9)], model_id="m"))
+        for number in range(200):  # past the shared bound too
+            await queue.remember_owner(f"alice's {number}", 1, ttl_s=3600)
+            await queue.record_result(
+                JobResult(f"alice's {number}", ok=True, top_k=[("cat", 0.8)], model_id="m")
+            )
+        owners = [await queue.job_owner(job) for job in ("bob's", "alice's 0", "alice's 199")]
+        kept = [await queue.stored_result(job) is not None for job in ("bob's", "alice's 196")]
+        await queue.close()
+        return owners, kept
+
+    owners, kept = asyncio.run(scenario())
+    assert owners == [2, None, 1]
+    assert kept == [True, False]

@@ -30,7 +30,9 @@ class LocalQueue:
     Callers await a future; the worker resolves it with ``call_soon_threadsafe``.
     """
 
-    def __init__(self, max_pending: int, kept_results: int = 10_000) -> None:
+    def __init__(
+        self, max_pending: int, kept_results: int = 50_000, kept_per_owner: int = 1_000
+    ) -> None:
         self.max_pending = max_pending
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._waiting: dict[str, asyncio.Future[JobResult]] = {}
@@ -40,6 +42,11 @@ class LocalQueue:
         self._results: OrderedDict[str, tuple[float, JobResult]] = OrderedDict()
         self._owners: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._kept_results = kept_results
+        # Each owner's async jobs, oldest first: past ``kept_per_owner`` an owner's new job
+        # pushes out that owner's oldest, so one account queuing jobs without end cannot push
+        # out everyone else's answers (it could, at 70 jobs a second, with one shared bound).
+        self._kept_per_owner = kept_per_owner
+        self._jobs_of: dict[int, OrderedDict[str, None]] = {}
         self._keep_s: dict[str, float] = {}  # job id: how long its result is kept
         # Jobs awaited and jobs not yet taken, by model name: admission and depth per model.
         self._awaited = Counter[str]()
@@ -113,6 +120,12 @@ class LocalQueue:
 
     async def remember_owner(self, job_id: str, owner_id: int, ttl_s: int) -> None:
         _put(self._owners, job_id, owner_id, ttl_s, self._kept_results)
+        jobs = self._jobs_of.setdefault(owner_id, OrderedDict())
+        jobs[job_id] = None
+        while len(jobs) > self._kept_per_owner or next(iter(jobs)) not in self._owners:
+            oldest, _ = jobs.popitem(last=False)  # pushed out, or expired already
+            self._owners.pop(oldest, None)
+            self._results.pop(oldest, None)
 
     async def job_owner(self, job_id: str) -> int | None:
         return _unexpired(self._owners, job_id)
