@@ -81,10 +81,16 @@ def test_login_form_fields_are_required(client: TestClient) -> None:
 
 def test_no_token_is_401_not_authenticated(client: TestClient) -> None:
     for headers in ({}, {"Authorization": "Basic YWRtaW46YWRtaW4="}):
-        answer = client.get("/user/me", headers=headers)
-        assert answer.status_code == 401
-        assert answer.json() == {"detail": "Not authenticated"}
-        assert answer.headers["WWW-Authenticate"] == "Bearer"
+        # The upload routes refuse before their body is read, in the same words.
+        for method, path in (
+            ("GET", "/user/me"),
+            ("POST", "/model/predict"),
+            ("POST", "/model/jobs"),
+        ):
+            answer = client.request(method, path, headers=headers)
+            assert answer.status_code == 401, path
+            assert answer.json() == {"detail": "Not authenticated"}, path
+            assert answer.headers["WWW-Authenticate"] == "Bearer"
 
 
 def _b64(data: dict[str, object]) -> str:

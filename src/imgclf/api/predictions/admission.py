@@ -89,9 +89,13 @@ class AdmissionMiddleware:
         settings = state.settings
         # Checked before any byte is held: a stranger's body, announced and never sent, would
         # otherwise hold the budget for as long as the connection stays open.
-        user_id = _signed_user(Headers(scope=scope), state.tokens)
+        headers = Headers(scope=scope)
+        user_id = _signed_user(headers, state.tokens)
         if user_id is None:
-            response = JSONResponse({"detail": CREDENTIALS_ERROR}, 401, headers=BEARER)
+            # The routes' own answers: no bearer token at all, or one that is not valid.
+            has_token = headers.get("authorization", "").lower().startswith("bearer ")
+            detail = CREDENTIALS_ERROR if has_token else "Not authenticated"
+            response = JSONResponse({"detail": detail}, 401, headers=BEARER)
             await response(scope, receive, send)
             return
         if not state.waiting.try_hold(user_id):
