@@ -205,6 +205,29 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     expect(page.get_by_role("paragraph").filter(has_text="pasted-1.jpeg")).to_be_visible()
     settle(page)
 
+    # A tile's feedback, in its popover: "No" keeps it open and asks what the picture is (it
+    # closed, and a person took the "No" for sent). After a reload, as answers come back.
+    page.reload()
+    expect(page.get_by_text("6 images, 3 answered")).to_be_visible()
+    settle(page)
+    page.get_by_role("button", name="Details and feedback").first.click()
+    page.get_by_text("No", exact=True).click()
+    settle(page)
+    expect(page.get_by_text("What is it?")).to_be_visible()
+    choose_class(page, "Siberian husky")
+    page.get_by_role("button", name="Send feedback").click()
+    expect(page.get_by_text("Thank you! Your feedback was saved.")).to_be_visible()
+    page.keyboard.press("Escape")
+    settle(page)
+    # The next tile's too, once the one before it has changed its label to "Feedback sent".
+    expect(page.get_by_role("button", name="Feedback sent")).to_be_visible()
+    page.get_by_role("button", name="Details and feedback").first.click()
+    page.get_by_text("No", exact=True).click()
+    settle(page)
+    expect(page.get_by_text("What is it?")).to_be_visible()
+    page.keyboard.press("Escape")
+    settle(page)
+
     with page.expect_download() as download:
         page.locator(".st-key-download-csv button").click()
     csv = Path(download.value.path()).read_text()
