@@ -11,7 +11,7 @@ import pytest
 from model_helpers import encode
 from PIL import Image
 
-from imgclf.model.jpeg_layout import read_jpeg_layout
+from imgclf.model.jpeg_layout import TooManySegments, read_jpeg_layout
 from tests.security.hostile_files import jpeg_with_repeated_scans
 
 LIMIT = 100
@@ -74,7 +74,7 @@ def test_bytes_between_segments_are_skipped_as_libjpeg_does(dog_image: Image.Ima
     assert read_jpeg_layout(padded, LIMIT).scans == 10
 
 
-def test_damaged_and_random_bytes_never_raise(dog_image: Image.Image) -> None:
+def test_damaged_and_random_bytes_get_a_layout_or_a_clear_refusal(dog_image: Image.Image) -> None:
     data = photo(dog_image, progressive=True)
     rng = random.Random(7)
     cases = [data[:cut] for cut in range(0, len(data), 101)]
@@ -85,10 +85,16 @@ def test_damaged_and_random_bytes_never_raise(dog_image: Image.Image) -> None:
         cases.append(bytes(scribbled))
     cases += [rng.randbytes(2_000) for _ in range(50)]
     cases += [b"", b"\xff", b"\xff\xd8\xff", b"\xff\xd8\xff\xc2\x00", b"\xff\xd8\xff\xda\x00\x00"]
+    refused = 0
     for case in cases:
-        layout = read_jpeg_layout(case, LIMIT)
+        try:
+            layout = read_jpeg_layout(case, LIMIT)
+        except TooManySegments:  # its own refusal: junk between headers, where Pillow is slow
+            refused += 1
+            continue
         assert 0 <= layout.scans <= LIMIT + 1
         assert layout.coefficient_bytes >= 0
+    assert refused < len(cases) // 4
 
 
 @pytest.mark.parametrize("length", [0, 1])

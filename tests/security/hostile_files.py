@@ -350,6 +350,13 @@ def corpus() -> list[Hostile]:
             statuses=ok,
             label="Eskimo_dog",
         ),
+        Hostile(
+            "jpeg, 1 MB of fill bytes before the frame",
+            dog[:2] + b"\xff" * 2**20 + dog[2:],
+            **jpeg,
+            statuses=frozenset({413}),
+            message="between its headers",
+        ),
         Hostile("png, 80k empty chunks", png_with_empty_chunks(80_000), message="chunks before"),
         Hostile("png, 100 empty chunks", png_with_empty_chunks(100), statuses=ok),
         Hostile(

@@ -145,9 +145,15 @@ def stored_bytes_per_pixel(mode: str) -> int:
 _MULTI_SCAN_READ_BYTES = 1024
 
 
-def check_decoding_cost(image: ImageFile.ImageFile, data: bytes, limits: ImageLimits) -> None:
+def check_decoding_cost(
+    image: ImageFile.ImageFile,
+    data: bytes,
+    limits: ImageLimits,
+    layout: JpegLayout | None = None,
+) -> None:
     """Refuse what would take too much memory or too many JPEG scans to decode, and feed
-    multi-scan JPEGs to the decoder in small pieces, so that its time limit is kept."""
+    multi-scan JPEGs to the decoder in small pieces, so that its time limit is kept.
+    ``layout``: the JPEG's, when ``check_structure`` has read it already."""
     width, height = image.size
     per_pixel = stored_bytes_per_pixel(image.mode)
     decoded = width * height * per_pixel
@@ -159,7 +165,7 @@ def check_decoding_cost(image: ImageFile.ImageFile, data: bytes, limits: ImageLi
             "picture as PNG or JPEG."
         )
     if image.format in ("JPEG", "MPO"):
-        layout = _jpeg_layout(data, limits)
+        layout = layout or _jpeg_layout(data, limits)
         if layout.coefficient_bytes > decoded:
             decoded = layout.coefficient_bytes
             detail = f"the {layout.scans} scans of a {width}x{height} JPEG, decoded as a whole"
@@ -191,7 +197,7 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     """Open (header only, nothing decoded yet) and check size, format, pixel count and decoding
     cost. Loading the result raises :class:`DecodeTimeoutError` past the time limit."""
     check_size(len(data), limits)
-    check_structure(data, limits)
+    layout = check_structure(data, limits)
     try:
         image = Image.open(_TimedBytes(data, limits.decode_timeout_s), formats=SUPPORTED_FORMATS)
     except ImageError:  # out of time already, while reading the header
@@ -207,7 +213,7 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     if width < 1 or height < 1:
         raise CorruptImageError("the image has no pixels.")
     check_pixels(width, height, limits)
-    check_decoding_cost(image, data, limits)
+    check_decoding_cost(image, data, limits, layout)
     return image
 
 
@@ -225,22 +231,21 @@ def _jpeg_layout(data: bytes, limits: ImageLimits) -> JpegLayout:
     return layout
 
 
-def check_structure(data: bytes, limits: ImageLimits) -> None:
+def check_structure(data: bytes, limits: ImageLimits) -> JpegLayout | None:
     """Walk, within limits, what Pillow's header parsers walk one piece at a time in Python: a
-    JPEG's marker segments, a PNG's chunks, the blocks before a GIF's picture. 20 MB of empty
-    ones took them seconds (and the limits of our own walks were not there either)."""
+    JPEG's marker segments (up to its first scan, as Pillow does), a PNG's chunks, the blocks
+    before a GIF's picture. 20 MB of empty ones took them seconds (and the limits of our own
+    walks were not there either). A JPEG's layout is returned for ``check_decoding_cost``."""
     try:
         if data.startswith(b"\xff\xd8"):
-            _jpeg_layout(data, limits)  # its scans first: the clearer refusal
-            image_end(data, "JPEG")
-        elif data.startswith(b"\x89PNG\r\n\x1a\n"):
+            return _jpeg_layout(data, limits)
+        if data.startswith(b"\x89PNG\r\n\x1a\n"):
             image_end(data, "PNG")
         elif data[:6] in (b"GIF87a", b"GIF89a"):
             check_gif_prelude(data)
-    except TooManySegments as error:
-        raise _too_complex(error) from None
     except EndNotFound as error:
         raise CorruptImageError(str(error)) from None
+    return None
 
 
 def _too_complex(error: TooManySegments) -> ImageTooLargeError:

@@ -24,11 +24,15 @@ _START_OF_SCAN, _START_OF_IMAGE, _END_OF_IMAGE, _TEMPORARY = 0xDA, 0xD8, 0xD9, 0
 # file. Encoders write tens, a few hundred with every scan of a progressive file and an ICC
 # profile in pieces; 20 MB of empty comment segments are five million, seconds of Python.
 MAX_JPEG_SEGMENTS = 10_000
+# Bytes between the segments before the first scan (fill bytes, junk): Pillow's header parser
+# skips them one at a time in Python (20 MB of 0xFF took it past the 5 s limit); encoders
+# write none.
+MAX_JPEG_FILLER_BYTES = 4096
 
 
 class TooManySegments(ValueError):
-    def __init__(self) -> None:
-        super().__init__(f"the JPEG has more than {MAX_JPEG_SEGMENTS:,} marker segments.")
+    def __init__(self, detail: str = f"more than {MAX_JPEG_SEGMENTS:,} marker segments") -> None:
+        super().__init__(f"the JPEG has {detail}.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +54,23 @@ def read_jpeg_layout(data: bytes, max_scans: int) -> JpegLayout:
     coefficients = 0
     components = 0  # 0 until the frame header is seen
     match = NEXT_MARKER.search(data, 2)
+    expected, filler = 2, 0  # where the next segment should start; bytes skipped before it
     for _ in range(MAX_JPEG_SEGMENTS):
         if match is None:
             break
         position = match.start()
+        if not scans:
+            filler += position - expected
+            if filler > MAX_JPEG_FILLER_BYTES:
+                raise TooManySegments(
+                    f"more than {MAX_JPEG_FILLER_BYTES:,} bytes between its headers"
+                )
         marker = data[position + 1]
         if marker == _END_OF_IMAGE:
             break
         if marker in (_START_OF_IMAGE, _TEMPORARY):  # no length field
-            match = NEXT_MARKER.search(data, position + 2)
+            expected = position + 2
+            match = NEXT_MARKER.search(data, expected)
             continue
         length = int.from_bytes(data[position + 2 : position + 4])
         if marker == _START_OF_SCAN:
@@ -75,7 +87,8 @@ def read_jpeg_layout(data: bytes, max_scans: int) -> JpegLayout:
             components = frame[5] if len(frame) > 5 else 0
             coefficients = _coefficients(frame)
         # After a scan's header the search also skips its entropy-coded data.
-        match = NEXT_MARKER.search(data, position + 2 + max(length, 2))
+        expected = position + 2 + max(length, 2)
+        match = NEXT_MARKER.search(data, expected)
     else:
         raise TooManySegments()
     multi_scan = progressive or scans > 1
