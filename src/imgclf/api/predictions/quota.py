@@ -17,13 +17,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy.engine import Dialect
 
 from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
+from imgclf.db.driver import DriverStatement
 from imgclf.db.engine import Database
 from imgclf.db.models import Prediction, User
 
-# Built once: the check runs before every recorded prediction, and building and keying the
-# statements each time was a third of its cost.
+# Built once, and compiled once per engine (``QuotaStatements``): the check runs before every
+# recorded prediction, and building and keying the statements each time was a third of its cost.
 _USERS = User.metadata.tables[User.__tablename__]
 _USED = select(_USERS.c.storage_bytes).where(_USERS.c.id == bindparam("user_id"))
 # FOR NO KEY UPDATE on PostgreSQL: other recorders wait for the row, inserts that only refer
@@ -42,9 +44,14 @@ _ADD = (
 )
 
 
-def stored_size(connection: Connection, user_id: int, file_name: str) -> int | None:
-    """The size the user's rows count for the file, None when they have never stored it."""
-    return connection.scalar(_STORED_SIZE, {"user_id": user_id, "file_name": file_name})
+class QuotaStatements:
+    """The quota's statements, compiled for one engine and run on its driver (``db.driver``)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.used = DriverStatement(_USED, dialect)
+        self.used_for_update = DriverStatement(_USED_FOR_UPDATE, dialect)
+        self.stored_size = DriverStatement(_STORED_SIZE, dialect)
+        self.add = DriverStatement(_ADD, dialect)
 
 
 class QuotaExceededError(StorageFullError):
@@ -77,9 +84,14 @@ class QuotaLedger:
     counting against the next, and one whose storing failed is taken back."""
 
     def __init__(
-        self, connection: Connection, used: dict[int, int | None], limit: int | None
+        self,
+        connection: Connection,
+        statements: QuotaStatements,
+        used: dict[int, int | None],
+        limit: int | None,
     ) -> None:
         self.connection = connection
+        self.statements = statements
         self.used = used
         self.limit = limit
         self._counted: dict[tuple[int, str], int] = {}  # (user, file) -> size it counts at
@@ -91,8 +103,10 @@ class QuotaLedger:
         key = (user_id, upload.file_name)
         size = len(upload.data)
         counted = self._counted.get(key)
-        if counted is None:
-            counted = stored_size(self.connection, user_id, upload.file_name)
+        if counted is None:  # the size the user's rows count for the file; None: never stored
+            counted = self.statements.stored_size.scalar(
+                self.connection, {"user_id": user_id, "file_name": upload.file_name}
+            )
         if counted is not None:  # stored for them already: never refused, costs what it grew
             self._counted[key] = max(counted, size)
             return self._charged(user_id, max(0, size - counted))
@@ -120,6 +134,7 @@ class StorageQuota:
     def __init__(self, database: Database, limit_bytes: int | None) -> None:
         self.database = database
         self.limit_bytes = limit_bytes
+        self.statements = QuotaStatements(database.engine.dialect)
 
     def refusals(
         self, uploads: Sequence[tuple[int, AcceptedUpload]]
@@ -134,20 +149,19 @@ class StorageQuota:
     ) -> QuotaLedger:
         """The users' totals as the transaction sees them. ``for_update``: lock their rows
         until it ends."""
-        statement = _USED_FOR_UPDATE if for_update else _USED
+        statement = self.statements.used_for_update if for_update else self.statements.used
         # In one order in every process: two recorders never wait on each other's rows.
         used: dict[int, int | None] = {
-            user_id: connection.scalar(statement, {"user_id": user_id})
+            user_id: statement.scalar(connection, {"user_id": user_id})
             for user_id in sorted(set(user_ids))
         }
-        return QuotaLedger(connection, used, self.limit_bytes)
+        return QuotaLedger(connection, self.statements, used, self.limit_bytes)
 
-    @staticmethod
-    def charge(connection: Connection, stored: Sequence[tuple[int, Charge]]) -> None:
+    def charge(self, connection: Connection, stored: Sequence[tuple[int, Charge]]) -> None:
         """Add what the stored uploads (user id, charge) cost to their users' totals."""
         added: dict[int, int] = defaultdict(int)
         for user_id, charge in stored:
             added[user_id] += charge.new_bytes
         rows = [{"owner": user_id, "added": size} for user_id, size in added.items() if size]
         if rows:
-            connection.execute(_ADD, rows)
+            self.statements.add.execute_many(connection, rows)
