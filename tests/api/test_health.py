@@ -50,7 +50,14 @@ def ready(settings: Settings, queue: StubQueue | None) -> tuple[int, dict[str, A
 def test_index_names_the_service(client: TestClient) -> None:
     answer = client.get("/")
     assert answer.status_code == 200
-    assert answer.json() == {"service": "imgclf", "version": imgclf.__version__, "status": "ok"}
+    assert answer.json() == {
+        "service": "imgclf",
+        "version": imgclf.__version__,
+        "status": "ok",
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+    }
+    assert client.get(answer.json()["docs"]).status_code == 200
 
 
 def test_live_answers_while_the_process_runs(client: TestClient) -> None:

@@ -360,7 +360,7 @@ def test_a_login_survives_reloads_and_tabs_and_its_end_loses_no_feedback(
     expect(page.get_by_text("Page 1 of 1 · 1 prediction")).to_be_visible()
     select_first_row(page)
     expect(
-        page.get_by_text("You said: Wrong. Right class: Siberian_husky. Blue eyes.")
+        page.get_by_text("You said: Wrong. Right class: Siberian husky. Blue eyes.")
     ).to_be_visible()
     settle(page)
     page.wait_for_timeout(500)  # let the thumbnails draw

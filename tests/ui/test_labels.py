@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgclf.settings import Settings
+from imgclf.ui.feedback_form import feedback_in_words, feedback_text
 from imgclf.ui.labels import bundle_class_names, choices, class_names, display_name
 from imgclf.ui.launch import streamlit_command
 from imgclf.ui.text import escape_markdown
@@ -44,3 +45,13 @@ def test_imgclf_ui_runs_streamlit_headless_on_the_ui_port() -> None:
     assert flags["--browser.gatherUsageStats"] == "false"
     assert flags["--client.showErrorDetails"] == "none"  # no traceback on the page
     assert flags["--server.maxUploadSize"] == "20"  # the API's limit, not Streamlit's 200 MB
+
+
+def test_stored_feedback_reads_with_the_class_in_words() -> None:
+    stored = feedback_text(False, "Egyptian_cat", "Right class: not_a_label. Stripes.")
+    assert stored == "Wrong. Right class: Egyptian_cat. Right class: not_a_label. Stripes."
+    # The class the form stored, in words; the person's own comment as they wrote it.
+    assert feedback_in_words(stored) == (
+        "Wrong. Right class: Egyptian cat. Right class: not_a_label. Stripes."
+    )
+    assert feedback_in_words("Correct.") == "Correct."

@@ -7,6 +7,7 @@ has ended when Send is pressed, the form's state is kept and it is sent after th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import streamlit as st
@@ -16,6 +17,8 @@ from imgclf.ui.client import ApiClient, ApiError, Feedback
 from imgclf.ui.labels import choices, display_name
 
 YES, NO = "Yes", "No"
+# Class labels hold no spaces ("Egyptian_cat", "jack-o'-lantern").
+_RIGHT_CLASS = re.compile(r"Right class: (\S+)\.")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ def feedback_text(correct: bool, right_class: str | None, comment: str) -> str:
     if not correct and right_class:
         verdict += f" Right class: {right_class}."
     return f"{verdict} {comment.strip()}".strip()
+
+
+def feedback_in_words(text: str) -> str:
+    """Stored feedback as a person reads it: the right class by its display name ("Right
+    class: Egyptian cat."), where ``feedback_text`` stored its label."""
+    return _RIGHT_CLASS.sub(lambda found: f"Right class: {display_name(found[1])}.", text, 1)
 
 
 def render_feedback_form(client: ApiClient, rated: Rated, key: str) -> Feedback | None:

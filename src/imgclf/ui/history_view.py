@@ -14,7 +14,7 @@ import streamlit as st
 
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, HistoryItem, HistoryPage
-from imgclf.ui.feedback_form import Rated, render_feedback_form
+from imgclf.ui.feedback_form import Rated, feedback_in_words, render_feedback_form
 from imgclf.ui.labels import display_name
 from imgclf.ui.preview import make_preview
 from imgclf.ui.result_view import SURE_ENOUGH
@@ -109,7 +109,7 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
                 "File": item.original_name or item.image_file_name,
                 "Answer": _answer(item),
                 "Score": percent(item.score),
-                "Your feedback": item.feedback.feedback if item.feedback else "",
+                "Your feedback": feedback_in_words(item.feedback.feedback) if item.feedback else "",
                 "When": when(item.created_at, zone),
                 "Model": item.model_id,
             }
@@ -157,7 +157,7 @@ def _feedback(client: ApiClient, item: HistoryItem) -> None:
         answer = f"{display_name(item.label)}, {percent(item.score)}"
         st.markdown(f"**Feedback on {escape_markdown(name)}**: {escape_markdown(answer)}")
         if item.feedback:
-            st.caption(f"You said: {escape_markdown(item.feedback.feedback)}")
+            st.caption(f"You said: {escape_markdown(feedback_in_words(item.feedback.feedback))}")
         rated = Rated(
             item.id,
             item.label,

@@ -11,6 +11,9 @@ class Index(BaseModel):
     service: str = "imgclf"
     version: str
     status: Literal["ok"] = "ok"
+    # Where a person starts: the interactive guide to every route, and the machine-readable one.
+    docs: str = "/docs"
+    openapi: str = "/openapi.json"
 
 
 class Liveness(BaseModel):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgclf.api.feedback.schemas import FeedbackPublic
-from imgclf.api.predictions.schemas import ScoredLabelPublic
+from imgclf.api.predictions.schemas import ScoredLabelPublic, UtcDatetime
 
 
 class HistoryItem(BaseModel):
@@ -20,7 +18,7 @@ class HistoryItem(BaseModel):
     score: float
     top_k: list[ScoredLabelPublic]
     model_id: str
-    created_at: datetime
+    created_at: UtcDatetime
     feedback: FeedbackPublic | None = Field(description="Your latest feedback on it, if any.")
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class ScoredLabelPublic(BaseModel):
@@ -24,6 +24,14 @@ class PredictionResponse(BaseModel):
     cached: bool = Field(description="Answered from the cache of earlier identical uploads.")
 
 
+def _in_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+# Stored in UTC; SQLite gives it back without its zone, which a client would read as local time.
+UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
+
+
 class PredictionPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -35,7 +43,7 @@ class PredictionPublic(BaseModel):
     model_id: str
     latency_ms: float
     cached: bool
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class JobAccepted(BaseModel):
