@@ -70,3 +70,18 @@ def test_one_owner_queuing_without_end_pushes_out_only_its_own_old_jobs() -> Non
     owners, kept = asyncio.run(scenario())
     assert owners == [2, None, 1]
     assert kept == [True, False]
+
+
+def test_owners_who_queue_nothing_more_leave_no_bookkeeping_behind() -> None:
+    async def scenario() -> int:
+        queue = LocalQueue(max_pending=4, kept_results=10, kept_per_owner=5)
+        await queue.start()
+        for owner in range(100):  # each queues a few, then never again
+            for number in range(3):
+                await queue.remember_owner(f"{owner}-{number}", owner, ttl_s=3600)
+        tracked = sum(len(jobs) for jobs in queue._jobs_of.values())
+        await queue.close()
+        return tracked
+
+    # At most twice the shared bound (10), not three ids for each of the 100 owners.
+    assert asyncio.run(scenario()) <= 20

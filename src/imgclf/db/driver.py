@@ -54,7 +54,11 @@ class DriverStatement:
 
     def scalar(self, connection: Connection, values: Mapping[str, Any]) -> Any:
         """The first column of the first row, or None."""
-        row = self.execute(connection, values).fetchone()
+        cursor = self.execute(connection, values)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
         return row[0] if row is not None else None
 
     def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -64,6 +68,8 @@ class DriverStatement:
             cursor.executemany(self.sql, parameters)
         except self._dialect.loaded_dbapi.Error as error:
             raise self._wrapped(error, parameters) from error
+        finally:
+            cursor.close()
 
     def _parameters(self, values: Mapping[str, Any]) -> Any:
         processed = {

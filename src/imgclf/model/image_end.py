@@ -35,8 +35,7 @@ def image_end(data: bytes, image_format: str) -> int | None:
 
 def _png_end(data: bytes) -> int | None:
     position = 8  # after the signature
-    seen: set[bytes] = set()
-    for chunk in range(MAX_PNG_CHUNKS):
+    for _ in range(MAX_PNG_CHUNKS):
         if position == len(data):
             return position  # no IEND, but nothing after the last chunk either
         if position + 12 > len(data):
@@ -48,12 +47,21 @@ def _png_end(data: bytes) -> int | None:
         position += 12 + length
         if kind == b"IEND":
             return position
-        if chunk == MAX_PNG_CHUNKS_BEFORE_PIXELS and kind != b"IDAT" and b"IDAT" not in seen:
-            raise EndNotFound(
-                f"the PNG has more than {MAX_PNG_CHUNKS_BEFORE_PIXELS:,} chunks before its pixels."
-            )
-        seen.add(kind)
     raise EndNotFound(f"the PNG has more than {MAX_PNG_CHUNKS:,} chunks.")
+
+
+def check_png_prelude(data: bytes) -> None:
+    """Count the chunks before a PNG's pixels (its first IDAT), as Pillow's header parser would
+    read them, and refuse the file (EndNotFound) past the limit."""
+    position = 8  # after the signature
+    for _ in range(MAX_PNG_CHUNKS_BEFORE_PIXELS):
+        kind = data[position + 4 : position + 8]
+        if kind == b"IDAT" or not kind.isalpha():  # the pixels, or no chunk: Pillow's to judge
+            return
+        position += 12 + int.from_bytes(data[position : position + 4])
+    raise EndNotFound(
+        f"the PNG has more than {MAX_PNG_CHUNKS_BEFORE_PIXELS:,} chunks before its pixels."
+    )
 
 
 def _jpeg_end(data: bytes) -> int | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from imgclf.model.image_end import EndNotFound, check_gif_prelude, image_end
+from imgclf.model.image_end import EndNotFound, check_gif_prelude, check_png_prelude, image_end
 from imgclf.model.jpeg_layout import JpegLayout, TooManySegments, read_jpeg_layout
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ def check_structure(data: bytes, limits: ImageLimits) -> JpegLayout | None:
         if data.startswith(b"\xff\xd8"):
             return _jpeg_layout(data, limits)
         if data.startswith(b"\x89PNG\r\n\x1a\n"):
-            image_end(data, "PNG")
+            check_png_prelude(data)
         elif data[:6] in (b"GIF87a", b"GIF89a"):
             check_gif_prelude(data)
     except EndNotFound as error:
@@ -249,7 +249,10 @@ def check_structure(data: bytes, limits: ImageLimits) -> JpegLayout | None:
 
 
 def _too_complex(error: TooManySegments) -> ImageTooLargeError:
-    return ImageTooLargeError(f"The image is refused: {error} Cameras and editors write far fewer.")
+    return ImageTooLargeError(
+        f"The image is refused: {error} A camera's or an editor's file has far fewer; save the "
+        "picture again to send it."
+    )
 
 
 def inspect_image(data: bytes, limits: ImageLimits) -> str:

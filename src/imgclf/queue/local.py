@@ -47,6 +47,7 @@ class LocalQueue:
         # out everyone else's answers (it could, at 70 jobs a second, with one shared bound).
         self._kept_per_owner = kept_per_owner
         self._jobs_of: dict[int, OrderedDict[str, None]] = {}
+        self._tracked = 0  # ids in those lists
         self._keep_s: dict[str, float] = {}  # job id: how long its result is kept
         # Jobs awaited and jobs not yet taken, by model name: admission and depth per model.
         self._awaited = Counter[str]()
@@ -122,10 +123,24 @@ class LocalQueue:
         _put(self._owners, job_id, owner_id, ttl_s, self._kept_results)
         jobs = self._jobs_of.setdefault(owner_id, OrderedDict())
         jobs[job_id] = None
+        self._tracked += 1
         while len(jobs) > self._kept_per_owner or next(iter(jobs)) not in self._owners:
             oldest, _ = jobs.popitem(last=False)  # pushed out, or expired already
+            self._tracked -= 1
             self._owners.pop(oldest, None)
             self._results.pop(oldest, None)
+        if self._tracked > 2 * self._kept_results:
+            self._forget_gone_jobs()
+
+    def _forget_gone_jobs(self) -> None:
+        """Drop the ids of jobs no longer kept (expired, or past the shared bound) from every
+        owner's list: otherwise those of owners who queue nothing more would stay for good."""
+        for owner_id, jobs in list(self._jobs_of.items()):
+            for gone in [job for job in jobs if job not in self._owners]:
+                del jobs[gone]
+            if not jobs:
+                del self._jobs_of[owner_id]
+        self._tracked = sum(len(jobs) for jobs in self._jobs_of.values())
 
     async def job_owner(self, job_id: str) -> int | None:
         return _unexpired(self._owners, job_id)

@@ -44,10 +44,8 @@ logger = logging.getLogger(__name__)
 # CPU in a tight loop and a fifth more in the service; SQLAlchemy's execution of the Core one
 # was still most of a lone record's time.
 _PREDICTIONS = Prediction.metadata.tables[Prediction.__tablename__]
-_COLUMNS = [
-    "user_id", "image_file_name", "image_bytes", "original_name", "label", "score", "top_k",
-    "model_id", "latency_ms", "cached", "created_at",
-]  # fmt: skip
+# Every column but the id: a row (``service.prediction_row``, and its time) names each one.
+_COLUMNS = [column.key for column in _PREDICTIONS.columns if not column.primary_key]
 _INSERT = insert(_PREDICTIONS).returning(_PREDICTIONS.c.id)
 
 
