@@ -51,11 +51,28 @@ def test_production_refuses_unsafe_defaults(values: dict[str, str], message: str
         Settings(env="production", **values)
 
 
+@pytest.mark.usefixtures("production_argon2")
 def test_production_accepts_real_secrets() -> None:
     settings = Settings(
         env="production", secret_key=STRONG_SECRET, admin_password="s3cret!x-long-enough"
     )
     assert settings.is_production
+
+
+@pytest.mark.parametrize(
+    "cost", [{"password_hash_time_cost": 1}, {"password_hash_memory_kib": 19 * 1024 - 1}]
+)
+def test_production_refuses_password_hashes_cheaper_than_owasps_floor(
+    cost: dict[str, int],
+) -> None:
+    values = {"password_hash_time_cost": 3, "password_hash_memory_kib": 65536, **cost}
+    with pytest.raises(ValidationError, match="OWASP's floor for Argon2id"):
+        Settings(
+            env="production",
+            secret_key=STRONG_SECRET,
+            admin_password="s3cret!x-long-enough",
+            **values,
+        )
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:

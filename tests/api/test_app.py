@@ -20,6 +20,8 @@ def production(database_url: str) -> Settings:
         database_url=database_url,
         secret_key="a-production-secret-key-of-forty-characters",
         admin_password="a strong admin password",
+        password_hash_time_cost=3,
+        password_hash_memory_kib=65536,
     )
 
 

@@ -76,6 +76,7 @@ def test_compose_interpolations_are_documented_in_env_example() -> None:
     assert interpolated - set(env_example()) == set()
 
 
+@pytest.mark.usefixtures("production_argon2")
 def test_env_example_refuses_production_until_its_secrets_are_set(tmp_path: Path) -> None:
     example = DEPLOY / ".env.example"
     with pytest.raises(ValidationError, match="IMGCLF_SECRET_KEY"):

@@ -19,8 +19,6 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
@@ -61,25 +59,10 @@ class FuzzTarget:
 
 
 @pytest.fixture(scope="module")
-def cheap_argon2() -> Iterator[None]:
-    """Sign-up and login hash or verify on every valid example; at the production cost (about
-    half a second here) the fuzz would take minutes. The routes under test do not change."""
-    original = security._password_hash
-    security._password_hash = PasswordHash(
-        (Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),)
-    )
-    security._dummy_hash.cache_clear()
-    yield
-    security._password_hash = original
-    security._dummy_hash.cache_clear()
-
-
-@pytest.fixture(scope="module")
 def fuzz_target(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     model_dir: Path,
-    cheap_argon2: None,
 ) -> Iterator[FuzzTarget]:
     data_dir = tmp_path_factory.mktemp(f"fuzz-{request.param}") / "data"
     database_url = ""

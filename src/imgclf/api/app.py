@@ -13,6 +13,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
+from pwdlib import PasswordHash
 
 import imgclf
 from imgclf.api.auth.router import router as auth_router
@@ -39,6 +40,7 @@ from imgclf.api.security import (
     PasswordHasher,
     VerifiedTokens,
     hash_password,
+    password_hashing,
     verify_password,
 )
 from imgclf.api.shadow.recorder import ComparisonRecorder
@@ -73,10 +75,10 @@ Every error answers `{"detail": "..."}` saying what was wrong."""
 
 
 @lru_cache(maxsize=4)
-def _admin_hash(password: str) -> str:
+def _admin_hash(password: str, hashing: PasswordHash) -> str:
     """Hash the admin password once per process, however many apps it builds (tests build
     one per case, and Argon2 takes a good part of a second on purpose)."""
-    return hash_password(password)
+    return hash_password(password, hashing)
 
 
 def prepare_database(database: Database, settings: Settings, *, migrate: bool) -> bool:
@@ -92,7 +94,9 @@ def prepare_database(database: Database, settings: Settings, *, migrate: bool) -
         return False
     upgrade(database.engine)
     created = ensure_admin(
-        database, settings, _admin_hash(settings.admin_password.get_secret_value())
+        database,
+        settings,
+        _admin_hash(settings.admin_password.get_secret_value(), password_hashing(settings)),
     )
     if created:
         logger.info("Created the admin user %s", settings.admin_email)
@@ -125,7 +129,8 @@ async def _start(
     started.push_async_callback(anyio.to_thread.run_sync, database.dispose)
     await anyio.to_thread.run_sync(partial(prepare_database, database, settings, migrate=migrate))
     # Warm the dummy hash that unknown-email logins verify against.
-    await anyio.to_thread.run_sync(verify_password, "", None)
+    hashing = password_hashing(settings)
+    await anyio.to_thread.run_sync(verify_password, "", None, hashing)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     cache = build_cache(settings)
     if cache is not None:
@@ -146,6 +151,7 @@ async def _start(
         password_hasher=PasswordHasher(
             max_waiting=settings.password_checks_waiting,
             max_per_client=settings.password_checks_per_address,
+            hashing=hashing,
         ),
         auth_throttle=throttle,
         storage_quota=quota,

@@ -17,7 +17,7 @@ from fastapi import HTTPException
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from imgclf.settings import Settings
+from imgclf.settings import Settings, get_settings
 
 ALGORITHM = "HS256"
 # The longest token VerifiedTokens keeps: a few times this server's own (about 150 characters),
@@ -25,32 +25,47 @@ ALGORITHM = "HS256"
 # headers' worth of bytes each.
 MAX_REMEMBERED_TOKEN = 512
 MAX_USER_ID = 2**31 - 1  # the users.id column is a 32-bit integer
-_password_hash = PasswordHash((Argon2Hasher(),))
 
 
 class InvalidTokenError(Exception):
     """The token is missing a claim, expired, tampered with or signed with another key."""
 
 
-def hash_password(password: str) -> str:
-    return _password_hash.hash(password)
+@cache
+def argon2(time_cost: int, memory_kib: int) -> PasswordHash:
+    """Argon2id at this cost; one instance per cost, so the dummy hash below is made once."""
+    return PasswordHash((Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib),))
+
+
+def password_hashing(settings: Settings | None = None) -> PasswordHash:
+    """Argon2id at the cost ``settings`` (by default the process's) give. A stored hash is
+    verified at the cost written in it, whatever these settings say now."""
+    settings = settings or get_settings()
+    return argon2(settings.password_hash_time_cost, settings.password_hash_memory_kib)
+
+
+def hash_password(password: str, hashing: PasswordHash | None = None) -> str:
+    return (hashing or password_hashing()).hash(password)
 
 
 @cache
-def _dummy_hash() -> str:
-    return _password_hash.hash("imgclf-dummy-password-that-nobody-has")
+def _dummy_hash(hashing: PasswordHash) -> str:
+    return hashing.hash("imgclf-dummy-password-that-nobody-has")
 
 
-def verify_password(password: str, password_hash: str | None) -> bool:
+def verify_password(
+    password: str, password_hash: str | None, hashing: PasswordHash | None = None
+) -> bool:
     """Check a password; with no hash (unknown email) spend the same time and say no.
 
-    Verifying against a dummy hash makes an unknown email take as long as a wrong password,
-    so response times do not tell which emails have accounts.
+    Verifying against a dummy hash made at the configured cost makes an unknown email take as
+    long as a wrong password, so response times do not tell which emails have accounts.
     """
+    hashing = hashing or password_hashing()
     if password_hash is None:
-        _password_hash.verify(password, _dummy_hash())
+        hashing.verify(password, _dummy_hash(hashing))
         return False
-    return _password_hash.verify(password, password_hash)
+    return hashing.verify(password, password_hash)
 
 
 class PasswordChecksBusy(HTTPException):
@@ -77,7 +92,9 @@ class PasswordHasher:
         *,
         max_waiting: int = 16,
         max_per_client: int = 4,
+        hashing: PasswordHash | None = None,
     ) -> None:
+        self._hashing = hashing or password_hashing()
         self._limiter = anyio.CapacityLimiter(max_concurrent or os.cpu_count() or 2)
         self._max_admitted = int(self._limiter.total_tokens) + max_waiting
         self._max_per_client = max_per_client
@@ -109,7 +126,9 @@ class PasswordHasher:
 
     async def hash(self, password: str, *, client: str | None = None) -> str:
         with self._admission(client):
-            return await anyio.to_thread.run_sync(hash_password, password, limiter=self._limiter)
+            return await anyio.to_thread.run_sync(
+                hash_password, password, self._hashing, limiter=self._limiter
+            )
 
     async def verify(
         self, password: str, password_hash: str | None, *, client: str | None = None
@@ -117,7 +136,7 @@ class PasswordHasher:
         """``client`` (an address) limits how many checks it runs at once; None: no limit."""
         with self._admission(client):
             return await anyio.to_thread.run_sync(
-                verify_password, password, password_hash, limiter=self._limiter
+                verify_password, password, password_hash, self._hashing, limiter=self._limiter
             )
 
 
