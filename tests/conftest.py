@@ -18,21 +18,26 @@ import pytest
 
 from imgclf.localservers import PostgresServer, RedisServer, ServerUnavailable
 from imgclf.settings import get_settings
+from tests.support import CHEAP_ARGON2
 
 TEST_DATA = Path(__file__).parent / "data"
 DOG_JPEG = TEST_DATA / "dog.jpeg"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 _database_names = itertools.count()
-CHEAP_ARGON2 = {"IMGCLF_PASSWORD_HASH_TIME_COST": "1", "IMGCLF_PASSWORD_HASH_MEMORY_KIB": "1024"}
-# Where the test servers and the model come from: kept from the developer's environment.
-_KEPT_VARIABLES = {"IMGCLF_TEST_MODEL_DIR", "IMGCLF_REDIS_SERVER", "IMGCLF_PG_BIN", *CHEAP_ARGON2}
+CHEAP_ARGON2_ENVIRONMENT = {f"IMGCLF_{name.upper()}": str(v) for name, v in CHEAP_ARGON2.items()}
+# Kept from the environment: where the test servers and the model come from, and the cost of
+# a password hash (set in pytest_configure).
+_KEPT_VARIABLES = {
+    "IMGCLF_TEST_MODEL_DIR",
+    "IMGCLF_REDIS_SERVER",
+    "IMGCLF_PG_BIN",
+    *CHEAP_ARGON2_ENVIRONMENT,
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Argon2id at its least cost (the production one takes 0.15 s a hash): the suite signs up
-    and logs in hundreds of times, and the servers it starts inherit this. Tests about what a
-    hash costs set the production cost themselves."""
-    os.environ.update(CHEAP_ARGON2)
+    """Argon2id at its least cost (``CHEAP_ARGON2``), for the servers the tests start too."""
+    os.environ.update(CHEAP_ARGON2_ENVIRONMENT)
 
 
 def unavailable(reason: str) -> None:
@@ -58,7 +63,7 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator
 @pytest.fixture
 def production_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Argon2id at its default cost, the least a service in production mode accepts."""
-    for name in CHEAP_ARGON2:
+    for name in CHEAP_ARGON2_ENVIRONMENT:
         monkeypatch.delenv(name)
 
 

@@ -17,6 +17,10 @@ from imgclf.localservers import free_port, port_open
 from imgclf.queue.keys import RedisKeys
 
 DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"
+# Argon2id at its least cost, for the tests and the servers they start (the production cost
+# takes 0.15 s a hash, and the suite signs up and logs in hundreds of times). Tests about what
+# a hash costs set the production cost themselves.
+CHEAP_ARGON2 = {"password_hash_time_cost": 1, "password_hash_memory_kib": 1024}
 
 
 def dog_upload(name: str = "dog.jpeg") -> dict[str, tuple[str, bytes, str]]:
@@ -102,7 +106,14 @@ class ServedApi:
         self.log = log
         self.data_dir = data_dir
         env = environment(
-            {"data_dir": data_dir, "port": self.port, "access_log": False, **settings}, clean=True
+            {
+                "data_dir": data_dir,
+                "port": self.port,
+                "access_log": False,
+                **CHEAP_ARGON2,
+                **settings,
+            },
+            clean=True,
         )
         self.child = Child("api", [*imgclf_command(), "serve"], env, log, cwd=data_dir.parent)
         try:

@@ -15,6 +15,7 @@ import pytest
 from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, wait_until
 from imgclf.localservers import free_port, port_open
 from imgclf.ui.client import ApiClient, Me, User
+from tests.support import CHEAP_ARGON2
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"
 PASSWORD = "correct horse battery"
@@ -57,7 +58,7 @@ def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     root = tmp_path_factory.mktemp("ui-stack")
     api_port, ui_port = free_port(), free_port()
     settings = {"data_dir": root / "data", "model_repository": model_repository}
-    settings |= {"model_threads": 1}
+    settings |= {"model_threads": 1, **CHEAP_ARGON2}
     # Every test signs up its own user, all from this machine's address.
     settings |= {"port": api_port, "ui_port": ui_port, "signup_max_per_address": 1000}
     settings |= {"access_token_minutes": ACCESS_TOKEN_SECONDS / 60}

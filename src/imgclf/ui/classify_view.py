@@ -152,10 +152,10 @@ def _ways_in(client: ApiClient) -> None:
         help=f"JPEG, PNG, GIF, WebP or BMP, up to {_megabytes()} each. The model knows the "
         "1000 classes of ImageNet: animals, plants, objects and foods, not people.",
     )
+    # The kinds and the size limit are already written in the uploader's own box.
     st.caption(
-        f"JPEG, PNG, GIF, WebP or BMP, up to {_megabytes()} each. The model knows the 1000 "
-        "ImageNet classes (animals, plants, objects, foods), not people. No photo at hand? "
-        "Try one of these:"
+        "The model knows the 1000 ImageNet classes (animals, plants, objects, foods), not "
+        "people. No photo at hand? Try one of these:"
     )
     picked: list[Upload] = []
     with st.container(horizontal=True, key="samples"):
