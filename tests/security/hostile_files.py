@@ -357,14 +357,20 @@ def corpus() -> list[Hostile]:
             statuses=frozenset({413}),
             message="between its headers",
         ),
-        Hostile("png, 80k empty chunks", png_with_empty_chunks(80_000), message="chunks before"),
+        Hostile(
+            "png, 80k empty chunks",
+            png_with_empty_chunks(80_000),
+            statuses=frozenset({413}),
+            message="chunks before its pixels. A camera's",
+        ),
         Hostile("png, 100 empty chunks", png_with_empty_chunks(100), statuses=ok),
         Hostile(
             "gif, 1 MB of stray bytes",
             gif_with_stray_bytes(1_000_000),
             filename=b"slow.gif",
             content_type=b"image/gif",
-            message="blocks before its picture",
+            statuses=frozenset({413}),
+            message="blocks before its picture. A camera's",
         ),
         Hostile(
             "bmp rle 640 x 480",

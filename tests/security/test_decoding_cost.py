@@ -120,8 +120,8 @@ def test_uploads_costly_to_check_never_hold_the_api_still_for_everyone(
     attacks = {
         "comments.jpeg": (jpeg_with_empty_comments(4_900_000, before_scan=True), 413),
         "trailing.jpeg": (jpeg_with_empty_comments(4_900_000, before_scan=False), 413),
-        "chunks.png": (png_with_empty_chunks(1_600_000), 400),
-        "stray.gif": (gif_with_stray_bytes(19_000_000), 400),
+        "chunks.png": (png_with_empty_chunks(1_600_000), 413),
+        "stray.gif": (gif_with_stray_bytes(19_000_000), 413),
     }
     waits: list[float] = []
     with api.client() as client:

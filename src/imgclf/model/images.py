@@ -236,19 +236,22 @@ def check_structure(data: bytes, limits: ImageLimits) -> JpegLayout | None:
     JPEG's marker segments (up to its first scan, as Pillow does), a PNG's chunks, the blocks
     before a GIF's picture. 20 MB of empty ones took them seconds (and the limits of our own
     walks were not there either). A JPEG's layout is returned for ``check_decoding_cost``."""
-    try:
-        if data.startswith(b"\xff\xd8"):
+    if data.startswith(b"\xff\xd8"):
+        try:
             return _jpeg_layout(data, limits)
+        except EndNotFound as error:
+            raise CorruptImageError(str(error)) from None
+    try:
         if data.startswith(b"\x89PNG\r\n\x1a\n"):
             check_png_prelude(data)
         elif data[:6] in (b"GIF87a", b"GIF89a"):
             check_gif_prelude(data)
-    except EndNotFound as error:
-        raise CorruptImageError(str(error)) from None
+    except EndNotFound as error:  # too many chunks or blocks: refused as a JPEG's segments are
+        raise _too_complex(error) from None
     return None
 
 
-def _too_complex(error: TooManySegments) -> ImageTooLargeError:
+def _too_complex(error: ValueError) -> ImageTooLargeError:
     return ImageTooLargeError(
         f"The image is refused: {error} A camera's or an editor's file has far fewer; save the "
         "picture again to send it."
