@@ -23,15 +23,18 @@ def skimage_photo(name: str) -> bytes:
     return (folder / name).read_bytes()
 
 
-# Photos an INT8 refinement test calibrates on, and others it checks the result on.
+# Photos an INT8 refinement test calibrates on, and others it checks the result on, in this
+# many random crops each: 4 show what 8 showed, in half the time.
+VIEWS_PER_PHOTO = 4
 CALIBRATION_PHOTOS = ("coffee.png", "chelsea.png", "astronaut.png")
 HELD_OUT_PHOTOS = ("motorcycle_left.png", "rocket.jpg", "horse.png")
 
 
 def photo_views(names: tuple[str, ...], bundle: ModelBundle, seed: int) -> np.ndarray:
-    """8 random crops of each named scikit-image photo, prepared for ``bundle``'s model."""
+    """``VIEWS_PER_PHOTO`` random crops of each named scikit-image photo, prepared for
+    ``bundle``'s model."""
     pictures = [cal.picture_from_bytes(name, skimage_photo(name)) for name in names]
-    return cal.random_views(pictures, bundle.preprocessing, 8, seed=seed)
+    return cal.random_views(pictures, bundle.preprocessing, VIEWS_PER_PHOTO, seed=seed)
 
 
 # (file bytes loader, classes that count as right)

@@ -1,6 +1,6 @@
 """Hessian-aware rounding of the real Lite0 INT8 model's weights.
 
-Quantizes the packaged FP32 bundle on 24 crops of three photos (ONNX Runtime's own quantizer,
+Quantizes the packaged FP32 bundle on 12 crops of three photos (ONNX Runtime's own quantizer,
 no torch needed), then re-rounds its weights against those crops.
 """
 
