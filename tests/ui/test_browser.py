@@ -236,6 +236,17 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     page.locator(".st-key-clear-all button").click()
     expect(page.get_by_text("images,")).to_have_count(0)
 
+    # A file the uploader refuses itself (its kind): why is written out, not left to a tooltip
+    # over a red icon (Streamlit's alert for screen readers is 1 pixel wide).
+    text_file = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"milk"}
+    page.locator('input[type="file"]').set_input_files([text_file])  # type: ignore[list-item]
+    refusal = page.locator("[data-testid=stFileChip] [role=alert]")
+    expect(refusal).to_have_text("Error: text/plain files are not allowed.")
+    box = refusal.bounding_box()
+    assert box is not None
+    assert box["width"] > 100, box
+    assert box["height"] > 8, box
+
 
 def test_the_login_page_says_what_is_wrong_in_words_and_minutes(
     page: Page, ui_url: str, stack: Stack, account: Account, api: ApiClient, width: str

@@ -24,6 +24,16 @@ from imgclf.ui.preview import Preview, make_preview
 from imgclf.ui.result_view import headline, render_card, render_tile
 from imgclf.ui.shelf import MAX_BYTES_PER_USER
 
+# Why the uploader refused a file (its kind, its size) is written only in a tooltip, and in an
+# alert hidden for screen readers: a person saw a red icon and nothing else. The alert is shown
+# on a line of its own under the file's name.
+REFUSAL_STYLE = """<style>
+[data-testid="stFileChip"][aria-invalid="true"] { flex-wrap: wrap; }
+[data-testid="stFileChip"] [role="alert"] {
+  position: static; width: auto; height: auto; margin: 0 0.25rem; clip: auto;
+  overflow: visible; white-space: normal; flex-basis: 100%; font-size: 0.8rem;
+}
+</style>"""
 # Images pasted anywhere on the page (Ctrl+V) go to the uploader, as a drop would. Listened
 # for once per page; the uploader's input is looked up at paste time (reruns replace it).
 PASTE_SCRIPT = """<script>
@@ -144,6 +154,7 @@ def _ways_in(client: ApiClient) -> None:
     model = model_picker.render(client)
     round_ = st.session_state.setdefault(UPLOADER_ROUND, 0)
     st.html(PASTE_SCRIPT, unsafe_allow_javascript=True)
+    st.html(REFUSAL_STYLE)
     files = st.file_uploader(
         "Drop, paste or browse images",
         type=IMAGE_TYPES,
