@@ -27,9 +27,7 @@ def mean_shift(fp32: Path, int8: Path, inputs: np.ndarray) -> float:
     layers = [n for n in int8_model.graph.node if n.op_type in ("Conv", "Gemm")]
     reference = channel_means(fp32_model, [fp32_layers[n.name] for n in layers], inputs)
     means = channel_means(int8_model, [layer.output[0] for layer in layers], inputs)
-    shifts = [
-        np.abs(mean - target).mean() for mean, target in zip(means, reference, strict=True)
-    ]
+    shifts = [np.abs(mean - target).mean() for mean, target in zip(means, reference, strict=True)]
     return float(np.mean(shifts))
 
 
