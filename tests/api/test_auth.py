@@ -10,9 +10,13 @@ from datetime import UTC, datetime, timedelta
 import jwt
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from imgclf.api.app import create_app
 from imgclf.api.security import create_access_token
 from imgclf.api.state import app_state
+from imgclf.db.models import User
+from imgclf.settings import Settings
 
 from .conftest import PASSWORD, Caller
 
@@ -48,6 +52,37 @@ def test_login_returns_a_bearer_token_naming_the_user(
 def test_the_admin_from_settings_can_log_in(client: TestClient) -> None:
     answer = client.post("/login", data={"username": "admin@example.com", "password": "admin"})
     assert answer.status_code == 200
+
+
+def test_a_login_renews_a_password_hash_made_at_an_older_cost(
+    settings: Settings, client: TestClient
+) -> None:
+    """Once the hash cost is raised, a user's next login stores their hash at the new cost
+    (it would otherwise keep the old one for good); a wrong password changes nothing."""
+    account = {"name": "Ada", "email": "ada@example.com", "password": PASSWORD}
+    assert client.post("/user/", json=account).status_code == 201
+    raised = settings.model_copy(
+        update={"password_hash_time_cost": 2, "password_hash_memory_kib": 2048}
+    )
+    app = create_app(raised)
+    with TestClient(app) as later:
+
+        def stored() -> str:
+            with app_state(app).database.transaction() as session:
+                query = select(User.hashed_password).where(User.email == account["email"])
+                return str(session.scalars(query).one())
+
+        made_before = stored()
+        assert "m=1024,t=1," in made_before
+        form = {"username": account["email"], "password": "not the password"}
+        assert later.post("/login", data=form).status_code == 401
+        assert stored() == made_before
+        form["password"] = PASSWORD
+        assert later.post("/login", data=form).status_code == 200
+        renewed = stored()
+        assert "m=2048,t=2," in renewed
+        assert later.post("/login", data=form).status_code == 200
+        assert stored() == renewed  # once
 
 
 def test_wrong_password_and_unknown_email_get_the_same_answer(

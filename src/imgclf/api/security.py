@@ -68,6 +68,18 @@ def verify_password(
     return hashing.verify(password, password_hash)
 
 
+def verify_and_renew(
+    password: str, password_hash: str | None, hashing: PasswordHash | None = None
+) -> tuple[bool, str | None]:
+    """``verify_password``; and when the password is right but its hash was made at another
+    cost than ``hashing``'s (the settings changed since), a new hash at today's cost to store
+    in its place, else None."""
+    hashing = hashing or password_hashing()
+    if password_hash is None:
+        return verify_password(password, None, hashing), None
+    return hashing.verify_and_update(password, password_hash)
+
+
 class PasswordChecksBusy(HTTPException):
     """Too many password checks at once: refused at once, never queued without end."""
 
@@ -130,13 +142,14 @@ class PasswordHasher:
                 hash_password, password, self._hashing, limiter=self._limiter
             )
 
-    async def verify(
+    async def verify_and_renew(
         self, password: str, password_hash: str | None, *, client: str | None = None
-    ) -> bool:
-        """``client`` (an address) limits how many checks it runs at once; None: no limit."""
+    ) -> tuple[bool, str | None]:
+        """``verify_and_renew`` off the loop. ``client`` (an address) limits how many checks
+        it runs at once; None: no limit."""
         with self._admission(client):
             return await anyio.to_thread.run_sync(
-                verify_password, password, password_hash, self._hashing, limiter=self._limiter
+                verify_and_renew, password, password_hash, self._hashing, limiter=self._limiter
             )
 
 

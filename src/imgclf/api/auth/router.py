@@ -11,7 +11,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from imgclf.api.auth import sessions
 from imgclf.api.auth.schemas import RefreshRequest, Token
-from imgclf.api.auth.service import find_credentials, normalize_email
+from imgclf.api.auth.service import find_credentials, normalize_email, renew_password_hash
 from imgclf.api.auth.throttle import AttemptsRefused
 from imgclf.api.deps import (
     AuthThrottleDep,
@@ -53,7 +53,7 @@ async def login(
         # The lookup's connection is released before Argon2 runs; an unknown email is verified
         # against a dummy hash, so it takes as long as a wrong password.
         credentials = await db.run(find_credentials, email)
-        verified = await hasher.verify(
+        verified, renewed_hash = await hasher.verify_and_renew(
             form.password, credentials.password_hash if credentials else None, client=address
         )
     except Exception:
@@ -68,6 +68,10 @@ async def login(
         )
     await throttle.give_back(attempt)  # successful logins do not count
     assert credentials is not None  # verify() never accepts the dummy hash
+    if renewed_hash is not None:  # made at another cost than the settings' now
+        await db.run(
+            renew_password_hash, credentials.user_id, credentials.password_hash, renewed_hash
+        )
     refresh_token = None
     if sessions.OFFLINE_ACCESS in form.scopes:
         lifetime = timedelta(days=settings.session_days)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from imgclf.db.models import User
@@ -28,3 +28,13 @@ def find_credentials(session: Session, email: str) -> Credentials | None:
         select(User.id, User.hashed_password).where(User.email == email)
     ).one_or_none()
     return Credentials(row.id, row.hashed_password) if row else None
+
+
+def renew_password_hash(session: Session, user_id: int, old_hash: str, new_hash: str) -> None:
+    """Store a password's hash made at today's cost in place of ``old_hash``, unless the
+    password was changed meanwhile (then the newer hash stays)."""
+    session.execute(
+        update(User)
+        .where(User.id == user_id, User.hashed_password == old_hash)
+        .values(hashed_password=new_hash)
+    )
