@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import redis
 
+from imgclf.api.security import argon2
 from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, wait_until
 from imgclf.localservers import free_port, port_open
 from imgclf.queue.keys import RedisKeys
@@ -21,6 +22,7 @@ DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"
 # takes 0.15 s a hash, and the suite signs up and logs in hundreds of times). Tests about what
 # a hash costs set the production cost themselves.
 CHEAP_ARGON2 = {"password_hash_time_cost": 1, "password_hash_memory_kib": 1024}
+CHEAP_HASHING = argon2(1, 1024)
 
 
 def dog_upload(name: str = "dog.jpeg") -> dict[str, tuple[str, bytes, str]]:

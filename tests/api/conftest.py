@@ -21,6 +21,7 @@ from imgclf.api.security import create_access_token, hash_password
 from imgclf.api.state import app_state
 from imgclf.db.models import User
 from imgclf.settings import Settings
+from tests.support import CHEAP_HASHING
 
 PASSWORD = "correct horse battery"
 _emails = itertools.count(1)
@@ -56,7 +57,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="session")
 def password_hash() -> str:
-    return hash_password(PASSWORD)
+    return hash_password(PASSWORD, CHEAP_HASHING)
 
 
 def caller_for(app: FastAPI, user: User) -> Caller:

@@ -6,11 +6,12 @@ import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 
 from imgclf.api.app import create_app
 from imgclf.api.security import create_access_token
@@ -83,6 +84,26 @@ def test_a_login_renews_a_password_hash_made_at_an_older_cost(
         assert "m=2048,t=2," in renewed
         assert later.post("/login", data=form).status_code == 200
         assert stored() == renewed  # once
+
+
+def test_a_renewed_hash_the_database_refuses_to_store_still_logs_in(tmp_path: Path) -> None:
+    """Renewal is a chance taken: a database that refuses the write fails no login."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'renewal.db'}")
+    account = {"name": "Ada", "email": "ada@example.com", "password": PASSWORD}
+    with TestClient(create_app(settings)) as first:
+        assert first.post("/user/", json=account).status_code == 201
+    engine = create_engine(settings.resolved_database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER keep_hashes BEFORE UPDATE OF hashed_password ON users "
+            "BEGIN SELECT RAISE(ABORT, 'hashes are kept as they are'); END"
+        )
+    engine.dispose()
+    raised = settings.model_copy(update={"password_hash_time_cost": 2})
+    with TestClient(create_app(raised)) as later:
+        form = {"username": account["email"], "password": PASSWORD}
+        for _ in range(2):  # each login tries again, and each logs in
+            assert later.post("/login", data=form).status_code == 200
 
 
 def test_wrong_password_and_unknown_email_get_the_same_answer(

@@ -17,6 +17,7 @@ from imgclf.db.engine import Database, make_engine
 from imgclf.db.migrate import ensure_admin, schema_is_current, upgrade
 from imgclf.db.models import Feedback, Prediction, User
 from imgclf.settings import Settings
+from tests.support import CHEAP_HASHING
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_models_and_migrations_agree(engine: Engine) -> None:
 
 def test_ensure_admin_is_idempotent(engine: Engine, settings: Settings) -> None:
     upgrade(engine)
-    password_hash = hash_password("admin")
+    password_hash = hash_password("admin", CHEAP_HASHING)
     database = Database(engine)
     assert ensure_admin(database, settings, password_hash) is True
     assert ensure_admin(database, settings, password_hash) is False

@@ -24,6 +24,7 @@ from imgclf.db.models import User
 from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.api.conftest import PASSWORD, Caller
+from tests.support import CHEAP_HASHING
 
 _emails = itertools.count(1)
 
@@ -72,7 +73,7 @@ def isolated_settings(**values: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 def shared_password_hash() -> str:
-    return hash_password(PASSWORD)
+    return hash_password(PASSWORD, CHEAP_HASHING)
 
 
 def start_service(settings: Settings, password_hash: str) -> Iterator[Service]:

@@ -196,11 +196,12 @@ def jpeg_with_empty_comments(count: int, *, before_scan: bool) -> bytes:
     return data[:2] + comments + data[2:] if before_scan else data[:-2] + comments + data[-2:]
 
 
-def png_with_empty_chunks(count: int) -> bytes:
-    """A small PNG with ``count`` empty private chunks (12 bytes each) before its pixels."""
+def png_with_empty_chunks(count: int, *, after_pixels: bool = False) -> bytes:
+    """A small PNG with ``count`` empty private chunks (12 bytes each) before its pixels, or
+    after them (before IEND)."""
     data = encode(dog_image().resize((64, 43)), "PNG")
-    header_end = 8 + 25  # the signature, then IHDR
-    return data[:header_end] + png_chunk(b"zzZz", b"") * count + data[header_end:]
+    at = len(data) - 12 if after_pixels else 8 + 25  # before IEND, or after the signature+IHDR
+    return data[:at] + png_chunk(b"zzZz", b"") * count + data[at:]
 
 
 def gif_with_stray_bytes(count: int) -> bytes:
@@ -364,6 +365,12 @@ def corpus() -> list[Hostile]:
             message="chunks before its pixels. A camera's",
         ),
         Hostile("png, 100 empty chunks", png_with_empty_chunks(100), statuses=ok),
+        Hostile(
+            "png, 25k empty chunks after its pixels",
+            png_with_empty_chunks(25_000, after_pixels=True),
+            statuses=frozenset({413}),
+            message="more than 20,000 chunks. A camera's",
+        ),
         Hostile(
             "gif, 1 MB of stray bytes",
             gif_with_stray_bytes(1_000_000),

@@ -36,6 +36,7 @@ from imgclf.localservers import PostgresServer
 from imgclf.serving import create_service_app
 from tests.api.conftest import Caller
 from tests.security.conftest import Service, isolated_settings
+from tests.support import CHEAP_HASHING
 
 CHECKS = [
     not_a_server_error,
@@ -80,7 +81,9 @@ def fuzz_target(
     # Loading the schema starts the app's lifespan (schemathesis keeps it for its own calls).
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     try:
-        service = Service(app, None, settings, security.hash_password("correct horse battery"))  # type: ignore[arg-type]
+        service = Service(
+            app, None, settings, security.hash_password("correct horse battery", CHEAP_HASHING)
+        )  # type: ignore[arg-type]
         yield FuzzTarget(
             service,
             schema,

@@ -76,8 +76,8 @@ Every error answers `{"detail": "..."}` saying what was wrong."""
 
 @lru_cache(maxsize=4)
 def _admin_hash(password: str, hashing: PasswordHash) -> str:
-    """Hash the admin password once per process, however many apps it builds (tests build
-    one per case, and Argon2 takes a good part of a second on purpose)."""
+    """Hash the admin password once per process and cost, however many apps it builds (tests
+    build one per case, and Argon2 at its default cost takes 0.15 s of a core on purpose)."""
     return hash_password(password, hashing)
 
 
@@ -149,9 +149,9 @@ async def _start(
         queue=queue,
         cache=cache,
         password_hasher=PasswordHasher(
+            hashing,
             max_waiting=settings.password_checks_waiting,
             max_per_client=settings.password_checks_per_address,
-            hashing=hashing,
         ),
         auth_throttle=throttle,
         storage_quota=quota,

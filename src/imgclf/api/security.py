@@ -17,7 +17,7 @@ from fastapi import HTTPException
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from imgclf.settings import Settings, get_settings
+from imgclf.settings import Settings
 
 ALGORITHM = "HS256"
 # The longest token VerifiedTokens keeps: a few times this server's own (about 150 characters),
@@ -37,31 +37,30 @@ def argon2(time_cost: int, memory_kib: int) -> PasswordHash:
     return PasswordHash((Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib),))
 
 
-def password_hashing(settings: Settings | None = None) -> PasswordHash:
-    """Argon2id at the cost ``settings`` (by default the process's) give. A stored hash is
-    verified at the cost written in it, whatever these settings say now."""
-    settings = settings or get_settings()
+def password_hashing(settings: Settings) -> PasswordHash:
+    """Argon2id at the cost ``settings`` give. A stored hash is verified at the cost written in
+    it, whatever these settings say now."""
     return argon2(settings.password_hash_time_cost, settings.password_hash_memory_kib)
 
 
-def hash_password(password: str, hashing: PasswordHash | None = None) -> str:
-    return (hashing or password_hashing()).hash(password)
+def hash_password(password: str, hashing: PasswordHash) -> str:
+    return hashing.hash(password)
 
 
 @cache
 def _dummy_hash(hashing: PasswordHash) -> str:
+    """One per cost: ``argon2`` makes one ``PasswordHash`` per cost, which this is keyed on."""
     return hashing.hash("imgclf-dummy-password-that-nobody-has")
 
 
-def verify_password(
-    password: str, password_hash: str | None, hashing: PasswordHash | None = None
-) -> bool:
+def verify_password(password: str, password_hash: str | None, hashing: PasswordHash) -> bool:
     """Check a password; with no hash (unknown email) spend the same time and say no.
 
     Verifying against a dummy hash made at the configured cost makes an unknown email take as
-    long as a wrong password, so response times do not tell which emails have accounts.
+    long as a wrong password for an account whose hash was made at that cost, so response
+    times do not tell which emails have accounts. (An account whose hash was made at an older
+    cost takes that cost's time until its next login renews it: see SECURITY.md.)
     """
-    hashing = hashing or password_hashing()
     if password_hash is None:
         hashing.verify(password, _dummy_hash(hashing))
         return False
@@ -69,12 +68,11 @@ def verify_password(
 
 
 def verify_and_renew(
-    password: str, password_hash: str | None, hashing: PasswordHash | None = None
+    password: str, password_hash: str | None, hashing: PasswordHash
 ) -> tuple[bool, str | None]:
     """``verify_password``; and when the password is right but its hash was made at another
     cost than ``hashing``'s (the settings changed since), a new hash at today's cost to store
     in its place, else None."""
-    hashing = hashing or password_hashing()
     if password_hash is None:
         return verify_password(password, None, hashing), None
     return hashing.verify_and_update(password, password_hash)
@@ -100,13 +98,13 @@ class PasswordHasher:
 
     def __init__(
         self,
+        hashing: PasswordHash,
         max_concurrent: int | None = None,
         *,
         max_waiting: int = 16,
         max_per_client: int = 4,
-        hashing: PasswordHash | None = None,
     ) -> None:
-        self._hashing = hashing or password_hashing()
+        self._hashing = hashing
         self._limiter = anyio.CapacityLimiter(max_concurrent or os.cpu_count() or 2)
         self._max_admitted = int(self._limiter.total_tokens) + max_waiting
         self._max_per_client = max_per_client

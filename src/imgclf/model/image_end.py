@@ -47,20 +47,20 @@ def _png_end(data: bytes) -> int | None:
         position += 12 + length
         if kind == b"IEND":
             return position
-    raise EndNotFound(f"the PNG has more than {MAX_PNG_CHUNKS:,} chunks.")
+    raise TooManySegments(f"more than {MAX_PNG_CHUNKS:,} chunks", file_kind="PNG")
 
 
 def check_png_prelude(data: bytes) -> None:
     """Count the chunks before a PNG's pixels (its first IDAT), as Pillow's header parser would
-    read them, and refuse the file (EndNotFound) past the limit."""
+    read them, and refuse the file (TooManySegments) past the limit."""
     position = 8  # after the signature
     for _ in range(MAX_PNG_CHUNKS_BEFORE_PIXELS):
         kind = data[position + 4 : position + 8]
         if kind == b"IDAT" or not kind.isalpha():  # the pixels, or no chunk: Pillow's to judge
             return
         position += 12 + int.from_bytes(data[position : position + 4])
-    raise EndNotFound(
-        f"the PNG has more than {MAX_PNG_CHUNKS_BEFORE_PIXELS:,} chunks before its pixels."
+    raise TooManySegments(
+        f"more than {MAX_PNG_CHUNKS_BEFORE_PIXELS:,} chunks before its pixels", file_kind="PNG"
     )
 
 
@@ -121,7 +121,7 @@ _EXTENSION, _PICTURE, _TRAILER = 0x21, 0x2C, 0x3B
 
 def check_gif_prelude(data: bytes) -> None:
     """Count what Pillow's header parser reads before a GIF's first picture (extension
-    sub-blocks, stray bytes) and refuse the file (EndNotFound) past the limit."""
+    sub-blocks, stray bytes) and refuse the file (TooManySegments) past the limit."""
     position = 13  # after the signature and the logical screen descriptor
     if len(data) > 10 and data[10] & 0x80:  # a global colour table follows
         position += 3 << ((data[10] & 0x07) + 1)
@@ -137,6 +137,6 @@ def check_gif_prelude(data: bytes) -> None:
         steps += 1
         position += 1  # the zero length that ends an extension, or a stray byte
         if steps > MAX_GIF_PRELUDE_BLOCKS:
-            raise EndNotFound(
-                f"the GIF has more than {MAX_GIF_PRELUDE_BLOCKS:,} blocks before its picture."
+            raise TooManySegments(
+                f"more than {MAX_GIF_PRELUDE_BLOCKS:,} blocks before its picture", file_kind="GIF"
             )

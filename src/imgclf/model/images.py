@@ -237,21 +237,18 @@ def check_structure(data: bytes, limits: ImageLimits) -> JpegLayout | None:
     before a GIF's picture. 20 MB of empty ones took them seconds (and the limits of our own
     walks were not there either). A JPEG's layout is returned for ``check_decoding_cost``."""
     if data.startswith(b"\xff\xd8"):
-        try:
-            return _jpeg_layout(data, limits)
-        except EndNotFound as error:
-            raise CorruptImageError(str(error)) from None
+        return _jpeg_layout(data, limits)
     try:
         if data.startswith(b"\x89PNG\r\n\x1a\n"):
             check_png_prelude(data)
         elif data[:6] in (b"GIF87a", b"GIF89a"):
             check_gif_prelude(data)
-    except EndNotFound as error:  # too many chunks or blocks: refused as a JPEG's segments are
+    except TooManySegments as error:
         raise _too_complex(error) from None
     return None
 
 
-def _too_complex(error: ValueError) -> ImageTooLargeError:
+def _too_complex(error: TooManySegments) -> ImageTooLargeError:
     return ImageTooLargeError(
         f"The image is refused: {error} A camera's or an editor's file has far fewer; save the "
         "picture again to send it."

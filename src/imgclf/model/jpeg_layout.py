@@ -31,8 +31,16 @@ MAX_JPEG_FILLER_BYTES = 4096
 
 
 class TooManySegments(ValueError):
-    def __init__(self, detail: str = f"more than {MAX_JPEG_SEGMENTS:,} marker segments") -> None:
-        super().__init__(f"the JPEG has {detail}.")
+    """More pieces of structure than any encoder writes: a JPEG's marker segments or filler
+    bytes, a PNG's chunks, a GIF's blocks. Refused as too costly to read, not as damaged."""
+
+    def __init__(
+        self,
+        detail: str = f"more than {MAX_JPEG_SEGMENTS:,} marker segments",
+        *,
+        file_kind: str = "JPEG",
+    ) -> None:
+        super().__init__(f"the {file_kind} has {detail}.")
 
 
 @dataclass(frozen=True, slots=True)

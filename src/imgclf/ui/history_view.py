@@ -118,14 +118,15 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
     )
     return st.dataframe(
         table,
-        # Widths that fit the page's 704 pixels (a 1280-pixel window): left to themselves the
-        # columns took their content's width, and When and Model fell off the right edge.
+        # Widths that fit the page's 704 pixels with the selection column (a 1280-pixel
+        # window); left to themselves the columns took their content's width, and When and
+        # Model fell off the right edge.
         column_config={
             "Image": st.column_config.ImageColumn("Image", width=64),
-            "File": st.column_config.TextColumn("File", width=112),
+            "File": st.column_config.TextColumn("File", width=100),
             "Answer": st.column_config.TextColumn("Answer", width=126),
             "Score": st.column_config.TextColumn("Score", width=56),
-            "Your feedback": st.column_config.TextColumn("Your feedback", width=120),
+            "Your feedback": st.column_config.TextColumn("Your feedback", width=104),
             "When": st.column_config.TextColumn(f"When ({zone})", width=116),
             "Model": st.column_config.TextColumn("Model", width=96),
         },

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Annotated
 
@@ -25,6 +26,7 @@ from imgclf.api.errors import error_responses
 from imgclf.api.security import create_access_token
 from imgclf.settings import Settings
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["auth"])
 
 
@@ -67,11 +69,14 @@ async def login(
             headers={"WWW-Authenticate": "Bearer"},
         )
     await throttle.give_back(attempt)  # successful logins do not count
-    assert credentials is not None  # verify() never accepts the dummy hash
+    assert credentials is not None  # verify_and_renew never accepts the dummy hash
     if renewed_hash is not None:  # made at another cost than the settings' now
-        await db.run(
-            renew_password_hash, credentials.user_id, credentials.password_hash, renewed_hash
-        )
+        try:
+            await db.run(
+                renew_password_hash, credentials.user_id, credentials.password_hash, renewed_hash
+            )
+        except Exception:  # a chance taken, not a condition: the next login tries again
+            logger.warning("could not store user %d's renewed password hash", credentials.user_id)
     refresh_token = None
     if sessions.OFFLINE_ACCESS in form.scopes:
         lifetime = timedelta(days=settings.session_days)
