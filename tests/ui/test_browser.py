@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -33,6 +34,7 @@ from playwright.sync_api import (
     BrowserContext,
     Error,
     FloatRect,
+    Locator,
     Page,
     Route,
     expect,
@@ -134,6 +136,22 @@ def logged_in(page: Page, ui_url: str, account: Account) -> Page:
     return page
 
 
+def add_files(page: Page, files: Any, shown: Locator, wait_ms: int = 20_000) -> None:
+    """Give the uploader ``files`` and wait for ``shown``. Files given while the page still
+    reruns after the last click (settle() may look before that rerun starts) can be lost with
+    the input that took them: they are given again then, at most twice; a repeat of a file
+    that did arrive is only "already here"."""
+    for _attempt in range(3):
+        settle(page)
+        page.locator('input[type="file"]').set_input_files(files)
+        try:
+            shown.first.wait_for(timeout=wait_ms)
+            return
+        except PlaywrightTimeoutError:
+            continue
+    expect(shown.first).to_be_visible()
+
+
 def encoded(image: Image.Image, image_format: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=image_format)
@@ -178,8 +196,7 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
         },
         {"name": "60mp.png", "mimeType": "image/png", "buffer": flat_png(7746, 7746, 8, 2, 3)},
     ]
-    page.locator('input[type="file"]').set_input_files(files)  # type: ignore[arg-type]
-    expect(page.get_by_text("5 images, 2 answered")).to_be_visible()
+    add_files(page, files, page.get_by_text("5 images, 2 answered"), wait_ms=40_000)
     settle(page)
     no_traceback(page)
     expect(page.get_by_text(f"notes.jpg: {NOT_AN_IMAGE}")).to_be_visible()
@@ -239,8 +256,8 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     # A file the uploader refuses itself (its kind): why is written out, not left to a tooltip
     # over a red icon (Streamlit's alert for screen readers is 1 pixel wide).
     text_file = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"milk"}
-    page.locator('input[type="file"]').set_input_files([text_file])  # type: ignore[list-item]
     refusal = page.locator("[data-testid=stFileChip] [role=alert]")
+    add_files(page, [text_file], refusal)
     expect(refusal).to_have_text("Error: text/plain files are not allowed.")
     box = refusal.bounding_box()
     assert box is not None
@@ -325,8 +342,7 @@ def test_a_login_survives_reloads_and_tabs_and_its_end_loses_no_feedback(
     width: str,
 ) -> None:
     logged_in(page, ui_url, account)
-    page.locator('input[type="file"]').set_input_files(str(DOG_JPEG))
-    expect(page.get_by_role("heading", name="Eskimo dog")).to_be_visible()
+    add_files(page, str(DOG_JPEG), page.get_by_role("heading", name="Eskimo dog"))
     expect(page.get_by_text("62.2% sure")).to_be_visible()
     expect(page.locator("[data-testid=stVegaLiteChart]")).to_be_visible()
     settle(page)
@@ -427,9 +443,7 @@ def test_a_picked_model_answers_and_the_admin_sees_how_often_each_was_right(
         except PlaywrightTimeoutError:
             settle(page)
     fast.click()
-    settle(page)
-    page.locator('input[type="file"]').set_input_files(str(DOG_JPEG))
-    expect(page.get_by_text("Answered by second-model@1")).to_be_visible()
+    add_files(page, str(DOG_JPEG), page.get_by_text("Answered by second-model@1"))
     expect(page.locator("[data-testid=stVegaLiteChart]")).to_be_visible()
     settle(page)
     page.mouse.move(0, 0)
