@@ -12,17 +12,21 @@ from pathlib import Path
 import psutil
 import redis
 
-from imgclf.api.security import argon2
+from imgclf.api.security import password_hashing
 from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, wait_until
 from imgclf.localservers import free_port, port_open
 from imgclf.queue.keys import RedisKeys
+from imgclf.settings import Settings
 
 DOG_JPEG = Path(__file__).parent / "data" / "dog.jpeg"
 # Argon2id at its least cost, for the tests and the servers they start (the production cost
 # takes 0.15 s a hash, and the suite signs up and logs in hundreds of times). Tests about what
 # a hash costs set the production cost themselves.
 CHEAP_ARGON2 = {"password_hash_time_cost": 1, "password_hash_memory_kib": 1024}
-CHEAP_HASHING = argon2(1, 1024)
+CHEAP_HASHING = password_hashing(Settings.model_construct(**CHEAP_ARGON2))
+# The defaults, which production must not go below, for the tests about what a hash costs.
+DEFAULT_ARGON2 = {name: Settings.model_fields[name].default for name in CHEAP_ARGON2}
+DEFAULT_HASHING = password_hashing(Settings.model_construct(**DEFAULT_ARGON2))
 
 
 def dog_upload(name: str = "dog.jpeg") -> dict[str, tuple[str, bytes, str]]:

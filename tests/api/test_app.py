@@ -12,6 +12,7 @@ from imgclf.db.engine import make_engine
 from imgclf.db.migrate import upgrade
 from imgclf.db.models import User
 from imgclf.settings import Settings
+from tests.support import DEFAULT_ARGON2
 
 
 def production(database_url: str) -> Settings:
@@ -20,8 +21,7 @@ def production(database_url: str) -> Settings:
         database_url=database_url,
         secret_key="a-production-secret-key-of-forty-characters",
         admin_password="a strong admin password",
-        password_hash_time_cost=3,
-        password_hash_memory_kib=65536,
+        **DEFAULT_ARGON2,
     )
 
 

@@ -13,18 +13,17 @@ from imgclf.api.security import (
     InvalidTokenError,
     PasswordHasher,
     VerifiedTokens,
-    argon2,
     create_access_token,
     decode_access_token,
     hash_password,
     verify_password,
 )
 from imgclf.settings import Settings
-from tests.support import CHEAP_HASHING
+from tests.support import CHEAP_HASHING, DEFAULT_HASHING
 
 
 def test_passwords_are_hashed_with_argon2_and_salted() -> None:
-    hashing = argon2(3, 65536)  # the default cost
+    hashing = DEFAULT_HASHING
     first, second = hash_password("correct horse", hashing), hash_password("correct horse", hashing)
     assert first.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert first != second
@@ -33,7 +32,7 @@ def test_passwords_are_hashed_with_argon2_and_salted() -> None:
 
 
 def test_an_unknown_email_costs_as_much_as_a_wrong_password() -> None:
-    hashing = argon2(3, 65536)  # the production cost: what the time of a check is made of
+    hashing = DEFAULT_HASHING  # the production cost: what the time of a check is made of
     known = hash_password("correct horse", hashing)
     verify_password("warm-up", None, hashing)
 

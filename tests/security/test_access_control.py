@@ -28,7 +28,7 @@ from imgclf.settings import Settings
 from tests.api.conftest import PASSWORD, Caller
 from tests.security.conftest import Service
 from tests.security.forged_tokens import RsaKey, hmac_token, rs256, unsigned
-from tests.support import dog_upload
+from tests.support import DEFAULT_ARGON2, dog_upload
 
 INVALID = {"detail": "Could not validate credentials"}
 FEEDBACK = {
@@ -366,8 +366,7 @@ def test_unknown_email_and_wrong_password_take_the_same_time(login_app: LoginApp
         login_max_failures_per_email=1000,
         login_max_failures_per_address=1000,
         # The production cost: the hash must be what the time of a login is made of.
-        password_hash_time_cost=3,
-        password_hash_memory_kib=65536,
+        **DEFAULT_ARGON2,
     )
     sign_up(client, "ada@example.com")
     login(client, "warm@example.com", "warm-up")
