@@ -6,7 +6,6 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, status
-from sqlalchemy.exc import IntegrityError
 
 from imgclf.api.deps import (
     CurrentUser,
@@ -20,8 +19,6 @@ from imgclf.api.errors import error_responses
 from imgclf.api.feedback import service
 from imgclf.api.feedback.classes import UnknownClassError, find_class_list
 from imgclf.api.feedback.schemas import FeedbackCreate, FeedbackPublic
-from imgclf.api.users.service import get_user
-from imgclf.db.errors import is_foreign_key_violation
 from imgclf.db.models import Feedback
 
 router = APIRouter(prefix="/feedback", tags=["feedback"])
@@ -49,13 +46,8 @@ async def create_feedback(
         return await db.run(give)
     except (UnknownClassError, service.InvalidVerdict) as error:
         raise HTTPException(422, detail=str(error)) from None
-    except IntegrityError as error:
-        if not is_foreign_key_violation(error):
-            raise
-    # The author, or the prediction, was deleted after the caller was authenticated.
-    if await db.run(get_user, user.id) is None:
-        raise credentials_error()
-    raise service.PredictionNotFound(body.prediction_id)
+    except service.AuthorNotFound:  # deleted after the caller was authenticated
+        raise credentials_error() from None
 
 
 @router.get(
