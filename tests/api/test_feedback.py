@@ -13,15 +13,16 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from imgclf.api.feedback.schemas import FeedbackCreate
-from imgclf.api.feedback.service import AuthorNotFound, give_feedback
+from imgclf.api.feedback.service import give_feedback
 from imgclf.api.state import app_state
-from imgclf.api.users.service import delete_user
+from imgclf.api.users.service import AccountGoneError, delete_user
 from imgclf.db.models import Prediction, User
 
 from .conftest import Caller
+from .lock_order import meet
 
 FEEDBACK = {
     "feedback": "Right breed, wrong colour",
@@ -228,51 +229,21 @@ def test_feedback_waits_behind_its_authors_deletion_without_a_deadlock(
     app: FastAPI, make_user: Callable[..., Caller]
 ) -> None:
     """PostgreSQL: an account's deletion holds its row (FOR UPDATE) when feedback on one of its
-    predictions begins, and goes on once the feedback waits. The feedback waits for the
-    author's row before it touches the prediction's, which the deletion's cascade needs:
-    taken the other way round, the two waited for each other and PostgreSQL failed one of
-    them (503 "The database is unavailable", the feedback lost)."""
-    database = app_state(app).database
+    predictions begins. The feedback waits for the author's row before it touches the
+    prediction's, which the deletion's cascade needs: taken the other way round, the two
+    waited for each other and PostgreSQL failed one of them (503 "The database is
+    unavailable", the feedback lost)."""
     alice = make_user()
     prediction_id = add_prediction(app, alice.id)
     body = FeedbackCreate.model_validate({**FEEDBACK, "prediction_id": prediction_id})
-    deletion_holds_the_author, feedback_waits = threading.Event(), threading.Event()
+    upload_dir = app_state(app).settings.upload_dir
 
-    def pause_after_the_lock(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if "FOR UPDATE" in statement and not deletion_holds_the_author.is_set():
-            deletion_holds_the_author.set()
-            assert feedback_waits.wait(10)
+    def delete(session: Session) -> None:
+        delete_user(session, session.get_one(User, alice.id), upload_dir)
 
-    def delete() -> None:
-        with database.transaction() as session:
-            event.listen(session.connection(), "after_cursor_execute", pause_after_the_lock)
-            user = session.get(User, alice.id)
-            assert user is not None
-            delete_user(session, user, app_state(app).settings.upload_dir)
+    def give(session: Session) -> object:
+        return give_feedback(session, user_id=alice.id, data=body, classes_of=lambda _: None)
 
-    def give() -> object:
-        assert deletion_holds_the_author.wait(10)
-        with database.transaction() as session:
-            return give_feedback(
-                session, user_id=alice.id, data=body, classes_of=lambda _model: None
-            )
-
-    with ThreadPoolExecutor(2) as pool:
-        deletion, feedback = pool.submit(delete), pool.submit(give)
-        with database.engine.connect() as watcher:
-            for _ in range(200):
-                waiting = watcher.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND datname = current_database()"
-                    )
-                )
-                watcher.rollback()  # a transaction reads pg_stat_activity once
-                if waiting:
-                    break
-                time.sleep(0.025)
-        assert waiting, "the feedback never waited for the deletion"
-        feedback_waits.set()
-        deletion.result(timeout=30)
-        with pytest.raises(AuthorNotFound):
-            feedback.result(timeout=30)
+    deletion, feedback = meet(app_state(app).database, delete, "FOR UPDATE", give)
+    assert deletion.exception() is None
+    assert isinstance(feedback.exception(), AccountGoneError)

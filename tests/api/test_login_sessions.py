@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from imgclf.api.auth.sessions import MAX_SESSIONS_PER_USER
+from imgclf.api.auth.sessions import MAX_SESSIONS_PER_USER, start_session
 from imgclf.api.state import app_state
-from imgclf.db.models import LoginSession
+from imgclf.api.users.service import AccountGoneError, delete_user
+from imgclf.db.models import LoginSession, User
 
 from .conftest import PASSWORD, Caller
+from .lock_order import meet
 
 
 def log_in(client: TestClient, email: str, scope: str = "offline_access") -> dict[str, object]:
@@ -108,3 +113,41 @@ def test_a_user_keeps_only_the_newest_sessions(
     assert stored_sessions(app) == MAX_SESSIONS_PER_USER + 1  # Bob's is not Alice's to end
     for token, status in ((tokens[1], 401), (tokens[2], 200), (tokens[-1], 200), (bobs, 200)):
         assert client.post("/login/refresh", json={"refresh_token": token}).status_code == status
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_login_and_its_accounts_deletion_wait_for_each_other_without_a_deadlock(
+    app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    """PostgreSQL: a login sweeps its user's expired sessions (locking their rows) while the
+    account is being deleted. The login holds the user's row before it sweeps, so the deletion
+    waits for it, and the login ends first; it used to reach the user's row last, through its
+    new session's foreign key, while the deletion's cascade waited for the swept rows: a
+    deadlock, and a 503 for one of them."""
+    alice = make_user()
+    database, upload_dir = app_state(app).database, app_state(app).settings.upload_dir
+    with database.transaction() as session:
+        expired = datetime.now(UTC) - timedelta(days=1)
+        session.add(LoginSession(user_id=alice.id, token_hash="0" * 64, expires_at=expired))
+
+    def log_in(session: Session) -> str:
+        return start_session(session, alice.id, timedelta(days=30))
+
+    def delete(session: Session) -> None:
+        delete_user(session, session.get_one(User, alice.id), upload_dir)
+
+    login, deletion = meet(database, log_in, "DELETE FROM login_sessions", delete)
+    assert isinstance(login.result(), str)
+    assert deletion.exception() is None
+    assert stored_sessions(app) == 0
+
+
+def test_a_login_whose_account_is_deleted_before_its_session_is_refused(
+    app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    """The password checked out, then the account went before the session was stored."""
+    alice = make_user()
+    with app_state(app).database.transaction() as session:
+        delete_user(session, session.get_one(User, alice.id), app_state(app).settings.upload_dir)
+    with app_state(app).database.transaction() as session, pytest.raises(AccountGoneError):
+        start_session(session, alice.id, timedelta(days=30))

@@ -16,14 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imgclf.api.predictions.quota import QuotaExceededError, StorageQuota
-from imgclf.api.predictions.recorder import (
-    AccountGoneError,
-    PredictionRecorder,
-    RecordingUnavailableError,
-)
+from imgclf.api.predictions.recorder import PredictionRecorder, RecordingUnavailableError
 from imgclf.api.predictions.service import Answer, prediction_row
 from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
-from imgclf.api.users.service import delete_user
+from imgclf.api.users.service import AccountGoneError, delete_user
 from imgclf.db.engine import Database, make_engine
 from imgclf.db.migrate import upgrade
 from imgclf.db.models import Prediction, User

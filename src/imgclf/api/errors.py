@@ -17,9 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgclf.api.feedback.service import PredictionNotFound
 from imgclf.api.middleware import REQUEST_ID_HEADER, SECURITY_HEADERS
-from imgclf.api.predictions.recorder import AccountGoneError, RecordingUnavailableError
+from imgclf.api.predictions.recorder import RecordingUnavailableError
 from imgclf.api.predictions.uploads import StorageFullError
-from imgclf.api.users.service import EmailTaken
+from imgclf.api.users.service import AccountGoneError, EmailTaken
 from imgclf.model.images import ImageError
 from imgclf.queue.base import (
     JobFailedError,
@@ -88,7 +88,7 @@ def http_answer(error: Exception) -> tuple[int, str, dict[str, str] | None]:
             return 507, str(error), None
         case RecordingUnavailableError():
             return 503, str(error), RETRY_SHORTLY
-        case AccountGoneError():  # deleted since its token was issued
+        case AccountGoneError():  # deleted since its token was issued, or its login began
             return 401, CREDENTIALS_ERROR, BEARER
         case EmailTaken():
             return 400, "The user with this email already exists", None

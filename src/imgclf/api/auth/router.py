@@ -80,6 +80,7 @@ async def login(
     refresh_token = None
     if sessions.OFFLINE_ACCESS in form.scopes:
         lifetime = timedelta(days=settings.session_days)
+        # AccountGoneError (401) if the account was deleted since its password was checked
         refresh_token = await db.run(sessions.start_session, credentials.user_id, lifetime)
     return _access(credentials.user_id, settings, refresh_token)
 

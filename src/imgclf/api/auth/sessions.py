@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from imgclf.api.users.service import hold_user
 from imgclf.db.models import LoginSession
 
 OFFLINE_ACCESS = "offline_access"
@@ -37,7 +38,9 @@ def _aware(moment: datetime) -> datetime:
 
 def start_session(session: Session, user_id: int, lifetime: timedelta) -> str:
     """A new refresh token for ``user_id``; the user's expired sessions, and those beyond the
-    newest ``MAX_SESSIONS_PER_USER``, are swept meanwhile."""
+    newest ``MAX_SESSIONS_PER_USER``, are swept meanwhile. Raises AccountGoneError."""
+    # The user's logins take turns: two sweeping each other's rows could deadlock otherwise.
+    hold_user(session, user_id, exclusive=True)
     now = datetime.now(UTC)
     session.execute(
         delete(LoginSession).where(LoginSession.user_id == user_id, LoginSession.expires_at < now)

@@ -12,7 +12,6 @@ from imgclf.api.deps import (
     DatabaseDep,
     PageDep,
     SettingsDep,
-    credentials_error,
     id_path,
 )
 from imgclf.api.errors import error_responses
@@ -46,8 +45,6 @@ async def create_feedback(
         return await db.run(give)
     except (UnknownClassError, service.InvalidVerdict) as error:
         raise HTTPException(422, detail=str(error)) from None
-    except service.AuthorNotFound:  # deleted after the caller was authenticated
-        raise credentials_error() from None
 
 
 @router.get(

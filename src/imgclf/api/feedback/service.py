@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from imgclf.api.feedback.classes import ClassList, ModelClass, UnknownClassError
 from imgclf.api.feedback.schemas import FeedbackCreate
+from imgclf.api.users.service import hold_user
 from imgclf.db.base import utcnow
-from imgclf.db.models import Feedback, Prediction, User
+from imgclf.db.models import Feedback, Prediction
 
 ClassLists = Callable[[str], ClassList | None]
 
@@ -25,10 +26,6 @@ _WORDED_VERDICT = re.compile(r"(Correct|Wrong)\.(?: Right class: (.{1,200}?)\.)?
 
 class PredictionNotFound(Exception):
     """No prediction with this id belongs to the user."""
-
-
-class AuthorNotFound(Exception):
-    """The author's account was deleted after their token was checked."""
 
 
 class InvalidVerdict(ValueError):
@@ -100,21 +97,11 @@ def _verdict(
     return is_predicted, None if is_predicted else given
 
 
-def _hold_author(session: Session, user_id: int) -> None:
-    """Hold the author's row (FOR KEY SHARE, until the commit) before any other: an account's
-    deletion takes it first too (FOR UPDATE), so the two wait for each other in one order.
-    Left to the insert's foreign-key checks, it came after the prediction's row, which the
-    deletion's cascade needs: a deadlock, which PostgreSQL breaks by failing one of them."""
-    held = select(User.id).where(User.id == user_id).with_for_update(read=True, key_share=True)
-    if session.scalar(held) is None:
-        raise AuthorNotFound(user_id)
-
-
 def give_feedback(
     session: Session, *, user_id: int, data: FeedbackCreate, classes_of: ClassLists
 ) -> Feedback:
     """Store the feedback, replacing the prediction's earlier one (same id, newest time)."""
-    _hold_author(session, user_id)
+    hold_user(session, user_id)  # before the prediction's row, as a deletion takes them
     prediction = _prediction_for(session, user_id, data)
     if prediction is None:  # the seed's clients: the schema made sure these are given
         score, predicted, image, model = (

@@ -32,6 +32,7 @@ from imgclf.api.predictions.uploads import (
     hold_uploads,
     store_upload,
 )
+from imgclf.api.users.service import AccountGoneError
 from imgclf.db.base import utcnow
 from imgclf.db.driver import DriverStatement
 from imgclf.db.engine import Database
@@ -47,10 +48,6 @@ _PREDICTIONS = Prediction.metadata.tables[Prediction.__tablename__]
 # Every column but the id: a row (``service.prediction_row``, and its time) names each one.
 _COLUMNS = [column.key for column in _PREDICTIONS.columns if not column.primary_key]
 _INSERT = insert(_PREDICTIONS).returning(_PREDICTIONS.c.id)
-
-
-class AccountGoneError(Exception):
-    """The account a valid token names was deleted since the token was issued."""
 
 
 class RecordingUnavailableError(Exception):

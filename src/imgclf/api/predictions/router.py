@@ -24,7 +24,6 @@ from imgclf.api.deps import (
 )
 from imgclf.api.errors import error_responses, http_answer
 from imgclf.api.predictions import service
-from imgclf.api.predictions.recorder import AccountGoneError
 from imgclf.api.predictions.schemas import (
     JobAccepted,
     JobStatus,
@@ -35,6 +34,7 @@ from imgclf.api.predictions.schemas import (
 from imgclf.api.predictions.timing import server_timing
 from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError, accept_upload
 from imgclf.api.state import AppState
+from imgclf.api.users.service import AccountGoneError
 from imgclf.queue.base import (
     JobFailedError,
     JobResult,

@@ -16,6 +16,26 @@ class EmailTaken(Exception):
     """Another account already has this email."""
 
 
+class AccountGoneError(Exception):
+    """The account a valid token (or a checked password) names was deleted since."""
+
+
+def hold_user(session: Session, user_id: int, *, exclusive: bool = False) -> None:
+    """Hold the user's row until the commit, before any row that refers to it (PostgreSQL;
+    SQLite's writer holds the whole database), or raise AccountGoneError.
+
+    An account's deletion takes the row first too (FOR UPDATE), then its predictions',
+    feedback's and sessions' rows. A writer that reached one of those first and the user's row
+    only later, through its insert's foreign-key check, waited for the deletion while the
+    deletion waited for it: a deadlock, which PostgreSQL breaks by failing one of them.
+    ``exclusive`` (FOR NO KEY UPDATE) also makes the user's own such writers take turns; the
+    default (FOR KEY SHARE) only keeps the row from being deleted."""
+    held = select(User.id).where(User.id == user_id)
+    held = held.with_for_update(read=not exclusive, key_share=True)
+    if session.scalar(held) is None:
+        raise AccountGoneError(user_id)
+
+
 def email_exists(session: Session, email: str) -> bool:
     return session.scalar(select(User.id).where(User.email == email)) is not None
 
