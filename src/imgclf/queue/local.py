@@ -207,14 +207,10 @@ class LocalQueue:
             batch.append(job)
 
     def complete(self, results: list[JobResult]) -> None:
-        for result in results:
-            keep_s = self._keep_s.pop(result.job_id, RESULT_TTL_S)
-            # Only where no result is, as in Redis: a failure its caller stored stays what the
-            # job's owner reads.
-            if keep_s > 0 and _unexpired(self._results, result.job_id) is None:
-                _put(self._results, result.job_id, result, keep_s, self._kept_results)
+        # Kept and delivered on the loop's thread, where the callers store and read results:
+        # between a check and a write here, a caller could store a failure in between.
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._resolve, results)
+            self._loop.call_soon_threadsafe(self._deliver, results)
 
     def set_aside(self, results: list[JobResult]) -> None:
         """In process no job is ever retried: just deliver."""
@@ -223,8 +219,13 @@ class LocalQueue:
     def discard(self, jobs: list[Job]) -> None:
         """Nothing to acknowledge in process: the callers have already timed out."""
 
-    def _resolve(self, results: list[JobResult]) -> None:
+    def _deliver(self, results: list[JobResult]) -> None:
         for result in results:
+            keep_s = self._keep_s.pop(result.job_id, RESULT_TTL_S)
+            # Only where no result is, as in Redis: a failure its caller stored stays what the
+            # job's owner reads.
+            if keep_s > 0 and _unexpired(self._results, result.job_id) is None:
+                _put(self._results, result.job_id, result, keep_s, self._kept_results)
             future = self._waiting.get(result.job_id)
             if future is not None and not future.done():
                 future.set_result(result)
