@@ -253,11 +253,16 @@ def test_strangers_cannot_hold_the_upload_budget_with_bodies_they_never_send(
         assert httpx.post(f"{api.url}/user/", json=account).status_code == 201
         login = {"username": account["email"], "password": account["password"]}
         token = httpx.post(f"{api.url}/login", data=login).json()["access_token"]
-        for credentials in ("", "Authorization: Bearer forged\r\n", "Authorization: x\r\n"):
+        credentials_and_paths = [
+            ("", "/model/predict"),
+            ("Authorization: Bearer forged\r\n", "/model/predict/"),  # either spelling
+            ("Authorization: x\r\n", "/model/jobs/"),
+        ]
+        for credentials, path in credentials_and_paths:
             stranger = socket.create_connection(("127.0.0.1", api.port), timeout=10)
             stranger.sendall(
-                b"POST /model/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Content-Type: multipart/form-data; boundary=b\r\n"
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+                + b"Content-Type: multipart/form-data; boundary=b\r\n"
                 + credentials.encode()
                 + f"Content-Length: {4 * 2**20 // 3}\r\n\r\n".encode()
             )

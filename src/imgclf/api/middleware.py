@@ -101,6 +101,12 @@ class SecurityHeadersMiddleware:
 MAX_BODY_BYTES = 64 * 1024
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 UPLOAD_PATHS = frozenset({"/model/predict", "/model/jobs"})
+
+
+def is_upload(path: str) -> bool:
+    """Whether ``path`` is an upload route's, in either spelling (``imgclf.api.paths`` serves
+    ``/model/predict/`` as ``/model/predict``: a check of one spelling is no check)."""
+    return path.rstrip("/") in UPLOAD_PATHS
 # The unread rest of a refused body would otherwise be read (and dropped) to reach the next
 # request on the connection: closing it costs the client a reconnect, us nothing.
 CLOSE = {"Connection": "close"}
@@ -119,7 +125,7 @@ class BodySizeLimitMiddleware:
         self.max_upload_bytes = max_upload_bytes
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
-        if scope["path"] in UPLOAD_PATHS:
+        if is_upload(scope["path"]):
             limit = self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
             return (
                 limit,

@@ -21,7 +21,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgclf.api.errors import BEARER, CREDENTIALS_ERROR
-from imgclf.api.middleware import MULTIPART_OVERHEAD_BYTES, UPLOAD_PATHS
+from imgclf.api.middleware import MULTIPART_OVERHEAD_BYTES, is_upload
 from imgclf.api.security import InvalidTokenError, VerifiedTokens
 from imgclf.api.state import app_state
 
@@ -81,7 +81,7 @@ class AdmissionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (
-            scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
+            scope["type"] == "http" and scope["method"] == "POST" and is_upload(scope["path"])
         ):
             await self.app(scope, receive, send)
             return
