@@ -107,6 +107,31 @@ def test_feedback_links_only_your_own_prediction(
     assert len(client.get("/feedback/", headers=alice.headers).json()) == 1
 
 
+def test_feedback_on_a_prediction_keeps_the_predictions_own_answer(
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    """What a client says the prediction was is not stored over what it was: the feedback
+    read back, and everyone who reads it, see the prediction's class, score and image."""
+    alice = make_user()
+    body = {
+        **FEEDBACK,
+        "prediction_id": add_prediction(app, alice.id),
+        "score": 0.01,
+        "predicted_class": "tabby",
+        "image_file_name": "../../../etc/passwd",
+        "correct": False,
+    }
+    created = client.post("/feedback/", json=body, headers=alice.headers)
+    assert created.status_code == 201, created.text
+    stored = client.get(f"/feedback/{created.json()['id']}", headers=alice.headers).json()
+    for answer in (created.json(), stored):
+        assert (answer["predicted_class"], answer["score"], answer["image_file_name"]) == (
+            "Eskimo_dog",
+            0.6222,
+            "0a1b2c.jpg",
+        )
+
+
 INVALID_FEEDBACK = [
     ({"score": 1.5}, "body.score: Input should be less than or equal to 1"),
     ({"score": -0.1}, "body.score: Input should be greater than or equal to 0"),

@@ -119,9 +119,10 @@ def give_feedback(
         )
     correct, right_class = _verdict(data, predicted, model, classes_of)
     values: dict[str, Any] = {
-        "score": data.score if data.score is not None else score,
-        "predicted_class": data.predicted_class or predicted,
-        "image_file_name": data.image_file_name or image,
+        # A prediction's own, whatever the client says of it: the row describes that answer.
+        "score": score,
+        "predicted_class": predicted,
+        "image_file_name": image,
         "feedback": data.feedback,
         "correct": correct,
         "correct_class": right_class.name if right_class else None,
