@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         default=5, ge=1, description="per email from one client address"
     )
     login_max_failures_per_address: int = Field(default=50, ge=1)
+    login_max_per_email: int = Field(
+        default=60,
+        ge=1,
+        description="logins, failed or not, per email from one client address: each is a "
+        "password check, and a client that knows the password could otherwise repeat it",
+    )
     login_failure_window_s: int = Field(default=15 * 60, ge=1)
     signup_max_per_address: int = Field(default=10, ge=1)
     signup_window_s: int = Field(default=60 * 60, ge=1)

@@ -1,5 +1,5 @@
-"""Failed-login throttling: per email and client, per client address, successes free, windows
-that end; sign-ups budgeted per address."""
+"""Login throttling: failures per email and client and per client address, every login per
+email and client, windows that end; sign-ups budgeted per address."""
 
 from __future__ import annotations
 
@@ -57,6 +57,38 @@ def test_successful_logins_do_not_count(
     assert attempt(client, alice.email, PASSWORD).status_code == 429
 
 
+def test_successful_logins_have_a_budget_of_their_own(
+    database_url: str, make_user: Callable[..., Caller]
+) -> None:
+    """Each login is an Argon2 check (0.15 s of a core): one account's own logins, repeated
+    from 4 connections, made another client's login 4-12 times slower."""
+    alice, bob = make_user(), make_user()
+    settings = Settings(database_url=database_url, login_max_per_email=3)
+    with TestClient(create_app(settings)) as client:
+        for _ in range(3):
+            assert attempt(client, alice.email, PASSWORD).status_code == 200
+        refused = attempt(client, alice.email, PASSWORD)
+        assert refused.status_code == 429
+        assert 15 * 60 - 60 < int(refused.headers["Retry-After"]) <= 15 * 60
+        assert refused.json() == {"detail": "Too many logins; try again in 15 minutes"}
+        assert attempt(client, bob.email, PASSWORD).status_code == 200
+
+
+def test_an_attempt_refused_or_given_back_leaves_the_budget_of_all_logins() -> None:
+    counter = WindowCounter(clock=FakeClock())
+    failures = Budget("failures", 1, 60, "failed logins")
+    logins = Budget("logins", 2, 60, "logins", counts_successes=True)
+    first = asyncio.run(counter.admit([failures, logins]))
+    with pytest.raises(AttemptsRefused) as refused:
+        asyncio.run(counter.admit([failures, logins]))  # not counted in either
+    assert refused.value.what == "failed logins"
+    asyncio.run(counter.give_back(first, [failures]))  # it succeeded: still a login
+    asyncio.run(counter.admit([failures, logins]))
+    with pytest.raises(AttemptsRefused) as refused:
+        asyncio.run(counter.admit([Budget("other", 1, 60, "failed logins"), logins]))
+    assert refused.value.what == "logins"
+
+
 def test_one_address_has_a_budget_across_all_emails(database_url: str) -> None:
     app = create_app(Settings(database_url=database_url, login_max_failures_per_address=3))
     with TestClient(app) as client:
@@ -82,7 +114,7 @@ def test_the_window_ends_by_itself() -> None:
     def admit(key: str = "a") -> int | None:
         """None if admitted, else the seconds to wait."""
         try:
-            asyncio.run(counter.admit([Budget(key, 2, 60)]))
+            asyncio.run(counter.admit([Budget(key, 2, 60, "tries")]))
         except AttemptsRefused as refused:
             return refused.retry_after_s
         return None
@@ -99,15 +131,15 @@ def test_the_window_ends_by_itself() -> None:
 
 def test_an_attempt_counts_in_all_its_windows_or_in_none() -> None:
     counter = WindowCounter(clock=FakeClock())
-    email, address = Budget("email", 1, 60), Budget("address", 3, 60)
+    email, address = Budget("email", 1, 60, "tries"), Budget("address", 3, 60, "tries")
     first = asyncio.run(counter.admit([email, address]))
     with pytest.raises(AttemptsRefused):
         asyncio.run(counter.admit([email, address]))  # refused: not counted for the address
     for other in ("second", "third"):
-        asyncio.run(counter.admit([Budget(other, 1, 60), address]))
+        asyncio.run(counter.admit([Budget(other, 1, 60, "tries"), address]))
     with pytest.raises(AttemptsRefused):
-        asyncio.run(counter.admit([Budget("fourth", 1, 60), address]))
-    asyncio.run(counter.give_back(first))  # a success hands its place back in both
+        asyncio.run(counter.admit([Budget("fourth", 1, 60, "tries"), address]))
+    asyncio.run(counter.give_back(first, first.budgets))  # handed back in both
     asyncio.run(counter.admit([email, address]))
 
 
@@ -116,7 +148,10 @@ def test_memory_stays_bounded() -> None:
     counter = WindowCounter(max_keys=100, clock=clock)
     for number in range(1000):
         for _ in range(5):
-            budgets = [Budget(f"user{number}", 3, 60), Budget(f"10.0.{number // 250}", 3, 60)]
+            budgets = [
+                Budget(f"user{number}", 3, 60, "tries"),
+                Budget(f"10.0.{number // 250}", 3, 60, "tries"),
+            ]
             with contextlib.suppress(AttemptsRefused):
                 asyncio.run(counter.admit(budgets))
         clock.now += 0.01
@@ -150,9 +185,25 @@ def test_api_processes_sharing_redis_share_one_budget(
             refused = attempt(client, alice.email, PASSWORD)
             assert refused.status_code == 429
             assert 15 * 60 - 60 < int(refused.headers["Retry-After"]) <= 15 * 60
+            assert refused.json()["detail"].startswith("Too many failed logins; try again in")
         keys = redis.Redis.from_url(redis_url).keys("imgclf:attempts:*")
-    assert len(keys) == 2  # one per email and address, one per address
+    # Failures per email and address and per address; every login per email and address.
+    assert len(keys) == 3
     assert not any(alice.email.encode() in key or b"testclient" in key for key in keys)
+
+
+def test_api_processes_sharing_redis_count_successful_logins_together(
+    database_url: str, redis_url: str, make_user: Callable[..., Caller]
+) -> None:
+    alice = make_user()
+    settings = Settings(database_url=database_url, queue_url=redis_url, login_max_per_email=3)
+    with TestClient(create_app(settings)) as first, TestClient(create_app(settings)) as second:
+        for client in (first, second, first):
+            assert attempt(client, alice.email, PASSWORD).status_code == 200
+        for client in (second, first):
+            refused = attempt(client, alice.email, PASSWORD)
+            assert refused.status_code == 429
+            assert refused.json()["detail"].startswith("Too many logins; try again in")
 
 
 def test_without_redis_the_throttle_still_counts_in_process(

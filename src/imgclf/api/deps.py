@@ -113,11 +113,11 @@ async def get_auth_throttle(state: StateDep) -> AuthThrottle:
 AuthThrottleDep = Annotated[AuthThrottle, Depends(get_auth_throttle)]
 
 
-def too_many_attempts(what: str, refused: AttemptsRefused) -> HTTPException:
+def too_many_attempts(refused: AttemptsRefused) -> HTTPException:
     """429 with ``Retry-After`` in seconds and the wait in words ("15 minutes")."""
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,
-        detail=f"Too many {what}; try again in {in_words(refused.retry_after_s)}",
+        detail=f"Too many {refused.what}; try again in {in_words(refused.retry_after_s)}",
         headers={"Retry-After": str(refused.retry_after_s)},
     )
 

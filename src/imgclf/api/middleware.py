@@ -107,6 +107,8 @@ def is_upload(path: str) -> bool:
     """Whether ``path`` is an upload route's, in either spelling (``imgclf.api.paths`` serves
     ``/model/predict/`` as ``/model/predict``: a check of one spelling is no check)."""
     return path.rstrip("/") in UPLOAD_PATHS
+
+
 # The unread rest of a refused body would otherwise be read (and dropped) to reach the next
 # request on the connection: closing it costs the client a reconnect, us nothing.
 CLOSE = {"Connection": "close"}

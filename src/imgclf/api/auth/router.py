@@ -50,7 +50,7 @@ async def login(
         # Counted before the password is checked, so guesses sent together cannot all be.
         attempt = await throttle.login(email, address)
     except AttemptsRefused as refused:
-        raise too_many_attempts("failed logins", refused) from None
+        raise too_many_attempts(refused) from None
     try:
         # The lookup's connection is released before Argon2 runs; an unknown email is verified
         # against a dummy hash, so it takes as long as a wrong password.
@@ -68,7 +68,7 @@ async def login(
             detail="Incorrect email or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    await throttle.give_back(attempt)  # successful logins do not count
+    await throttle.succeeded(attempt)  # not a failure; still a password check
     assert credentials is not None  # verify_and_renew never accepts the dummy hash
     if renewed_hash is not None:  # made at another cost than the settings' now
         try:

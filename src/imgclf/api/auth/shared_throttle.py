@@ -30,28 +30,32 @@ from imgclf.api.auth.throttle import (
 logger = logging.getLogger(__name__)
 
 # KEYS: the windows. ARGV: the attempt's token, then each window's limit and length in ms.
-# Answers 0 once counted, else the milliseconds until every window has room.
+# Answers {0, 0} once counted, else {the milliseconds until every window has room, the index
+# of the window that waits longest}.
 ADMIT = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local wait = 0
+local wait, spent = 0, 0
 for i, key in ipairs(KEYS) do
   local limit, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local count = redis.call('ZCARD', key)
   if count >= limit then
     local freeing = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
-    wait = math.max(wait, tonumber(freeing[2]) + window - now)
+    local until_free = tonumber(freeing[2]) + window - now
+    if until_free > wait then
+      wait, spent = until_free, i
+    end
   end
 end
 if wait > 0 then
-  return wait
+  return {wait, spent}
 end
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, now, ARGV[1])
   redis.call('PEXPIRE', key, ARGV[2 * i + 1])
 end
-return 0
+return {0, 0}
 """
 
 
@@ -65,8 +69,8 @@ class RedisWindowCounter:
     async def close(self) -> None:
         await self._redis.aclose()
 
-    def _keys(self, attempt: Attempt) -> list[str]:
-        return [f"{self.prefix}:{budget.key}" for budget in attempt.budgets]
+    def _keys(self, budgets: Sequence[Budget]) -> list[str]:
+        return [f"{self.prefix}:{budget.key}" for budget in budgets]
 
     async def admit(self, budgets: Sequence[Budget]) -> Attempt:
         attempt = await self.local.admit(budgets)
@@ -74,20 +78,21 @@ class RedisWindowCounter:
         for budget in budgets:
             windows += [budget.limit, math.ceil(budget.window_s * 1000)]
         try:
-            wait_ms = int(await self._admit(keys=self._keys(attempt), args=windows))
+            wait_ms, spent = await self._admit(keys=self._keys(attempt.budgets), args=windows)
         except (RedisError, OSError) as error:
             logger.warning("attempt windows: Redis unreachable (%s); counting in process", error)
             return attempt
-        if wait_ms > 0:
-            await self.local.give_back(attempt)
-            raise AttemptsRefused(seconds_to_wait(wait_ms / 1000))
+        if int(wait_ms) > 0:
+            await self.local.give_back(attempt, attempt.budgets)
+            what = attempt.budgets[int(spent) - 1].what  # Lua counts from 1
+            raise AttemptsRefused(seconds_to_wait(int(wait_ms) / 1000), what)
         return attempt
 
-    async def give_back(self, attempt: Attempt) -> None:
-        await self.local.give_back(attempt)
+    async def give_back(self, attempt: Attempt, budgets: Sequence[Budget]) -> None:
+        await self.local.give_back(attempt, budgets)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                for key in self._keys(attempt):
+                for key in self._keys(budgets):
                     pipe.zrem(key, attempt.token)
                 await pipe.execute()
         except (RedisError, OSError) as error:

@@ -3,7 +3,10 @@
 An attempt is counted in the same step that checks its budget, so attempts that arrive together
 cannot all pass a budget that has room for a few: a burst of guesses for one email gets as many
 password checks as the budget allows, and 429 for the rest. A login that succeeds gives its
-place back. Refused attempts are not counted, so every refusal ends when its window does.
+place back in the failure budgets, not in the budget of all logins: someone who knows their
+own password could otherwise keep the cores busy with Argon2 (a login costs 0.15 s of a core;
+4 connections of one account's logins made another client's login 4-12 times slower). Refused
+attempts are not counted, so every refusal ends when its window does.
 
 In process by default; with Redis configured (``IMGCLF_QUEUE_URL``) the counts live there, so
 every API process and replica shares them (``imgclf.api.auth.shared_throttle``).
@@ -32,11 +35,15 @@ from imgclf.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """At most ``limit`` attempts counted under ``key`` in any ``window_s`` seconds."""
+    """At most ``limit`` attempts counted under ``key`` in any ``window_s`` seconds; ``what``
+    they are, in the refusal's words; ``counts_successes``: a login that succeeds stays
+    counted here."""
 
     key: str
     limit: int
     window_s: float
+    what: str
+    counts_successes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +55,12 @@ class Attempt:
 
 
 class AttemptsRefused(Exception):
-    """A budget is spent; it has room again in ``retry_after_s`` seconds."""
+    """A budget of ``what`` is spent; it has room again in ``retry_after_s`` seconds."""
 
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(retry_after_s)
+    def __init__(self, retry_after_s: int, what: str) -> None:
+        super().__init__(retry_after_s, what)
         self.retry_after_s = retry_after_s
+        self.what = what
 
 
 class AttemptCounter(Protocol):
@@ -62,7 +70,9 @@ class AttemptCounter(Protocol):
         """Count one attempt in every budget, or in none and raise ``AttemptsRefused``."""
         ...
 
-    async def give_back(self, attempt: Attempt) -> None: ...
+    async def give_back(self, attempt: Attempt, budgets: Sequence[Budget]) -> None:
+        """Count the attempt no more in these of its budgets."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -102,17 +112,18 @@ class WindowCounter:
         attempt = Attempt(tuple(budgets))
         now = self._clock()
         with self._lock:
-            wait = 0.0
+            wait, spent = 0.0, budgets[0]
             for budget in budgets:
                 window = self._windows.get(budget.key)
                 if window is None:
                     continue
                 window.drop_expired(now)
                 over = len(window.entries) - budget.limit
-                if over >= 0:  # room again when the entry `over` places from the oldest expires
-                    wait = max(wait, window.entries[over][0] + budget.window_s - now)
+                # Room again when the entry `over` places from the oldest expires.
+                if over >= 0 and window.entries[over][0] + budget.window_s - now > wait:
+                    wait, spent = window.entries[over][0] + budget.window_s - now, budget
             if wait > 0:
-                raise AttemptsRefused(seconds_to_wait(wait))
+                raise AttemptsRefused(seconds_to_wait(wait), spent.what)
             for budget in budgets:
                 window = self._windows.get(budget.key)
                 if window is None:
@@ -122,9 +133,9 @@ class WindowCounter:
                 window.entries.append((now, attempt.token))
         return attempt
 
-    async def give_back(self, attempt: Attempt) -> None:
+    async def give_back(self, attempt: Attempt, budgets: Sequence[Budget]) -> None:
         with self._lock:
-            for budget in attempt.budgets:
+            for budget in budgets:
                 window = self._windows.get(budget.key)
                 if window is not None:
                     kept = [entry for entry in window.entries if entry[1] != attempt.token]
@@ -183,11 +194,20 @@ class AuthThrottle:
                     self._key("login-email", email, address),
                     settings.login_max_failures_per_email,
                     window,
+                    "failed logins",
                 ),
                 Budget(
                     self._key("login-address", address),
                     settings.login_max_failures_per_address,
                     window,
+                    "failed logins",
+                ),
+                Budget(
+                    self._key("logins-email", email, address),
+                    settings.login_max_per_email,
+                    window,
+                    "logins",
+                    counts_successes=True,
                 ),
             ]
         )
@@ -200,13 +220,19 @@ class AuthThrottle:
                     self._key("sign-up-address", address),
                     settings.signup_max_per_address,
                     settings.signup_window_s,
+                    "sign-ups from your address",
                 )
             ]
         )
 
     async def give_back(self, attempt: Attempt) -> None:
-        """The attempt did not count: the login succeeded, or no password was checked."""
-        await self.counter.give_back(attempt)
+        """The attempt did not count: no password was checked, nothing was created."""
+        await self.counter.give_back(attempt, attempt.budgets)
+
+    async def succeeded(self, attempt: Attempt) -> None:
+        """A login that succeeded: no failure, still a login."""
+        failures = [budget for budget in attempt.budgets if not budget.counts_successes]
+        await self.counter.give_back(attempt, failures)
 
     async def close(self) -> None:
         await self.counter.close()

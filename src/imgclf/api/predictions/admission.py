@@ -80,9 +80,7 @@ class AdmissionMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http" and scope["method"] == "POST" and is_upload(scope["path"])
-        ):
+        if not (scope["type"] == "http" and scope["method"] == "POST" and is_upload(scope["path"])):
             await self.app(scope, receive, send)
             return
         state = app_state(scope["app"])

@@ -70,7 +70,7 @@ async def create_user(
     try:
         attempt = await throttle.sign_up(address)
     except AttemptsRefused as refused:
-        raise too_many_attempts("sign-ups from your address", refused) from None
+        raise too_many_attempts(refused) from None
     if await db.run(service.email_exists, body.email):
         raise service.EmailTaken(body.email)
     # Hashed outside any transaction: the insert then holds its lock for a moment only.
