@@ -14,8 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from imgclf.localservers import free_port
 from imgclf.ui import session
-from imgclf.ui.classify_view import UPLOADER_ROUND
-from imgclf.ui.client import ApiClient, ApiError, History, Me
+from imgclf.ui.classify_view import UPLOADER_ROUND, ImageResult, Upload, answers_csv
+from imgclf.ui.client import ApiClient, ApiError, History, Me, Prediction
 from imgclf.ui.history_view import PAGE_SIZE
 from imgclf.ui.launch import APP_PATH
 from imgclf.ui.preview import NOT_AN_IMAGE
@@ -342,3 +342,23 @@ def test_a_logout_in_one_tab_ends_the_others_and_their_images_stay_gone(
     assert first.text_input(key="login-email").label == "Email"
     assert LOGGED_OUT_KEPT_NOTICE in texts(first)
     assert SHELF.get(account.user.id) is None
+
+
+def test_the_answers_csv_keeps_prediction_ids_whole_beside_refusals() -> None:
+    answered = Prediction(
+        prediction="Eskimo_dog",
+        score=0.6222,
+        image_file_name="0a1b2c.jpg",
+        top_k=[],
+        prediction_id=7,
+        model="efficientnet-lite0@1",
+        cached=False,
+    )
+    results = [
+        ImageResult(Upload("dog.jpg", b"..."), answered),
+        ImageResult(Upload("notes.jpg", b"..."), ApiError("File type is not supported.", 400)),
+    ]
+    lines = answers_csv(results).splitlines()
+    assert lines[0] == "file,prediction,score,answer,top_5,model,prediction_id,error"
+    assert lines[1].endswith(",efficientnet-lite0@1,7,")
+    assert lines[2] == "notes.jpg,,,,,,,File type is not supported."

@@ -214,6 +214,15 @@ def rows(results: Sequence[ImageResult]) -> list[dict[str, object]]:
     return table
 
 
+def answers_csv(results: Sequence[ImageResult]) -> str:
+    """The table as CSV. Ids stay whole numbers where some rows (refusals) have none: pandas
+    would write them as 1.0, 2.0."""
+    frame = pd.DataFrame(rows(results))
+    if "prediction_id" in frame:
+        frame["prediction_id"] = frame["prediction_id"].astype("Int64")
+    return frame.to_csv(index=False)
+
+
 def _toolbar(results: Sequence[ImageResult]) -> None:
     table = rows(results)
     with st.container(horizontal=True, vertical_alignment="center", key="toolbar"):
@@ -221,7 +230,7 @@ def _toolbar(results: Sequence[ImageResult]) -> None:
         st.markdown(f"**{len(results)}** image{'s' * (len(results) != 1)}, {answered} answered")
         st.download_button(
             "CSV",
-            pd.DataFrame(table).to_csv(index=False),
+            answers_csv(results),
             file_name="imgclf-answers.csv",
             mime="text/csv",
             icon=":material/download:",
