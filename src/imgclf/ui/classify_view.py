@@ -220,7 +220,7 @@ def answers_csv(results: Sequence[ImageResult]) -> str:
     frame = pd.DataFrame(rows(results))
     if "prediction_id" in frame:
         frame["prediction_id"] = frame["prediction_id"].astype("Int64")
-    return frame.to_csv(index=False)
+    return str(frame.to_csv(index=False))
 
 
 def _toolbar(results: Sequence[ImageResult]) -> None:
