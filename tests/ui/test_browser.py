@@ -200,8 +200,9 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     settle(page)
     no_traceback(page)
     expect(page.get_by_text(f"notes.jpg: {NOT_AN_IMAGE}")).to_be_visible()
-    expect(page.get_by_text(f"truncated.jpg: {DAMAGED}")).to_be_visible()
-    expect(page.get_by_text("Not classified: The image could not be decoded")).to_be_visible()
+    # The API's words alone: what it says is damaged, not the preview's vaguer sentence too.
+    expect(page.get_by_text("truncated.jpg: The image could not be decoded")).to_be_visible()
+    expect(page.get_by_text(DAMAGED)).to_have_count(0)
     expect(
         page.get_by_text("60mp.png: The image is 60.0 megapixels; the limit is 50.0")
     ).to_be_visible()
@@ -253,12 +254,19 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     page.locator(".st-key-clear-all button").click()
     expect(page.get_by_text("images,")).to_have_count(0)
 
-    # A file the uploader refuses itself (its kind): why is written out, not left to a tooltip
-    # over a red icon (Streamlit's alert for screen readers is 1 pixel wide).
+    # A file that is not a picture, added beside one that is: each gets its card (the uploader
+    # refused such files itself, and they vanished when it was replaced after the others).
     text_file = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"milk"}
+    photo = {"name": "dog.jpeg", "mimeType": "image/jpeg", "buffer": dog}
+    add_files(page, [text_file, photo], page.get_by_text(f"notes.txt: {NOT_AN_IMAGE}"))
+    expect(page.get_by_text("2 images, 1 answered")).to_be_visible()
+
+    # A file the uploader refuses itself (its size): why is written out, not left to a tooltip
+    # over a red icon (Streamlit's alert for screen readers is 1 pixel wide).
+    too_large = {"name": "big.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 21 * 2**20}
     refusal = page.locator("[data-testid=stFileChip] [role=alert]")
-    add_files(page, [text_file], refusal)
-    expect(refusal).to_have_text("Error: text/plain files are not allowed.")
+    add_files(page, [too_large], refusal)
+    expect(refusal).to_have_text("Error: File must be 20.0MB or smaller.")
     box = refusal.bounding_box()
     assert box is not None
     assert box["width"] > 100, box

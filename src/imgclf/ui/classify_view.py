@@ -55,8 +55,6 @@ if (window.imgclfPastes === undefined) {
 }
 </script>"""
 
-# What the API accepts.
-IMAGE_TYPES = ["jpg", "jpeg", "png", "gif", "webp", "bmp"]
 # Small photos shipped with the package (scikit-image's CC0 "chelsea" and "coffee", and the
 # project's own dog), for a first try without a photo at hand.
 SAMPLES = {"Dog": "dog.jpeg", "Cat": "cat.jpeg", "Coffee": "coffee.jpeg"}
@@ -155,18 +153,20 @@ def _ways_in(client: ApiClient) -> None:
     round_ = st.session_state.setdefault(UPLOADER_ROUND, 0)
     st.html(PASTE_SCRIPT, unsafe_allow_javascript=True)
     st.html(REFUSAL_STYLE)
+    # Files of any kind are taken, and those that are not pictures get a card saying so: files
+    # the uploader refused itself vanished without a word when added beside others, as it is
+    # replaced once they are classified. Files over the size limit still are refused there.
     files = st.file_uploader(
         "Drop, paste or browse images",
-        type=IMAGE_TYPES,
         accept_multiple_files=True,
         key=f"uploader-{round_}",
         help=f"JPEG, PNG, GIF, WebP or BMP, up to {_megabytes()} each. The model knows the "
         "1000 classes of ImageNet: animals, plants, objects and foods, not people.",
     )
-    # The kinds and the size limit are already written in the uploader's own box.
+    # The size limit is already written in the uploader's own box.
     st.caption(
-        "The model knows the 1000 ImageNet classes (animals, plants, objects, foods), not "
-        "people. No photo at hand? Try one of these:"
+        "JPEG, PNG, GIF, WebP or BMP. The model knows the 1000 ImageNet classes (animals, "
+        "plants, objects, foods), not people. No photo at hand? Try one of these:"
     )
     picked: list[Upload] = []
     with st.container(horizontal=True, key="samples"):

@@ -11,7 +11,7 @@ from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
 from imgclf.ui.feedback_form import Rated, render_feedback_form
 from imgclf.ui.labels import display_name
-from imgclf.ui.preview import Preview
+from imgclf.ui.preview import DAMAGED, Preview
 from imgclf.ui.text import escape_markdown, percent
 
 # Below this the card says it is not sure and names the candidates: the best of 1000 classes at
@@ -73,6 +73,10 @@ def _refusal(name: str, outcome: ApiError) -> None:
 
 def _unusable(name: str, preview: Preview, outcome: ApiError) -> None:
     """One card for a file with neither a picture nor an answer, saying each reason once."""
+    if preview.refusal == DAMAGED and outcome.status is not None:
+        # The API's refusal says what is damaged ("the file is empty"): it is enough.
+        st.error(f"**{escape_markdown(name)}**: {outcome.message}", icon=":material/block:")
+        return
     reasons = dict.fromkeys([preview.refusal or "No preview.", outcome.message])
     if len(reasons) > 1:
         reasons = dict.fromkeys(
