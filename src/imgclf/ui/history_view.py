@@ -164,7 +164,8 @@ def _pager(page_number: int, pages: int, total: int) -> None:
 def _feedback(client: ApiClient, item: HistoryItem) -> None:
     name = item.original_name or item.image_file_name
     with st.container(border=True, key="history-feedback"):
-        answer = f"{display_name(item.label)}, {percent(item.score)}"
+        # The model in full: the table's column is too narrow for the longer ids.
+        answer = f"{display_name(item.label)}, {percent(item.score)}, by {item.model_id}"
         st.markdown(f"**Feedback on {escape_markdown(name)}**: {escape_markdown(answer)}")
         if item.feedback:
             st.caption(f"You said: {escape_markdown(feedback_in_words(item.feedback.feedback))}")
