@@ -128,6 +128,22 @@ def test_sign_up_logs_the_new_user_in(monkeypatch: pytest.MonkeyPatch, api_url: 
     assert "Signed in as **Ada Lovelace**" in texts(app)
 
 
+def test_a_name_too_long_is_kept_and_said_to_be_too_long(
+    monkeypatch: pytest.MonkeyPatch, api_url: str
+) -> None:
+    """A field's own limit threw away a longer name pasted into it, then asked for one."""
+    app = page(monkeypatch, api_url)
+    app.text_input(key="signup-name").input("A" * 52)
+    app.text_input(key="signup-email").input(f"long-{free_port()}@example.com")
+    app.text_input(key="signup-password").input(PASSWORD)
+    app.button[1].click()
+    app.run()
+    assert not app.exception
+    assert app.text_input(key="signup-name").value == "A" * 52
+    assert "Your name is 52 characters; at most 50 fit." in texts(app)
+    assert session.USER not in app.session_state
+
+
 def test_classifying_shows_the_class_its_score_and_the_top_5(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
 ) -> None:
@@ -206,6 +222,27 @@ def test_feedback_is_sent_with_the_prediction_id(
     assert history.feedback[0].prediction_id == prediction_id
     assert history.feedback[0].feedback == "Wrong. Right class: Siberian_husky. Blue eyes."
     assert history.feedback[0].predicted_class == "Eskimo_dog"
+
+
+def test_a_note_too_long_is_kept_and_not_sent(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    classify_dog(app)
+    key = f"fb-{only_prediction_id(app)}"
+    app.radio(key=f"{key}-correct").set_value("Yes")
+    app.run()
+    app.text_area(key=f"{key}-comment").input("x" * 1200)
+    app.button(key=f"{key}-send").click()
+    app.run()
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        "Your note is 1,200 characters; at most 1,000 fit. Shorten it and send again."
+    ]
+    assert app.text_area(key=f"{key}-comment").value == "x" * 1200
+    history = api.history(account.token)
+    assert isinstance(history, History)
+    assert history.feedback == []
 
 
 def test_history_lists_predictions_and_feedback(

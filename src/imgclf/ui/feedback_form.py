@@ -17,6 +17,9 @@ from imgclf.ui.client import ApiClient, ApiError, Feedback
 from imgclf.ui.labels import choices, display_name
 
 YES, NO = "Yes", "No"
+# The note's limit, checked on send with a message (a text area's own max_chars threw away a
+# longer note pasted into it without a word); the verdict and class fit in the API's 2000.
+MAX_COMMENT = 1000
 # Class labels hold no spaces ("Egyptian_cat", "jack-o'-lantern").
 _RIGHT_CLASS = re.compile(r"Right class: (\S+)\.")
 
@@ -57,7 +60,7 @@ def render_feedback_form(client: ApiClient, rated: Rated, key: str) -> Feedback 
         # the classes it matched, so Enter on "Siberian" saved "Siberian", which no model
         # knows, instead of Siberian husky. Words of one's own go in the comment.
         right_class = st.selectbox(
-            "What is it?",
+            "What is it? (optional)",
             choices(rated.runners_up),
             index=None,
             format_func=display_name,
@@ -65,13 +68,20 @@ def render_feedback_form(client: ApiClient, rated: Rated, key: str) -> Feedback 
             key=f"{key}-class",
         )
     comment = st.text_area(
-        "Anything else? (optional; say what it is here if no class fits)",
-        max_chars=1000,
+        f"Anything else? (optional, at most {MAX_COMMENT} characters; say what it is here if "
+        "no class fits)",
         height=68,
         key=f"{key}-comment",
     )
     pressed = st.button("Send feedback", key=f"{key}-send", disabled=verdict is None)
     if not (pressed or session.take_pending_send(rated.prediction_id)) or verdict is None:
+        return None
+    if len(comment or "") > MAX_COMMENT:
+        st.error(
+            f"Your note is {len(comment):,} characters; at most {MAX_COMMENT:,} fit. Shorten "
+            "it and send again.",
+            icon=":material/error:",
+        )
         return None
     text = feedback_text(verdict == YES, right_class, comment or "")
     stored = session.authorized(

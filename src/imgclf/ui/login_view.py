@@ -11,6 +11,9 @@ from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError
 
 MIN_NAME, MIN_PASSWORD = 2, 8
+# Checked on submit, with a message: a field's own max_chars threw away a longer name pasted
+# into it, and then asked for "at least 2 characters".
+MAX_NAME = 50
 # The API checks emails properly; this catches what a person mistypes, before a round trip.
 EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -53,7 +56,7 @@ def _log_in_form(client: ApiClient) -> None:
 
 def _sign_up_form(client: ApiClient) -> None:
     with st.form("signup", border=True):
-        name = st.text_input("Name", key="signup-name", max_chars=50)
+        name = st.text_input("Name", key="signup-name")
         name_note = st.empty()
         email = st.text_input("Email", key="signup-email", autocomplete="email")
         email_note = st.empty()
@@ -71,6 +74,9 @@ def _sign_up_form(client: ApiClient) -> None:
     valid = True
     if len(name.strip()) < MIN_NAME:
         _say(name_note, f"Enter your name (at least {MIN_NAME} characters).")
+        valid = False
+    elif len(name.strip()) > MAX_NAME:
+        _say(name_note, f"Your name is {len(name.strip())} characters; at most {MAX_NAME} fit.")
         valid = False
     if not EMAIL_SHAPE.match(email.strip()):
         _say(email_note, "Enter a valid email address, like name@example.com.")
