@@ -183,12 +183,15 @@ def test_a_version_copied_in_while_running_can_be_promoted(
         shutil.copytree(repository / "efficientnet-lite0" / "2", new)
         meta = json.loads((new / "bundle.json").read_text())
         (new / "bundle.json").write_text(json.dumps({**meta, "version": 3}))
+        # Listed at once, so the admin's page offers it (it listed the versions of the start).
+        listed = {m["name"]: m for m in client.get("/models", headers=headers).json()}
 
         promoted = client.put(
             "/models/efficientnet-lite0/live", json={"version": 3}, headers=headers
         )
         answer = client.post("/model/predict", files=dog_upload(), headers=headers)
 
+    assert listed["efficientnet-lite0"]["versions"] == [1, 2, 3]
     assert promoted.status_code == 200, promoted.text
     assert promoted.json()["versions"] == [1, 2, 3]
     assert answer.json()["model"] == "efficientnet-lite0@3"

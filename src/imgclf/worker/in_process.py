@@ -132,7 +132,17 @@ class InProcessQueue(LocalQueue):
         return f"{name}@{self.live[name]}"
 
     async def model_statuses(self) -> list[ModelStatus]:
+        # Versions copied into the repository since are listed, so the admin can make them
+        # live (Redis workers read it again as they report).
+        await asyncio.to_thread(self._refresh_catalogue)
         return [await self._status(name) for name in sorted(self.live)]
+
+    def _refresh_catalogue(self) -> None:
+        assert self.models is not None
+        before = self.models.catalogue
+        self.models.refresh_catalogue()
+        if any(self.catalogue.find(name, version) is None for name, version in self.live.items()):
+            self.models.catalogue = before  # a live version's folder went: keep what was read
 
     async def promote(self, name: str, version: int) -> ModelStatus:
         async with self._promoting:
