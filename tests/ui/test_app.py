@@ -128,6 +128,21 @@ def test_sign_up_logs_the_new_user_in(monkeypatch: pytest.MonkeyPatch, api_url: 
     assert "Signed in as **Ada Lovelace**" in texts(app)
 
 
+def test_signing_up_with_a_taken_email_says_to_log_in(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = page(monkeypatch, api_url)
+    app.text_input(key="signup-name").input("Ada Lovelace")
+    app.text_input(key="signup-email").input(account.email)
+    app.text_input(key="signup-password").input(PASSWORD)
+    app.button[1].click()
+    app.run()
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        "An account with this email already exists; log in instead."
+    ]
+
+
 def test_a_name_too_long_is_kept_and_said_to_be_too_long(
     monkeypatch: pytest.MonkeyPatch, api_url: str
 ) -> None:

@@ -14,6 +14,9 @@ MIN_NAME, MIN_PASSWORD = 2, 8
 # Checked on submit, with a message: a field's own max_chars threw away a longer name pasted
 # into it, and then asked for "at least 2 characters".
 MAX_NAME = 50
+# The API's words for a duplicate email (its contract), and what a person is told to do.
+EMAIL_TAKEN = "The user with this email already exists"
+EMAIL_TAKEN_HINT = "An account with this email already exists; log in instead."
 # The API checks emails properly; this catches what a person mistypes, before a round trip.
 EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -88,7 +91,8 @@ def _sign_up_form(client: ApiClient) -> None:
         return
     created = client.sign_up(name.strip(), email.strip(), password, _visitor_address())
     if isinstance(created, ApiError):
-        st.error(created.message, icon=":material/error:")
+        taken = created.status == 400 and created.message == EMAIL_TAKEN
+        st.error(EMAIL_TAKEN_HINT if taken else created.message, icon=":material/error:")
         return
     _enter(client, email.strip(), password)
 
