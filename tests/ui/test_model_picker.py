@@ -14,7 +14,7 @@ def test_the_picker_lists_the_models_in_words_with_the_default_chosen(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
-    picker = app.selectbox(key=CHOICE)
+    picker = app.radio(key=CHOICE)
     assert picker.value == "efficientnet-lite0"  # the API's default
     said = picker.options  # as the page shows them
     assert len(said) == 2
@@ -31,12 +31,12 @@ def test_the_picked_model_answers_and_is_named_on_the_card_and_remembered(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
-    app.selectbox(key=CHOICE).select("second-model").run()
+    app.radio(key=CHOICE).set_value("second-model").run()
     classify_dog(app)
     assert "Answered by `second-model@1`" in texts(app)
-    assert app.selectbox(key=CHOICE).value == "second-model"  # still chosen after the answer
+    assert app.radio(key=CHOICE).value == "second-model"  # still chosen after the answer
     # The same photo for the other model is a new question, answered by it.
-    app.selectbox(key=CHOICE).select("efficientnet-lite0").run()
+    app.radio(key=CHOICE).set_value("efficientnet-lite0").run()
     classify_dog(app)
     assert "by `efficientnet-lite0@" in texts(app)
     assert "by `second-model@1`" in texts(app)
@@ -48,17 +48,17 @@ def test_the_picked_model_is_still_picked_after_a_reload(
     """A reload is a new tab state: it found the picker back on the default while the
     answers stayed, so the next picture silently went to another model."""
     app = logged_in_page(monkeypatch, api_url, account)
-    app.selectbox(key=CHOICE).select("second-model").run()
+    app.radio(key=CHOICE).set_value("second-model").run()
     reloaded = page(monkeypatch, api_url)
     log_in(reloaded, account.email, account.password)
-    assert reloaded.selectbox(key=CHOICE).value == "second-model"
+    assert reloaded.radio(key=CHOICE).value == "second-model"
 
 
 def test_history_names_the_model_version_that_answered(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
-    app.selectbox(key=CHOICE).select("second-model").run()
+    app.radio(key=CHOICE).set_value("second-model").run()
     classify_dog(app)
     app.session_state["view"] = "History"
     app.run()

@@ -80,7 +80,9 @@ def render(client: ApiClient) -> str | None:
     if len(models) == 1:
         return names[0]
     lines = {m.name: describe(m, models) for m in models}
-    chosen = st.selectbox(
+    # Buttons, not a list: their lines wrap on a phone, where a list's options were cut to
+    # "standard spe…" and "about 2.1x t…", the part that tells the models apart.
+    chosen = st.radio(
         "Model",
         names,
         format_func=lines.__getitem__,
