@@ -23,7 +23,23 @@ class ModelClass:
 
 
 class UnknownClassError(ValueError):
-    """A corrected class that the model's labels do not hold; the message suggests near names."""
+    """A corrected class that the model's labels do not hold. Its message, which suggests near
+    names, is worded only when read: the search takes milliseconds, and the error is raised
+    inside a transaction that holds the database's write lock."""
+
+    def __init__(self, given: str, classes: ClassList) -> None:
+        super().__init__(given)
+        self.given, self.classes = given, classes
+
+    def __str__(self) -> str:
+        near = difflib.get_close_matches(_key(self.given), list(self.classes.by_name), n=3)
+        names = ", ".join(self.classes.by_name[k][0][0] for k in near)
+        hint = f"; did you mean {names}?" if near else "."
+        return (
+            f"correct_class {self.given[:100]!r} is not one of the {self.classes.size} classes "
+            f"of {self.classes.model or 'the model'}{hint} Give a label name (e.g. Eskimo_dog) "
+            "or a WordNet id (e.g. n02109961)."
+        )
 
 
 def _key(text: str) -> str:
@@ -53,14 +69,7 @@ class ClassList:
             return ModelClass(name, given.strip().lower())
         matches = self.by_name.get(_key(given))
         if not matches:
-            near = difflib.get_close_matches(_key(given), list(self.by_name), n=3)
-            names = ", ".join(self.by_name[k][0][0] for k in near)
-            hint = f"; did you mean {names}?" if near else "."
-            raise UnknownClassError(
-                f"correct_class {given[:100]!r} is not one of the {self.size} classes "
-                f"of {self.model or 'the model'}{hint} Give a label name (e.g. Eskimo_dog) or "
-                "a WordNet id (e.g. n02109961)."
-            )
+            raise UnknownClassError(given, self)
         name, wnid = matches[0]
         return ModelClass(name, wnid if wnid and len(matches) == 1 else None)
 

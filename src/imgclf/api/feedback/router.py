@@ -6,6 +6,7 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, status
+from fastapi.concurrency import run_in_threadpool
 
 from imgclf.api.deps import (
     CurrentUser,
@@ -43,7 +44,9 @@ async def create_feedback(
     )
     try:
         return await db.run(give)
-    except (UnknownClassError, service.InvalidVerdict) as error:
+    except UnknownClassError as error:  # worded here, off the loop: a search of the labels
+        raise HTTPException(422, detail=await run_in_threadpool(str, error)) from None
+    except service.InvalidVerdict as error:
         raise HTTPException(422, detail=str(error)) from None
 
 
