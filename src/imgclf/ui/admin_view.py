@@ -150,7 +150,10 @@ def _shadows(client: ApiClient, models: list[Model]) -> None:
                 st.altair_chart(agreement_by_day_chart(report.pairs), width="stretch")
             st.caption(
                 " · ".join(
-                    f"{pair.candidate}: {pair.comparisons} comparisons, top-1 agreement "
+                    # Both versions named: a candidate alone read as the model of the next
+                    # line, which says it has no shadow comparison of its own.
+                    f"{pair.live} vs {pair.candidate}: {pair.comparisons} comparisons, "
+                    "top-1 agreement "
                     f"{percent(pair.top1_agreement.share)} (95%: "
                     f"{percent(pair.top1_agreement.interval[0])} to "
                     f"{percent(pair.top1_agreement.interval[1])})"
