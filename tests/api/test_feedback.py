@@ -142,6 +142,9 @@ INVALID_FEEDBACK = [
     ({"feedback": "nul \x00 byte"}, "body.feedback: must not contain NUL characters"),
     ({"image_file_name": "a\x00.jpg"}, "body.image_file_name: must not contain NUL characters"),
     ({"prediction_id": 2**40}, "body.prediction_id: Input should be less than or equal to"),
+    # A verdict is true or false, not words or numbers that pass for one.
+    ({"correct": "yes"}, "body.correct: Input should be a valid boolean"),
+    ({"correct": 0}, "body.correct: Input should be a valid boolean"),
 ]
 
 

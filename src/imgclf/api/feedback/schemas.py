@@ -29,7 +29,8 @@ class FeedbackCreate(BaseModel):
         Field(default=None, ge=1, le=2**31 - 1, description="One of your own predictions."),
     ]
     correct: Annotated[
-        bool | None, Field(default=None, description="Whether the prediction was right.")
+        bool | None,
+        Field(default=None, strict=True, description="Whether the prediction was right."),
     ]
     correct_class: Annotated[
         str | None,
