@@ -397,6 +397,10 @@ def test_a_login_survives_reloads_and_tabs_and_its_end_loses_no_feedback(
     expect(
         page.get_by_text("You said: Wrong. Right class: Siberian husky. Blue eyes.")
     ).to_be_visible()
+    # The form starts from what was said: "No", and the class named.
+    form = page.locator(".st-key-history-feedback")
+    expect(form.get_by_role("radio", name="No")).to_be_checked()
+    expect(form.get_by_text("Siberian husky")).to_be_visible()
     # The model in full, which the table's narrow column cuts.
     expect(
         page.get_by_text(re.compile(r"Eskimo dog, 62\.2%, by efficientnet-lite0@\d"))

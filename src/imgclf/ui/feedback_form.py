@@ -49,20 +49,26 @@ def feedback_in_words(text: str) -> str:
     return _RIGHT_CLASS.sub(lambda found: f"Right class: {display_name(found[1])}.", text, 1)
 
 
-def render_feedback_form(client: ApiClient, rated: Rated, key: str) -> Feedback | None:
-    """The form under ``key`` (``fb-<id>`` or ``fbh-<id>``); the stored feedback once sent."""
+def render_feedback_form(
+    client: ApiClient, rated: Rated, key: str, given: Feedback | None = None
+) -> Feedback | None:
+    """The form under ``key`` (``fb-<id>`` or ``fbh-<id>``), starting from the feedback
+    ``given`` before, if any; the stored feedback once sent."""
+    said = None if given is None or given.correct is None else (0 if given.correct else 1)
     verdict = st.radio(
-        "Is this right?", [YES, NO], index=None, horizontal=True, key=f"{key}-correct"
+        "Is this right?", [YES, NO], index=said, horizontal=True, key=f"{key}-correct"
     )
     right_class = None
     if verdict == NO:
+        classes = choices(rated.runners_up)
+        named = given.correct_class if given else None
         # Classes only: with free text allowed, the box offered "Add: <what was typed>" above
         # the classes it matched, so Enter on "Siberian" saved "Siberian", which no model
         # knows, instead of Siberian husky. Words of one's own go in the comment.
         right_class = st.selectbox(
             "What is it? (optional)",
-            choices(rated.runners_up),
-            index=None,
+            classes,
+            index=classes.index(named) if named in classes else None,
             format_func=display_name,
             placeholder="Type to search the classes",
             key=f"{key}-class",

@@ -176,6 +176,6 @@ def _feedback(client: ApiClient, item: HistoryItem) -> None:
             item.image_file_name,
             [scored.label for scored in item.top_k[1:]],
         )
-        if render_feedback_form(client, rated, f"fbh-{item.id}"):
+        if render_feedback_form(client, rated, f"fbh-{item.id}", item.feedback):
             st.session_state[SAVED] = f"Your feedback on {name} was saved."
             st.rerun()
