@@ -46,7 +46,7 @@ def test_five_failures_lock_that_email_for_the_rest_of_the_window(
     assert attempt(client, bob.email, PASSWORD).status_code == 200  # other emails still may
 
 
-def test_successful_logins_do_not_count(
+def test_successful_logins_do_not_count_as_failures(
     client: TestClient, make_user: Callable[..., Caller]
 ) -> None:
     alice = make_user()

@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 BUSY_WINDOW_S = 0.5
 
 
+# How often GET /models reads the model repository again, at most.
+CATALOGUE_REFRESH_S = 2.0
+
+
 class InProcessQueue(LocalQueue):
     """Loads the models and starts the worker threads when the app starts; stops them after."""
 
@@ -49,6 +53,7 @@ class InProcessQueue(LocalQueue):
         self.models: LoadedModels | None = None
         self.live: dict[str, int] = {}
         self._promoting = asyncio.Lock()
+        self._catalogue_read_at = -CATALOGUE_REFRESH_S
         self._tidying: asyncio.Task[None] | None = None
         # (monotonic time, the worker's busy seconds then, the busy share measured up to it)
         self._busy_sample = (time.monotonic(), 0.0, 0.0)
@@ -132,17 +137,26 @@ class InProcessQueue(LocalQueue):
         return f"{name}@{self.live[name]}"
 
     async def model_statuses(self) -> list[ModelStatus]:
-        # Versions copied into the repository since are listed, so the admin can make them
-        # live (Redis workers read it again as they report).
-        await asyncio.to_thread(self._refresh_catalogue)
+        await self._refresh_catalogue()
         return [await self._status(name) for name in sorted(self.live)]
 
-    def _refresh_catalogue(self) -> None:
-        assert self.models is not None
-        before = self.models.catalogue
-        self.models.refresh_catalogue()
-        if any(self.catalogue.find(name, version) is None for name, version in self.live.items()):
-            self.models.catalogue = before  # a live version's folder went: keep what was read
+    async def _refresh_catalogue(self) -> None:
+        """Versions copied into the repository since are listed, so the admin can make them
+        live (Redis workers read it again as they report). Read at most every few seconds
+        (the UI asks at every rerun); kept only if it still holds every live version."""
+        now = time.monotonic()
+        if now < self._catalogue_read_at + CATALOGUE_REFRESH_S:
+            return
+        async with self._promoting:  # a promotion's catalogue is never replaced by an older one
+            self._catalogue_read_at = now
+            try:
+                catalogue = await asyncio.to_thread(read_catalogue, self.settings)
+            except (BundleError, OSError) as error:  # a folder being copied or removed
+                logger.warning("the model repository cannot be read: %s", error)
+                return
+            if all(catalogue.find(name, version) for name, version in self.live.items()):
+                assert self.models is not None
+                self.models.catalogue = catalogue
 
     async def promote(self, name: str, version: int) -> ModelStatus:
         async with self._promoting:
