@@ -19,6 +19,7 @@ from imgclf.ui.client import ApiClient, ApiError, History, Me, Prediction
 from imgclf.ui.history_view import PAGE_SIZE
 from imgclf.ui.launch import APP_PATH
 from imgclf.ui.preview import NOT_AN_IMAGE
+from imgclf.ui.result_view import FEEDBACK_SAVED
 from imgclf.ui.session import EXPIRED_NOTICE, KEPT_NOTICE, LOGGED_OUT_KEPT_NOTICE
 from imgclf.ui.shelf import SHELF
 from tests.conftest import DOG_JPEG
@@ -230,7 +231,7 @@ def test_feedback_is_sent_with_the_prediction_id(
     app.button(key=f"{key}-send").click()
     app.run()
     assert not app.exception
-    assert [s.value for s in app.success] == ["Thank you! Your feedback was saved."]
+    assert [s.value for s in app.success] == [FEEDBACK_SAVED]
 
     history = api.history(account.token)
     assert isinstance(history, History)
@@ -318,7 +319,7 @@ def test_feedback_sent_after_the_login_ended_is_sent_after_logging_in_again(
     app.run()
     assert [info.value for info in app.info] == [KEPT_NOTICE]
     log_in(app, account.email, PASSWORD)
-    assert [s.value for s in app.success] == ["Thank you! Your feedback was saved."]
+    assert [s.value for s in app.success] == [FEEDBACK_SAVED]
     history = api.history(account.token)
     assert isinstance(history, History)
     assert history.feedback[0].feedback == "Wrong. A husky, surely."

@@ -19,6 +19,9 @@ from imgclf.ui.text import escape_markdown, percent
 SURE_ENOUGH = 0.5
 TOP_COLOR, OTHER_COLOR = "#FF4B4B", "#A3A8B8"
 
+# Once sent from a card, feedback is changed from History: the card says where.
+FEEDBACK_SAVED = "Thank you! Your feedback was saved. To change it, open History."
+
 
 def top_k_chart(prediction: Prediction) -> alt.LayerChart:
     """Horizontal bars, best first, each labelled with its percentage."""
@@ -97,7 +100,7 @@ def _rated(prediction: Prediction) -> Rated:
 
 def _feedback(client: ApiClient, prediction: Prediction) -> None:
     if prediction.prediction_id in st.session_state.get(session.FEEDBACK_SENT, {}):
-        st.success("Thank you! Your feedback was saved.", icon=":material/check_circle:")
+        st.success(FEEDBACK_SAVED, icon=":material/check_circle:")
         return
     if render_feedback_form(client, _rated(prediction), f"fb-{prediction.prediction_id}"):
         st.rerun()
