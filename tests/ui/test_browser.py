@@ -251,7 +251,10 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     csv = Path(download.value.path()).read_text()
     assert csv.splitlines()[0].startswith("file,error,prediction,score")
     assert "dog.bmp,,Eskimo_dog," in csv
-    page.locator(".st-key-clear-all button").click()
+    page.locator(".st-key-clear-all button").click()  # asks first
+    expect(page.get_by_text("feedback not yet sent is lost")).to_be_visible()
+    expect(page.get_by_text("images,")).to_have_count(1)
+    page.locator(".st-key-clear-all-yes button").click()
     expect(page.get_by_text("images,")).to_have_count(0)
 
     # A file that is not a picture, added beside one that is: each gets its card (the uploader

@@ -184,8 +184,7 @@ def _ways_in(client: ApiClient) -> None:
                 icon=":material/content_copy:",
             )
         return
-    noun = "image" if len(added) == 1 else f"{len(added)} images"
-    with st.spinner(f"Classifying {noun}…"):
+    with st.spinner(f"Classifying {_images(len(added))}…"):
         classify(client, added, model)
     # A fresh uploader for the next drop: the files now live on the tab, by content.
     st.session_state[UPLOADER_ROUND] = round_ + 1
@@ -212,6 +211,10 @@ def rows(results: Sequence[ImageResult]) -> list[dict[str, object]]:
             }
         )
     return table
+
+
+def _images(count: int) -> str:
+    return "image" if count == 1 else f"{count} images"
 
 
 def answers_csv(results: Sequence[ImageResult]) -> str:
@@ -246,9 +249,15 @@ def _toolbar(results: Sequence[ImageResult]) -> None:
             key="download-json",
             on_click="ignore",
         )
-        if st.button("Clear all", icon=":material/delete_sweep:", key="clear-all"):
-            st.session_state[session.IMAGES] = {}
-            st.rerun()
+        # Asked first: a click took every card away, and the feedback not yet sent with them.
+        with st.popover("Clear all", icon=":material/delete_sweep:", key="clear-all"):
+            st.markdown(
+                f"Remove {'the' if len(results) > 1 else 'this'} {_images(len(results))} from "
+                "this page? Their answers stay in History; feedback not yet sent is lost."
+            )
+            if st.button("Clear", type="primary", key="clear-all-yes"):
+                st.session_state[session.IMAGES] = {}
+                st.rerun()
 
 
 def render(client: ApiClient) -> None:
