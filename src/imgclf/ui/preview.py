@@ -23,7 +23,8 @@ from imgclf.model.images import (
 # Twice the widest preview on the page, for high-density screens.
 PREVIEW_SIDE = 512
 LIMITS = ImageLimits()
-NOT_AN_IMAGE = "This file is not an image; use a JPEG, PNG, GIF, WebP or BMP file."
+# Also what a HEIC or TIFF photo gets: an image, but not one the model is given.
+NOT_AN_IMAGE = "This file is not an image we read; use a JPEG, PNG, GIF, WebP or BMP file."
 DAMAGED = "The image is damaged or incomplete, so it cannot be shown."
 
 
