@@ -11,9 +11,9 @@ attempts are not counted, so every refusal ends when its window does.
 In process by default; with Redis configured (``IMGCLF_QUEUE_URL``) the counts live there, so
 every API process and replica shares them (``imgclf.api.auth.shared_throttle``).
 
-Hand-written rather than the ``limits`` package: a login must be counted in two windows at once,
-in both or in neither, and a success must hand back that one attempt. ``limits`` hits one window
-at a time and has no refund.
+Hand-written rather than the ``limits`` package: a login must be counted in all its windows at
+once or in none, and a success must hand that one attempt back to some of them. ``limits`` hits
+one window at a time and has no refund.
 """
 
 from __future__ import annotations
