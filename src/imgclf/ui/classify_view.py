@@ -24,16 +24,54 @@ from imgclf.ui.preview import Preview, make_preview
 from imgclf.ui.result_view import headline, render_card, render_tile
 from imgclf.ui.shelf import MAX_BYTES_PER_USER
 
-# Why the uploader refused a file (its kind, its size) is written only in a tooltip, and in an
-# alert hidden for screen readers: a person saw a red icon and nothing else. The alert is shown
-# on a line of its own under the file's name.
-REFUSAL_STYLE = """<style>
-[data-testid="stFileChip"][aria-invalid="true"] { flex-wrap: wrap; }
-[data-testid="stFileChip"] [role="alert"] {
-  position: static; width: auto; height: auto; margin: 0 0.25rem; clip: auto;
-  overflow: visible; white-space: normal; flex-basis: 100%; font-size: 0.8rem;
+# Files over the size limit are kept out of the uploader before it sees them, and said so in a
+# note of the page's own: refused by the uploader itself, they vanished without a word when
+# added beside others, as it is replaced once those are classified. Listened for once per
+# page, in the capture phase (before the uploader's own handlers), for drops and for picks.
+SIZE_SCRIPT = """<script>
+if (window.imgclfSizes === undefined) {
+  window.imgclfSizes = true;
+  const limit = LIMIT_BYTES;
+  const input = () => document.querySelector("[data-testid=stFileUploaderDropzoneInput]");
+  const say = (names) => {
+    let note = document.getElementById("imgclf-too-large");
+    if (!note) {
+      note = document.createElement("div");
+      note.id = "imgclf-too-large";
+      note.setAttribute("role", "alert");
+      note.style.cssText = "position:fixed;left:50%;bottom:1.5rem;transform:translateX(-50%);"
+        + "max-width:90vw;padding:0.75rem 1rem;border-radius:0.5rem;z-index:1000;"
+        + "background:#fdecea;color:#7d1a14;font:0.95rem sans-serif;";
+      document.body.appendChild(note);
+    }
+    note.textContent = `${names.join(", ")}: larger than the LIMIT_WORDS limit, so not added.`;
+    clearTimeout(window.imgclfSizeNote);
+    window.imgclfSizeNote = setTimeout(() => note.remove(), 10000);
+  };
+  const within = (files) => {
+    const large = files.filter((file) => file.size > limit);
+    if (large.length) say(large.map((file) => file.name));
+    const transfer = new DataTransfer();
+    files.filter((file) => file.size <= limit).forEach((file) => transfer.items.add(file));
+    return transfer.files;
+  };
+  document.addEventListener("change", (event) => {
+    if (event.target !== input() || [...event.target.files].every((f) => f.size <= limit)) return;
+    event.target.files = within([...event.target.files]);
+    if (!event.target.files.length) event.stopImmediatePropagation();
+  }, true);
+  document.addEventListener("drop", (event) => {
+    const files = [...(event.dataTransfer?.files || [])];
+    const zone = event.target.closest?.("[data-testid=stFileUploaderDropzone]");
+    if (!zone || !input() || files.every((file) => file.size <= limit)) return;
+    event.preventDefault();
+    event.stopPropagation();
+    zone.dispatchEvent(new DragEvent("dragleave", {bubbles: true}));  // its highlight ends
+    input().files = within(files);
+    if (input().files.length) input().dispatchEvent(new Event("change", {bubbles: true}));
+  }, true);
 }
-</style>"""
+</script>"""
 # Images pasted anywhere on the page (Ctrl+V) go to the uploader, as a drop would. Listened
 # for once per page; the uploader's input is looked up at paste time (reruns replace it).
 PASTE_SCRIPT = """<script>
@@ -152,7 +190,9 @@ def _ways_in(client: ApiClient) -> None:
     model = model_picker.render(client)
     round_ = st.session_state.setdefault(UPLOADER_ROUND, 0)
     st.html(PASTE_SCRIPT, unsafe_allow_javascript=True)
-    st.html(REFUSAL_STYLE)
+    limit = get_settings().max_upload_bytes
+    size_script = SIZE_SCRIPT.replace("LIMIT_BYTES", str(limit))
+    st.html(size_script.replace("LIMIT_WORDS", _megabytes()), unsafe_allow_javascript=True)
     # Files of any kind are taken, and those that are not pictures get a card saying so: files
     # the uploader refused itself vanished without a word when added beside others, as it is
     # replaced once they are classified. Files over the size limit still are refused there.
