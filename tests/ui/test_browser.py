@@ -279,6 +279,8 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     add_files(page, [text_file, photo], page.get_by_text(f"notes.txt: {NOT_AN_IMAGE}"))
     expect(page.get_by_text("2 images, 1 answered")).to_be_visible()
 
+    if width != "desktop":
+        return  # what follows does not depend on the width, and sends 21 MB to the page
     # A file over the size limit beside one within it: the large one is said not to be added,
     # in a note that stays while the other is classified (refused by the uploader itself, it
     # vanished when the uploader was replaced after the other).
