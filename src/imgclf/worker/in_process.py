@@ -149,14 +149,11 @@ class InProcessQueue(LocalQueue):
             return
         async with self._promoting:  # a promotion's catalogue is never replaced by an older one
             self._catalogue_read_at = now
-            try:
-                catalogue = await asyncio.to_thread(read_catalogue, self.settings)
-            except (BundleError, OSError) as error:  # a folder being copied or removed
-                logger.warning("the model repository cannot be read: %s", error)
-                return
-            if all(catalogue.find(name, version) for name, version in self.live.items()):
-                assert self.models is not None
-                self.models.catalogue = catalogue
+            assert self.models is not None
+            await asyncio.to_thread(self.models.refresh_catalogue, self._holds_live_versions)
+
+    def _holds_live_versions(self, catalogue: ModelCatalogue) -> bool:
+        return all(catalogue.find(name, version) for name, version in self.live.items())
 
     async def promote(self, name: str, version: int) -> ModelStatus:
         async with self._promoting:

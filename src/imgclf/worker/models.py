@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from imgclf.model import Classifier, load_bundle
@@ -62,12 +63,17 @@ class LoadedModels:
         self._loading: dict[str, threading.Lock] = {}
         self._failed_at: dict[str, float] = {}
 
-    def refresh_catalogue(self) -> None:
-        """Read the repository again (its bundle.json files only); keep the last good one."""
+    def refresh_catalogue(self, keeps: Callable[[ModelCatalogue], bool] = lambda _: True) -> None:
+        """Read the repository again (its bundle.json files only); keep the last good one, or
+        the last one when the new one does not pass ``keeps``. A folder copied or removed
+        while it is read (OSError) is not yet good."""
         try:
-            self.catalogue = read_catalogue(self.settings)
-        except BundleError as error:
+            catalogue = read_catalogue(self.settings)
+        except (BundleError, OSError) as error:
             logger.warning("the model repository cannot be read: %s", error)
+            return
+        if keeps(catalogue):
+            self.catalogue = catalogue
 
     def classifier_for(self, ref: str) -> Classifier:
         with self._lock:
