@@ -58,7 +58,7 @@ def _local_catalogue(settings: Settings) -> ModelCatalogue | None:
     tell it which models there are."""
     try:
         return read_catalogue(settings)
-    except BundleError:
+    except (BundleError, OSError):
         return None
 
 

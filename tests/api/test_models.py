@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,22 @@ def app(settings: Settings) -> FastAPI:
 @pytest.fixture
 def alice(make_user: Callable[..., Caller]) -> Caller:
     return make_user(name="Alice")
+
+
+@contextlib.contextmanager
+def admin_client(repository: Path, database: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """The embedded service on its own copy of a repository, and the admin's headers."""
+    settings = Settings(
+        database_url=f"sqlite:///{database}",
+        model_repository=repository,
+        model_threads=1,
+        worker_concurrency=1,
+    )
+    with TestClient(create_service_app(settings)) as client:
+        token = client.post(
+            "/login", data={"username": "admin@example.com", "password": "admin"}
+        ).json()["access_token"]
+        yield client, {"Authorization": f"Bearer {token}"}
 
 
 def test_a_request_picks_its_model_and_the_answer_names_it(
@@ -168,17 +185,7 @@ def test_a_version_copied_in_while_running_can_be_promoted(
 ) -> None:
     repository = tmp_path / "repository"
     shutil.copytree(model_repository, repository)
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'copied.db'}",
-        model_repository=repository,
-        model_threads=1,
-        worker_concurrency=1,
-    )
-    with TestClient(create_service_app(settings)) as client:
-        token = client.post(
-            "/login", data={"username": "admin@example.com", "password": "admin"}
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+    with admin_client(repository, tmp_path / "copied.db") as (client, headers):
         new = repository / "efficientnet-lite0" / "3"
         shutil.copytree(repository / "efficientnet-lite0" / "2", new)
         meta = json.loads((new / "bundle.json").read_text())
@@ -202,17 +209,7 @@ def test_a_broken_version_is_refused_and_the_live_one_stays(
 ) -> None:
     repository = tmp_path / "repository"
     shutil.copytree(model_repository, repository)
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'broken.db'}",
-        model_repository=repository,
-        model_threads=1,
-        worker_concurrency=1,
-    )
-    with TestClient(create_service_app(settings)) as client:
-        token = client.post(
-            "/login", data={"username": "admin@example.com", "password": "admin"}
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+    with admin_client(repository, tmp_path / "broken.db") as (client, headers):
         broken = repository / "efficientnet-lite0" / "3"
         broken.mkdir()
         meta = json.loads((repository / "efficientnet-lite0" / "2" / "bundle.json").read_text())
@@ -251,3 +248,21 @@ def test_each_model_has_its_own_deadline(model_repository: Path, tmp_path: Path)
     assert slow.status_code == 504
     assert "0.001 s" in slow.json()["detail"]
     assert default.status_code == 200
+
+
+def test_a_promotion_while_the_repository_is_gone_is_refused_and_serving_goes_on(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    repository = tmp_path / "repository"
+    shutil.copytree(model_repository, repository)
+    with admin_client(repository, tmp_path / "gone.db") as (client, headers):
+        shutil.rmtree(repository)  # a volume unmounted, say
+        refused = client.put(
+            "/models/efficientnet-lite0/live", json={"version": 1}, headers=headers
+        )
+        answer = client.post("/model/predict", files=dog_upload(), headers=headers)
+
+    assert refused.status_code == 503, refused.text
+    assert "The model repository cannot be read" in refused.json()["detail"]
+    assert "live version has not changed" in refused.json()["detail"]
+    assert answer.json()["model"] == "efficientnet-lite0@2"

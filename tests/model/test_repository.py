@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,42 @@ def test_the_live_version_is_the_recorded_one_while_on_disk_else_the_newest(
         "efficientnet-lite0": 2,
         "second-model": 1,
     }
+
+
+def test_a_scan_meets_folders_being_removed_and_lists_the_rest(tmp_path: Path) -> None:
+    """An operator moving a model out of the repository while the service reads it: the scan
+    lists what stays and never fails on what went (a thread adds and removes folders while
+    the scans run)."""
+
+    def bundle(folder: Path, name: str, version: int) -> None:
+        folder.mkdir(parents=True)
+        meta = {"name": name, "version": version, "input_size": 224}
+        (folder / "bundle.json").write_text(json.dumps(meta))
+
+    bundle(tmp_path / "staying" / "1", "staying", 1)
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            for name in ("coming", "going"):
+                bundle(tmp_path / name / "1", name, 1)
+            for name in ("coming", "going"):
+                shutil.rmtree(tmp_path / name)
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    failures: list[BaseException] = []
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                refs = {entry.ref for entry in scan_repository(tmp_path)}
+            except OSError as error:
+                failures.append(error)
+            else:
+                assert "staying@1" in refs
+    finally:
+        stop.set()
+        churner.join()
+
+    assert failures == []

@@ -100,13 +100,11 @@ def scan_repository(root: Path) -> list[ModelVersion]:
     """Every readable bundle under ``root``; a broken or misplaced one is logged and left out,
     so one bad folder never takes the other models down."""
     found: list[ModelVersion] = []
-    if not root.is_dir():
-        return found
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for model_dir in sorted(p for p in _listing(root) if p.is_dir()):
         candidates = (
             [model_dir]
             if (model_dir / BUNDLE_FILE).is_file()
-            else [p for p in model_dir.iterdir() if p.name.isdigit() and int(p.name) > 0]
+            else [p for p in _listing(model_dir) if p.name.isdigit() and int(p.name) > 0]
         )
         for folder in sorted(candidates):
             try:
@@ -126,6 +124,15 @@ def scan_repository(root: Path) -> list[ModelVersion]:
                 continue
             found.append(entry)
     return found
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The folder's entries; none when it is not a folder, or is removed while it is read (a
+    version being moved out of the repository is simply not there)."""
+    try:
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def read_catalogue(settings: Settings) -> ModelCatalogue:

@@ -157,7 +157,13 @@ class InProcessQueue(LocalQueue):
 
     async def promote(self, name: str, version: int) -> ModelStatus:
         async with self._promoting:
-            catalogue = await asyncio.to_thread(read_catalogue, self.settings)
+            try:
+                catalogue = await asyncio.to_thread(read_catalogue, self.settings)
+            except (BundleError, OSError) as error:
+                raise PromotionError(
+                    f"The model repository cannot be read, so the live version has not "
+                    f"changed: {error}"
+                ) from None
             if catalogue.find(name, version) is None:
                 known = [f"{n}@{v}" for n in catalogue.names for v in catalogue.versions(n)]
                 raise UnknownModelError(f"{name}@{version}", known)
