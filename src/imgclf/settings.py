@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     user_storage_quota_mb: int = Field(
         default=1024, ge=1, description="distinct uploads stored per user; 507 beyond"
     )
+    history_keep: int = Field(
+        default=100_000,
+        ge=1,
+        description="predictions kept per user; older ones go, with their feedback, at the "
+        "next sweep (api.predictions.retention)",
+    )
+    history_sweep_s: float = Field(
+        default=60.0, gt=0, description="how often each API process prunes its users' history"
+    )
     top_k: int = Field(default=5, ge=1, le=100)
 
     queue_url: str = ""

@@ -11,9 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from .conftest import Caller
+from .test_feedback import add_prediction
 
 FEEDBACK = {
     "feedback": "right",
@@ -25,15 +27,17 @@ WRITERS = 80  # well past the 40 worker threads FastAPI runs sync code in
 
 
 def test_many_concurrent_writes_all_succeed(
-    client: TestClient, make_user: Callable[..., Caller]
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
 ) -> None:
     alice = make_user()
+    predictions = [add_prediction(app, alice.id) for _ in range(WRITERS)]
 
-    def post(_: int) -> int:
-        return client.post("/feedback/", json=FEEDBACK, headers=alice.headers).status_code
+    def post(prediction_id: int) -> int:
+        body = {**FEEDBACK, "prediction_id": prediction_id}
+        return client.post("/feedback/", json=body, headers=alice.headers).status_code
 
     with ThreadPoolExecutor(WRITERS) as pool:
-        statuses = Counter(pool.map(post, range(WRITERS)))
+        statuses = Counter(pool.map(post, predictions))
     assert statuses == {201: WRITERS}
     listed = client.get("/feedback/?limit=100", headers=alice.headers).json()
     assert len(listed) == WRITERS

@@ -34,11 +34,11 @@ ROUNDS = 6
 POSTERS = 6
 
 
-def add_prediction(app: FastAPI, user_id: int) -> int:
+def add_prediction(app: FastAPI, user_id: int, image_file_name: str = "0a1b2c.jpg") -> int:
     with app_state(app).database.transaction() as session:
         prediction = Prediction(
             user_id=user_id,
-            image_file_name="0a1b2c.jpg",
+            image_file_name=image_file_name,
             label="Eskimo_dog",
             score=0.6222,
             top_k=[{"label": "Eskimo_dog", "score": 0.6222}],
@@ -51,25 +51,48 @@ def add_prediction(app: FastAPI, user_id: int) -> int:
 
 
 def test_feedback_is_created_at_both_paths_without_a_redirect(
-    client: TestClient, make_user: Callable[..., Caller]
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
 ) -> None:
+    """The seed's clients name the prediction by its image: the newest of the user's."""
     alice = make_user()
+    add_prediction(app, alice.id)
+    newest = add_prediction(app, alice.id)
     for path in ("/feedback/", "/feedback"):
         answer = client.post(path, json=FEEDBACK, headers=alice.headers, follow_redirects=False)
         assert answer.status_code == 201, path
         assert answer.json() == {
             **FEEDBACK,
             "id": answer.json()["id"],
-            "prediction_id": None,
+            "prediction_id": newest,
             "correct": None,
             "correct_class": None,
         }
+    # The second replaced the first: a prediction has one current feedback.
+    assert len(client.get("/feedback/", headers=alice.headers).json()) == 1
+
+
+def test_feedback_on_an_image_you_were_never_answered_is_404_and_stores_nothing(
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    """Every feedback row belongs to a prediction, so the history's retention bounds them."""
+    alice, bob = make_user(), make_user()
+    add_prediction(app, bob.id)  # someone else's prediction of that image does not count
+
+    refused = client.post("/feedback/", json=FEEDBACK, headers=alice.headers)
+
+    assert refused.status_code == 404
+    assert refused.json() == {
+        "detail": "None of your predictions is of the image '0a1b2c.jpg': send the "
+        "image_file_name or the prediction_id that a prediction's answer gave"
+    }
+    assert client.get("/feedback/", headers=alice.headers).json() == []
 
 
 def test_both_spellings_of_the_list_answer_like_the_seeds_clients_expect(
-    client: TestClient, make_user: Callable[..., Caller]
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
 ) -> None:
     alice = make_user()
+    add_prediction(app, alice.id)
     client.post("/feedback", json=FEEDBACK, headers=alice.headers)
     lists = [
         client.get(path, headers=alice.headers, follow_redirects=False)
@@ -160,15 +183,14 @@ def test_invalid_feedback_is_422_naming_the_field(
 
 
 def test_feedback_list_is_your_own_newest_first_and_paginated(
-    client: TestClient, make_user: Callable[..., Caller]
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
 ) -> None:
     alice, bob = make_user(), make_user()
-    created = [
-        client.post(
-            "/feedback/", json={**FEEDBACK, "feedback": f"note {n}"}, headers=alice.headers
-        ).json()
-        for n in range(3)
-    ]
+    created = []
+    for n in range(3):
+        body = {**FEEDBACK, "prediction_id": add_prediction(app, alice.id), "feedback": f"n{n}"}
+        created.append(client.post("/feedback/", json=body, headers=alice.headers).json())
+    add_prediction(app, bob.id)
     client.post("/feedback/", json=FEEDBACK, headers=bob.headers)
 
     newest_first = [f["id"] for f in reversed(created)]
@@ -180,9 +202,10 @@ def test_feedback_list_is_your_own_newest_first_and_paginated(
 
 
 def test_one_feedback_is_read_by_its_author_or_an_admin(
-    client: TestClient, make_user: Callable[..., Caller], admin: Caller
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller], admin: Caller
 ) -> None:
     alice, bob = make_user(), make_user()
+    add_prediction(app, alice.id)
     created = client.post("/feedback/", json=FEEDBACK, headers=alice.headers).json()
     path = f"/feedback/{created['id']}"
 
@@ -196,9 +219,10 @@ def test_one_feedback_is_read_by_its_author_or_an_admin(
 
 
 def test_deleting_a_user_removes_their_feedback(
-    client: TestClient, make_user: Callable[..., Caller], admin: Caller
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller], admin: Caller
 ) -> None:
     alice = make_user()
+    add_prediction(app, alice.id)
     created = client.post("/feedback/", json=FEEDBACK, headers=alice.headers).json()
     assert client.delete(f"/user/{alice.id}", headers=admin.headers).status_code == 204
     assert client.get(f"/feedback/{created['id']}", headers=admin.headers).status_code == 404

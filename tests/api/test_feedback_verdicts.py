@@ -217,14 +217,14 @@ def test_seed_style_feedback_is_linked_to_the_authors_newest_prediction_of_that_
         )
         assert posted.status_code == 201
         assert posted.json()["prediction_id"] == newest
-    # Bob's image is not Alice's: stored, linked to nothing.
-    unlinked = client.post(
+    # Bob's image is not Alice's: refused, nothing stored.
+    refused = client.post(
         "/feedback", json={**seed, "image_file_name": "bobs.jpg"}, headers=alice.headers
     )
-    assert unlinked.json()["prediction_id"] is None
-    assert stored(app, alice.id) == [(newest, None, None, None), (None, None, None, None)]
+    assert refused.status_code == 404
+    assert stored(app, alice.id) == [(newest, None, None, None)]
     texts = [item["feedback"] for item in client.get("/feedback", headers=alice.headers).json()]
-    assert texts == ["wrong", "it is a malamute"]
+    assert texts == ["it is a malamute"]
 
 
 def test_verdicts_sent_at_once_leave_one_feedback(

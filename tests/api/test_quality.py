@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from imgclf.api.state import app_state
 from imgclf.cli import app as cli
-from imgclf.db.models import Prediction
+from imgclf.db.models import Feedback, Prediction
 from imgclf.settings import Settings, get_settings
 
 from .conftest import Caller
@@ -70,7 +70,8 @@ def say(client: TestClient, owner: Caller, prediction_id: int, **verdict: object
 def known_feedback(client: TestClient, app: FastAPI, make_user: Callable[..., Caller]) -> None:
     """m@1, last 30 days: 20 predictions, 11 right, 6 wrong (Eskimo_dog 4 times: malamute 3,
     not said 1; tabby 2: tiger_cat), 3 unmarked (one with words only). 4 older ones, right.
-    m@2: 8 predictions, 6 right, 2 wrong. One feedback matches no prediction."""
+    m@2: 8 predictions, 6 right, 2 wrong. One feedback from before feedback had to name a
+    prediction, linked to none; one that names no prediction now is refused."""
     alice, bob = make_user(), make_user()
     for n in range(11):
         owner = alice if n % 2 else bob
@@ -91,7 +92,17 @@ def known_feedback(client: TestClient, app: FastAPI, make_user: Callable[..., Ca
     for n in range(8):
         say(client, bob, predict(app, bob, "m@2", "Eskimo_dog"), correct=n < 6)
     seed_style = {"feedback": "?", "score": 0.1, "predicted_class": "x", "image_file_name": "z.png"}
-    assert client.post("/feedback", json=seed_style, headers=alice.headers).status_code == 201
+    assert client.post("/feedback", json=seed_style, headers=alice.headers).status_code == 404
+    with app_state(app).database.transaction() as session:
+        session.add(
+            Feedback(
+                user_id=alice.id,
+                score=0.1,
+                predicted_class="x",
+                image_file_name="z.png",
+                feedback="?",
+            )
+        )
 
 
 def check_shares(figures: dict[str, object], right: int, wrong: int, predictions: int) -> None:

@@ -12,6 +12,7 @@ from imgclf.api.state import app_state
 from imgclf.db.models import Feedback, Prediction, User
 
 from .conftest import PASSWORD, Caller
+from .test_feedback import add_prediction
 
 FEEDBACK = {
     "feedback": "It is a husky, not an Eskimo dog",
@@ -36,11 +37,17 @@ def test_sign_up_log_in_read_me_leave_feedback_and_list_it(client: TestClient) -
 
     assert client.get("/user/me", headers=headers).json() == user | {"is_admin": False}
 
+    prediction_id = add_prediction(client.app, user["id"])  # type: ignore[arg-type]
     feedback = client.post("/feedback/", json=FEEDBACK, headers=headers)
     assert feedback.status_code == 201
-    # The seed's shape, with no prediction of that image to link it to and no verdict given.
-    unlinked = {"prediction_id": None, "correct": None, "correct_class": None}
-    assert feedback.json() == {**FEEDBACK, "id": feedback.json()["id"], **unlinked}
+    # The seed's shape, linked to the user's prediction of that image; no verdict given.
+    linked = {"prediction_id": prediction_id, "correct": None, "correct_class": None}
+    assert feedback.json() == {
+        **FEEDBACK,
+        "id": feedback.json()["id"],
+        "score": 0.6222,  # the prediction's own
+        **linked,
+    }
 
     listed = client.get("/feedback/", headers=headers)
     assert listed.status_code == 200

@@ -34,6 +34,7 @@ from imgclf.api.predictions.admission import AdmissionMiddleware, PendingBytes, 
 from imgclf.api.predictions.cache import build_cache
 from imgclf.api.predictions.quota import StorageQuota
 from imgclf.api.predictions.recorder import PredictionRecorder
+from imgclf.api.predictions.retention import HistoryRetention
 from imgclf.api.predictions.router import router as predictions_router
 from imgclf.api.quality.router import router as quality_router
 from imgclf.api.security import (
@@ -143,6 +144,14 @@ async def _start(
     )
     recorder.start()
     started.push_async_callback(recorder.close)
+    retention = HistoryRetention(
+        database,
+        settings.upload_dir,
+        keep=settings.history_keep,
+        every_s=settings.history_sweep_s,
+    )
+    retention.start()
+    started.push_async_callback(retention.close)
     state = AppState(
         settings=settings,
         database=database,
@@ -156,6 +165,7 @@ async def _start(
         auth_throttle=throttle,
         storage_quota=quota,
         recorder=recorder,
+        retention=retention,
         pending_bytes=PendingBytes(settings.max_pending_bytes),
         waiting=WaitingPerUser(settings.max_pending_per_user),
         metrics=metrics,

@@ -92,8 +92,8 @@ def http_answer(error: Exception) -> tuple[int, str, dict[str, str] | None]:
             return 401, CREDENTIALS_ERROR, BEARER
         case EmailTaken():
             return 400, "The user with this email already exists", None
-        case PredictionNotFound(args=(prediction_id,)):
-            return 404, f"Prediction {prediction_id} not found", None
+        case PredictionNotFound(args=(detail,)):
+            return 404, detail, None
     raise error
 
 

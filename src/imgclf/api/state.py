@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from imgclf.api.predictions.cache import PredictionCache
     from imgclf.api.predictions.quota import StorageQuota
     from imgclf.api.predictions.recorder import PredictionRecorder
+    from imgclf.api.predictions.retention import HistoryRetention
     from imgclf.api.security import PasswordHasher, VerifiedTokens
     from imgclf.api.shadow.runner import ShadowRunner
     from imgclf.db.engine import Database
@@ -33,6 +34,7 @@ class AppState:
     auth_throttle: AuthThrottle
     storage_quota: StorageQuota
     recorder: PredictionRecorder
+    retention: HistoryRetention
     pending_bytes: PendingBytes
     waiting: WaitingPerUser
     metrics: ServiceMetrics

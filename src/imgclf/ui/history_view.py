@@ -104,11 +104,13 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
         [
             {
                 # What a person reads first, left; the wide, rarely read columns last, where
-                # a narrow screen scrolls them off (feedback was cut to "Your" there).
+                # a narrow screen scrolls them off (feedback was cut to "Your" there, and at
+                # a phone's width the file's name pushed the score off). The feedback panel
+                # below names the selected row's file.
                 "Image": _thumbnail(client, item.id),
-                "File": item.original_name or item.image_file_name,
                 "Answer": _answer(item),
                 "Score": percent(item.score),
+                "File": item.original_name or item.image_file_name,
                 "Your feedback": feedback_in_words(item.feedback.feedback) if item.feedback else "",
                 "When": when(item.created_at, zone),
                 "Model": item.model_id,
@@ -123,9 +125,9 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
         # Model fell off the right edge.
         column_config={
             "Image": st.column_config.ImageColumn("Image", width=64),
-            "File": st.column_config.TextColumn("File", width=100),
             "Answer": st.column_config.TextColumn("Answer", width=126),
             "Score": st.column_config.TextColumn("Score", width=56),
+            "File": st.column_config.TextColumn("File", width=100),
             "Your feedback": st.column_config.TextColumn("Your feedback", width=104),
             "When": st.column_config.TextColumn(f"When ({zone})", width=116),
             "Model": st.column_config.TextColumn("Model", width=96),

@@ -34,8 +34,10 @@ router = APIRouter(prefix="/feedback", tags=["feedback"])
 async def create_feedback(
     body: FeedbackCreate, user: CurrentUser, db: DatabaseDep, settings: SettingsDep
 ) -> Feedback:
-    """Record whether a prediction was right (``prediction_id``: one of yours). A second
-    feedback on the same prediction replaces the first, keeping its id."""
+    """Record whether a prediction was right (``prediction_id``: one of yours; or, as the
+    seed's clients do, ``image_file_name``: your newest prediction of that image; 404 when
+    neither names one). A second feedback on the same prediction replaces the first, keeping
+    its id."""
     give = partial(
         service.give_feedback,
         user_id=user.id,

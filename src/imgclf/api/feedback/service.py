@@ -25,27 +25,35 @@ _WORDED_VERDICT = re.compile(r"(Correct|Wrong)\.(?: Right class: (.{1,200}?)\.)?
 
 
 class PredictionNotFound(Exception):
-    """No prediction with this id belongs to the user."""
+    """No prediction of the user's has this id, or this image (the message says which)."""
 
 
 class InvalidVerdict(ValueError):
     """``correct`` and ``correct_class`` contradict each other."""
 
 
-def _prediction_for(session: Session, user_id: int, data: FeedbackCreate) -> Prediction | None:
-    """The prediction named by id (the caller's own, else 404), or, for the seed's clients,
-    the caller's newest prediction of the named image (None if there is none)."""
+def _prediction_for(session: Session, user_id: int, data: FeedbackCreate) -> Prediction:
+    """The prediction named by id, or, for the seed's clients, the caller's newest prediction
+    of the named image; the caller's own, else 404. Feedback on nothing the caller was answered
+    is refused: every feedback row belongs to a prediction, so a user's rows are bounded by
+    their history's (api.predictions.retention)."""
     if data.prediction_id is not None:
         prediction = session.get(Prediction, data.prediction_id)
         if prediction is None or prediction.user_id != user_id:
-            raise PredictionNotFound(data.prediction_id)
+            raise PredictionNotFound(f"Prediction {data.prediction_id} not found")
         return prediction
-    return session.scalars(
+    newest = session.scalars(
         select(Prediction)
         .where(Prediction.user_id == user_id, Prediction.image_file_name == data.image_file_name)
         .order_by(Prediction.created_at.desc(), Prediction.id.desc())
         .limit(1)
     ).first()
+    if newest is None:
+        raise PredictionNotFound(
+            f"None of your predictions is of the image {data.image_file_name!r}: send the "
+            "image_file_name or the prediction_id that a prediction's answer gave"
+        )
+    return newest
 
 
 def _worded_verdict(
@@ -103,37 +111,19 @@ def give_feedback(
     """Store the feedback, replacing the prediction's earlier one (same id, newest time)."""
     hold_user(session, user_id)  # before the prediction's row, as a deletion takes them
     prediction = _prediction_for(session, user_id, data)
-    if prediction is None:  # the seed's clients: the schema made sure these are given
-        score, predicted, image, model = (
-            data.score or 0.0,
-            data.predicted_class or "",
-            data.image_file_name or "",
-            "",
-        )
-    else:
-        score, predicted, image, model = (
-            prediction.score,
-            prediction.label,
-            prediction.image_file_name,
-            prediction.model_id,
-        )
+    predicted, model = prediction.label, prediction.model_id
     correct, right_class = _verdict(data, predicted, model, classes_of)
     values: dict[str, Any] = {
-        # A prediction's own, whatever the client says of it: the row describes that answer.
-        "score": score,
+        # The prediction's own, whatever the client says of it: the row describes that answer.
+        "score": prediction.score,
         "predicted_class": predicted,
-        "image_file_name": image,
+        "image_file_name": prediction.image_file_name,
         "feedback": data.feedback,
         "correct": correct,
         "correct_class": right_class.name if right_class else None,
         "correct_wnid": right_class.wnid if right_class else None,
     }
     values["created_at"] = utcnow()
-    if prediction is None:
-        feedback = Feedback(user_id=user_id, **values)
-        session.add(feedback)
-        session.flush()
-        return feedback
     return _replace(session, {**values, "user_id": user_id, "prediction_id": prediction.id})
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from fastapi import UploadFile
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
+from imgclf.db.models import Prediction
 from imgclf.model.images import (
     ImageLimits,
     ImageTooLargeError,
@@ -103,6 +104,21 @@ def hold_uploads(connection: Connection | Session, *, removing: bool = False) ->
     bind = connection.get_bind() if isinstance(connection, Session) else connection
     if bind.dialect.name == "postgresql":
         connection.execute(_TAKE_UPLOADS if removing else _SHARE_UPLOADS)
+
+
+def recorded_names(session: Session, names: set[str]) -> set[str]:
+    """Which of these upload names a prediction still holds (anyone's)."""
+    ordered, found = sorted(names), set[str]()
+    for start in range(0, len(ordered), 500):  # bounded IN lists, whatever the history
+        chunk = ordered[start : start + 500]
+        found.update(
+            session.scalars(
+                select(Prediction.image_file_name)
+                .where(Prediction.image_file_name.in_(chunk))
+                .distinct()
+            )
+        )
+    return found
 
 
 def remove_uploads(upload_dir: Path, names: Iterable[str]) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from imgclf.api.predictions.uploads import hold_uploads, remove_uploads
+from imgclf.api.predictions.uploads import hold_uploads, recorded_names, remove_uploads
 from imgclf.db.models import Prediction, User
 
 
@@ -76,19 +76,4 @@ def delete_user(session: Session, user: User, upload_dir: Path) -> None:
     session.flush()
     # Removed before the commit, while the uploads are held: a failed commit leaves the account
     # without its images, never another user's row without its file.
-    remove_uploads(upload_dir, names - _still_recorded(session, names))
-
-
-def _still_recorded(session: Session, names: set[str]) -> set[str]:
-    """Which of these upload names other users' predictions hold."""
-    ordered, found = sorted(names), set[str]()
-    for start in range(0, len(ordered), 500):  # bounded IN lists, whatever the history
-        chunk = ordered[start : start + 500]
-        found.update(
-            session.scalars(
-                select(Prediction.image_file_name)
-                .where(Prediction.image_file_name.in_(chunk))
-                .distinct()
-            )
-        )
-    return found
+    remove_uploads(upload_dir, names - recorded_names(session, names))
