@@ -107,9 +107,10 @@ class HistoryRetention:
                 .group_by(Prediction.user_id)
             ).all()
         removed = 0
-        for user_id, newest in answered:
+        for user_id, _newest in answered:
             removed += prune_history(self.database, self.upload_dir, user_id, self.keep)
-            self._seen_id = max(self._seen_id, newest)
+        # Only once every one of them is done: a sweep that fails leaves them to the next.
+        self._seen_id = max((newest for _user, newest in answered), default=self._seen_id)
         return removed
 
     def start(self) -> None:
