@@ -139,7 +139,9 @@ class Settings(BaseSettings):
         "next sweep (api.predictions.retention)",
     )
     history_sweep_s: float = Field(
-        default=60.0, gt=0, description="how often each API process prunes its users' history"
+        default=60.0,
+        gt=0,
+        description="how often each API process prunes the history of the users answered since",
     )
     top_k: int = Field(default=5, ge=1, le=100)
 

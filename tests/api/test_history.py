@@ -3,6 +3,7 @@ GET /model/predictions/{id}/image, on the real model."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from imgclf.api.deps import AuthenticatedUser, UnitsOfWork
+from imgclf.api.history.router import read_prediction_image
+from imgclf.api.state import app_state
 from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.api.conftest import Caller
@@ -83,3 +87,27 @@ def test_a_predictions_image_is_served_to_its_owner_only(
     assert theirs.json() == {"detail": f"Prediction {prediction_id} not found"}
     assert client.get(f"/model/predictions/{prediction_id}/image").status_code == 401
     assert client.get("/model/predictions/0/image", headers=alice.headers).status_code == 422
+
+
+def test_an_image_removed_while_it_is_sent_is_sent_whole(
+    client: TestClient, app: FastAPI, make_user: Callable[..., Caller]
+) -> None:
+    """The history's retention or an account's deletion removes the file between the route's
+    check and the sending of its bytes: the answer, begun, is sent from the file opened."""
+    alice = make_user()
+    prediction_id = predict(client, alice, "dog.jpeg")
+    state = app_state(app)
+    owner = AuthenticatedUser(id=alice.id, email=alice.email, name="Alice", is_admin=False)
+
+    async def answer_then_remove() -> bytes:
+        response = await read_prediction_image(
+            prediction_id, UnitsOfWork(state.database, writes=False), owner, state.settings
+        )
+        for stored in state.settings.upload_dir.iterdir():
+            stored.unlink()
+        return b"".join([bytes(chunk) async for chunk in response.body_iterator])
+
+    assert asyncio.run(answer_then_remove()) == DOG_JPEG.read_bytes()
+    gone = client.get(f"/model/predictions/{prediction_id}/image", headers=alice.headers)
+    assert gone.status_code == 404
+    assert gone.json() == {"detail": f"The image of prediction {prediction_id} is no longer stored"}

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from imgclf.api.predictions import retention as retention_module
 from imgclf.api.security import create_access_token
 from imgclf.api.state import app_state
 from imgclf.db.models import Prediction, User
@@ -73,9 +74,11 @@ def stored_bytes(app: FastAPI, email: str) -> int:
         return session.scalar(select(User.storage_bytes).where(User.email == email)) or 0
 
 
+@pytest.mark.parametrize("batch", [1, retention_module.PRUNE_BATCH])
 def test_the_oldest_predictions_go_with_their_feedback_and_unshared_uploads(
-    client: TestClient, app: FastAPI
+    client: TestClient, app: FastAPI, batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(retention_module, "PRUNE_BATCH", batch)  # 1: a transaction a row
     alice, bob = account(app, "alice@example.com"), account(app, "bob@example.com")
     photos = sample_photos(5)
     answers = [predict(client, alice, photo) for photo in photos]
@@ -99,8 +102,6 @@ def test_the_oldest_predictions_go_with_their_feedback_and_unshared_uploads(
     assert stored_bytes(app, "alice@example.com") == sum(len(p) for p in photos[2:])
     assert len(client.get("/model/predictions", headers=bob).json()) == 1
 
-    # Nobody answered since: the next sweep looks at no one.
-    assert retention.sweep() == 0
     # The second picture again: stored and charged again, and the oldest kept one goes.
     again = predict(client, alice, photos[1])
     assert (uploads / names[1]).exists()
@@ -136,12 +137,13 @@ def test_feedback_on_a_prediction_that_went_is_404(client: TestClient, app: Fast
 
 
 def test_sweeps_while_the_user_uploads_leave_rows_files_and_quota_in_step(
-    client: TestClient, app: FastAPI
+    client: TestClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Uploads from four threads and sweeps from a fifth, on one account: every upload is
     answered, and at the end each kept row's file is on disk and the quota counts exactly the
     kept rows' files (PostgreSQL: the sweep takes the user's row before the uploads, as an
     account's deletion does, so it and the recorder wait for each other, never deadlock)."""
+    monkeypatch.setattr(retention_module, "PRUNE_BATCH", 2)  # more transactions to interleave
     alice = account(app, "alice@example.com")
     photos = sample_photos(8)
     retention = app_state(app).retention
@@ -202,3 +204,38 @@ def test_the_service_sweeps_by_itself(database_url: str, model_dir: Path, tmp_pa
         while len(client.get("/model/predictions", headers=alice).json()) > KEEP:
             assert time.monotonic() < deadline, "no sweep within 10 s"
             time.sleep(0.1)
+
+
+def test_a_prediction_committed_after_a_sweep_that_passed_its_id_is_swept(
+    client: TestClient, app: FastAPI
+) -> None:
+    """An id is drawn when its row is inserted: on PostgreSQL, a row of another process may
+    commit after a sweep that saw a larger id. The next sweep still looks back past it."""
+    alice = account(app, "alice@example.com")
+    first = predict(client, alice, sample_photos(1)[0])
+    for _ in range(KEEP - 1):
+        predict(client, alice, sample_photos(1)[0])
+    retention = app_state(app).retention
+    assert retention.sweep() == 0  # the first looks, at everyone: nobody is past KEEP
+    database = app_state(app).database
+
+    def add_row(owner: str, row_id: int) -> None:
+        """A row as the recorder writes it (same picture: no new file, nothing to charge)."""
+        with database.transaction() as session:
+            user_id = session.scalar(select(User.id).where(User.email == owner))
+            source = session.get_one(Prediction, first["prediction_id"])
+            values = {
+                column: getattr(source, column)
+                for column in ("image_file_name", "image_bytes", "label", "score", "top_k")
+            }
+            session.add(
+                Prediction(id=row_id, user_id=user_id, model_id="m@1", latency_ms=1.0, **values)
+            )
+
+    account(app, "bob@example.com")
+    add_row("bob@example.com", 100)
+    assert retention.sweep() == 0  # it saw id 100
+    add_row("alice@example.com", 50)  # drawn before that sweep, committed after it
+
+    assert retention.sweep() == 1
+    assert len(client.get("/model/predictions", headers=alice).json()) == KEEP

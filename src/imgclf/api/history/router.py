@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 from imgclf.api.deps import CurrentUser, DatabaseDep, PageDep, SettingsDep, id_path
 from imgclf.api.errors import error_responses
@@ -14,6 +16,7 @@ from imgclf.api.history import service
 from imgclf.api.history.schemas import HistoryPage
 
 router = APIRouter(tags=["history"])
+_CHUNK_BYTES = 256 * 1024
 
 # What the stored bytes are, from their first bytes (the extension is the client's).
 _SIGNATURES = (
@@ -47,7 +50,7 @@ async def read_history(db: DatabaseDep, user: CurrentUser, page: PageDep) -> His
 @router.get(
     "/model/predictions/{prediction_id}/image",
     summary="The image one of your predictions was made on",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {"content": {"image/*": {}}, "description": "The stored upload."},
         **error_responses(401, 404, 422),
@@ -58,20 +61,32 @@ async def read_prediction_image(
     db: DatabaseDep,
     user: CurrentUser,
     settings: SettingsDep,
-) -> FileResponse:
+) -> StreamingResponse:
     not_found = HTTPException(404, f"Prediction {prediction_id} not found")
     try:
         name = await db.run(service.image_file_name, prediction_id, user.id, user.is_admin)
     except service.PredictionImageNotFound:
         raise not_found from None
-    path = settings.upload_dir / name
     try:
-        with path.open("rb") as handle:
-            head = handle.read(12)
+        handle = (settings.upload_dir / name).open("rb")
     except OSError:  # stored before uploads were kept, or removed since
         raise HTTPException(
             404, f"The image of prediction {prediction_id} is no longer stored"
         ) from None
+    # Sent from the file opened here: one removed meanwhile (the history's retention, an
+    # account's deletion) is still read whole, where opening it again by name failed (500).
+    head = handle.read(12)
+    handle.seek(0)
+    size = os.fstat(handle.fileno()).st_size
     # Cache-Control stays the middleware's no-store: an image is its owner's, and a browser on
     # a shared machine must not keep it after they log out.
-    return FileResponse(path, media_type=_media_type(head))
+    return StreamingResponse(
+        _chunks(handle), media_type=_media_type(head), headers={"Content-Length": str(size)}
+    )
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    """The file's bytes in pieces (read in a worker thread by Starlette), then closed."""
+    with handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            yield chunk

@@ -3,10 +3,10 @@
 Every answer is a row, and an answer from the cache, or of a picture the user has stored
 already, costs the storage quota nothing: without a bound one account could add rows without
 end (a thousand a second from cached answers). A sweep in each API process looks, every
-``history_sweep_s``, at the users answered since its last look and removes each one's
-predictions past their newest ``history_keep``, with those predictions' feedback. Uploads no
-remaining row names are removed, and the user's storage total is counted again from what stays.
-Nothing on the request path pays for it.
+``history_sweep_s``, at the users answered since its last looks (by any process) and removes
+each one's predictions past their newest ``history_keep``, with those predictions' feedback,
+a bounded batch per transaction. Uploads no remaining row names are removed, and the user's
+storage total loses what their rows no longer count. Nothing on the request path pays for it.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import CursorResult, ScalarSelect, delete, func, select, update
+from sqlalchemy import ColumnElement, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from imgclf.api.predictions.uploads import hold_uploads, recorded_names, remove_uploads
@@ -26,39 +27,77 @@ from imgclf.db.models import Feedback, Prediction, User
 
 logger = logging.getLogger(__name__)
 
+# Predictions removed per transaction: each holds the user's row (and on SQLite the database's
+# write lock, which every recorder waits for) only as long as a few thousand rows take.
+PRUNE_BATCH = 2000
+_IN_LIST = 500  # names per IN list, whatever the batch
 
-def prune_history(database: Database, upload_dir: Path, user_id: int, keep: int) -> int:
-    """Remove the user's predictions past their newest ``keep`` (and their feedback); return
-    how many went."""
-    with database.transaction() as session:
-        newest_gone = _newest_past(session, user_id, keep)
-        if newest_gone is None:
-            return 0
-        # In the order an account's deletion takes them (users.service.delete_user): the
-        # user's row, then the uploads. Recorders and feedback for this user wait meanwhile.
-        held = select(User.id).where(User.id == user_id).with_for_update()
-        if session.scalar(held) is None:
-            return 0
-        old = (Prediction.user_id == user_id, Prediction.id <= newest_gone)
-        names = set(session.scalars(select(Prediction.image_file_name).where(*old).distinct()))
-        hold_uploads(session, removing=True)
-        session.execute(
-            delete(Feedback).where(Feedback.prediction_id.in_(select(Prediction.id).where(*old)))
+
+def prune_history(
+    database: Database,
+    upload_dir: Path,
+    user_id: int,
+    keep: int,
+    stop: threading.Event | None = None,
+) -> int:
+    """Remove the user's predictions past their newest ``keep`` (and their feedback), oldest
+    first, ``PRUNE_BATCH`` per transaction, until none is left or ``stop`` is set; return how
+    many went."""
+    removed = 0
+    while stop is None or not stop.is_set():
+        with database.transaction() as session:
+            gone = _prune_batch(session, upload_dir, user_id, keep)
+        if not gone:
+            break
+        removed += gone
+    if removed:
+        logger.info(
+            "history of user %d: %d predictions past the newest %d removed", user_id, removed, keep
         )
-        gone: CursorResult[Any] = session.execute(delete(Prediction).where(*old))  # type: ignore[assignment]
-        removed = gone.rowcount
-        session.execute(
-            update(User)
-            .where(User.id == user_id)
-            .values(storage_bytes=_stored_bytes(user_id))
-            .execution_options(synchronize_session=False)
-        )
-        # Before the commit, while the uploads are held, as a deletion does.
-        remove_uploads(upload_dir, names - recorded_names(session, names))
-    logger.info(
-        "history of user %d: %d predictions past the newest %d removed", user_id, removed, keep
+    return removed
+
+
+def _prune_batch(session: Session, upload_dir: Path, user_id: int, keep: int) -> int:
+    newest_gone = _newest_past(session, user_id, keep)
+    if newest_gone is None:
+        return 0
+    # The user's row first (FOR UPDATE), as an account's deletion takes it: this user's
+    # recorders, feedback and logins wait; nobody else's do.
+    if session.scalar(select(User.id).where(User.id == user_id).with_for_update()) is None:
+        return 0
+    batch_end = session.scalar(
+        select(Prediction.id)
+        .where(Prediction.user_id == user_id)
+        .order_by(Prediction.id)
+        .offset(PRUNE_BATCH - 1)
+        .limit(1)
     )
-    return int(removed)
+    last = min(newest_gone, batch_end) if batch_end is not None else newest_gone
+    old = (Prediction.user_id == user_id, Prediction.id <= last)
+    counted_before = _counted_sizes(session, user_id, old)
+    session.execute(
+        delete(Feedback).where(Feedback.prediction_id.in_(select(Prediction.id).where(*old)))
+    )
+    gone = session.scalar(select(func.count(Prediction.id)).where(*old)) or 0
+    session.execute(delete(Prediction).where(*old).execution_options(synchronize_session=False))
+    # What the quota counts for each of those files now (quota.py: a file once, at its largest
+    # size among the user's rows; gone from the rows, nothing).
+    names = set(counted_before)
+    counted_after = _still_counted(session, user_id, names)
+    freed = sum(size - counted_after.get(name, 0) for name, size in counted_before.items())
+    session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(
+            storage_bytes=case((User.storage_bytes > freed, User.storage_bytes - freed), else_=0)
+        )
+        .execution_options(synchronize_session=False)
+    )
+    # Only now the uploads, alone (recorders of other users finish storing theirs first), and
+    # the files removed before the commit while they are held, as a deletion does.
+    hold_uploads(session, removing=True)
+    remove_uploads(upload_dir, names - recorded_names(session, names))
+    return int(gone)
 
 
 def _newest_past(session: Session, user_id: int, keep: int) -> int | None:
@@ -73,51 +112,78 @@ def _newest_past(session: Session, user_id: int, keep: int) -> int | None:
     )
 
 
-def _stored_bytes(user_id: int) -> ScalarSelect[Any]:
-    """What the quota counts for the user (each distinct file once, at its largest size), as
-    a scalar subquery; the index on (user, file, size) answers it."""
-    per_file = (
-        select(func.max(Prediction.image_bytes).label("size"))
-        .where(Prediction.user_id == user_id)
-        .group_by(Prediction.image_file_name)
-        .subquery()
-    )
-    return select(func.coalesce(func.sum(per_file.c.size), 0)).scalar_subquery()
+def _counted_sizes(
+    session: Session, user_id: int, old: tuple[ColumnElement[bool], ...]
+) -> dict[str, int]:
+    """The files the rows about to go name, each at the size the quota counts it (its largest
+    among all the user's rows)."""
+    names = set(session.scalars(select(Prediction.image_file_name).where(*old).distinct()))
+    return _still_counted(session, user_id, names)
+
+
+def _still_counted(session: Session, user_id: int, names: set[str]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for chunk in _chunks(sorted(names)):
+        rows = session.execute(
+            select(Prediction.image_file_name, func.max(Prediction.image_bytes))
+            .where(Prediction.user_id == user_id, Prediction.image_file_name.in_(chunk))
+            .group_by(Prediction.image_file_name)
+        )
+        counted.update({name: size or 0 for name, size in rows})
+    return counted
+
+
+def _chunks(names: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(names), _IN_LIST):
+        yield names[start : start + _IN_LIST]
 
 
 class HistoryRetention:
-    """The periodic sweep: each time, the users answered since the last one."""
+    """The periodic sweep: each time, the users answered since the sweep before the last."""
 
     def __init__(self, database: Database, upload_dir: Path, *, keep: int, every_s: float) -> None:
         self.database = database
         self.upload_dir = upload_dir
         self.keep = keep
         self.every_s = every_s
-        # The newest prediction id the last sweep saw: the first sweep looks at every user.
-        self._seen_id = 0
+        # Each sweep looks past the newest id the sweep before the last one saw (0 at first:
+        # every user). One sweep behind: an id is drawn when its row is inserted, and on
+        # PostgreSQL a smaller one may commit after a larger one another process drew.
+        self._looked_from = 0
+        self._next_from = 0
+        self._stop = threading.Event()
         self._task: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Future[int] | None = None
 
     def sweep(self) -> int:
-        """Prune the history of every user answered since the last sweep; how many went."""
+        """Prune the history of every user answered since the sweep before the last; return
+        how many predictions went."""
+        query = (
+            select(Prediction.user_id)
+            .where(Prediction.id > self._looked_from)
+            .group_by(Prediction.user_id)
+        )
+        if self._looked_from == 0:  # a look over everyone's history: only the long ones
+            query = query.having(func.count(Prediction.id) > self.keep)
         with self.database.transaction(writes=False) as session:
-            answered = session.execute(
-                select(Prediction.user_id, func.max(Prediction.id))
-                .where(Prediction.id > self._seen_id)
-                .group_by(Prediction.user_id)
-            ).all()
+            newest = session.scalar(select(func.max(Prediction.id))) or 0
+            answered = list(session.scalars(query))
         removed = 0
-        for user_id, _newest in answered:
-            removed += prune_history(self.database, self.upload_dir, user_id, self.keep)
+        for user_id in answered:
+            if self._stop.is_set():  # shutting down: the next start looks at them again
+                return removed
+            removed += prune_history(self.database, self.upload_dir, user_id, self.keep, self._stop)
         # Only once every one of them is done: a sweep that fails leaves them to the next.
-        self._seen_id = max((newest for _user, newest in answered), default=self._seen_id)
+        self._looked_from, self._next_from = self._next_from, max(newest, self._next_from)
         return removed
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="imgclf-history-retention")
 
     async def close(self) -> None:
-        """Stop sweeping; a sweep under way finishes first (its thread holds the database)."""
+        """Stop sweeping; a sweep under way stops at its next batch (its thread holds the
+        database until then)."""
+        self._stop.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
