@@ -240,6 +240,38 @@ def test_feedback_is_sent_with_the_prediction_id(
     assert history.feedback[0].predicted_class == "Eskimo_dog"
 
 
+def test_unsent_feedback_is_still_there_after_a_reload(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+) -> None:
+    """A reload is a new tab state: the form a person was filling in came back empty."""
+    app = logged_in_page(monkeypatch, api_url, account)
+    classify_dog(app)
+    key = f"fb-{only_prediction_id(app)}"
+    app.radio(key=f"{key}-correct").set_value("No")
+    app.run()
+    app.selectbox(key=f"{key}-class").set_value("Siberian_husky")
+    app.text_area(key=f"{key}-comment").input("Blue eyes.")
+    app.run()
+
+    reloaded = page(monkeypatch, api_url)
+    log_in(reloaded, account.email, account.password)
+
+    assert reloaded.radio(key=f"{key}-correct").value == "No"
+    assert reloaded.selectbox(key=f"{key}-class").value == "Siberian_husky"
+    assert reloaded.text_area(key=f"{key}-comment").value == "Blue eyes."
+    reloaded.button(key=f"{key}-send").click()
+    reloaded.run()
+    assert [s.value for s in reloaded.success] == [FEEDBACK_SAVED]
+    # Sent, then reloaded again: the card says it was sent, with no warning of the page's.
+    again = page(monkeypatch, api_url)
+    log_in(again, account.email, account.password)
+    assert not again.warning
+    assert FEEDBACK_SAVED in texts(again)
+    history = api.history(account.token)
+    assert isinstance(history, History)
+    assert history.feedback[0].feedback == "Wrong. Right class: Siberian_husky. Blue eyes."
+
+
 def test_a_note_too_long_is_kept_and_not_sent(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
 ) -> None:

@@ -49,6 +49,13 @@ def feedback_in_words(text: str) -> str:
     return _RIGHT_CLASS.sub(lambda found: f"Right class: {display_name(found[1])}.", text, 1)
 
 
+def _starting(key: str, index: int | None) -> int | None:
+    """Where a field starts: from what was said before, unless it holds a draft already (kept
+    over a reload or a login's end), which then wins; Streamlit logs a warning for a widget
+    given both."""
+    return 0 if key in st.session_state else index
+
+
 def render_feedback_form(
     client: ApiClient, rated: Rated, key: str, given: Feedback | None = None
 ) -> Feedback | None:
@@ -56,7 +63,11 @@ def render_feedback_form(
     ``given`` before, if any; the stored feedback once sent."""
     said = None if given is None or given.correct is None else (0 if given.correct else 1)
     verdict = st.radio(
-        "Is this right?", [YES, NO], index=said, horizontal=True, key=f"{key}-correct"
+        "Is this right?",
+        [YES, NO],
+        index=_starting(f"{key}-correct", said),
+        horizontal=True,
+        key=f"{key}-correct",
     )
     right_class = None
     if verdict == NO:
@@ -68,7 +79,7 @@ def render_feedback_form(
         right_class = st.selectbox(
             "What is it? (optional)",
             classes,
-            index=classes.index(named) if named in classes else None,
+            index=_starting(f"{key}-class", classes.index(named) if named in classes else None),
             format_func=display_name,
             placeholder="Type to search the classes",
             key=f"{key}-class",

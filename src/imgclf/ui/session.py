@@ -115,13 +115,14 @@ def _restore_images(who: User) -> None:
     if shelved is not None:
         st.session_state[IMAGES] = shelved.images
         st.session_state[FEEDBACK_SENT] = shelved.feedback_sent
+        st.session_state.update(shelved.drafts)
         if shelved.model:  # the picker checks it against the models there are now
             st.session_state[MODEL_CHOICE] = shelved.model
 
 
 def shelve() -> None:
-    """Keep this tab's images, answers and model choice for the user's other tabs and
-    reloads."""
+    """Keep this tab's images, answers, model choice and unsent feedback for the user's other
+    tabs and reloads."""
     who = user()
     if who is not None and token() is not None:
         SHELF.put(
@@ -130,7 +131,17 @@ def shelve() -> None:
             st.session_state.get(IMAGES, {}),
             st.session_state.get(FEEDBACK_SENT, {}),
             st.session_state.get(MODEL_CHOICE),
+            _form_fields(),
         )
+
+
+def _form_fields() -> dict[str, Any]:
+    """The feedback forms' fields as they stand (their Send buttons left out)."""
+    return {
+        str(key): value
+        for key, value in st.session_state.items()
+        if str(key).startswith(_FORM_PREFIXES) and not str(key).endswith("-send")
+    }
 
 
 def log_out(client: ApiClient, notice: str | None = None) -> None:
@@ -153,12 +164,12 @@ def expire(notices: tuple[str, str] = (KEPT_NOTICE, EXPIRED_NOTICE)) -> None:
     with work kept, and without)."""
     who = user()
     kept = KeptWork(owner=who.id if who else 0)
+    kept.state = {key: st.session_state[key] for key in _WORK_KEYS if key in st.session_state}
+    kept.state.update(_form_fields())
     for key, value in st.session_state.items():
         name = str(key)
-        if name in _WORK_KEYS or (name.startswith(_FORM_PREFIXES) and not name.endswith("-send")):
-            kept.state[name] = value
-        elif name.startswith(_FORM_PREFIXES) and value is True:  # Send pressed in this run
-            kept.sends.add(int(name.split("-")[1]))
+        if name.startswith(_FORM_PREFIXES) and name.endswith("-send") and value is True:
+            kept.sends.add(int(name.split("-")[1]))  # Send pressed in this run
     st.session_state.clear()
     st.session_state[KEPT_WORK] = kept
     st.session_state[FORGET_COOKIE] = True

@@ -1,6 +1,6 @@
-"""The Classify tab's images, answers and model choice, kept per user for the UI process's
-lifetime, so that a reload or a second tab finds them (a tab's ``st.session_state`` ends with
-its websocket).
+"""The Classify tab's images, answers, model choice and unsent feedback, kept per user for the
+UI process's lifetime, so that a reload or a second tab finds them (a tab's
+``st.session_state`` ends with its websocket).
 
 Bounded: the most recent users, and per user the most recent images up to a byte budget.
 Logging out drops the user's shelf; a login that merely ended keeps it for the next log-in.
@@ -21,6 +21,7 @@ MAX_BYTES_PER_USER = 64 * 2**20
 # Users whose logouts are remembered; past it the oldest is forgotten, and a tab of theirs
 # open since then is logged out on its next run (a generation it cannot match).
 MAX_GENERATIONS = 65_536
+MAX_DRAFT_CHARS = 10_000
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Kept:
     images: dict[str, Any] = field(default_factory=dict)
     feedback_sent: dict[int, Any] = field(default_factory=dict)
     model: str | None = None  # the model the user last picked
+    # The feedback forms' fields as they were left, by widget key: a reload fills them again.
+    drafts: dict[str, Any] = field(default_factory=dict)
 
 
 class Shelf:
@@ -51,6 +54,7 @@ class Shelf:
         images: dict[str, Any],
         feedback_sent: dict[int, Any],
         model: str | None = None,
+        drafts: dict[str, Any] | None = None,
     ) -> None:
         """Keep copies; ``images`` values have ``upload.data``, counted against the budget.
         Nothing is kept from a tab of a generation the user has since logged out of."""
@@ -65,7 +69,7 @@ class Shelf:
             if generation != self._generations.get(user_id, 0):
                 return
             self._kept[user_id] = Kept(
-                dict(reversed(list(kept.items()))), dict(feedback_sent), model
+                dict(reversed(list(kept.items()))), dict(feedback_sent), model, _short(drafts)
             )
             self._kept.move_to_end(user_id)
             while len(self._kept) > self._max_users:
@@ -76,7 +80,7 @@ class Shelf:
             kept = self._kept.get(user_id)
             if kept is None:
                 return None
-            return Kept(dict(kept.images), dict(kept.feedback_sent), kept.model)
+            return Kept(dict(kept.images), dict(kept.feedback_sent), kept.model, dict(kept.drafts))
 
     def drop(self, user_id: int) -> None:
         """The user logged out: their images go, and their open tabs' generation ends."""
@@ -86,6 +90,15 @@ class Shelf:
             self._generations.move_to_end(user_id)
             while len(self._generations) > MAX_GENERATIONS:
                 self._generations.popitem(last=False)
+
+
+def _short(drafts: dict[str, Any] | None) -> dict[str, Any]:
+    """The drafts a shelf keeps: a note pasted by the megabyte is the tab's alone."""
+    return {
+        key: value
+        for key, value in (drafts or {}).items()
+        if not isinstance(value, str) or len(value) <= MAX_DRAFT_CHARS
+    }
 
 
 # One per UI process, shared by every tab's script run.
