@@ -361,6 +361,7 @@ def login(client: TestClient, email: str, password: str) -> httpx.Response:
     return client.post("/login", data={"username": email, "password": password})
 
 
+@pytest.mark.alone
 def test_unknown_email_and_wrong_password_take_the_same_time(login_app: LoginApp) -> None:
     client, _settings = login_app(
         login_max_failures_per_email=1000,
