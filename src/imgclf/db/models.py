@@ -47,6 +47,8 @@ class Prediction(CreatedAtMixin, Base):
         ),
         # The quality figures read a window of time.
         Index("ix_predictions_created_at", "created_at"),
+        # Whether anyone's prediction still names a file, before it is removed.
+        Index("ix_predictions_image_file_name", "image_file_name"),
         {"sqlite_autoincrement": True},
     )
 
