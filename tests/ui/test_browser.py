@@ -427,6 +427,7 @@ def test_a_login_survives_reloads_and_tabs_and_its_end_loses_no_feedback(
     form = page.locator(".st-key-history-feedback")
     expect(form.get_by_role("radio", name="No")).to_be_checked()
     expect(form.get_by_text("Siberian husky")).to_be_visible()
+    expect(form.locator("textarea")).to_have_value("Blue eyes.")
     # The model in full, which the table's narrow column cuts.
     expect(
         page.get_by_text(re.compile(r"Eskimo dog, 62\.2%, by efficientnet-lite0@\d"))
@@ -439,7 +440,8 @@ def test_a_login_survives_reloads_and_tabs_and_its_end_loses_no_feedback(
     expect(page.get_by_text("Your feedback on dog.jpeg was saved.")).to_be_visible()
     history = api.history(account.token)
     assert not isinstance(history, ApiError)
-    assert history.feedback[0].feedback == "Correct."
+    # The verdict changed; the note said before stayed (it was sent away, empty, before).
+    assert history.feedback[0].feedback == "Correct. Blue eyes."
 
 
 def test_the_api_docs_render_with_the_network_cut_off(browser: Browser, stack: Stack) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgclf.settings import Settings
-from imgclf.ui.feedback_form import feedback_in_words, feedback_text
+from imgclf.ui.feedback_form import feedback_in_words, feedback_text, note_of
 from imgclf.ui.labels import bundle_class_names, choices, class_names, display_name
 from imgclf.ui.launch import streamlit_command
 from imgclf.ui.text import escape_markdown
@@ -55,3 +55,13 @@ def test_stored_feedback_reads_with_the_class_in_words() -> None:
         "Wrong. Right class: Egyptian cat. Right class: not_a_label. Stripes."
     )
     assert feedback_in_words("Correct.") == "Correct."
+
+
+def test_the_note_is_what_follows_the_verdict() -> None:
+    """History's form starts from the note said before, so a changed verdict keeps it."""
+    assert note_of(feedback_text(False, "Siberian_husky", "Blue eyes.")) == "Blue eyes."
+    assert note_of(feedback_text(True, None, "Right class: tabby. Stripes.")) == (
+        "Right class: tabby. Stripes."
+    )
+    assert note_of(feedback_text(False, None, "")) == ""
+    assert note_of("Correctly so, a seed client's words") == "Correctly so, a seed client's words"

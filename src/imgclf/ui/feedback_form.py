@@ -22,6 +22,8 @@ YES, NO = "Yes", "No"
 MAX_COMMENT = 1000
 # Class labels hold no spaces ("Egyptian_cat", "jack-o'-lantern").
 _RIGHT_CLASS = re.compile(r"Right class: (\S+)\.")
+# What ``feedback_text`` puts before the note.
+_VERDICT = re.compile(r"(?:Correct\.|Wrong\.(?: Right class: \S+\.)?)(?:\s|$)")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,13 @@ def feedback_text(correct: bool, right_class: str | None, comment: str) -> str:
     if not correct and right_class:
         verdict += f" Right class: {right_class}."
     return f"{verdict} {comment.strip()}".strip()
+
+
+def note_of(text: str) -> str:
+    """The note in stored feedback: what follows the verdict (all of it when the text starts
+    with none, as a seed client's may)."""
+    verdict = _VERDICT.match(text)
+    return (text[verdict.end() :] if verdict else text).strip()
 
 
 def feedback_in_words(text: str) -> str:
@@ -87,6 +96,10 @@ def render_feedback_form(
     comment = st.text_area(
         f"Anything else? (optional, at most {MAX_COMMENT} characters; say what it is here if "
         "no class fits)",
+        # The note said before, so that changing the verdict does not send it away.
+        value=""
+        if given is None or f"{key}-comment" in st.session_state
+        else note_of(given.feedback),
         height=68,
         key=f"{key}-comment",
     )
