@@ -379,6 +379,8 @@ def test_a_login_survives_reloads_and_tabs_and_its_end_loses_no_feedback(
     add_files(page, str(DOG_JPEG), page.get_by_role("heading", name="Eskimo dog"))
     expect(page.get_by_text("62.2% sure")).to_be_visible()
     expect(page.locator("[data-testid=stVegaLiteChart]")).to_be_visible()
+    # Brought into view: on a phone the answer came below the first screen without a sign.
+    expect(page.get_by_role("heading", name="Eskimo dog")).to_be_in_viewport()
     settle(page)
     if width == "desktop":
         page.mouse.move(0, 0)

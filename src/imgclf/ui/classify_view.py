@@ -93,12 +93,27 @@ if (window.imgclfPastes === undefined) {
 }
 </script>"""
 
+# After new answers, bring them into view when they are below the middle of the window: on a
+# phone the picker, the uploader and the samples fill the first screen, and an answer came
+# 800 pixels further down without a sign. ROUND makes each such script a new element, so that
+# the browser runs it again.
+SCROLL_SCRIPT = """<script>
+/* ROUND */
+(() => {
+  const answers = document.querySelector(".st-key-answers");
+  if (answers && answers.getBoundingClientRect().top > window.innerHeight / 2) {
+    answers.scrollIntoView({behavior: "smooth", block: "start"});
+  }
+})();
+</script>"""
+
 # Small photos shipped with the package (scikit-image's CC0 "chelsea" and "coffee", and the
 # project's own dog), for a first try without a photo at hand.
 SAMPLES = {"Dog": "dog.jpeg", "Cat": "cat.jpeg", "Coffee": "coffee.jpeg"}
 GRID_COLUMNS = 3
 CARD_SIDE, TILE_SIDE, SAMPLE_SIDE = 512, 256, 96
 UPLOADER_ROUND = "uploader_round"
+NEW_ANSWERS = "new_answers"  # set when images were just classified: show their answers
 REPEATS = "repeats"  # files just added again, unchanged
 
 
@@ -228,6 +243,7 @@ def _ways_in(client: ApiClient) -> None:
         classify(client, added, model)
     # A fresh uploader for the next drop: the files now live on the tab, by content.
     st.session_state[UPLOADER_ROUND] = round_ + 1
+    st.session_state[NEW_ANSWERS] = True
     st.rerun()
 
 
@@ -305,6 +321,14 @@ def render(client: ApiClient) -> None:
     results = list(images().values())
     if not results:
         return
+    with st.container(key="answers"):
+        _answers(client, results)
+    if st.session_state.pop(NEW_ANSWERS, False):
+        round_ = st.session_state.get(UPLOADER_ROUND, 0)
+        st.html(SCROLL_SCRIPT.replace("ROUND", str(round_)), unsafe_allow_javascript=True)
+
+
+def _answers(client: ApiClient, results: list[ImageResult]) -> None:
     _toolbar(results)
     if len(results) == 1:
         (result,) = results
