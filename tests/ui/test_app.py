@@ -288,6 +288,12 @@ def test_a_note_too_long_is_kept_and_not_sent(
         "Your note is 1,200 characters; at most 1,000 fit. Shorten it and send again."
     ]
     assert app.text_area(key=f"{key}-comment").value == "x" * 1200
+    # Said under the note, with Send held back, until it is shortened.
+    assert app.button(key=f"{key}-send").disabled
+    app.text_area(key=f"{key}-comment").input("x" * 1000)
+    app.run()
+    assert not app.error
+    assert not app.button(key=f"{key}-send").disabled
     history = api.history(account.token)
     assert isinstance(history, History)
     assert history.feedback == []

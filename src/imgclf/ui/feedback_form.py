@@ -103,15 +103,19 @@ def render_feedback_form(
         height=68,
         key=f"{key}-comment",
     )
-    pressed = st.button("Send feedback", key=f"{key}-send", disabled=verdict is None)
-    if not (pressed or session.take_pending_send(rated.prediction_id)) or verdict is None:
-        return None
-    if len(comment or "") > MAX_COMMENT:
+    # Said under the note, above Send, as soon as the note is in: said after Send, it fell
+    # below the visible edge of a grid tile's popover.
+    too_long = len(comment or "") > MAX_COMMENT
+    if too_long:
         st.error(
             f"Your note is {len(comment):,} characters; at most {MAX_COMMENT:,} fit. Shorten "
             "it and send again.",
             icon=":material/error:",
         )
+    pressed = st.button("Send feedback", key=f"{key}-send", disabled=verdict is None or too_long)
+    if not (pressed or session.take_pending_send(rated.prediction_id)) or verdict is None:
+        return None
+    if too_long:
         return None
     text = feedback_text(verdict == YES, right_class, comment or "")
     stored = session.authorized(
