@@ -28,8 +28,8 @@ from imgclf.db.models import Feedback, Prediction, User
 logger = logging.getLogger(__name__)
 
 # Predictions removed per transaction: each holds the user's row (and on SQLite the database's
-# write lock, which every recorder waits for) as long as these take: 25 ms on SQLite, however
-# large the table (measured with half a million rows of others).
+# write lock, which every recorder waits for) as long as these take: 25-45 ms on SQLite,
+# however large the table (measured beside half a million rows of another user's).
 PRUNE_BATCH = 1000
 _IN_LIST = 500  # names per IN list, whatever the batch
 
