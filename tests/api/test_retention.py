@@ -194,8 +194,13 @@ def test_sweeps_while_the_user_uploads_leave_rows_files_and_quota_in_step(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_service_sweeps_by_itself(database_url: str, model_dir: Path, tmp_path: Path) -> None:
-    app = create_service_app(settings_for(database_url, model_dir, tmp_path, history_sweep_s=0.2))
+def test_the_service_sweeps_by_itself_and_counts_what_went(
+    database_url: str, model_dir: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        database_url, model_dir, tmp_path, history_sweep_s=0.2, metrics_token="scraper-token"
+    )
+    app = create_service_app(settings)
     with TestClient(app) as client:
         alice = account(app, "alice@example.com")
         for photo in sample_photos(KEEP + 2):
@@ -204,6 +209,8 @@ def test_the_service_sweeps_by_itself(database_url: str, model_dir: Path, tmp_pa
         while len(client.get("/model/predictions", headers=alice).json()) > KEEP:
             assert time.monotonic() < deadline, "no sweep within 10 s"
             time.sleep(0.1)
+        metrics = client.get("/metrics", headers={"Authorization": "Bearer scraper-token"})
+    assert "imgclf_history_pruned_total 2.0" in metrics.text
 
 
 def test_a_prediction_committed_after_a_sweep_that_passed_its_id_is_swept(

@@ -149,6 +149,7 @@ async def _start(
         settings.upload_dir,
         keep=settings.history_keep,
         every_s=settings.history_sweep_s,
+        on_pruned=metrics.history_pruned.inc,
     )
     retention.start()
     started.push_async_callback(retention.close)

@@ -115,6 +115,11 @@ class ServiceMetrics:
             ["status"],
             registry=r,
         )
+        self.history_pruned = Counter(
+            "imgclf_history_pruned_total",
+            "Predictions removed from their users' history, past the newest IMGCLF_HISTORY_KEEP",
+            registry=r,
+        )
 
     def _define_models(self, r: CollectorRegistry) -> None:
         # Per model version (name@version): which one answered, and how.

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, case, delete, func, select, update
@@ -144,11 +144,20 @@ def _chunks(names: list[str]) -> Iterator[list[str]]:
 class HistoryRetention:
     """The periodic sweep: each time, the users answered since the sweep before the last."""
 
-    def __init__(self, database: Database, upload_dir: Path, *, keep: int, every_s: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        upload_dir: Path,
+        *,
+        keep: int,
+        every_s: float,
+        on_pruned: Callable[[int], object] = lambda _count: None,
+    ) -> None:
         self.database = database
         self.upload_dir = upload_dir
         self.keep = keep
         self.every_s = every_s
+        self.on_pruned = on_pruned  # with each user's count removed (a metric)
         # Each sweep looks past the newest id the sweep before the last one saw (0 at first:
         # every user). One sweep behind: an id is drawn when its row is inserted, and on
         # PostgreSQL a smaller one may commit after a larger one another process drew.
@@ -175,7 +184,10 @@ class HistoryRetention:
         for user_id in answered:
             if self._stop.is_set():  # shutting down: the next start looks at them again
                 return removed
-            removed += prune_history(self.database, self.upload_dir, user_id, self.keep, self._stop)
+            pruned = prune_history(self.database, self.upload_dir, user_id, self.keep, self._stop)
+            if pruned:
+                self.on_pruned(pruned)
+            removed += pruned
         # Only once every one of them is done: a sweep that fails leaves them to the next.
         self._looked_from, self._next_from = self._next_from, max(newest, self._next_from)
         return removed
