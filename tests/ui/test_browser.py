@@ -508,3 +508,23 @@ def test_a_picked_model_answers_and_the_admin_sees_how_often_each_was_right(
     page.wait_for_timeout(500)
     page.screenshot(path=SCREENSHOTS / "ui-admin.png", full_page=True)
     admin.close()
+
+
+def test_a_history_row_picked_on_a_phone_brings_its_form_into_view(
+    browser: Browser, ui_url: str, account: Account, api: ApiClient
+) -> None:
+    """Ten rows fill a phone's screen: the form of the one picked came below them, unseen."""
+    for n in range(10):
+        assert not isinstance(
+            api.predict(account.token, f"dog-{n}.jpeg", DOG_JPEG.read_bytes()), ApiError
+        )
+    context = browser.new_context(viewport=VIEWPORTS["phone"])  # type: ignore[arg-type]
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = logged_in(context.new_page(), ui_url, account)
+        page.get_by_role("tab", name="History").click()
+        expect(page.get_by_text(re.compile(r"Page 1 of \d+"))).to_be_visible()
+        select_first_row(page)
+        expect(page.locator(".st-key-history-feedback")).to_be_in_viewport()
+    finally:
+        context.close()

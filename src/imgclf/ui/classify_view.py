@@ -22,6 +22,7 @@ from imgclf.ui import model_picker, session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
 from imgclf.ui.preview import Preview, make_preview
 from imgclf.ui.result_view import headline, render_card, render_tile
+from imgclf.ui.scroll import bring_into_view
 from imgclf.ui.shelf import MAX_BYTES_PER_USER
 
 # Files over the size limit are kept out of the uploader before it sees them, and said so in a
@@ -91,20 +92,6 @@ if (window.imgclfPastes === undefined) {
     event.preventDefault();
   });
 }
-</script>"""
-
-# After new answers, bring them into view when they are below the middle of the window: on a
-# phone the picker, the uploader and the samples fill the first screen, and an answer came
-# 800 pixels further down without a sign. ROUND makes each such script a new element, so that
-# the browser runs it again.
-SCROLL_SCRIPT = """<script>
-/* ROUND */
-(() => {
-  const answers = document.querySelector(".st-key-answers");
-  if (answers && answers.getBoundingClientRect().top > window.innerHeight / 2) {
-    answers.scrollIntoView({behavior: "smooth", block: "start"});
-  }
-})();
 </script>"""
 
 # Small photos shipped with the package (scikit-image's CC0 "chelsea" and "coffee", and the
@@ -324,8 +311,7 @@ def render(client: ApiClient) -> None:
     with st.container(key="answers"):
         _answers(client, results)
     if st.session_state.pop(NEW_ANSWERS, False):
-        round_ = st.session_state.get(UPLOADER_ROUND, 0)
-        st.html(SCROLL_SCRIPT.replace("ROUND", str(round_)), unsafe_allow_javascript=True)
+        bring_into_view("answers", f"round {st.session_state.get(UPLOADER_ROUND, 0)}")
 
 
 def _answers(client: ApiClient, results: list[ImageResult]) -> None:

@@ -18,6 +18,7 @@ from imgclf.ui.feedback_form import Rated, feedback_in_words, render_feedback_fo
 from imgclf.ui.labels import display_name
 from imgclf.ui.preview import make_preview
 from imgclf.ui.result_view import SURE_ENOUGH
+from imgclf.ui.scroll import bring_into_view
 from imgclf.ui.text import escape_markdown, percent
 
 PAGE_SIZE = 10
@@ -25,6 +26,7 @@ PAGE = "history-page"
 THUMBNAILS = "history-thumbnails"
 THUMBNAIL_SIDE = 96
 SAVED = "history-saved"  # what the last feedback sent from History was about
+SHOWN = "history-shown"  # the prediction whose form was shown last, to bring a new one into view
 
 
 def local_zone() -> tzinfo:
@@ -92,9 +94,14 @@ def render(client: ApiClient) -> None:
     _pager(page_number, pages, page.total)
     rows = chosen.selection.rows
     if not rows:
+        st.session_state.pop(SHOWN, None)
         st.caption("Select a row to give or change its feedback.")
         return
-    _feedback(client, page.items[rows[0]])
+    item = page.items[rows[0]]
+    _feedback(client, item)
+    if st.session_state.get(SHOWN) != item.id:  # just selected: its form, below the table
+        st.session_state[SHOWN] = item.id
+        bring_into_view("history-feedback", f"prediction {item.id}")
 
 
 def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
