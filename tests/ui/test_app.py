@@ -272,6 +272,25 @@ def test_unsent_feedback_is_still_there_after_a_reload(
     assert history.feedback[0].feedback == "Wrong. Right class: Siberian_husky. Blue eyes."
 
 
+def test_a_reload_brings_back_no_draft_of_an_image_cleared_from_the_tab(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> None:
+    app = logged_in_page(monkeypatch, api_url, account)
+    classify_dog(app)
+    key = f"fb-{only_prediction_id(app)}"
+    app.radio(key=f"{key}-correct").set_value("No")
+    app.run()
+    app.button(key="clear-all-yes").click()
+    app.run()
+    assert not app.exception
+
+    reloaded = page(monkeypatch, api_url)
+    log_in(reloaded, account.email, account.password)
+
+    assert f"{key}-correct" not in reloaded.session_state
+    assert reloaded.session_state[session.IMAGES] == {}
+
+
 def test_a_note_too_long_is_kept_and_not_sent(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
 ) -> None:

@@ -49,6 +49,8 @@ class Prediction(CreatedAtMixin, Base):
         Index("ix_predictions_created_at", "created_at"),
         # Whether anyone's prediction still names a file, before it is removed.
         Index("ix_predictions_image_file_name", "image_file_name"),
+        # A user's predictions from either end, as the history's retention walks them.
+        Index("ix_predictions_user_id_id", "user_id", "id"),
         {"sqlite_autoincrement": True},
     )
 

@@ -226,11 +226,14 @@ def _ways_in(client: ApiClient) -> None:
                 icon=":material/content_copy:",
             )
         return
+    before = set(images())
     with st.spinner(f"Classifying {_images(len(added))}…"):
         classify(client, added, model)
     # A fresh uploader for the next drop: the files now live on the tab, by content.
     st.session_state[UPLOADER_ROUND] = round_ + 1
-    st.session_state[NEW_ANSWERS] = True
+    # Scrolled to only when there is something new (not for files already here: their notice
+    # is by the uploader).
+    st.session_state[NEW_ANSWERS] = not set(images()) <= before
     st.rerun()
 
 

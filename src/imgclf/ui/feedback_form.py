@@ -59,9 +59,10 @@ def feedback_in_words(text: str) -> str:
 
 
 def _starting(key: str, index: int | None) -> int | None:
-    """Where a field starts: from what was said before, unless it holds a draft already (kept
-    over a reload or a login's end), which then wins; Streamlit logs a warning for a widget
-    given both."""
+    """The ``index`` a field is given: what was said before, unless the field has a value
+    already (a draft kept over a reload or a login's end, or the last run's). Streamlit then
+    shows that value and ignores ``index``, and logs a warning unless ``index`` is its default,
+    0, which is why 0 (it selects nothing here)."""
     return 0 if key in st.session_state else index
 
 
@@ -103,8 +104,8 @@ def render_feedback_form(
         height=68,
         key=f"{key}-comment",
     )
-    # Said under the note, above Send, as soon as the note is in: said after Send, it fell
-    # below the visible edge of a grid tile's popover.
+    # Said under the note, above Send, as soon as the note is in: a message after Send could
+    # fall below the visible edge of a grid tile's popover.
     too_long = len(comment or "") > MAX_COMMENT
     if too_long:
         st.error(

@@ -111,9 +111,9 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
         [
             {
                 # What a person reads first, left; the wide, rarely read columns last, where
-                # a narrow screen scrolls them off (feedback was cut to "Your" there, and at
-                # a phone's width the file's name pushed the score off). The feedback panel
-                # below names the selected row's file.
+                # a narrow screen scrolls them off: at a phone's width the thumbnail, the
+                # answer and its score fit. The feedback panel below names the selected
+                # row's file.
                 "Image": _thumbnail(client, item.id),
                 "Answer": _answer(item),
                 "Score": percent(item.score),

@@ -131,8 +131,27 @@ def shelve() -> None:
             st.session_state.get(IMAGES, {}),
             st.session_state.get(FEEDBACK_SENT, {}),
             st.session_state.get(MODEL_CHOICE),
-            _form_fields(),
+            _unsent_drafts(),
         )
+
+
+def _unsent_drafts() -> dict[str, Any]:
+    """The Classify tab's feedback forms not yet sent, for the images still on it. Not
+    History's: they start from what was said, which another tab may have changed since."""
+    sent = st.session_state.get(FEEDBACK_SENT, {})
+    on_tab = {
+        getattr(result.outcome, "prediction_id", None)
+        for result in st.session_state.get(IMAGES, {}).values()
+    }
+    drafts = {}
+    for key, value in _form_fields().items():
+        prefix, _, rest = key.partition("-")  # fb-<prediction id>-<field>
+        prediction_id = rest.partition("-")[0]
+        if prefix == "fb" and prediction_id.isdigit():
+            number = int(prediction_id)
+            if number in on_tab and number not in sent:
+                drafts[key] = value
+    return drafts
 
 
 def _form_fields() -> dict[str, Any]:

@@ -19,8 +19,8 @@ class FeedbackCreate(BaseModel):
     feedback: Annotated[
         str, Field(default="", max_length=2000, description="What the user says."), NoNul
     ]
-    # The seed's clients' account of the prediction: with a prediction_id, the prediction's own
-    # values are stored, whatever these say.
+    # The seed's clients' account of the prediction, required of them and not stored: the
+    # feedback always keeps the prediction's own values, whatever these say.
     score: Annotated[
         float | None, Field(default=None, ge=0, le=1, description="The prediction's score.")
     ]

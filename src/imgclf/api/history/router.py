@@ -74,8 +74,8 @@ async def read_prediction_image(
         raise HTTPException(
             404, f"The image of prediction {prediction_id} is no longer stored"
         ) from None
-    # Sent from the file opened here: one removed meanwhile (the history's retention, an
-    # account's deletion) is still read whole, where opening it again by name failed (500).
+    # Sent from the file opened here, so a file removed meanwhile (the history's retention, an
+    # account's deletion) is still sent whole rather than failing half-way.
     # Cache-Control stays the middleware's no-store: an image is its owner's, and a browser on
     # a shared machine must not keep it after they log out.
     return OpenFileResponse(handle)
@@ -83,15 +83,19 @@ async def read_prediction_image(
 
 class OpenFileResponse(StreamingResponse):
     """An open file's bytes, in pieces read in a worker thread; the file is closed when the
-    answer ends, however it ends. A client that goes away mid-way cancels the sending, which
-    left the reading generator suspended with its file open until a garbage collection: 200
-    such clients held 200 files (of images perhaps deleted since, keeping their space)."""
+    answer ends, however it ends. (A client that goes away mid-way cancels the sending and
+    leaves the reading generator suspended: closing it is this class's job, not the garbage
+    collector's, or each such client would keep a file, and a deleted file's space, held.)"""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
-        head = handle.read(12)
-        handle.seek(0)
-        size = os.fstat(handle.fileno()).st_size
+        try:
+            head = handle.read(12)
+            handle.seek(0)
+            size = os.fstat(handle.fileno()).st_size
+        except OSError:
+            handle.close()
+            raise
         super().__init__(
             self._chunks(), media_type=_media_type(head), headers={"Content-Length": str(size)}
         )

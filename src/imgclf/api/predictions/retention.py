@@ -28,8 +28,8 @@ from imgclf.db.models import Feedback, Prediction, User
 logger = logging.getLogger(__name__)
 
 # Predictions removed per transaction: each holds the user's row (and on SQLite the database's
-# write lock, which every recorder waits for) as long as these take: 25-45 ms on SQLite,
-# however large the table (measured beside half a million rows of another user's).
+# write lock, which every recorder waits for) as long as these take: 25-45 ms on SQLite for a
+# user past a keep of 10,000 beside half a million rows of another user's.
 PRUNE_BATCH = 1000
 _IN_LIST = 500  # names per IN list, whatever the batch
 
@@ -44,10 +44,12 @@ def prune_history(
     """Remove the user's predictions past their newest ``keep`` (and their feedback), oldest
     first, ``PRUNE_BATCH`` per transaction, until none is left or ``stop`` is set; return how
     many went."""
+    with database.transaction(writes=False) as session:
+        newest_gone = _newest_past(session, user_id, keep)
     removed = 0
-    while stop is None or not stop.is_set():
+    while newest_gone is not None and (stop is None or not stop.is_set()):
         with database.transaction() as session:
-            gone = _prune_batch(session, upload_dir, user_id, keep)
+            gone = _prune_batch(session, upload_dir, user_id, newest_gone)
         if not gone:
             break
         removed += gone
@@ -58,10 +60,9 @@ def prune_history(
     return removed
 
 
-def _prune_batch(session: Session, upload_dir: Path, user_id: int, keep: int) -> int:
-    newest_gone = _newest_past(session, user_id, keep)
-    if newest_gone is None:
-        return 0
+def _prune_batch(session: Session, upload_dir: Path, user_id: int, newest_gone: int) -> int:
+    """Remove the user's oldest ``PRUNE_BATCH`` predictions up to ``newest_gone`` (newer rows
+    are kept: they are newer than the ``keep`` newest were when the prune began)."""
     # The user's row first (FOR UPDATE), as an account's deletion takes it: this user's
     # recorders, feedback and logins wait; nobody else's do.
     if session.scalar(select(User.id).where(User.id == user_id).with_for_update()) is None:
@@ -75,11 +76,13 @@ def _prune_batch(session: Session, upload_dir: Path, user_id: int, keep: int) ->
     )
     last = min(newest_gone, batch_end) if batch_end is not None else newest_gone
     old = (Prediction.user_id == user_id, Prediction.id <= last)
+    gone = session.scalar(select(func.count(Prediction.id)).where(*old)) or 0
+    if not gone:
+        return 0
     counted_before = _counted_sizes(session, user_id, old)
     session.execute(
         delete(Feedback).where(Feedback.prediction_id.in_(select(Prediction.id).where(*old)))
     )
-    gone = session.scalar(select(func.count(Prediction.id)).where(*old)) or 0
     session.execute(delete(Prediction).where(*old).execution_options(synchronize_session=False))
     # What the quota counts for each of those files now (quota.py: a file once, at its largest
     # size among the user's rows; gone from the rows, nothing).
@@ -94,9 +97,10 @@ def _prune_batch(session: Session, upload_dir: Path, user_id: int, keep: int) ->
         )
         .execution_options(synchronize_session=False)
     )
-    # Only now the uploads, alone (recorders of other users finish storing theirs first), and
-    # the files removed before the commit while they are held, as a deletion does. A file the
-    # user's kept rows still name stays without asking.
+    # The uploads' lock is taken only now, after the deletes, so other users' recorders wait
+    # only for what follows. While it is held no upload is stored, so a file no row names now
+    # cannot gain one before the commit; such files are removed here, as a deletion does. A
+    # file the user's kept rows still name is kept without asking.
     hold_uploads(session, removing=True)
     unnamed = names - set(counted_after)
     remove_uploads(upload_dir, unnamed - recorded_names(session, unnamed))
