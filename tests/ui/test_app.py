@@ -240,15 +240,24 @@ def test_feedback_is_sent_with_the_prediction_id(
     assert history.feedback[0].predicted_class == "Eskimo_dog"
 
 
-def test_unsent_feedback_is_still_there_after_a_reload(
-    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
-) -> None:
-    """A reload is a new tab state: the form a person was filling in came back empty."""
+def said_no_to_the_dog(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
+) -> tuple[AppTest, str]:
+    """A logged-in page with the dog classified and "No" chosen in its form, not sent; the
+    form's key."""
     app = logged_in_page(monkeypatch, api_url, account)
     classify_dog(app)
     key = f"fb-{only_prediction_id(app)}"
     app.radio(key=f"{key}-correct").set_value("No")
     app.run()
+    return app, key
+
+
+def test_unsent_feedback_is_still_there_after_a_reload(
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+) -> None:
+    """A reload is a new tab state: the form a person was filling in came back empty."""
+    app, key = said_no_to_the_dog(monkeypatch, api_url, account)
     app.selectbox(key=f"{key}-class").set_value("Siberian_husky")
     app.text_area(key=f"{key}-comment").input("Blue eyes.")
     app.run()
@@ -275,11 +284,7 @@ def test_unsent_feedback_is_still_there_after_a_reload(
 def test_a_reload_brings_back_no_draft_of_an_image_cleared_from_the_tab(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
 ) -> None:
-    app = logged_in_page(monkeypatch, api_url, account)
-    classify_dog(app)
-    key = f"fb-{only_prediction_id(app)}"
-    app.radio(key=f"{key}-correct").set_value("No")
-    app.run()
+    app, key = said_no_to_the_dog(monkeypatch, api_url, account)
     app.button(key="clear-all-yes").click()
     app.run()
     assert not app.exception
