@@ -528,3 +528,30 @@ def test_a_history_row_picked_on_a_phone_brings_its_form_into_view(
         expect(page.locator(".st-key-history-feedback")).to_be_in_viewport()
     finally:
         context.close()
+
+
+def test_back_and_forward_go_between_the_tabs(
+    browser: Browser, ui_url: str, account: Account
+) -> None:
+    """Back left the app for the page before it: the tabs added no history entry."""
+    context = browser.new_context(viewport=VIEWPORTS["desktop"])  # type: ignore[arg-type]
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto("about:blank")
+        logged_in(page, ui_url, account)
+        history_tab = page.get_by_role("tab", name="History")
+        classify_tab = page.get_by_role("tab", name="Classify")
+        history_tab.click()
+        expect(history_tab).to_have_attribute("aria-selected", "true")
+        settle(page)
+
+        page.go_back()
+        expect(classify_tab).to_have_attribute("aria-selected", "true")
+        expect(page.get_by_text("Signed in as")).to_be_visible()
+        settle(page)
+        page.go_forward()
+        expect(history_tab).to_have_attribute("aria-selected", "true")
+        expect(page.get_by_text("No predictions yet")).to_be_visible()
+    finally:
+        context.close()

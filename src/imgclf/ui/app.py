@@ -11,7 +11,7 @@ import os
 
 import streamlit as st
 
-from imgclf.ui import admin_view, classify_view, history_view, login_view, session
+from imgclf.ui import admin_view, back_button, classify_view, history_view, login_view, session
 from imgclf.ui.client import ApiClient
 from imgclf.ui.text import escape_markdown
 
@@ -54,6 +54,7 @@ def main() -> None:
     if session.token() is None:
         login_view.render(client)
         session.mark_upload_rights()  # logged in by this run's form, if it was
+        back_button.follow_tabs_in_history()  # last: its element's gap is below everything
         return
     # The Classify tab always runs, so its uploads and answers survive a look at History;
     # History and Admin ask the API only while open. Admin is there for admins only.
@@ -69,6 +70,7 @@ def main() -> None:
             if tab.open:
                 admin_view.render(client)
     session.shelve()
+    back_button.follow_tabs_in_history()
 
 
 main()
