@@ -49,13 +49,14 @@ class Prediction(CreatedAtMixin, Base):
         Index("ix_predictions_created_at", "created_at"),
         # Whether anyone's prediction still names a file, before it is removed.
         Index("ix_predictions_image_file_name", "image_file_name"),
-        # A user's predictions from either end, as the history's retention walks them.
+        # A user's predictions, newest first (History) or from either end (the retention).
         Index("ix_predictions_user_id_id", "user_id", "id"),
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Indexed with the id (ix_predictions_user_id_id above).
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     image_file_name: Mapped[str] = mapped_column(String(100))
     image_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The name the file had on the user's machine, shown in History; never used as a path.

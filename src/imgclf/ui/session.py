@@ -143,15 +143,17 @@ def _unsent_drafts() -> dict[str, Any]:
         getattr(result.outcome, "prediction_id", None)
         for result in st.session_state.get(IMAGES, {}).values()
     }
-    drafts = {}
-    for key, value in _form_fields().items():
-        prefix, _, rest = key.partition("-")  # fb-<prediction id>-<field>
-        prediction_id = rest.partition("-")[0]
-        if prefix == "fb" and prediction_id.isdigit():
-            number = int(prediction_id)
-            if number in on_tab and number not in sent:
-                drafts[key] = value
-    return drafts
+    return {
+        key: value
+        for key, value in _form_fields().items()
+        if key.startswith("fb-") and _prediction_of(key) in on_tab - set(sent)
+    }
+
+
+def _prediction_of(key: str) -> int | None:
+    """The prediction a form's widget key is about: ``fb-<id>-<field>``, ``fbh-<id>-<field>``."""
+    number = key.split("-")[1] if key.count("-") >= 2 else ""
+    return int(number) if number.isdigit() else None
 
 
 def _form_fields() -> dict[str, Any]:
@@ -185,10 +187,12 @@ def expire(notices: tuple[str, str] = (KEPT_NOTICE, EXPIRED_NOTICE)) -> None:
     kept = KeptWork(owner=who.id if who else 0)
     kept.state = {key: st.session_state[key] for key in _WORK_KEYS if key in st.session_state}
     kept.state.update(_form_fields())
-    for key, value in st.session_state.items():
-        name = str(key)
-        if name.startswith(_FORM_PREFIXES) and name.endswith("-send") and value is True:
-            kept.sends.add(int(name.split("-")[1]))  # Send pressed in this run
+    pressed = [  # Send pressed in this run
+        str(key)
+        for key, value in st.session_state.items()
+        if str(key).startswith(_FORM_PREFIXES) and str(key).endswith("-send") and value is True
+    ]
+    kept.sends = {p for p in map(_prediction_of, pressed) if p is not None}
     st.session_state.clear()
     st.session_state[KEPT_WORK] = kept
     st.session_state[FORGET_COOKIE] = True

@@ -65,8 +65,8 @@ class LoadedModels:
 
     def refresh_catalogue(self, keeps: Callable[[ModelCatalogue], bool] = lambda _: True) -> None:
         """Read the repository again (its bundle.json files only); keep the last good one, or
-        the last one when the new one does not pass ``keeps``. A folder copied or removed
-        while it is read (OSError) is not yet good."""
+        the last one when the new one does not pass ``keeps``. A repository that cannot be
+        read (OSError: its volume gone, its permissions changed) keeps the last one too."""
         try:
             catalogue = read_catalogue(self.settings)
         except (BundleError, OSError) as error:

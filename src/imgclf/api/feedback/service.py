@@ -122,8 +122,8 @@ def give_feedback(
         "correct": correct,
         "correct_class": right_class.name if right_class else None,
         "correct_wnid": right_class.wnid if right_class else None,
+        "created_at": utcnow(),
     }
-    values["created_at"] = utcnow()
     return _replace(session, {**values, "user_id": user_id, "prediction_id": prediction.id})
 
 

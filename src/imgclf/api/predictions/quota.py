@@ -16,10 +16,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
 
-from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
+from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError, name_chunks
 from imgclf.db.driver import DriverStatement
 from imgclf.db.engine import Database
 from imgclf.db.models import Prediction, User
@@ -42,6 +43,32 @@ _ADD = (
     .where(_USERS.c.id == bindparam("owner"))
     .values(storage_bytes=_USERS.c.storage_bytes + bindparam("added"))
 )
+
+
+def counted_sizes(session: Session, user_id: int, names: Iterable[str]) -> dict[str, int]:
+    """The size the quota counts each of these files at for the user (its largest among their
+    rows); a file none of their rows names is absent."""
+    counted: dict[str, int] = {}
+    for chunk in name_chunks(names):
+        rows = session.execute(
+            select(Prediction.image_file_name, func.max(Prediction.image_bytes))
+            .where(Prediction.user_id == user_id, Prediction.image_file_name.in_(chunk))
+            .group_by(Prediction.image_file_name)
+        )
+        counted.update({name: size or 0 for name, size in rows})
+    return counted
+
+
+def release(session: Session, user_id: int, freed: int) -> None:
+    """Take ``freed`` bytes off the user's total (rows that counted them were removed)."""
+    session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(
+            storage_bytes=case((User.storage_bytes > freed, User.storage_bytes - freed), else_=0)
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 class QuotaStatements:

@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, case, delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from imgclf.api.predictions.quota import counted_sizes, release
 from imgclf.api.predictions.uploads import hold_uploads, recorded_names, remove_uploads
 from imgclf.db.engine import Database
 from imgclf.db.models import Feedback, Prediction, User
@@ -28,10 +29,9 @@ from imgclf.db.models import Feedback, Prediction, User
 logger = logging.getLogger(__name__)
 
 # Predictions removed per transaction: each holds the user's row (and on SQLite the database's
-# write lock, which every recorder waits for) as long as these take: 25-45 ms on SQLite for a
+# write lock, which every recorder waits for) as long as these take: 25-55 ms on SQLite for a
 # user past a keep of 10,000 beside half a million rows of another user's.
 PRUNE_BATCH = 1000
-_IN_LIST = 500  # names per IN list, whatever the batch
 
 
 def prune_history(
@@ -79,23 +79,16 @@ def _prune_batch(session: Session, upload_dir: Path, user_id: int, newest_gone: 
     gone = session.scalar(select(func.count(Prediction.id)).where(*old)) or 0
     if not gone:
         return 0
-    counted_before = _counted_sizes(session, user_id, old)
+    names = set(session.scalars(select(Prediction.image_file_name).where(*old).distinct()))
+    counted_before = counted_sizes(session, user_id, names)
     session.execute(
         delete(Feedback).where(Feedback.prediction_id.in_(select(Prediction.id).where(*old)))
     )
     session.execute(delete(Prediction).where(*old).execution_options(synchronize_session=False))
-    # What the quota counts for each of those files now (quota.py: a file once, at its largest
-    # size among the user's rows; gone from the rows, nothing).
-    names = set(counted_before)
-    counted_after = _still_counted(session, user_id, names)
-    freed = sum(size - counted_after.get(name, 0) for name, size in counted_before.items())
-    session.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(
-            storage_bytes=case((User.storage_bytes > freed, User.storage_bytes - freed), else_=0)
-        )
-        .execution_options(synchronize_session=False)
+    # What the quota counts for each of those files now; gone from the rows, nothing.
+    counted_after = counted_sizes(session, user_id, names)
+    release(
+        session, user_id, sum(size - counted_after.get(n, 0) for n, size in counted_before.items())
     )
     # The uploads' lock is taken only now, after the deletes, so other users' recorders wait
     # only for what follows. While it is held no upload is stored, so a file no row names now
@@ -117,32 +110,6 @@ def _newest_past(session: Session, user_id: int, keep: int) -> int | None:
         .offset(keep)
         .limit(1)
     )
-
-
-def _counted_sizes(
-    session: Session, user_id: int, old: tuple[ColumnElement[bool], ...]
-) -> dict[str, int]:
-    """The files the rows about to go name, each at the size the quota counts it (its largest
-    among all the user's rows)."""
-    names = set(session.scalars(select(Prediction.image_file_name).where(*old).distinct()))
-    return _still_counted(session, user_id, names)
-
-
-def _still_counted(session: Session, user_id: int, names: set[str]) -> dict[str, int]:
-    counted: dict[str, int] = {}
-    for chunk in _chunks(sorted(names)):
-        rows = session.execute(
-            select(Prediction.image_file_name, func.max(Prediction.image_bytes))
-            .where(Prediction.user_id == user_id, Prediction.image_file_name.in_(chunk))
-            .group_by(Prediction.image_file_name)
-        )
-        counted.update({name: size or 0 for name, size in rows})
-    return counted
-
-
-def _chunks(names: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(names), _IN_LIST):
-        yield names[start : start + _IN_LIST]
 
 
 class HistoryRetention:

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,11 +106,17 @@ def hold_uploads(connection: Connection | Session, *, removing: bool = False) ->
         connection.execute(_TAKE_UPLOADS if removing else _SHARE_UPLOADS)
 
 
+def name_chunks(names: Iterable[str], size: int = 500) -> Iterator[list[str]]:
+    """The names in sorted pieces, for IN lists of a bounded length whatever the history."""
+    ordered = sorted(names)
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
+
+
 def recorded_names(session: Session, names: set[str]) -> set[str]:
     """Which of these upload names a prediction still holds (anyone's)."""
-    ordered, found = sorted(names), set[str]()
-    for start in range(0, len(ordered), 500):  # bounded IN lists, whatever the history
-        chunk = ordered[start : start + 500]
+    found = set[str]()
+    for chunk in name_chunks(names):
         found.update(
             session.scalars(
                 select(Prediction.image_file_name)
