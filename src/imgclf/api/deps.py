@@ -13,8 +13,6 @@ from sqlalchemy.orm import Session
 
 from imgclf.api.auth.throttle import AttemptsRefused, AuthThrottle, in_words
 from imgclf.api.errors import BEARER, CREDENTIALS_ERROR
-from imgclf.api.predictions.cache import PredictionCache
-from imgclf.api.predictions.recorder import PredictionRecorder
 from imgclf.api.security import InvalidTokenError, PasswordHasher
 from imgclf.api.state import AppState, app_state
 from imgclf.db.engine import Database
@@ -197,27 +195,18 @@ async def get_page(
 PageDep = Annotated[Page, Depends(get_page)]
 
 
-async def get_queue(state: StateDep) -> JobQueue:
+def required_queue(state: AppState) -> JobQueue:
+    """The app's queue, or 503 when it was built without one."""
     if state.queue is None:
         raise HTTPException(503, "No model worker is configured for this service.")
     return state.queue
 
 
+async def get_queue(state: StateDep) -> JobQueue:
+    return required_queue(state)
+
+
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
-
-
-async def get_recorder(state: StateDep) -> PredictionRecorder:
-    return state.recorder
-
-
-RecorderDep = Annotated[PredictionRecorder, Depends(get_recorder)]
-
-
-async def get_cache(state: StateDep) -> PredictionCache | None:
-    return state.cache
-
-
-CacheDep = Annotated[PredictionCache | None, Depends(get_cache)]
 
 
 async def get_owned_job_id(job_id: str, user: CurrentUser, queue: QueueDep) -> str:

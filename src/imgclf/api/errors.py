@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgclf.api.feedback.service import PredictionNotFound
 from imgclf.api.middleware import REQUEST_ID_HEADER, SECURITY_HEADERS
+from imgclf.api.predictions.form import UploadFormError
 from imgclf.api.predictions.recorder import RecordingUnavailableError
 from imgclf.api.predictions.uploads import StorageFullError
 from imgclf.api.users.service import AccountGoneError, EmailTaken
@@ -61,6 +62,7 @@ DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     QueueError,
     ModelError,
     ImageError,
+    UploadFormError,
     StorageFullError,
     RecordingUnavailableError,
     AccountGoneError,
@@ -82,7 +84,11 @@ def http_answer(error: Exception) -> tuple[int, str, dict[str, str] | None]:
             return 404, str(error), None
         case ModelUnavailableError() | PromotionError():
             return 503, str(error), RETRY_SHORTLY
-        case JobFailedError(status_code=status_code) | ImageError(status_code=status_code):
+        case (
+            JobFailedError(status_code=status_code)
+            | ImageError(status_code=status_code)
+            | UploadFormError(status_code=status_code)
+        ):
             return status_code, str(error), None
         case StorageFullError():  # the disk, or the user's quota
             return 507, str(error), None

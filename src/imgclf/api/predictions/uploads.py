@@ -10,11 +10,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import UploadFile
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
+from imgclf.api.predictions.form import FormFile
 from imgclf.db.models import Prediction
 from imgclf.model.images import (
     ImageLimits,
@@ -47,18 +47,17 @@ class AcceptedUpload:
     original_name: str = ""
 
 
-async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
-    """Read at most the byte limit and refuse anything that is not an image we decode.
+async def accept_upload(file: FormFile, settings: Settings) -> AcceptedUpload:
+    """Refuse what is over the byte limit or is not an image we decode.
 
     The extension must be one we support and the content must really be an image; the content
     decides the decoder (PNG bytes in a .jpg file are classified and keep the .jpg name).
     """
     with span("parse"):
-        limit = settings.max_upload_bytes
-        data = await file.read(limit + 1)
+        limit, data = settings.max_upload_bytes, file.data
         if len(data) > limit:
             raise ImageTooLargeError(f"The file is larger than the {limit / 2**20:g} MB limit.")
-        extension = check_extension(file.filename or "")
+        extension = check_extension(file.filename)
         limits = ImageLimits.from_settings(settings)
         if len(data) > INLINE_CHECK_BYTES:
             data, digest = await run_in_threadpool(_checked, data, limits)
@@ -69,7 +68,7 @@ async def accept_upload(file: UploadFile, settings: Settings) -> AcceptedUpload:
         data=data,
         digest=digest,
         file_name=f"{digest}{extension}",
-        original_name=display_file_name(file.filename or ""),
+        original_name=display_file_name(file.filename),
     )
 
 

@@ -1,0 +1,155 @@
+"""The upload routes' multipart form (imgclf.api.predictions.form), read by the real app with the
+real model behind it: what a client may send around its file, and what it is told otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from imgclf.api.predictions.form import MAX_PARTS, MalformedFormError, parse_upload_form
+from imgclf.serving import create_service_app
+from imgclf.settings import Settings
+from tests.api.conftest import Caller
+from tests.support import DOG_JPEG
+
+BOUNDARY = "imgclf-form-test"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, model_dir: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'form.db'}", model_dir=model_dir, model_threads=1
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_service_app(settings)
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., Caller], app: FastAPI) -> Caller:
+    """A user of the app with the real model (the suite's ``app`` has no queue)."""
+    return make_user(name="Alice")
+
+
+def part(name: str, data: bytes, filename: str | None = None) -> bytes:
+    disposition = f'Content-Disposition: form-data; name="{name}"'
+    if filename is not None:
+        disposition += f'; filename="{filename}"\r\nContent-Type: image/jpeg'
+    return f"--{BOUNDARY}\r\n{disposition}\r\n\r\n".encode() + data + b"\r\n"
+
+
+def form(*parts: bytes, closed: bool = True) -> bytes:
+    return b"".join(parts) + (f"--{BOUNDARY}--\r\n".encode() if closed else b"")
+
+
+def send(
+    client: TestClient, caller: Caller, body: bytes, content_type: str | None = None
+) -> tuple[int, str]:
+    headers = {
+        **caller.headers,
+        "Content-Type": content_type or f"multipart/form-data; boundary={BOUNDARY}",
+    }
+    response = client.post("/model/predict", content=body, headers=headers)
+    return response.status_code, response.json().get("detail", response.json().get("prediction"))
+
+
+def original_names(client: TestClient, caller: Caller) -> list[str]:
+    history = client.get("/history", headers=caller.headers).json()
+    return [item["original_name"] for item in history["items"]]
+
+
+def test_the_file_among_other_fields_is_classified(client: TestClient, alice: Caller) -> None:
+    body = form(
+        part("note", b"from my phone"),
+        part("file", DOG_JPEG.read_bytes(), "dog.jpeg"),
+        part("album", b"holidays"),
+    )
+    assert send(client, alice, body) == (200, "Eskimo_dog")
+    assert original_names(client, alice) == ["dog.jpeg"]
+
+
+def test_a_file_name_in_utf8_is_kept(client: TestClient, alice: Caller) -> None:
+    body = form(part("file", DOG_JPEG.read_bytes(), "chien é.jpeg"))
+    assert send(client, alice, body) == (200, "Eskimo_dog")
+    assert original_names(client, alice) == ["chien é.jpeg"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "says"),
+    [
+        (b'{"file": "dog.jpeg"}', "application/json", 422, "multipart/form-data"),
+        (form(part("file", b"not a file: no file name")), None, 422, "Field required"),
+        (form(part("image", b"...", "dog.jpeg")), None, 422, "`file`"),
+        (form(), None, 422, "Field required"),
+        (
+            form(part("file", b"a", "a.jpg"), part("file", b"b", "b.jpg")),
+            None,
+            422,
+            "one image per request",
+        ),
+        (form(part("file", b"cut short", "dog.jpeg"), closed=False), None, 400, "ends before"),
+        (b"no boundary anywhere in here", None, 400, "could not be read"),
+        (form(part("file", b"x", "dog.jpeg")), "multipart/form-data", 400, "no boundary"),
+        (
+            form(*[part(f"f{i}", b"x") for i in range(MAX_PARTS)], part("file", b"x", "a.jpg")),
+            None,
+            400,
+            f"more than {MAX_PARTS} parts",
+        ),
+    ],
+    ids=[
+        "json",
+        "file without a name",
+        "another field",
+        "empty form",
+        "two files",
+        "no closing boundary",
+        "garbage",
+        "header without boundary",
+        "too many parts",
+    ],
+)
+def test_a_form_without_one_usable_file_is_refused_saying_what_to_send(
+    client: TestClient,
+    alice: Caller,
+    body: bytes,
+    content_type: str | None,
+    status: int,
+    says: str,
+) -> None:
+    code, detail = send(client, alice, body, content_type)
+    assert (code, says in detail) == (status, True), detail
+    assert original_names(client, alice) == []
+
+
+def test_a_hundred_thousand_empty_parts_stop_at_the_limit() -> None:
+    """Each part costs the parser's callbacks; Starlette's form reader stopped at a thousand."""
+    empty = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f"\r\n\r\n\r\n'.encode()
+    with pytest.raises(MalformedFormError, match=f"more than {MAX_PARTS} parts"):
+        parse_upload_form(empty * 100_000, BOUNDARY.encode())
+
+
+def test_jobs_read_the_same_form(client: TestClient, alice: Caller) -> None:
+    headers = {**alice.headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    refused = client.post("/model/jobs", content=form(part("note", b"x")), headers=headers)
+    assert refused.status_code == 422
+    accepted = client.post(
+        "/model/jobs",
+        content=form(part("file", DOG_JPEG.read_bytes(), "dog.jpeg")),
+        headers=headers,
+    )
+    assert accepted.status_code == 202, accepted.text
+
+
+def test_the_docs_still_offer_a_file_field(app: FastAPI) -> None:
+    for path in ("/model/predict", "/model/jobs"):
+        body = app.openapi()["paths"][path]["post"]["requestBody"]
+        schema = body["content"]["multipart/form-data"]["schema"]
+        assert (body["required"], schema["required"]) == (True, ["file"])
+        assert schema["properties"]["file"]["contentMediaType"] == "application/octet-stream"
