@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import redis
 
@@ -102,9 +103,23 @@ class PeakMemory:
         self._thread.join()
 
 
+def wait_until_live(url: str) -> None:
+    """Until GET ``{url}/health/live`` answers 200; TimeoutError after 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health/live", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} never answered /health/live")
+
+
 class ServedApi:
     """``imgclf serve`` as its own process on a free loopback port, as production runs it
-    (uvicorn with the service's HTTP protocol), its output kept in ``log``."""
+    (uvicorn with the service's HTTP protocol), its output kept in ``log``.
+    ``with ServedApi(...) as api``: serving (/health/live answers); stopped after."""
 
     def __init__(self, log: Path, data_dir: Path, **settings: object) -> None:
         self.port = free_port()
@@ -122,19 +137,30 @@ class ServedApi:
             clean=True,
         )
         self.child = Child("api", [*imgclf_command(), "serve"], env, log, cwd=data_dir.parent)
+        self._stopped = False
         try:
             self.child.start()
             what = f"imgclf serve on port {self.port}"
             wait_until(lambda: port_open(self.port), what, 90, [self.child])
-        except LaunchFailed as error:
+            wait_until_live(self.url)
+        except (LaunchFailed, TimeoutError) as error:
             self.stop()
             raise LaunchFailed(f"{error}\n{self.output()[-3000:]}") from None
         except BaseException:
             self.stop()
             raise
 
+    def __enter__(self) -> ServedApi:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
-        self.child.stop()
+        """Stop the server; once stopped, a second call does nothing (tests stop it early)."""
+        if not self._stopped:
+            self.child.stop()
+            self._stopped = True
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -63,12 +63,9 @@ def test_production_with_default_secrets_refuses_to_start(
 def test_bare_serve_on_an_empty_data_dir_is_ready_to_log_in(
     tmp_path: Path, model_dir: Path
 ) -> None:
-    api = ServedApi(tmp_path / "serve.log", tmp_path / "served", model_dir=model_dir)
-    try:
+    with ServedApi(tmp_path / "serve.log", tmp_path / "served", model_dir=model_dir) as api:
         admin = {"username": "admin@example.com", "password": "admin"}
         assert httpx.post(f"{api.url}/login", data=admin).status_code == 200
-    finally:
-        api.stop()
     output = api.output()
     assert f"{api.url}/docs" in output
     assert "Admin login: admin@example.com" in output

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 
 from imgclf.logs import accepted_request_id
-from tests.security.test_request_limits import wait_until_live
 from tests.support import DOG_JPEG, ServedApi, start_worker, stop_process, wait_for_workers
 
 HOSTILE_IDS = [
@@ -67,22 +66,20 @@ def test_a_request_is_followed_from_the_api_through_redis_to_the_worker(
 ) -> None:
     worker_log = tmp_path / "worker.log"
     worker = start_worker(redis_url, model_dir, worker_log, log_format="json")
-    api = ServedApi(
-        tmp_path / "api.log",
-        tmp_path / "data",
-        queue_url=redis_url,
-        log_format="json",
-        access_log=True,
-    )
     request_id = f"test-{uuid.uuid4().hex}"
     try:
-        wait_until_live(api.url)
-        wait_for_workers(redis_url, 1)
-        answer = predict(api.url, {**sign_up(api.url), "X-Request-ID": request_id})
-        assert answer.status_code == 200, answer.text
-        assert answer.headers["X-Request-ID"] == request_id
+        with ServedApi(
+            tmp_path / "api.log",
+            tmp_path / "data",
+            queue_url=redis_url,
+            log_format="json",
+            access_log=True,
+        ) as api:
+            wait_for_workers(redis_url, 1)
+            answer = predict(api.url, {**sign_up(api.url), "X-Request-ID": request_id})
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["X-Request-ID"] == request_id
     finally:
-        api.stop()
         stop_process(worker)
 
     api_lines = about(json_records(api.log), request_id)
@@ -98,16 +95,14 @@ def test_a_request_is_followed_from_the_api_through_redis_to_the_worker(
 def test_embedded_text_logs_name_the_request_and_hostile_ids_never_reach_them(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    api = ServedApi(  # text logs, the default
+    request_id = f"test-{uuid.uuid4().hex}"
+    with ServedApi(  # text logs, the default
         tmp_path / "api.log",
         tmp_path / "data",
         model_dir=model_dir,
         model_threads=1,
         access_log=True,
-    )
-    request_id = f"test-{uuid.uuid4().hex}"
-    try:
-        wait_until_live(api.url)
+    ) as api:
         auth = sign_up(api.url)
         answer = predict(api.url, {**auth, "X-Request-ID": request_id})
         assert answer.status_code == 200, answer.text
@@ -130,8 +125,6 @@ def test_embedded_text_logs_name_the_request_and_hostile_ids_never_reach_them(
         # Nor can a request path whose escapes decode to a line break and a terminal's codes.
         forging = "/x%0a2026-12-01%2016:36:00,000%20imgclf.auth%20INFO%20admin%20login%20ok%1b[31m"
         assert httpx.get(f"{api.url}{forging}").status_code == 404
-    finally:
-        api.stop()
 
     forged = [line for line in api.output().splitlines() if "admin login ok" in line]
     assert len(forged) == 1

@@ -122,20 +122,17 @@ def pinned_data_dir(tmp_path: Path) -> Path:
 def test_embedded_swap_under_load_fails_no_request_and_changes_version_once(
     model_repository: Path, pinned_data_dir: Path, tmp_path: Path
 ) -> None:
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "api.log",
         pinned_data_dir,
         model_repository=model_repository,
         model_threads=1,
         worker_concurrency=2,
         cache=False,
-    )
-    try:
+    ) as api:
         headers = admin_headers(api.url)
         runs = swap_and_roll_back_under_load(api, cli_promoter(api), headers)
         models = {m["name"]: m for m in httpx.get(f"{api.url}/models", headers=headers).json()}
-    finally:
-        api.stop()
 
     assert runs == [[f"{LITE0}@1", f"{LITE0}@2", f"{LITE0}@1"]] * CLIENTS, api.output()[-3000:]
     assert models[LITE0]["live"] == f"{LITE0}@1"
@@ -181,10 +178,9 @@ def test_redis_workers_serve_the_models_they_were_started_for(
     model_repository: Path,
     tmp_path: Path,
 ) -> None:
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "api.log", tmp_path / "data", queue_url=redis_url, cache=False
-    )  # no repository here: the workers' heartbeats say what there is
-    try:
+    ) as api:  # no repository here: the workers' heartbeats say what there is
         headers = admin_headers(api.url)
         models = {m["name"]: m for m in httpx.get(f"{api.url}/models", headers=headers).json()}
         second = httpx.post(
@@ -205,8 +201,6 @@ def test_redis_workers_serve_the_models_they_were_started_for(
             files={"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")},
             headers=headers,
         )
-    finally:
-        api.stop()
 
     assert set(models) == {LITE0, "second-model"}
     assert (models[LITE0]["workers"], models["second-model"]["workers"]) == (2, 1)
@@ -234,19 +228,16 @@ def test_redis_swap_under_load_fails_no_request_and_changes_version_once(
     client = redis.Redis.from_url(redis_url)
     client.hset("imgclf:live", LITE0, 1)  # as a promotion would have left it
     client.close()
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "api.log",
         tmp_path / "data",
         queue_url=redis_url,
         model_repository=model_repository,
         cache=False,
-    )
-    try:
+    ) as api:
         headers = admin_headers(api.url)
         runs = swap_and_roll_back_under_load(api, cli_promoter(api), headers)
         models = {m["name"]: m for m in httpx.get(f"{api.url}/models", headers=headers).json()}
-    finally:
-        api.stop()
 
     assert runs == [[f"{LITE0}@1", f"{LITE0}@2", f"{LITE0}@1"]] * CLIENTS, api.output()[-3000:]
     assert (models[LITE0]["live"], models[LITE0]["workers"]) == (f"{LITE0}@1", 2)
@@ -264,15 +255,14 @@ def test_redis_promotion_the_workers_cannot_load_fails_and_changes_nothing(
     shutil.copytree(repository / LITE0 / "2", repository / LITE0 / "3")
     meta = json.loads((repository / LITE0 / "3" / "bundle.json").read_text())
     (repository / LITE0 / "3" / "bundle.json").write_text(json.dumps({**meta, "version": 3}))
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "api.log",
         tmp_path / "data",
         queue_url=redis_url,
         model_repository=repository,
         promote_timeout_s=3,
         cache=False,
-    )
-    try:
+    ) as api:
         headers = admin_headers(api.url)
         refused = httpx.put(
             f"{api.url}/models/{LITE0}/live", json={"version": 3}, headers=headers, timeout=30
@@ -283,8 +273,6 @@ def test_redis_promotion_the_workers_cannot_load_fails_and_changes_nothing(
             headers=headers,
             timeout=30,
         )
-    finally:
-        api.stop()
 
     assert refused.status_code == 503
     assert refused.json()["detail"] == (

@@ -130,7 +130,7 @@ def _report_once_recorded(url: str, headers: dict[str, str], count: int) -> dict
 @pytest.mark.slow
 def test_shadow_figures_match_an_offline_comparison(tmp_path: Path, fp32_and_int8: Path) -> None:
     photos = sample_photos(PHOTOS)
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "serve.log",
         tmp_path / "data",
         model_repository=fp32_and_int8,
@@ -143,8 +143,7 @@ def test_shadow_figures_match_an_offline_comparison(tmp_path: Path, fp32_and_int
         shadow_max_in_flight=1000,
         shadow_max_busy=1.0,
         metrics_token="test-metrics-token",
-    )
-    try:
+    ) as api:
         token = httpx.post(f"{api.url}/login", data=ADMIN).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         set_by_cli = CliRunner().invoke(
@@ -165,8 +164,6 @@ def test_shadow_figures_match_an_offline_comparison(tmp_path: Path, fp32_and_int
             ["models", "shadow", LITE0, "--api-url", api.url],
             env={"IMGCLF_ADMIN_PASSWORD": "admin"},
         )
-    finally:
-        api.stop()
 
     agreed = _assert_figures_match(report, answers, _offline(fp32_and_int8, photos))
     counted = dict(
@@ -195,28 +192,26 @@ def test_in_redis_mode_every_api_process_shadows_alike(
         "shadow_max_in_flight": 1000,
         "shadow_max_busy": 1.0,
     }
-    first = second = None
     try:
         wait_for_workers(redis_url, 1)
-        first = ServedApi(tmp_path / "first.log", tmp_path / "first", **shared)
-        second = ServedApi(tmp_path / "second.log", tmp_path / "second", **shared)
-        token = httpx.post(f"{first.url}/login", data=ADMIN).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        body = {"candidate": f"{INT8}@1", "fraction": 1.0}
-        set_ = httpx.put(f"{first.url}/models/{LITE0}/shadow", json=body, headers=headers)
-        assert set_.status_code == 200, set_.text
-        time.sleep(1.5)  # each process reads the setting again within a second
-        seen = httpx.get(f"{second.url}/models/{LITE0}/shadow", headers=headers).json()
-        answers = _upload_all(second.url, headers, photos)
-        report = _report_once_recorded(first.url, headers, len(photos))
-        client = redis.Redis.from_url(redis_url)
-        stored = client.hgetall("imgclf:shadow")
-        (worker_name,) = client.smembers("imgclf:workers")
-        heartbeat = json.loads(client.get(f"imgclf:worker:{worker_name.decode()}") or b"{}")
+        with (
+            ServedApi(tmp_path / "first.log", tmp_path / "first", **shared) as first,
+            ServedApi(tmp_path / "second.log", tmp_path / "second", **shared) as second,
+        ):
+            token = httpx.post(f"{first.url}/login", data=ADMIN).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            body = {"candidate": f"{INT8}@1", "fraction": 1.0}
+            set_ = httpx.put(f"{first.url}/models/{LITE0}/shadow", json=body, headers=headers)
+            assert set_.status_code == 200, set_.text
+            time.sleep(1.5)  # each process reads the setting again within a second
+            seen = httpx.get(f"{second.url}/models/{LITE0}/shadow", headers=headers).json()
+            answers = _upload_all(second.url, headers, photos)
+            report = _report_once_recorded(first.url, headers, len(photos))
+            client = redis.Redis.from_url(redis_url)
+            stored = client.hgetall("imgclf:shadow")
+            (worker_name,) = client.smembers("imgclf:workers")
+            heartbeat = json.loads(client.get(f"imgclf:worker:{worker_name.decode()}") or b"{}")
     finally:
-        for api in (first, second):
-            if api is not None:
-                api.stop()
         stop_process(worker)
 
     assert (seen["candidate"], seen["fraction"]) == (f"{INT8}@1", 1.0)

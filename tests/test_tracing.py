@@ -20,7 +20,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.security.test_request_limits import wait_until_live
 from tests.support import ServedApi, start_worker, stop_process, wait_for_workers
 from tests.test_logs import predict, sign_up
 
@@ -132,23 +131,19 @@ def assert_one_request(named: dict[str, dict[str, Any]]) -> None:
 def test_embedded_service_traces_each_stage_of_a_request(
     collector: Collector, model_dir: Path, tmp_path: Path
 ) -> None:
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "api.log",
         tmp_path / "data",
         model_dir=model_dir,
         model_threads=1,
         cache=False,  # the second answer is the model's too
         tracing=True,
-    )
-    try:
-        wait_until_live(api.url)
+    ) as api:
         auth = sign_up(api.url)
         answers = [predict(api.url, {**auth, "X-Request-ID": f"traced-{n}"}) for n in range(2)]
         assert [answer.status_code for answer in answers] == [200, 200]
         first = collector.trace_of("traced-0", STAGES)
         second = collector.trace_of("traced-1", STAGES)
-    finally:
-        api.stop()
     assert first[0]["trace"] != second[0]["trace"]  # one trace per request
     named = by_name(first)
     assert_one_request(named)
@@ -159,15 +154,15 @@ def test_a_trace_crosses_redis_to_the_worker_that_computed_the_job(
     collector: Collector, redis_url: str, model_dir: Path, tmp_path: Path
 ) -> None:
     worker = start_worker(redis_url, model_dir, tmp_path / "worker.log", tracing=True)
-    api = ServedApi(tmp_path / "api.log", tmp_path / "data", queue_url=redis_url, tracing=True)
     try:
-        wait_until_live(api.url)
-        wait_for_workers(redis_url, 1)
-        answer = predict(api.url, {**sign_up(api.url), "X-Request-ID": "traced-redis"})
-        assert answer.status_code == 200, answer.text
-        spans = collector.trace_of("traced-redis", STAGES)
+        with ServedApi(
+            tmp_path / "api.log", tmp_path / "data", queue_url=redis_url, tracing=True
+        ) as api:
+            wait_for_workers(redis_url, 1)
+            answer = predict(api.url, {**sign_up(api.url), "X-Request-ID": "traced-redis"})
+            assert answer.status_code == 200, answer.text
+            spans = collector.trace_of("traced-redis", STAGES)
     finally:
-        api.stop()
         stop_process(worker)
     named = by_name(spans)
     assert_one_request(named)

@@ -106,8 +106,13 @@ def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
         },
         "root": {"level": level, "handlers": ["default"]},
         "loggers": {
-            name: {"level": level, "handlers": [], "propagate": True}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            **{
+                name: {"level": level, "handlers": [], "propagate": True}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            },
+            # It warns of every malformed form it reads; the client's answer says what was
+            # wrong, and a stranger could fill the log with them.
+            "python_multipart": {"level": "ERROR"},
         },
     }
 

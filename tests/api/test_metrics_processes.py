@@ -22,20 +22,19 @@ PREDICTIONS = 100
 @pytest.fixture
 def four_processes(redis_url: str, model_dir: Path, tmp_path: Path) -> Iterator[ServedApi]:
     worker = start_worker(redis_url, model_dir)
-    served = ServedApi(
-        tmp_path / "api.log",
-        tmp_path / "data",
-        queue_url=redis_url,
-        web_concurrency=4,
-        metrics_token=TOKEN,
-        login_max_failures_per_address=1000,
-    )
     try:
-        wait_for_workers(redis_url, 1)
-        wait_until(lambda: ready(served.url), "four API processes", 90, [served.child])
-        yield served
+        with ServedApi(
+            tmp_path / "api.log",
+            tmp_path / "data",
+            queue_url=redis_url,
+            web_concurrency=4,
+            metrics_token=TOKEN,
+            login_max_failures_per_address=1000,
+        ) as served:
+            wait_for_workers(redis_url, 1)
+            wait_until(lambda: ready(served.url), "four API processes", 90, [served.child])
+            yield served
     finally:
-        served.stop()
         stop_process(worker)
 
 

@@ -21,7 +21,6 @@ from PIL import Image
 from imgclf.localservers import RedisServer, ServerUnavailable
 from tests.conftest import unavailable
 from tests.security.test_exposure import sign_up
-from tests.security.test_request_limits import wait_until_live
 from tests.support import DOG_JPEG, ServedApi
 
 MAXMEMORY = 40 * 2**20
@@ -62,16 +61,16 @@ def test_images_never_evict_the_login_throttle_or_job_owners(
     capped_redis: RedisServer, model_dir: Path, tmp_path: Path
 ) -> None:
     # No worker: the jobs wait. The API's own model folder names the version to admit them for.
-    api = ServedApi(
-        tmp_path / "api.log",
-        tmp_path / "data",
-        queue_url=capped_redis.url,
-        model_dir=model_dir,
-        predict_timeout_s=60,
-    )
-    client = redis.Redis.from_url(capped_redis.url)
-    try:
-        wait_until_live(api.url)
+    with (
+        ServedApi(
+            tmp_path / "api.log",
+            tmp_path / "data",
+            queue_url=capped_redis.url,
+            model_dir=model_dir,
+            predict_timeout_s=60,
+        ) as api,
+        redis.Redis.from_url(capped_redis.url) as client,
+    ):
         victim = sign_up(api.url)
         victim_email = httpx.get(f"{api.url}/user/me", headers=victim).json()["email"]
         assert [fail_login(api.url, victim_email) for _ in range(3)] == [401] * 3
@@ -106,9 +105,6 @@ def test_images_never_evict_the_login_throttle_or_job_owners(
         # The throttle kept counting: two more failures make five, and the email is locked.
         assert [fail_login(api.url, victim_email) for _ in range(2)] == [401, 401]
         assert fail_login(api.url, victim_email) == 429
-    finally:
-        client.close()
-        api.stop()
 
 
 def test_each_api_process_holds_at_most_its_bytes_of_uploads(
@@ -116,16 +112,14 @@ def test_each_api_process_holds_at_most_its_bytes_of_uploads(
 ) -> None:
     """Async jobs keep their image in the API process until answered (here: until their
     deadline, no worker runs); past IMGCLF_MAX_PENDING_BYTES new uploads get 503 at the door."""
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "api.log",
         tmp_path / "data",
         queue_url=redis_url,
         model_dir=model_dir,
         predict_timeout_s=3,
         max_pending_bytes=2 * 2**20,
-    )
-    try:
-        wait_until_live(api.url)
+    ) as api:
         alice = sign_up(api.url)
         pictures = [noise_png(seed, side=450) for seed in range(5)]  # about 600 KB each
         jobs = [queue_job(api.url, alice, pictures[seed], f"{seed}.png") for seed in range(3)]
@@ -144,8 +138,6 @@ def test_each_api_process_holds_at_most_its_bytes_of_uploads(
             assert time.monotonic() < deadline, "the job never ended"
             time.sleep(0.2)
         assert queue_job(api.url, alice, pictures[4], "4.png").status_code == 202
-    finally:
-        api.stop()
 
 
 def test_a_flood_spread_over_models_shares_one_byte_budget(
@@ -153,17 +145,17 @@ def test_a_flood_spread_over_models_shares_one_byte_budget(
 ) -> None:
     """Each model has its own job stream; the images of all of them together stay within the
     budget (half of maxmemory), so sending to several models cannot fill Redis either."""
-    api = ServedApi(
-        tmp_path / "api.log",
-        tmp_path / "data",
-        queue_url=capped_redis.url,
-        model_repository=model_repository,
-        predict_timeout_s=60,
-    )
-    client = redis.Redis.from_url(capped_redis.url)
     models = ["efficientnet-lite0", "second-model"]
-    try:
-        wait_until_live(api.url)
+    with (
+        ServedApi(
+            tmp_path / "api.log",
+            tmp_path / "data",
+            queue_url=capped_redis.url,
+            model_repository=model_repository,
+            predict_timeout_s=60,
+        ) as api,
+        redis.Redis.from_url(capped_redis.url) as client,
+    ):
         attacker = sign_up(api.url)
         files = [(f"{seed}.png", noise_png(seed)) for seed in range(FLOOD)]
         answers = [
@@ -187,6 +179,3 @@ def test_a_flood_spread_over_models_shares_one_byte_budget(
         assert client.info("stats")["evicted_keys"] == 0
         refused = [status for status in statuses if status["status"] == "failed"]
         assert refused, "the flood was never refused"
-    finally:
-        api.stop()
-        client.close()

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from imgclf.localservers import free_port
-from tests.security.test_request_limits import wait_until_live
 from tests.support import DOG_JPEG, ServedApi
 
 METRICS_TOKEN = "scraper-token-for-the-tests-only"
@@ -22,18 +21,14 @@ _emails = itertools.count(1)
 def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServedApi]:
     """The embedded service with its cache on and a metrics token."""
     root = tmp_path_factory.mktemp("exposure")
-    api = ServedApi(
+    with ServedApi(
         root / "api.log",
         root / "data",
         model_dir=model_dir,
         model_threads=1,
         metrics_token=METRICS_TOKEN,
-    )
-    try:
-        wait_until_live(api.url)
+    ) as api:
         yield api
-    finally:
-        api.stop()
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +36,8 @@ def without_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
     """An API whose Redis is nowhere: nothing listens on its port."""
     root = tmp_path_factory.mktemp("no-redis")
     port = free_port()
-    api = ServedApi(root / "api.log", root / "data", queue_url=f"redis://127.0.0.1:{port}/0")
-    try:
-        wait_until_live(api.url)
+    with ServedApi(root / "api.log", root / "data", queue_url=f"redis://127.0.0.1:{port}/0") as api:
         yield api, port
-    finally:
-        api.stop()
 
 
 def sign_up(url: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from tests.security.test_model_choice import bearer
-from tests.security.test_request_limits import wait_until_live
 from tests.support import ServedApi, dog_upload
 
 PER_USER = 3
@@ -18,7 +17,7 @@ PER_USER = 3
 
 @pytest.fixture
 def served(redis_url: str, model_dir: Path, tmp_path: Path) -> Iterator[ServedApi]:
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "api.log",
         tmp_path / "data",
         queue_url=redis_url,
@@ -26,12 +25,8 @@ def served(redis_url: str, model_dir: Path, tmp_path: Path) -> Iterator[ServedAp
         max_pending=8,
         max_pending_per_user=PER_USER,
         predict_timeout_s=30,
-    )
-    try:
-        wait_until_live(api.url)
+    ) as api:
         yield api
-    finally:
-        api.stop()
 
 
 def test_one_users_waiting_jobs_leave_room_for_the_others(served: ServedApi) -> None:

@@ -11,7 +11,6 @@ import httpx
 
 from imgclf.launcher import environment, imgclf_command
 from tests.security.test_exposure import predict, sign_up
-from tests.security.test_request_limits import wait_until_live
 from tests.support import ServedApi
 
 
@@ -25,17 +24,13 @@ def test_the_export_copies_stored_uploads_only_and_never_into_them(
     model_dir: Path, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    api = ServedApi(tmp_path / "api.log", data, model_dir=model_dir, model_threads=1)
-    try:
-        wait_until_live(api.url)
+    with ServedApi(tmp_path / "api.log", data, model_dir=model_dir, model_threads=1) as api:
         headers = sign_up(api.url)
         for _ in range(2):  # two predictions of the one stored file, both confirmed
             prediction_id = predict(api.url, headers)["prediction_id"]
             feedback = {"prediction_id": prediction_id, "correct": True}
             given = httpx.post(f"{api.url}/feedback/", json=feedback, headers=headers)
             assert given.status_code == 201, given.text
-    finally:
-        api.stop()
     uploads = data / "uploads"
     (stored,) = uploads.iterdir()
 

@@ -14,7 +14,6 @@ import psutil
 import pytest
 
 from tests.security.test_exposure import sign_up
-from tests.security.test_request_limits import wait_until_live
 from tests.security.test_storage import noise_png, upload
 from tests.support import ServedApi
 
@@ -24,12 +23,8 @@ STALLED = 40
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServedApi]:
     root = tmp_path_factory.mktemp("image-reads")
-    api = ServedApi(root / "api.log", root / "data", model_dir=model_dir, model_threads=1)
-    try:
-        wait_until_live(api.url)
+    with ServedApi(root / "api.log", root / "data", model_dir=model_dir, model_threads=1) as api:
         yield api
-    finally:
-        api.stop()
 
 
 def uploads_open(served: ServedApi) -> int:

@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from imgclf.queue.keys import RedisKeys
-from tests.security.test_request_limits import wait_until_live
 from tests.support import ServedApi, dog_upload
 
 KEYS = RedisKeys()
@@ -34,7 +33,7 @@ NOT_AN_IMAGE = {"file": ("big.jpg", b"\0" * 4 * 2**20, "image/jpeg")}
 @pytest.fixture
 def served(redis_url: str, model_dir: Path, tmp_path: Path) -> Iterator[ServedApi]:
     """One job awaited per model at most, and no worker: a job waits for its deadline."""
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "api.log",
         tmp_path / "data",
         queue_url=redis_url,
@@ -42,12 +41,8 @@ def served(redis_url: str, model_dir: Path, tmp_path: Path) -> Iterator[ServedAp
         max_pending=1,
         predict_timeout_s=8,
         metrics_token=METRICS_TOKEN,
-    )
-    try:
-        wait_until_live(api.url)
+    ) as api:
         yield api
-    finally:
-        api.stop()
 
 
 def bearer(url: str, email: str = "mallory@example.com") -> dict[str, str]:

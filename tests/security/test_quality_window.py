@@ -6,7 +6,6 @@ from pathlib import Path
 
 import httpx
 
-from tests.security.test_request_limits import wait_until_live
 from tests.support import ServedApi
 
 EDGES = (
@@ -18,19 +17,17 @@ EDGES = (
 
 def test_a_window_past_the_calendar_is_refused_not_a_crash(model_dir: Path, tmp_path: Path) -> None:
     """Each of these answered 500 (an OverflowError, and for one a reset connection)."""
-    api = ServedApi(tmp_path / "api.log", tmp_path / "data", model_dir=model_dir, model_threads=1)
-    try:
-        wait_until_live(api.url)
-        with httpx.Client(base_url=api.url, timeout=30) as client:
-            login = client.post(
-                "/login", data={"username": "admin@example.com", "password": "admin"}
-            )
-            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-            for query in EDGES:
-                answer = client.get(f"/models/quality?{query}", headers=headers)
-                assert (query, answer.status_code) == (query, 422)
-                assert "within the years 1 to 9999" in answer.json()["detail"]
-            assert client.get("/models/quality?days=3650", headers=headers).status_code == 200
-    finally:
-        api.stop()
+    with (
+        ServedApi(
+            tmp_path / "api.log", tmp_path / "data", model_dir=model_dir, model_threads=1
+        ) as api,
+        httpx.Client(base_url=api.url, timeout=30) as client,
+    ):
+        login = client.post("/login", data={"username": "admin@example.com", "password": "admin"})
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        for query in EDGES:
+            answer = client.get(f"/models/quality?{query}", headers=headers)
+            assert (query, answer.status_code) == (query, 422)
+            assert "within the years 1 to 9999" in answer.json()["detail"]
+        assert client.get("/models/quality?days=3650", headers=headers).status_code == 200
     assert "OverflowError" not in api.output()

@@ -8,7 +8,6 @@ attack here is bounded (a few MB, a few seconds) and aimed at 127.0.0.1 only.
 
 from __future__ import annotations
 
-import json
 import re
 import select
 import socket
@@ -20,92 +19,32 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.security.raw_http import (
+    CHUNK,
+    probe_while,
+    read_answer,
+    status_and_detail,
+    stream_head,
+)
 from tests.support import DOG_JPEG, ServedApi
 
 HEADER_LIMIT = 16 * 1024
 URL_LIMIT = 8 * 1024
 HEAD_TIMEOUT_S = 2
 ATTACK_BYTES = 24 * 2**20
-CHUNK = b"a" * 65536
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServedApi]:
     root = tmp_path_factory.mktemp("http-limits")
-    api = ServedApi(
+    with ServedApi(
         root / "api.log",
         root / "data",
         model_dir=model_dir,
         model_threads=1,
         header_timeout_s=HEAD_TIMEOUT_S,
-    )
-    try:
-        wait_until_live(api.url)
+    ) as api:
         yield api
-    finally:
-        api.stop()
-
-
-def wait_until_live(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/live", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} never answered /health/live")
-
-
-def read_answer(sock: socket.socket, timeout_s: float = 10.0) -> bytes:
-    """Everything the server sends until it closes the connection (or the timeout)."""
-    sock.settimeout(timeout_s)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except (TimeoutError, ConnectionResetError):
-        pass
-    return received
-
-
-def stream_head(port: int, start: bytes, filler_bytes: int) -> tuple[bytes, int]:
-    """Send ``start`` and then up to ``filler_bytes`` more of an unfinished head, stopping as
-    soon as the server answers; returns (the answer, bytes sent)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(start)
-        sent = len(start)
-        while sent < len(start) + filler_bytes:
-            if select.select([sock], [], [], 0)[0]:
-                break
-            try:
-                sock.sendall(CHUNK)
-            except OSError:
-                break
-            sent += len(CHUNK)
-        return read_answer(sock), sent
-
-
-def status_and_detail(answer: bytes) -> tuple[int, str]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, json.loads(body)["detail"]
-
-
-def probe_while(url: str, attack: object) -> list[tuple[int, float]]:
-    """GET /health/live on fresh connections until ``attack`` (a future) is done, at least
-    once: on a fast machine the server refuses the attack before a first probe could start."""
-    answers = []
-    while True:
-        started = time.monotonic()
-        try:
-            status = httpx.get(f"{url}/health/live", timeout=10).status_code
-        except httpx.HTTPError:
-            status = 0
-        answers.append((status, time.monotonic() - started))
-        if attack.done():  # type: ignore[attr-defined]
-            return answers
 
 
 def test_a_huge_header_is_refused_with_431_while_probes_keep_answering(served: ServedApi) -> None:
@@ -239,47 +178,45 @@ def test_strangers_cannot_hold_the_upload_budget_with_bodies_they_never_send(
     4 MB budget each and sending nothing held all of it, and every user's upload was 503 for
     as long as they kept their connections open. Now a request without a valid token is 401
     at the door."""
-    api = ServedApi(
+    strangers: list[socket.socket] = []
+    with ServedApi(
         tmp_path / "api.log",
         tmp_path / "data",
         model_dir=model_dir,
         model_threads=1,
         max_pending_bytes=4 * 2**20,
-    )
-    strangers: list[socket.socket] = []
-    try:
-        wait_until_live(api.url)
-        account = {"name": "Owner", "email": "owner@example.com", "password": "correct horse b"}
-        assert httpx.post(f"{api.url}/user/", json=account).status_code == 201
-        login = {"username": account["email"], "password": account["password"]}
-        token = httpx.post(f"{api.url}/login", data=login).json()["access_token"]
-        credentials_and_paths = [
-            ("", "/model/predict"),
-            ("Authorization: Bearer forged\r\n", "/model/predict/"),  # either spelling
-            ("Authorization: x\r\n", "/model/jobs/"),
-        ]
-        for credentials, path in credentials_and_paths:
-            stranger = socket.create_connection(("127.0.0.1", api.port), timeout=10)
-            stranger.sendall(
-                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
-                + b"Content-Type: multipart/form-data; boundary=b\r\n"
-                + credentials.encode()
-                + f"Content-Length: {4 * 2**20 // 3}\r\n\r\n".encode()
+    ) as api:
+        try:
+            account = {"name": "Owner", "email": "owner@example.com", "password": "correct horse b"}
+            assert httpx.post(f"{api.url}/user/", json=account).status_code == 201
+            login = {"username": account["email"], "password": account["password"]}
+            token = httpx.post(f"{api.url}/login", data=login).json()["access_token"]
+            credentials_and_paths = [
+                ("", "/model/predict"),
+                ("Authorization: Bearer forged\r\n", "/model/predict/"),  # either spelling
+                ("Authorization: x\r\n", "/model/jobs/"),
+            ]
+            for credentials, path in credentials_and_paths:
+                stranger = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+                stranger.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+                    + b"Content-Type: multipart/form-data; boundary=b\r\n"
+                    + credentials.encode()
+                    + f"Content-Length: {4 * 2**20 // 3}\r\n\r\n".encode()
+                )
+                strangers.append(stranger)
+            time.sleep(0.5)  # the door has seen them
+            files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
+            owner = httpx.post(
+                f"{api.url}/model/predict",
+                files=files,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
             )
-            strangers.append(stranger)
-        time.sleep(0.5)  # the door has seen them
-        files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
-        owner = httpx.post(
-            f"{api.url}/model/predict",
-            files=files,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
-        assert owner.status_code == 200, owner.text
-        for stranger in strangers:
-            status = stranger.makefile("rb").readline().split()[1]
-            assert status == b"401"
-    finally:
-        for stranger in strangers:
-            stranger.close()
-        api.stop()
+            assert owner.status_code == 200, owner.text
+            for stranger in strangers:
+                status = stranger.makefile("rb").readline().split()[1]
+                assert status == b"401"
+        finally:
+            for stranger in strangers:
+                stranger.close()

@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 
 from tests.security.test_exposure import sign_up
-from tests.security.test_request_limits import wait_until_live
 from tests.support import ServedApi
 
 QUOTA_MB = 1
@@ -25,18 +24,14 @@ QUOTA_MB = 1
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServedApi]:
     root = tmp_path_factory.mktemp("storage")
-    api = ServedApi(
+    with ServedApi(
         root / "api.log",
         root / "data",
         model_dir=model_dir,
         model_threads=1,
         user_storage_quota_mb=QUOTA_MB,
-    )
-    try:
-        wait_until_live(api.url)
+    ) as api:
         yield api
-    finally:
-        api.stop()
 
 
 def noise_png(seed: int, side: int = 320) -> bytes:
@@ -178,7 +173,7 @@ def test_two_processes_cannot_both_spend_the_last_of_a_quota(
     each process checks the quota and charges it in one transaction, so three are stored.
     (tests/api/test_recorder.py forces the two processes' checks to meet; here they meet as
     real uploads happen to.)"""
-    api = ServedApi(
+    with ServedApi(
         tmp_path / "api.log",
         tmp_path / "data",
         model_dir=model_dir,
@@ -186,9 +181,7 @@ def test_two_processes_cannot_both_spend_the_last_of_a_quota(
         web_concurrency=2,
         database_url=database_url,
         user_storage_quota_mb=QUOTA_MB,
-    )
-    try:
-        wait_until_live(api.url)
+    ) as api:
         alice = sign_up(api.url)
         pictures = [noise_png(100 + seed) for seed in range(12)]
         assert sum(sorted(map(len, pictures))[:4]) > QUOTA_MB * 2**20  # no four fit
@@ -204,5 +197,3 @@ def test_two_processes_cannot_both_spend_the_last_of_a_quota(
         used_mb = sum(map(len, accepted)) / 2**20
         expected = f"Your storage quota is full: your images take {used_mb:.1f} MB of"
         assert refused.json()["detail"].startswith(expected)
-    finally:
-        api.stop()

@@ -341,10 +341,10 @@ def test_history_lists_predictions_and_feedback(
     (table,) = (frame.value for frame in app.dataframe)
     row = table.iloc[0]
     assert (row["File"], row["Answer"], row["Score"]) == ("dog.jpeg", "Eskimo dog", "62.2%")
-    assert row["Your feedback"] == "Correct."
+    assert (row["You"], row["Your feedback"]) == ("✓", "Correct.")
     assert row["Image"].startswith("data:image/jpeg;base64,")
-    # The answer and its score first: a phone's width shows four columns.
-    assert list(table.columns)[:3] == ["Image", "Answer", "Score"]
+    # The answer, its score and what was said of it first: what a phone's width shows.
+    assert list(table.columns)[:4] == ["Image", "Answer", "Score", "You"]
     assert "Page 1 of 1 · 1 prediction" in texts(app)
     # The Classify tab kept its answer while History was open.
     assert "### Eskimo dog" in texts(app)

@@ -211,7 +211,7 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
         },
         {"name": "60mp.png", "mimeType": "image/png", "buffer": flat_png(7746, 7746, 8, 2, 3)},
     ]
-    add_files(page, files, page.get_by_text("5 images, 2 answered"), wait_ms=40_000)
+    add_files(page, files, page.get_by_text("5 images: 2 answered, 3 refused"), wait_ms=40_000)
     settle(page)
     no_traceback(page)
     expect(page.get_by_text(f"notes.jpg: {NOT_AN_IMAGE}")).to_be_visible()
@@ -227,21 +227,21 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     # An unchanged file again: no new prediction, no second tile.
     page.locator('input[type="file"]').set_input_files([files[2]])  # type: ignore[list-item]
     expect(page.get_by_text("dog.bmp: already here, so not classified again.")).to_be_visible()
-    expect(page.get_by_text("5 images, 2 answered")).to_be_visible()
+    expect(page.get_by_text("5 images: 2 answered, 3 refused")).to_be_visible()
     settle(page)
     page.mouse.move(0, 0)
     page.screenshot(path=SCREENSHOTS / f"ui-grid-{width}.png", full_page=True)
 
     # Pasted (Ctrl+V with an image on the clipboard): classified as a drop would be.
     paste(page, sample("coffee.jpeg"), "image/jpeg")
-    expect(page.get_by_text("6 images, 3 answered")).to_be_visible()
+    expect(page.get_by_text("6 images: 3 answered, 3 refused")).to_be_visible()
     expect(page.get_by_role("paragraph").filter(has_text="pasted-1.jpeg")).to_be_visible()
     settle(page)
 
     # A tile's feedback, in its popover: "No" keeps it open and asks what the picture is (it
     # closed, and a person took the "No" for sent). After a reload, as answers come back.
     page.reload()
-    expect(page.get_by_text("6 images, 3 answered")).to_be_visible()
+    expect(page.get_by_text("6 images: 3 answered, 3 refused")).to_be_visible()
     settle(page)
     page.get_by_role("button", name="Details and feedback").first.click()
     page.get_by_text("No", exact=True).click()
@@ -268,16 +268,16 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     assert "dog.bmp,,Eskimo_dog," in csv
     page.locator(".st-key-clear-all button").click()  # asks first
     expect(page.get_by_text("feedback not yet sent is lost")).to_be_visible()
-    expect(page.get_by_text("images,")).to_have_count(1)
+    expect(page.get_by_text("images:")).to_have_count(1)
     page.locator(".st-key-clear-all-yes button").click()
-    expect(page.get_by_text("images,")).to_have_count(0)
+    expect(page.get_by_text("images:")).to_have_count(0)
 
     # A file that is not a picture, added beside one that is: each gets its card (the uploader
     # refused such files itself, and they vanished when it was replaced after the others).
     text_file = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"milk"}
     photo = {"name": "dog.jpeg", "mimeType": "image/jpeg", "buffer": dog}
     add_files(page, [text_file, photo], page.get_by_text(f"notes.txt: {NOT_AN_IMAGE}"))
-    expect(page.get_by_text("2 images, 1 answered")).to_be_visible()
+    expect(page.get_by_text("2 images: 1 answered, 1 refused")).to_be_visible()
 
     if width != "desktop":
         return  # what follows does not depend on the width, and sends 21 MB to the page
@@ -286,7 +286,7 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     # vanished when the uploader was replaced after the other).
     too_large = {"name": "big.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * 21 * 2**20}
     cat = {"name": "cat.jpeg", "mimeType": "image/jpeg", "buffer": sample("cat.jpeg")}
-    add_files(page, [too_large, cat], page.get_by_text("3 images, 2 answered"))
+    add_files(page, [too_large, cat], page.get_by_text("3 images: 2 answered, 1 refused"))
     note = page.locator("#imgclf-too-large")
     expect(note).to_have_text("big.jpg: larger than the 20 MB limit, so not added.")
     box = note.bounding_box()
@@ -295,7 +295,7 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     # The same, dragged onto the uploader.
     settle(page)
     drop(page, "coffee.jpeg", sample("coffee.jpeg"), 21 * 2**20)
-    expect(page.get_by_text("4 images, 3 answered")).to_be_visible()
+    expect(page.get_by_text("4 images: 3 answered, 1 refused")).to_be_visible()
     expect(note).to_have_text("big.jpg: larger than the 20 MB limit, so not added.")
 
 

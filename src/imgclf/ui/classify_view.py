@@ -272,11 +272,18 @@ def answers_csv(results: Sequence[ImageResult]) -> str:
     return str(frame.to_csv(index=False))
 
 
+def _tally(results: Sequence[ImageResult]) -> str:
+    """The count above the cards: **5** images: 4 answered, 1 refused (each refused card says
+    why)."""
+    refused = sum(1 for r in results if isinstance(r.outcome, ApiError))
+    count = f"**{len(results)}** image{'s' * (len(results) != 1)}"
+    return f"{count}: {len(results) - refused} answered" + (f", {refused} refused" * bool(refused))
+
+
 def _toolbar(results: Sequence[ImageResult]) -> None:
     table = rows(results)
     with st.container(horizontal=True, vertical_alignment="center", key="toolbar"):
-        answered = sum(1 for r in results if not isinstance(r.outcome, ApiError))
-        st.markdown(f"**{len(results)}** image{'s' * (len(results) != 1)}, {answered} answered")
+        st.markdown(_tally(results))
         st.download_button(
             "CSV",
             answers_csv(results),

@@ -67,6 +67,15 @@ def _answer(item: HistoryItem) -> str:
     return name if item.score >= SURE_ENOUGH else f"Maybe {name}"
 
 
+def _verdict(item: HistoryItem) -> str:
+    """What the user said of the answer, in a mark narrow enough for a phone's width."""
+    if item.feedback is None:
+        return ""
+    if item.feedback.correct is None:
+        return "✎"  # a note without a verdict
+    return "✓" if item.feedback.correct else "✗"
+
+
 def _turn(step: int) -> None:
     st.session_state[PAGE] = max(1, st.session_state.get(PAGE, 1) + step)
 
@@ -112,11 +121,12 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
             {
                 # What a person reads first, left; the wide, rarely read columns last, where
                 # a narrow screen scrolls them off: at a phone's width the thumbnail, the
-                # answer and its score fit. The feedback panel below names the selected
-                # row's file.
+                # answer, its score and the mark of what was said of it fit. The feedback
+                # panel below names the selected row's file.
                 "Image": _thumbnail(client, item.id),
                 "Answer": _answer(item),
                 "Score": percent(item.score),
+                "You": _verdict(item),
                 "File": item.original_name or item.image_file_name,
                 "Your feedback": feedback_in_words(item.feedback.feedback) if item.feedback else "",
                 "When": when(item.created_at, zone),
@@ -132,12 +142,15 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
         # Model fell off the right edge.
         column_config={
             "Image": st.column_config.ImageColumn("Image", width=64),
-            "Answer": st.column_config.TextColumn("Answer", width=126),
+            "Answer": st.column_config.TextColumn("Answer", width=120),
             "Score": st.column_config.TextColumn("Score", width=56),
-            "File": st.column_config.TextColumn("File", width=100),
-            "Your feedback": st.column_config.TextColumn("Your feedback", width=104),
+            "You": st.column_config.TextColumn(
+                "You", width=36, help="What you said: ✓ right, ✗ wrong, ✎ a note alone"
+            ),
+            "File": st.column_config.TextColumn("File", width=90),
+            "Your feedback": st.column_config.TextColumn("Your feedback", width=100),
             "When": st.column_config.TextColumn(f"When ({zone})", width=116),
-            "Model": st.column_config.TextColumn("Model", width=96),
+            "Model": st.column_config.TextColumn("Model", width=90),
         },
         # As tall as its rows: at most ten by default, which the 64-pixel rows overflowed.
         height="content",

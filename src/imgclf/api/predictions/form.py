@@ -1,26 +1,33 @@
-"""The upload routes' multipart form: its one file, read straight from the request's body.
+"""The upload routes' multipart form: its one file, read from the request's body as it arrives.
 
 FastAPI's own form handling spools the file into a temporary file, reads it back and validates
-the form as a model: a tenth of the event loop's CPU for each upload (measured). This reads it
-with the same parser (python-multipart) and keeps the file in memory, which the body's cap
-already bounds (``BodySizeLimitMiddleware``). The route documents the form itself
-(``UPLOAD_FORM_DOCS``)."""
+the form as a model: a tenth of the event loop's CPU for each upload (measured). This feeds the
+body to the same parser (python-multipart) piece by piece, as uvicorn hands it over, and keeps
+the file's bytes alone, which the body's cap already bounds (``BodySizeLimitMiddleware``). The
+route documents the form itself (``UPLOAD_FORM_DOCS``).
+
+The parser reads some shapes byte by byte in Python: a part's padding after its boundary, 0.3
+ms a kilobyte. So a form may cost its parser at most ``PARSE_BUDGET_S`` of CPU (a 20 MB upload
+costs it 15 ms), and may hold only as many boundaries as parts (a boundary repeated a million
+times is counted cheaply before the parser sees it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 FIELD = "file"
 FIELD_DESCRIPTION = "The image: JPEG, PNG, GIF, WebP or BMP, at most the upload size limit."
 # Starlette allows a thousand; an upload needs one. Each part costs the parser's callbacks:
 # 100,000 empty ones in 5 MB took it 0.6 s.
 MAX_PARTS = 16
+PARSE_BUDGET_S = 0.25
 SEND_THE_FILE = f"send the image as multipart/form-data, in the field `{FIELD}`"
 
 UPLOAD_FORM_DOCS: dict[str, Any] = {
@@ -64,16 +71,6 @@ class FormFile:
     data: bytes
 
 
-@dataclass(slots=True)
-class _Part:
-    headers: dict[bytes, bytes] = field(default_factory=dict)
-    chunks: list[bytes] = field(default_factory=list)
-    ended: bool = False
-
-    def disposition(self) -> tuple[bytes, dict[bytes, bytes]]:
-        return parse_options_header(self.headers.get(b"content-disposition", b""))
-
-
 async def read_upload_form(request: Request) -> FormFile:
     """The form's file, or UploadFormError saying what is missing or malformed."""
     kind, options = parse_options_header(request.headers.get("content-type"))
@@ -82,61 +79,112 @@ async def read_upload_form(request: Request) -> FormFile:
     boundary = options.get(b"boundary")
     if not boundary:
         raise MalformedFormError("The multipart form's Content-Type names no boundary.")
-    return parse_upload_form(await request.body(), boundary)
-
-
-def parse_upload_form(body: bytes, boundary: bytes) -> FormFile:
-    parts: list[_Part] = []
-    header_name, header_value = bytearray(), bytearray()
-
-    def begin() -> None:
-        if len(parts) >= MAX_PARTS:
-            raise MalformedFormError(f"The form has more than {MAX_PARTS} parts; {SEND_THE_FILE}.")
-        parts.append(_Part())
-
-    def header_end() -> None:
-        parts[-1].headers[bytes(header_name).lower()] = bytes(header_value)
-        header_name.clear()
-        header_value.clear()
-
-    def data(buffer: bytes, start: int, end: int) -> None:
-        parts[-1].chunks.append(buffer[start:end])
-
-    def part_end() -> None:
-        parts[-1].ended = True
-
-    callbacks: Any = {
-        "on_part_begin": begin,
-        "on_header_field": lambda b, s, e: header_name.extend(b[s:e]),
-        "on_header_value": lambda b, s, e: header_value.extend(b[s:e]),
-        "on_header_end": header_end,
-        "on_part_data": data,
-        "on_part_end": part_end,
-    }
+    reader = FormReader(boundary)
     try:
-        parser = MultipartParser(boundary, callbacks)
-        parser.write(body)
-        parser.finalize()
-    except FormParserError as error:
-        raise MalformedFormError(f"The multipart form could not be read: {error}") from None
-    return _the_file(parts)
+        # Each piece is what uvicorn has buffered (it stops reading the socket past 64 KB):
+        # the event loop serves others between pieces.
+        async for piece in request.stream():
+            reader.feed(piece)
+    except ClientDisconnect:  # nobody reads the answer; no error to log either
+        raise MalformedFormError("The connection closed before the upload's end.") from None
+    return reader.file()
 
 
-def _the_file(parts: list[_Part]) -> FormFile:
-    files = []
-    for part in parts:
-        _kind, options = part.disposition()
-        # A part without a file name is a text field, as browsers send them.
-        if options.get(b"name") == FIELD.encode() and b"filename" in options:
-            files.append((part, options[b"filename"]))
-    if not files:
-        raise UploadFormError(f"body.{FIELD}: Field required ({SEND_THE_FILE})")
-    if len(files) > 1:
-        raise UploadFormError(f"body.{FIELD}: one image per request, please")
-    part, filename = files[0]
-    if not part.ended:
-        raise MalformedFormError("The multipart form ends before its closing boundary.")
-    return FormFile(_decoded(filename), b"".join(part.chunks))
+class FormReader:
+    """Feed it the body in pieces; ``file()`` then gives the form's one file."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self._delimiter = b"\r\n--" + boundary
+        self._tail = b""  # the last piece's end, for a delimiter split between two pieces
+        self._delimiters = 0
+        self._parts = 0
+        self._spent_s = 0.0
+        self._header, self._value = bytearray(), bytearray()
+        self._headers: dict[bytes, bytes] = {}
+        self._chunks: list[bytes] | None = None  # the file part's, while it is read
+        self._filename: bytes | None = None
+        self._file_ended = False
+        callbacks: Any = {
+            "on_part_begin": self._begin,
+            "on_header_field": lambda data, start, end: self._header.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_part_end": self._end,
+        }
+        try:
+            self._parser = MultipartParser(boundary, callbacks)
+        except FormParserError as error:  # a boundary longer than the standard allows
+            raise MalformedFormError(f"The multipart form's boundary is refused: {error}") from None
+
+    def feed(self, piece: bytes) -> None:
+        # Every part but the first begins with a delimiter, and so does the form's end.
+        self._delimiters += (self._tail + piece).count(self._delimiter)
+        self._tail = piece[-(len(self._delimiter) - 1) :]
+        if self._delimiters > MAX_PARTS:
+            raise _too_many_parts()
+        started = time.thread_time()
+        try:
+            self._parser.write(piece)
+        except FormParserError as error:
+            raise MalformedFormError(
+                "The body does not follow the multipart form's boundary, as its Content-Type "
+                f"names it ({error})."
+            ) from None
+        self._spent_s += time.thread_time() - started
+        if self._spent_s > PARSE_BUDGET_S:
+            raise MalformedFormError(
+                f"Reading the multipart form took more than {PARSE_BUDGET_S:g} s: an upload's "
+                "form is read in milliseconds (padding after a boundary is read byte by byte)."
+            )
+
+    def file(self) -> FormFile:
+        if self._filename is None:
+            raise UploadFormError(f"body.{FIELD}: Field required ({SEND_THE_FILE})")
+        if not self._file_ended:
+            raise MalformedFormError("The multipart form ends before its closing boundary.")
+        assert self._chunks is not None
+        return FormFile(_decoded(self._filename), b"".join(self._chunks))
+
+    # The parser's callbacks ---------------------------------------------------------------
+
+    def _begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_PARTS:
+            raise _too_many_parts()
+        self._headers = {}
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._header).lower()] = bytes(self._value)
+        self._header.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        disposition = self._headers.get(b"content-disposition", b"")
+        _kind, options = parse_options_header(disposition)
+        if options.get(b"name") != FIELD.encode():
+            return  # another field: read past, not kept
+        if b"filename" not in options:
+            raise UploadFormError(
+                f'body.{FIELD}: the part has no file name; send the image as a file (filename="…")'
+            )
+        if self._filename is not None:
+            raise UploadFormError(f"body.{FIELD}: one image per request, please")
+        self._filename = options[b"filename"]
+        self._chunks = []
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._chunks is not None and not self._file_ended:
+            self._chunks.append(data[start:end])
+
+    def _end(self) -> None:
+        if self._chunks is not None:
+            self._file_ended = True
+
+
+def _too_many_parts() -> MalformedFormError:
+    return MalformedFormError(f"The form has more than {MAX_PARTS} parts; {SEND_THE_FILE}.")
 
 
 def _decoded(name: bytes) -> str:

@@ -1,0 +1,81 @@
+"""HTTP spoken over a raw socket, for attacks that a client library would not send as written:
+heads and bodies streamed until the server answers, and probes of whether it still serves
+others meanwhile."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+
+import httpx
+
+CHUNK = b"a" * 65536
+
+
+def read_answer(sock: socket.socket, timeout_s: float = 10.0) -> bytes:
+    """Everything the server sends until it closes the connection (or the timeout)."""
+    sock.settimeout(timeout_s)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return received
+
+
+def stream_head(port: int, start: bytes, filler_bytes: int) -> tuple[bytes, int]:
+    """Send ``start`` and then up to ``filler_bytes`` more of an unfinished head, stopping as
+    soon as the server answers; returns (the answer, bytes sent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(start)
+        sent = len(start)
+        while sent < len(start) + filler_bytes:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(CHUNK)
+            except OSError:
+                break
+            sent += len(CHUNK)
+        return read_answer(sock), sent
+
+
+def status_and_detail(answer: bytes) -> tuple[int, str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)["detail"]
+
+
+def probe_while(url: str, attack: object) -> list[tuple[int, float]]:
+    """GET /health/live on fresh connections until ``attack`` (a future) is done, at least
+    once: on a fast machine the server refuses the attack before a first probe could start."""
+    answers = []
+    while True:
+        started = time.monotonic()
+        try:
+            status = httpx.get(f"{url}/health/live", timeout=10).status_code
+        except httpx.HTTPError:
+            status = 0
+        answers.append((status, time.monotonic() - started))
+        if attack.done():  # type: ignore[attr-defined]
+            return answers
+
+
+def stream_body(port: int, head: bytes, body: bytes) -> tuple[bytes, int]:
+    """Send ``head`` and then ``body`` in 64 KB pieces, stopping as soon as the server answers;
+    returns (the answer, body bytes sent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        sent = 0
+        while sent < len(body):
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(body[sent : sent + len(CHUNK)])
+            except OSError:
+                break
+            sent += len(CHUNK)
+        return read_answer(sock), min(sent, len(body))

@@ -1,0 +1,108 @@
+"""Upload forms built to cost the server, against the real server (``imgclf serve``).
+
+The upload routes read their multipart form themselves (``imgclf.api.predictions.form``). Read
+whole and parsed in one call, a signed-up user's 20 MB form of a boundary repeated (or of
+padding after one) held the event loop for 5-8 s, the health probe with it; and a client that
+left mid-upload was a 500 with two tracebacks. Each attack is bounded and aimed at 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from imgclf.api.predictions.form import MAX_PARTS, PARSE_BUDGET_S
+from tests.security.raw_http import probe_while, read_answer, status_and_detail, stream_body
+from tests.support import DOG_JPEG, ServedApi
+
+BOUNDARY = b"a"
+FILE_PART = b'--a\r\nContent-Disposition: form-data; name="file"; filename="x.jpeg"\r\n\r\n'
+CLOSE = b"\r\n--a--\r\n"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServedApi]:
+    root = tmp_path_factory.mktemp("upload-forms")
+    with ServedApi(root / "api.log", root / "data", model_dir=model_dir, model_threads=1) as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def token(served: ServedApi) -> str:
+    account = {"name": "Mallory", "email": "mallory@example.com", "password": "correct horse b"}
+    assert httpx.post(f"{served.url}/user/", json=account).status_code == 201
+    login = {"username": account["email"], "password": account["password"]}
+    return str(httpx.post(f"{served.url}/login", data=login).json()["access_token"])
+
+
+def upload_head(token: str, length: int) -> bytes:
+    return (
+        "POST /model/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Authorization: Bearer {token}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def attack(served: ServedApi, token: str, body: bytes) -> tuple[int, str, int]:
+    """Send ``body`` as an upload while probing the server; (status, detail, bytes sent)."""
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(stream_body, served.port, upload_head(token, len(body)), body)
+        probes = probe_while(served.url, sending)
+        answer, sent = sending.result()
+    assert all(status == 200 for status, _ in probes), probes
+    status, detail = status_and_detail(answer)
+    return status, detail, sent
+
+
+def test_a_boundary_repeated_a_million_times_is_refused_before_the_body_ends(
+    served: ServedApi, token: str
+) -> None:
+    body = FILE_PART + b"\r\n--a-X" * 2_900_000 + CLOSE  # 20 MB, under the upload cap
+    status, detail, sent = attack(served, token, body)
+    assert (status, f"more than {MAX_PARTS} parts" in detail) == (400, True), detail
+    assert sent < len(body) // 2  # refused at its first pieces, not parsed whole
+
+
+def test_padding_after_a_boundary_is_refused_once_its_reading_costs_too_much(
+    served: ServedApi, token: str
+) -> None:
+    """The parser reads a part's padding byte by byte: 20 MB of spaces took it 7 s, and the
+    upload around it was then classified."""
+    body = (
+        FILE_PART
+        + DOG_JPEG.read_bytes()
+        + b"\r\n--a"
+        + b" " * 20_000_000
+        + b'\r\nContent-Disposition: form-data; name="x"\r\n\r\nv'
+        + CLOSE
+    )
+    status, detail, sent = attack(served, token, body)
+    assert (status, f"more than {PARSE_BUDGET_S:g} s" in detail) == (400, True), detail
+    assert sent < len(body) // 2
+
+
+def test_a_client_leaving_mid_upload_is_no_server_error(served: ServedApi, token: str) -> None:
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+            sock.sendall(upload_head(token, 100_000) + FILE_PART + b"\xff\xd8" * 500)
+    files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
+    headers = {"Authorization": f"Bearer {token}"}
+    after = httpx.post(f"{served.url}/model/predict", files=files, headers=headers, timeout=30)
+    assert after.json()["prediction"] == "Eskimo_dog"
+    log = served.output()
+    assert "Traceback" not in log, log[-3000:]
+    assert "Unhandled error" not in log
+
+
+def test_a_form_without_its_end_is_refused_saying_so(served: ServedApi, token: str) -> None:
+    body = FILE_PART + DOG_JPEG.read_bytes()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(upload_head(token, len(body)) + body)
+        status, detail = status_and_detail(read_answer(sock, timeout_s=5))
+    assert (status, detail) == (400, "The multipart form ends before its closing boundary.")
