@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(
         default=10.0, gt=0, description="a request head must arrive within this; 408 beyond"
     )
+    body_pause_s: float = Field(
+        default=30.0, gt=0, description="the longest wait for a request body's next piece"
+    )
     data_dir: Path = Path("./data")
     database_url: str = ""
     db_pool_size: int = Field(default=10, ge=1)

@@ -106,3 +106,29 @@ def test_a_form_without_its_end_is_refused_saying_so(served: ServedApi, token: s
         sock.sendall(upload_head(token, len(body)) + body)
         status, detail = status_and_detail(read_answer(sock, timeout_s=5))
     assert (status, detail) == (400, "The multipart form ends before its closing boundary.")
+
+
+def test_an_upload_that_stalls_gives_its_place_back(model_dir: Path, tmp_path: Path) -> None:
+    """An upload's place among its sender's, and its bytes in the process's budget, are held
+    until it is answered: a body that stopped arriving held them as long as its connection
+    stayed open, and a few accounts could take the whole budget from everyone."""
+    with ServedApi(
+        tmp_path / "api.log",
+        tmp_path / "data",
+        model_dir=model_dir,
+        model_threads=1,
+        max_pending_per_user=1,
+        body_pause_s=1,
+    ) as api:
+        account = {"name": "Slow", "email": "slow@example.com", "password": "correct horse b"}
+        assert httpx.post(f"{api.url}/user/", json=account).status_code == 201
+        login = {"username": account["email"], "password": account["password"]}
+        bearer = httpx.post(f"{api.url}/login", data=login).json()["access_token"]
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as stalled:
+            stalled.sendall(upload_head(bearer, 1_000_000) + FILE_PART + b"\xff\xd8" * 500)
+            status, detail = status_and_detail(read_answer(stalled, timeout_s=10))
+        assert (status, detail) == (408, "The request's body stopped arriving for 1 s.")
+        files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
+        headers = {"Authorization": f"Bearer {bearer}"}
+        after = httpx.post(f"{api.url}/model/predict", files=files, headers=headers, timeout=30)
+        assert after.json()["prediction"] == "Eskimo_dog"

@@ -246,7 +246,11 @@ def create_app(
             allow_methods=["*"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_upload_bytes=settings.max_upload_bytes,
+        body_pause_s=settings.body_pause_s,
+    )
     app.add_middleware(AdmissionMiddleware)  # inside the security headers, outside the rest
     app.add_middleware(SecurityHeadersMiddleware)
     install_metrics(app, metrics)

@@ -3,6 +3,7 @@ size caps."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -115,16 +116,21 @@ CLOSE = {"Connection": "close"}
 
 
 class BodySizeLimitMiddleware:
-    """Refuse request bodies over their cap with 413 before they are read into memory.
+    """Refuse request bodies over their cap with 413 before they are read into memory, and
+    bodies that stop arriving with 408.
 
     Neither uvicorn nor FastAPI caps a body by default, so without this one large body would
     be buffered whole. The check runs on the declared Content-Length and again on the bytes
-    as they arrive (a chunked body declares nothing).
+    as they arrive (a chunked body declares nothing). Nor does either time a body out: an
+    upload that stalls holds its sender's admission (a place among their uploads, its bytes in
+    the process's budget) for as long as the connection stays open, so each piece must come
+    within ``body_pause_s`` of the one before.
     """
 
-    def __init__(self, app: ASGIApp, *, max_upload_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_upload_bytes: int, body_pause_s: float) -> None:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
+        self.body_pause_s = body_pause_s
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
         if is_upload(scope["path"]):
@@ -151,12 +157,24 @@ class BodySizeLimitMiddleware:
             await response(scope, receive, send)
             return
         received = 0
+        body_done = False
 
         async def receive_within_limit() -> Message:
-            nonlocal received
-            message_in = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body, receive() waits for the client to go: no limit
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_pause_s):  # a timer, not a task as wait_for
+                    message_in = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408,
+                    f"The request's body stopped arriving for {self.body_pause_s:g} s.",
+                    headers=CLOSE,
+                ) from None
             if message_in["type"] == "http.request":
                 received += len(message_in.get("body", b""))
+                body_done = not message_in.get("more_body", False)
                 if received > limit:
                     # An HTTPException, so the app's error handler answers it in the usual shape.
                     raise HTTPException(413, message, headers=CLOSE)
