@@ -116,6 +116,14 @@ def wait_until_live(url: str) -> None:
     raise TimeoutError(f"{url} never answered /health/live")
 
 
+def signed_up(url: str, name: str) -> str:
+    """A new account's access token from a served API: ``name``@example.com."""
+    account = {"name": name, "email": f"{name}@example.com", "password": "correct horse b"}
+    assert httpx.post(f"{url}/user/", json=account).status_code == 201
+    login = {"username": account["email"], "password": account["password"]}
+    return str(httpx.post(f"{url}/login", data=login).json()["access_token"])
+
+
 class ServedApi:
     """``imgclf serve`` as its own process on a free loopback port, as production runs it
     (uvicorn with the service's HTTP protocol), its output kept in ``log``.

@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     max_pending_bytes: int = Field(
         default=256 * 2**20, ge=1, description="upload bytes in flight per API process"
     )
+    max_pending_bytes_per_user: int = Field(
+        default=64 * 2**20,
+        ge=1,
+        description="of those, what one user's uploads may hold (429 beyond)",
+    )
     queue_max_length: int = Field(default=1024, ge=1, description="jobs waiting in Redis")
     queue_max_bytes: int = Field(
         default=256 * 2**20,

@@ -116,10 +116,10 @@ def test_every_answer_carries_a_request_id(database_url: str) -> None:
     with TestClient(app, raise_server_exceptions=False) as client:
         sent = {"X-Request-ID": "client-chosen-1"}
         # The admission middleware's refusal, sent from outside the routes.
-        app_state(app).pending_bytes.hold(app_state(app).pending_bytes.limit)
+        app_state(app).pending_bytes.hold(app_state(app).pending_bytes.limit, 0)
         signed = {"Authorization": f"Bearer {create_access_token(1, app_state(app).settings)}"}
         busy = client.post("/model/predict", files={"file": ("a.png", b"x")}, headers=sent | signed)
-        app_state(app).pending_bytes.release(app_state(app).pending_bytes.limit)
+        app_state(app).pending_bytes.release(app_state(app).pending_bytes.limit, 0)
         answers = [
             busy,
             client.get("/", headers=sent),

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from imgclf.api.predictions import form as form_module
 from imgclf.api.predictions.form import MAX_PARTS, FormReader, MalformedFormError
 from imgclf.serving import create_service_app
 from imgclf.settings import Settings
@@ -94,7 +95,7 @@ def test_a_file_name_in_utf8_is_kept(client: TestClient, alice: Caller) -> None:
             "one image per request",
         ),
         (form(part("file", b"cut short", "dog.jpeg"), closed=False), None, 400, "ends before"),
-        (b"no boundary anywhere in here", None, 400, "does not follow"),
+        (b"no boundary anywhere in here", None, 400, "does not follow the boundary"),
         (form(part("file", b"x", "dog.jpeg")), "multipart/form-data", 400, "no boundary"),
         (
             form(*[part(f"f{i}", b"x") for i in range(MAX_PARTS)], part("file", b"x", "a.jpg")),
@@ -128,10 +129,10 @@ def test_a_form_without_one_usable_file_is_refused_saying_what_to_send(
     assert original_names(client, alice) == []
 
 
-def feed(reader: FormReader, body: bytes) -> None:
-    """As uvicorn hands a body over: 64 KB at a time."""
-    for start in range(0, len(body), 65536):
-        reader.feed(body[start : start + 65536])
+def feed(reader: FormReader, body: bytes, size: int = 65536) -> None:
+    """As uvicorn hands a body over: 64 KB at a time, by default."""
+    for start in range(0, len(body), size):
+        reader.feed(body[start : start + size])
 
 
 def test_a_hundred_thousand_empty_parts_stop_at_the_limit() -> None:
@@ -139,6 +140,32 @@ def test_a_hundred_thousand_empty_parts_stop_at_the_limit() -> None:
     empty = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f"\r\n\r\n\r\n'.encode()
     with pytest.raises(MalformedFormError, match=f"more than {MAX_PARTS} parts"):
         feed(FormReader(BOUNDARY.encode()), empty * 100_000)
+
+
+def test_a_delimiter_split_over_several_pieces_is_counted() -> None:
+    extra = part("note", f"\r\n--{BOUNDARY}.".encode() * 20)
+    body = form(extra, part("file", b"x", "a.jpg"))
+    with pytest.raises(MalformedFormError, match=f"more than {MAX_PARTS} parts"):
+        feed(FormReader(BOUNDARY.encode()), body, size=3)
+
+
+def test_a_form_in_small_pieces_is_read_whole() -> None:
+    """A slow network delivers an upload a segment at a time."""
+    picture = DOG_JPEG.read_bytes()
+    reader = FormReader(BOUNDARY.encode())
+    feed(reader, form(part("note", b"n"), part("file", picture, "dog.jpeg")), size=1448)
+    assert reader.file().data == picture
+
+
+def test_a_form_costing_its_parser_more_than_its_budget_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No shape known today costs more than the budget once padding and large part headers
+    are refused; the budget bounds those the parser may still read byte by byte."""
+    monkeypatch.setattr(form_module, "BASE_BUDGET_S", 0.0)
+    monkeypatch.setattr(form_module, "BUDGET_PER_BYTE_S", 0.0)
+    with pytest.raises(MalformedFormError, match="costs more to read"):
+        feed(FormReader(BOUNDARY.encode()), form(part("file", DOG_JPEG.read_bytes(), "a.jpg")))
 
 
 def test_only_the_files_bytes_are_kept() -> None:

@@ -171,7 +171,7 @@ async def _start(
         storage_quota=quota,
         recorder=recorder,
         retention=retention,
-        pending_bytes=PendingBytes(settings.max_pending_bytes),
+        pending_bytes=PendingBytes(settings.max_pending_bytes, settings.max_pending_bytes_per_user),
         waiting=WaitingPerUser(settings.max_pending_per_user),
         metrics=metrics,
         tokens=VerifiedTokens(settings),

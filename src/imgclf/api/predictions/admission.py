@@ -29,26 +29,38 @@ MB = 2**20
 
 
 class PendingBytes:
-    """The upload bytes this process holds for requests and async jobs in flight."""
+    """The upload bytes this process holds for requests and async jobs in flight, in all and
+    for each user: one account's uploads may take at most ``per_user_limit`` of them, so that
+    holding the whole budget (uploads announced large, then sent slowly) takes several."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_user_limit: int | None = None) -> None:
         self.limit = limit
+        self.per_user_limit = per_user_limit or limit
         self.held = 0
+        self._by_user = Counter[int]()
 
-    def try_hold(self, size: int) -> bool:
-        """Hold ``size`` more bytes if they fit (one upload always fits when nothing is held,
-        however large, so a limit below the upload size never refuses everything)."""
-        if self.held and self.held + size > self.limit:
-            return False
-        self.held += size
-        return True
+    # One upload always fits when nothing is held (by anyone, or by this user against their
+    # share), however large: a limit below the upload size never refuses everything.
+    def fits(self, size: int) -> bool:
+        return not self.held or self.held + size <= self.limit
 
-    def hold(self, size: int) -> None:
+    def fits_user(self, size: int, user_id: int) -> bool:
+        mine = self._by_user[user_id]
+        return not mine or mine + size <= self.per_user_limit
+
+    def held_by(self, user_id: int) -> int:
+        return self._by_user.get(user_id, 0)
+
+    def hold(self, size: int, user_id: int) -> None:
         """Hold bytes already in this process (an accepted job's image), fitting or not."""
         self.held += size
+        self._by_user[user_id] += size
 
-    def release(self, size: int) -> None:
+    def release(self, size: int, user_id: int) -> None:
         self.held -= size
+        self._by_user[user_id] -= size
+        if self._by_user[user_id] <= 0:
+            del self._by_user[user_id]  # a user with nothing in flight takes no room
 
 
 class WaitingPerUser:
@@ -106,11 +118,11 @@ class AdmissionMiddleware:
             await response(scope, receive, send)
             return
         try:
-            await self._admit(scope, receive, send)
+            await self._admit(scope, receive, send, user_id)
         finally:
             state.waiting.release(user_id)
 
-    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _admit(self, scope: Scope, receive: Receive, send: Send, user_id: int) -> None:
         """The model's count and the process's bytes, then the route."""
         state = app_state(scope["app"])
         settings, queue = state.settings, state.queue
@@ -130,17 +142,28 @@ class AdmissionMiddleware:
             else settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
         )
         pending = state.pending_bytes
-        if not pending.try_hold(size):
+        if not pending.fits_user(size, user_id):
+            state.metrics.reject("UserBusy")
+            yours = (
+                f"You already have {pending.held_by(user_id) / MB:.1f} MB of images in flight "
+                f"here (the limit is {pending.per_user_limit / MB:g} MB an account); send more "
+                "once some of them are answered."
+            )
+            response = JSONResponse({"detail": yours}, 429, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        if not pending.fits(size):
             busy = (
                 f"{pending.held / MB:.1f} MB of images are already in flight here "
                 f"(the limit is {pending.limit / MB:g} MB)"
             )
             await _refuse(scope, receive, send, busy)
             return
+        pending.hold(size, user_id)
         try:
             await self.app(scope, receive, send)
         finally:
-            pending.release(size)
+            pending.release(size, user_id)
 
 
 def _signed_user(headers: Headers, tokens: VerifiedTokens) -> int | None:

@@ -6,10 +6,13 @@ body to the same parser (python-multipart) piece by piece, as uvicorn hands it o
 the file's bytes alone, which the body's cap already bounds (``BodySizeLimitMiddleware``). The
 route documents the form itself (``UPLOAD_FORM_DOCS``).
 
-The parser reads some shapes byte by byte in Python: a part's padding after its boundary, 0.3
-ms a kilobyte. So a form may cost its parser at most ``PARSE_BUDGET_S`` of CPU (a 20 MB upload
-costs it 15 ms), and may hold only as many boundaries as parts (a boundary repeated a million
-times is counted cheaply before the parser sees it)."""
+The parser reads some shapes byte by byte in Python, 0.3 ms a kilobyte: padding after a
+boundary, a part's headers, bytes before the first boundary. Browsers and HTTP libraries send
+none of these at length, so padding is refused outright, a part may have four headers of 1 KB,
+a form as many boundaries as its parts (counted cheaply before the parser sees them), and its
+parsing may cost ``BASE_BUDGET_S`` of CPU plus ``BUDGET_PER_BYTE_S`` for each byte received (a
+20 MB upload costs the parser 15-27 ms, against 120 allowed). The cost a user can put on the
+event loop is then bounded per request and follows the bytes sent, as an ordinary upload's."""
 
 from __future__ import annotations
 
@@ -24,10 +27,16 @@ from starlette.requests import ClientDisconnect, Request
 
 FIELD = "file"
 FIELD_DESCRIPTION = "The image: JPEG, PNG, GIF, WebP or BMP, at most the upload size limit."
-# Starlette allows a thousand; an upload needs one. Each part costs the parser's callbacks:
-# 100,000 empty ones in 5 MB took it 0.6 s.
-MAX_PARTS = 16
-PARSE_BUDGET_S = 0.25
+# Starlette allows a thousand; an upload needs one. Each part costs the parser's callbacks
+# (100,000 empty ones in 5 MB took it 0.6 s) and its headers, read byte by byte.
+MAX_PARTS = 8
+MAX_PART_HEADERS = 4
+MAX_PART_HEADER_BYTES = 1024
+BASE_BUDGET_S = 0.02
+BUDGET_PER_BYTE_S = 5e-9
+# What the parser is given at once: uvloop hands over up to 256 KB, whose worst shape holds the
+# loop 85 ms in one call; the budget is checked between slices.
+SLICE_BYTES = 64 * 1024
 SEND_THE_FILE = f"send the image as multipart/form-data, in the field `{FIELD}`"
 
 UPLOAD_FORM_DOCS: dict[str, Any] = {
@@ -81,8 +90,8 @@ async def read_upload_form(request: Request) -> FormFile:
         raise MalformedFormError("The multipart form's Content-Type names no boundary.")
     reader = FormReader(boundary)
     try:
-        # Each piece is what uvicorn has buffered (it stops reading the socket past 64 KB):
-        # the event loop serves others between pieces.
+        # Each piece is what uvicorn has buffered (up to 256 KB: it stops reading the socket
+        # past 64 KB, and uvloop reads 256 at a time): the event loop serves others between.
         async for piece in request.stream():
             reader.feed(piece)
     except ClientDisconnect:  # nobody reads the answer; no error to log either
@@ -95,8 +104,10 @@ class FormReader:
 
     def __init__(self, boundary: bytes) -> None:
         self._delimiter = b"\r\n--" + boundary
-        self._tail = b""  # the last piece's end, for a delimiter split between two pieces
+        # The last bytes received, as long as a delimiter: one split between pieces is found.
+        self._tail = b""
         self._delimiters = 0
+        self._received = 0
         self._parts = 0
         self._spent_s = 0.0
         self._header, self._value = bytearray(), bytearray()
@@ -114,30 +125,38 @@ class FormReader:
             "on_part_end": self._end,
         }
         try:
-            self._parser = MultipartParser(boundary, callbacks)
+            self._parser = MultipartParser(
+                boundary,
+                callbacks,
+                max_header_count=MAX_PART_HEADERS,
+                max_header_size=MAX_PART_HEADER_BYTES,
+            )
         except FormParserError as error:  # a boundary longer than the standard allows
             raise MalformedFormError(f"The multipart form's boundary is refused: {error}") from None
 
     def feed(self, piece: bytes) -> None:
-        # Every part but the first begins with a delimiter, and so does the form's end.
-        self._delimiters += (self._tail + piece).count(self._delimiter)
-        self._tail = piece[-(len(self._delimiter) - 1) :]
+        seen = self._tail + piece
+        # Every part but the first begins with a delimiter, and so does the form's end; one
+        # wholly in the tail was counted with the bytes before.
+        self._delimiters += seen.count(self._delimiter) - self._tail.count(self._delimiter)
         if self._delimiters > MAX_PARTS:
             raise _too_many_parts()
-        started = time.thread_time()
-        try:
-            self._parser.write(piece)
-        except FormParserError as error:
-            raise MalformedFormError(
-                "The body does not follow the multipart form's boundary, as its Content-Type "
-                f"names it ({error})."
-            ) from None
-        self._spent_s += time.thread_time() - started
-        if self._spent_s > PARSE_BUDGET_S:
-            raise MalformedFormError(
-                f"Reading the multipart form took more than {PARSE_BUDGET_S:g} s: an upload's "
-                "form is read in milliseconds (padding after a boundary is read byte by byte)."
-            )
+        if self._delimiter + b" " in seen or self._delimiter + b"\t" in seen:
+            raise MalformedFormError(f"A boundary is followed by padding; {SEND_THE_FILE}.")
+        self._tail = seen[-len(self._delimiter) :]
+        self._received += len(piece)
+        for start in range(0, len(piece), SLICE_BYTES):
+            started = time.thread_time()
+            try:
+                self._parser.write(piece[start : start + SLICE_BYTES])
+            except FormParserError as error:
+                raise _malformed(error) from None
+            self._spent_s += time.thread_time() - started
+            if self._spent_s > BASE_BUDGET_S + self._received * BUDGET_PER_BYTE_S:
+                raise MalformedFormError(
+                    "The multipart form costs more to read than an upload's form does (bytes "
+                    f"before its first boundary, or in its parts' headers); {SEND_THE_FILE}."
+                )
 
     def file(self) -> FormFile:
         if self._filename is None:
@@ -181,6 +200,18 @@ class FormReader:
     def _end(self) -> None:
         if self._chunks is not None:
             self._file_ended = True
+
+
+def _malformed(error: FormParserError) -> MalformedFormError:
+    if "header" in str(error).lower():
+        return MalformedFormError(
+            f"A part of the form has more than {MAX_PART_HEADERS} headers, or one over "
+            f"{MAX_PART_HEADER_BYTES} bytes."
+        )
+    return MalformedFormError(
+        "The body does not follow the boundary its Content-Type names (it must begin with "
+        "--boundary, and each part end with CRLF --boundary)."
+    )
 
 
 def _too_many_parts() -> MalformedFormError:

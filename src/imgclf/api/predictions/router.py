@@ -160,12 +160,12 @@ async def create_job(
     await queue.remember_owner(job_id, user.id, JOB_TTL_S)
     # The image stays in this process until its answer comes: counted until then, and against
     # its user's share of the waiting.
-    state.pending_bytes.hold(len(upload.data))
+    state.pending_bytes.hold(len(upload.data), user.id)
     state.waiting.hold(user.id)
     task = asyncio.create_task(_run_job(state, job_id, user.id, upload, model_ref))
     state.background_jobs.add(task)
     task.add_done_callback(state.background_jobs.discard)
-    task.add_done_callback(lambda _: state.pending_bytes.release(len(upload.data)))
+    task.add_done_callback(lambda _: state.pending_bytes.release(len(upload.data), user.id))
     task.add_done_callback(lambda _: state.waiting.release(user.id))
     return JobAccepted(job_id=job_id)
 
