@@ -114,7 +114,12 @@ def test_uploads_costly_to_check_never_hold_the_api_still_for_everyone(
     # the event loop, and one upload held the whole process (logins, health, every prediction)
     # for 10 s; three at once for 32.
     api = ApiProcess(
-        tmp_path / "api.log", data_dir=tmp_path / "data", model_dir=model_dir, cache="false"
+        tmp_path / "api.log",
+        data_dir=tmp_path / "data",
+        model_dir=model_dir,
+        cache="false",
+        # One account sends all four (75 MB): past its share of the budget otherwise.
+        max_pending_bytes_per_user=str(256 * 2**20),
     )
     api_processes.append(api)
     attacks = {
