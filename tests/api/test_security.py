@@ -31,6 +31,7 @@ def test_passwords_are_hashed_with_argon2_and_salted() -> None:
     assert not verify_password("Correct horse", first, hashing)
 
 
+@pytest.mark.alone  # a comparison of times: another test process's load would skew it
 def test_an_unknown_email_costs_as_much_as_a_wrong_password() -> None:
     hashing = DEFAULT_HASHING  # the production cost: what the time of a check is made of
     known = hash_password("correct horse", hashing)
