@@ -7,13 +7,12 @@ the file's bytes alone, which the body's cap already bounds (``BodySizeLimitMidd
 route documents the form itself (``UPLOAD_FORM_DOCS``).
 
 The parser reads some shapes byte by byte in Python, 0.3 ms a kilobyte: padding after a
-boundary, a part's headers, bytes before the first boundary. Browsers and HTTP libraries send
-none of these at length, so padding is refused outright, a part may have four headers of 1 KB,
-a form as many boundaries as its parts (counted cheaply before the parser sees them), and its
+boundary, and a part's headers. Browsers and HTTP libraries send neither at length, so padding
+is refused outright, a part may have four headers of 1 KB and a form eight parts (its
+boundaries counted cheaply before the parser sees them): a form then costs the parser at most
+10 ms more than an ordinary upload of as many bytes. For shapes not known to be slow, its
 parsing may cost ``BASE_BUDGET_S`` of CPU plus ``BUDGET_PER_BYTE_S`` for each byte received (a
-20 MB upload costs the parser 15-27 ms, against 250 allowed). Padding refused, a form's parts
-and their headers bounded, a form costs the parser at most 10 ms more than an ordinary upload
-of as many bytes."""
+20 MB upload costs the parser 15-27 ms, against 250 allowed)."""
 
 from __future__ import annotations
 
