@@ -346,6 +346,10 @@ def choose_class(page: Page, name: str) -> None:
             page.keyboard.press("Escape")
             continue
         if select.get_by_role("combobox").input_value() == name:
+            # The choice reruns the script, which draws the form's buttons again: a click
+            # sent before that ends could land on the old ones and be lost (it was, once).
+            page.wait_for_timeout(300)
+            settle(page)
             return
     pytest.fail(f"could not choose {name!r} in the class select")
 
