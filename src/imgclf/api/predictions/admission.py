@@ -33,9 +33,9 @@ class PendingBytes:
     for each user: one account's uploads may take at most ``per_user_limit`` of them, so that
     holding the whole budget (uploads announced large, then sent slowly) takes several."""
 
-    def __init__(self, limit: int, per_user_limit: int | None = None) -> None:
+    def __init__(self, limit: int, per_user_limit: int) -> None:
         self.limit = limit
-        self.per_user_limit = per_user_limit or limit
+        self.per_user_limit = per_user_limit
         self.held = 0
         self._by_user = Counter[int]()
 
@@ -114,8 +114,7 @@ class AdmissionMiddleware:
                 f"You already have {settings.max_pending_per_user} images waiting for an "
                 "answer; send more once some of them are answered."
             )
-            response = JSONResponse({"detail": yours}, 429, headers={"Retry-After": "1"})
-            await response(scope, receive, send)
+            await _yours_first(scope, receive, send, yours)
             return
         try:
             await self._admit(scope, receive, send, user_id)
@@ -149,8 +148,7 @@ class AdmissionMiddleware:
                 f"here (the limit is {pending.per_user_limit / MB:g} MB an account); send more "
                 "once some of them are answered."
             )
-            response = JSONResponse({"detail": yours}, 429, headers={"Retry-After": "1"})
-            await response(scope, receive, send)
+            await _yours_first(scope, receive, send, yours)
             return
         if not pending.fits(size):
             busy = (
@@ -176,6 +174,12 @@ def _signed_user(headers: Headers, tokens: VerifiedTokens) -> int | None:
         return tokens.user_id(token)
     except InvalidTokenError:
         return None
+
+
+async def _yours_first(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
+    """429: the caller's own uploads in flight take their share already."""
+    response = JSONResponse({"detail": detail}, 429, headers={"Retry-After": "1"})
+    await response(scope, receive, send)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, busy: str) -> None:

@@ -68,7 +68,7 @@ def _scored(top_k: list[tuple[str, float]]) -> list[ScoredLabelPublic]:
     "/predict",
     response_model=PredictionResponse,
     summary="Classify an image",
-    responses=error_responses(400, 401, 404, 413, 422, 429, 503, 504, 507),
+    responses=error_responses(400, 401, 404, 408, 413, 422, 429, 503, 504, 507),
     openapi_extra=UPLOAD_FORM_DOCS,
 )
 async def predict(
@@ -136,7 +136,7 @@ async def read_predictions(db: DatabaseDep, user: CurrentUser, page: PageDep) ->
     response_model=JobAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Queue an image and read its answer later",
-    responses=error_responses(400, 401, 404, 413, 422, 429, 503, 507),
+    responses=error_responses(400, 401, 404, 408, 413, 422, 429, 503, 507),
     openapi_extra=UPLOAD_FORM_DOCS,
 )
 async def create_job(
