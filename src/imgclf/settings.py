@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     body_pause_s: float = Field(
         default=30.0, gt=0, description="the longest wait for a request body's next piece"
     )
+    body_min_rate_kib_s: float = Field(
+        default=16.0,
+        gt=0,
+        description="a body must end within body_pause_s, plus a second per this many KiB",
+    )
     data_dir: Path = Path("./data")
     database_url: str = ""
     db_pool_size: int = Field(default=10, ge=1)

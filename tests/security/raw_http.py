@@ -79,3 +79,17 @@ def stream_body(port: int, head: bytes, body: bytes) -> tuple[bytes, int]:
                 break
             sent += len(CHUNK)
         return read_answer(sock), min(sent, len(body))
+
+
+def trickle_body(sock: socket.socket, piece: bytes, every_s: float, for_s: float) -> bytes:
+    """Send ``piece`` every ``every_s`` seconds until the server answers (or ``for_s``);
+    returns the answer."""
+    ends = time.monotonic() + for_s
+    while time.monotonic() < ends:
+        if select.select([sock], [], [], every_s)[0]:
+            break
+        try:
+            sock.sendall(piece)
+        except OSError:
+            break
+    return read_answer(sock)

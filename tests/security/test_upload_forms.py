@@ -17,7 +17,13 @@ import httpx
 import pytest
 
 from imgclf.api.predictions.form import MAX_PART_HEADER_BYTES, MAX_PARTS
-from tests.security.raw_http import probe_while, read_answer, status_and_detail, stream_body
+from tests.security.raw_http import (
+    probe_while,
+    read_answer,
+    status_and_detail,
+    stream_body,
+    trickle_body,
+)
 from tests.support import DOG_JPEG, ServedApi, signed_up
 
 BOUNDARY = b"a"
@@ -110,10 +116,13 @@ def test_a_form_without_its_end_is_refused_saying_so(served: ServedApi, token: s
     assert (status, detail) == (400, "The multipart form ends before its closing boundary.")
 
 
-def test_an_upload_that_stalls_gives_its_place_back(model_dir: Path, tmp_path: Path) -> None:
+def test_an_upload_that_stalls_or_trickles_gives_its_place_back(
+    model_dir: Path, tmp_path: Path
+) -> None:
     """An upload's place among its sender's, and its bytes in the process's budget, are held
     until it is answered: a body that stopped arriving held them as long as its connection
-    stayed open, and a few accounts could take the whole budget from everyone."""
+    stayed open, and a few accounts could take the whole budget from everyone. A body sent a
+    few bytes at a time, never pausing long, did the same once pauses were timed."""
     with ServedApi(
         tmp_path / "api.log",
         tmp_path / "data",
@@ -121,12 +130,20 @@ def test_an_upload_that_stalls_gives_its_place_back(model_dir: Path, tmp_path: P
         model_threads=1,
         max_pending_per_user=1,
         body_pause_s=1,
+        body_min_rate_kib_s=1,
     ) as api:
         bearer = signed_up(api.url, "slow")
         with socket.create_connection(("127.0.0.1", api.port), timeout=10) as stalled:
             stalled.sendall(upload_head(bearer, 1_000_000) + FILE_PART + b"\xff\xd8" * 500)
             status, detail = status_and_detail(read_answer(stalled, timeout_s=10))
         assert (status, detail) == (408, "The request's body stopped arriving for 1 s.")
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as trickling:
+            trickling.sendall(upload_head(bearer, 1_000_000) + FILE_PART)
+            # 100 bytes every 0.2 s: never a pause of 1 s, half the rate of 1 KiB/s
+            status, detail = status_and_detail(trickle_body(trickling, b"\xff" * 100, 0.2, 20))
+        assert status == 408
+        assert detail.startswith("The request's body arrived too slowly: ")
+        assert detail.endswith(" where 1 s and a second more for each 1 KiB are allowed.")
         files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
         headers = {"Authorization": f"Bearer {bearer}"}
         after = httpx.post(f"{api.url}/model/predict", files=files, headers=headers, timeout=30)

@@ -124,13 +124,19 @@ class BodySizeLimitMiddleware:
     as they arrive (a chunked body declares nothing). Nor does either time a body out: an
     upload that stalls holds its sender's admission (a place among their uploads, its bytes in
     the process's budget) for as long as the connection stays open, so each piece must come
-    within ``body_pause_s`` of the one before.
+    within ``body_pause_s`` of the one before. A trickle (a byte every few seconds) never
+    pauses that long, so the body as a whole has a deadline too, as Apache's mod_reqtimeout
+    sets one: ``body_pause_s`` from its start, and one more second for each ``min_rate``
+    bytes received.
     """
 
-    def __init__(self, app: ASGIApp, *, max_upload_bytes: int, body_pause_s: float) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_upload_bytes: int, body_pause_s: float, min_rate: float
+    ) -> None:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
         self.body_pause_s = body_pause_s
+        self.min_rate = min_rate
 
     def _limit(self, scope: Scope) -> tuple[int, str]:
         if is_upload(scope["path"]):
@@ -158,20 +164,20 @@ class BodySizeLimitMiddleware:
             return
         received = 0
         body_done = False
+        started = time.monotonic()
 
         async def receive_within_limit() -> Message:
             nonlocal received, body_done
             if body_done:  # after the body, receive() waits for the client to go: no limit
                 return await receive()
+            deadline = started + self.body_pause_s + received / self.min_rate
+            wait_s = min(self.body_pause_s, deadline - time.monotonic())
             try:
-                async with asyncio.timeout(self.body_pause_s):  # a timer, not a task as wait_for
+                async with asyncio.timeout(wait_s):  # a timer, not a task as wait_for
                     message_in = await receive()
             except TimeoutError:
-                raise HTTPException(
-                    408,
-                    f"The request's body stopped arriving for {self.body_pause_s:g} s.",
-                    headers=CLOSE,
-                ) from None
+                slow = self._too_slow(wait_s, received, time.monotonic() - started)
+                raise HTTPException(408, slow, headers=CLOSE) from None
             if message_in["type"] == "http.request":
                 received += len(message_in.get("body", b""))
                 body_done = not message_in.get("more_body", False)
@@ -181,3 +187,12 @@ class BodySizeLimitMiddleware:
             return message_in
 
         await self.app(scope, receive_within_limit, send)
+
+    def _too_slow(self, waited_s: float, received: int, elapsed_s: float) -> str:
+        if waited_s >= self.body_pause_s:
+            return f"The request's body stopped arriving for {self.body_pause_s:g} s."
+        return (
+            f"The request's body arrived too slowly: {received / 1024:.1f} KiB in "
+            f"{elapsed_s:.0f} s, where {self.body_pause_s:g} s and a second more for each "
+            f"{self.min_rate / 1024:g} KiB are allowed."
+        )

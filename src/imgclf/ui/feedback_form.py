@@ -66,6 +66,23 @@ def _starting(key: str, index: int | None) -> int | None:
     return 0 if key in st.session_state else index
 
 
+def _right_class(rated: Rated, key: str, given: Feedback | None) -> str | None:
+    """The class the user says it is, chosen among the classes (or none)."""
+    classes = choices(rated.runners_up)
+    named = given.correct_class if given else None
+    # Classes only: with free text allowed, the box offered "Add: <what was typed>" above the
+    # classes it matched, so Enter on "Siberian" saved "Siberian", which no model knows,
+    # instead of Siberian husky. Words of one's own go in the comment.
+    return st.selectbox(
+        "What is it? (optional)",
+        classes,
+        index=_starting(f"{key}-class", classes.index(named) if named in classes else None),
+        format_func=display_name,
+        placeholder="Type to search the classes",
+        key=f"{key}-class",
+    )
+
+
 def render_feedback_form(
     client: ApiClient, rated: Rated, key: str, given: Feedback | None = None
 ) -> Feedback | None:
@@ -79,21 +96,7 @@ def render_feedback_form(
         horizontal=True,
         key=f"{key}-correct",
     )
-    right_class = None
-    if verdict == NO:
-        classes = choices(rated.runners_up)
-        named = given.correct_class if given else None
-        # Classes only: with free text allowed, the box offered "Add: <what was typed>" above
-        # the classes it matched, so Enter on "Siberian" saved "Siberian", which no model
-        # knows, instead of Siberian husky. Words of one's own go in the comment.
-        right_class = st.selectbox(
-            "What is it? (optional)",
-            classes,
-            index=_starting(f"{key}-class", classes.index(named) if named in classes else None),
-            format_func=display_name,
-            placeholder="Type to search the classes",
-            key=f"{key}-class",
-        )
+    right_class = _right_class(rated, key, given) if verdict == NO else None
     comment = st.text_area(
         f"Anything else? (optional, at most {MAX_COMMENT} characters; say what it is here if "
         "no class fits)",
