@@ -3,15 +3,25 @@ real model behind it: what a client may send around its file, and what it is tol
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.requests import Request
+from starlette.types import Message
 
 from imgclf.api.predictions import form as form_module
-from imgclf.api.predictions.form import MAX_PARTS, FormReader, MalformedFormError
+from imgclf.api.predictions.form import (
+    MAX_PARTS,
+    FormReader,
+    MalformedFormError,
+    UploadFormError,
+    read_upload_form,
+)
 from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.api.conftest import Caller
@@ -174,6 +184,44 @@ def test_only_the_files_bytes_are_kept() -> None:
     feed(reader, form(part("note", b"n" * 3_000_000), part("file", picture, "dog.jpeg")))
     assert reader.file().data == picture
     assert reader.file().filename == "dog.jpeg"
+
+
+def _read_as_the_route_does(body: bytes) -> None:
+    pieces = [body[start : start + 65536] for start in range(0, len(body), 65536)]
+
+    async def receive() -> Message:
+        piece = pieces.pop(0)
+        return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+
+    content_type = f"multipart/form-data; boundary={BOUNDARY}".encode()
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", content_type)]}
+    # Driven by hand (nothing in it waits): an event loop keeps a failed task's exception in
+    # a reference cycle of its own.
+    reading = read_upload_form(Request(scope, receive))
+    with contextlib.suppress(StopIteration):
+        reading.send(None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        form(part("file", DOG_JPEG.read_bytes() * 20, "dog.jpeg")),
+        form(part("file", DOG_JPEG.read_bytes() * 20, "dog.jpeg"), closed=False),
+    ],
+    ids=["read", "refused"],
+)
+def test_a_read_form_is_freed_without_the_garbage_collector(body: bytes) -> None:
+    """The parser calls the reader's methods, a reference cycle: until a full collection came,
+    every upload's pieces stayed in memory (an idle server kept 550 MB after 48 uploads of
+    15 MB). Read or refused, the reader is freed as soon as the form is read."""
+    gc.collect()
+    gc.disable()
+    try:
+        with contextlib.suppress(UploadFormError):
+            _read_as_the_route_does(body)
+        assert not [found for found in gc.get_objects() if isinstance(found, FormReader)]
+    finally:
+        gc.enable()
 
 
 def test_jobs_read_the_same_form(client: TestClient, alice: Caller) -> None:

@@ -98,9 +98,11 @@ async def read_upload_form(request: Request) -> FormFile:
         # past 64 KB, and uvloop reads 256 at a time): the event loop serves others between.
         async for piece in request.stream():
             reader.feed(piece)
+        return reader.file()
     except ClientDisconnect:  # nobody reads the answer; no error to log either
         raise MalformedFormError("The connection closed before the upload's end.") from None
-    return reader.file()
+    finally:
+        reader.close()
 
 
 class FormReader:
@@ -139,15 +141,7 @@ class FormReader:
             raise MalformedFormError(f"The multipart form's boundary is refused: {error}") from None
 
     def feed(self, piece: bytes) -> None:
-        seen = self._tail + piece
-        # Every part but the first begins with a delimiter, and so does the form's end; one
-        # wholly in the tail was counted with the bytes before.
-        self._delimiters += seen.count(self._delimiter) - self._tail.count(self._delimiter)
-        if self._delimiters > MAX_PARTS:
-            raise _too_many_parts()
-        if self._delimiter + b" " in seen or self._delimiter + b"\t" in seen:
-            raise MalformedFormError(f"A boundary is followed by padding; {SEND_THE_FILE}.")
-        self._tail = seen[-len(self._delimiter) :]
+        self._check_delimiters(self._tail + piece)
         self._received += len(piece)
         for start in range(0, len(piece), SLICE_BYTES):
             started = time.thread_time()
@@ -161,6 +155,36 @@ class FormReader:
                     "The multipart form costs more to read than an upload's form does (bytes "
                     f"before its first boundary, or in its parts' headers); {SEND_THE_FILE}."
                 )
+
+    def _check_delimiters(self, seen: bytes) -> None:
+        """Count the delimiters in ``seen`` (the tail and the new piece) and refuse padding
+        after one, in one scan: a form has a few, so the bytes are searched once, where a
+        count and a search for each padding searched them three times (27 ms of a 15 MB
+        upload's event-loop time with a one-letter boundary, which makes searches slowest)."""
+        delimiter = self._delimiter
+        # Every part but the first begins with a delimiter, and so does the form's end; one
+        # wholly in the tail (at its start, the tail as long as it) was counted before, but
+        # what follows it is new.
+        counted_before = len(self._tail) == len(delimiter)
+        found = seen.find(delimiter)
+        while found != -1:
+            if found or not counted_before:
+                self._delimiters += 1
+                if self._delimiters > MAX_PARTS:
+                    raise _too_many_parts()
+            after = found + len(delimiter)
+            if seen[after : after + 1] in (b" ", b"\t"):
+                raise MalformedFormError(f"A boundary is followed by padding; {SEND_THE_FILE}.")
+            found = seen.find(delimiter, after)
+        self._tail = seen[-len(delimiter) :]
+
+    def close(self) -> None:
+        """Let the file's pieces go now. The parser's callbacks are this reader's methods, a
+        reference cycle that only the garbage collector's full collections free: until one
+        came, each upload's pieces stayed in memory (an idle process kept 550 MB after 48
+        uploads of 15 MB, all freed by one ``gc.collect()``)."""
+        self._parser.callbacks = {}
+        self._chunks = None
 
     def file(self) -> FormFile:
         if self._filename is None:
