@@ -196,6 +196,17 @@ def jpeg_with_empty_comments(count: int, *, before_scan: bool) -> bytes:
     return data[:2] + comments + data[2:] if before_scan else data[:-2] + comments + data[-2:]
 
 
+def png_with_inflating_chunks(kind: bytes, count: int) -> bytes:
+    """A small PNG with ``count`` chunks of ``kind`` (iCCP or zTXt) before its pixels, each 1 KB
+    that Pillow inflates to 1 MB as it opens the file (its limit per chunk); a zTXt with an
+    empty keyword is not counted against Pillow's limit on text either."""
+    inflating = zlib.compress(b"\0" * 2**20, 9)
+    header = b"profile\0\0" if kind == b"iCCP" else b"\0\0"
+    data = encode(dog_image().resize((64, 43)), "PNG")
+    at = 8 + 25  # after the signature and IHDR
+    return data[:at] + png_chunk(kind, header + inflating) * count + data[at:]
+
+
 def png_with_empty_chunks(count: int, *, after_pixels: bool = False) -> bytes:
     """A small PNG with ``count`` empty private chunks (12 bytes each) before its pixels, or
     after them (before IEND)."""
@@ -365,6 +376,24 @@ def corpus() -> list[Hostile]:
             message="chunks before its pixels. A camera's",
         ),
         Hostile("png, 100 empty chunks", png_with_empty_chunks(100), statuses=ok),
+        # 1 KB each, 1 MB each inflated: 240 held the event loop 0.8 s as the file was opened.
+        Hostile(
+            "png, 240 zTXt chunks without keywords inflating to 1 MB each (247 KB)",
+            png_with_inflating_chunks(b"zTXt", 240),
+            statuses=frozenset({413}),
+            message="more than 8 compressed text or colour-profile chunks",
+        ),
+        Hostile(
+            "png, 9 colour profiles inflating to 1 MB each",
+            png_with_inflating_chunks(b"iCCP", 9),
+            statuses=frozenset({413}),
+            message="more than 8 compressed text or colour-profile chunks",
+        ),
+        Hostile(
+            "png, 8 compressed texts inflating to 1 MB each (checked off the event loop)",
+            png_with_inflating_chunks(b"zTXt", 8),
+            statuses=ok,
+        ),
         Hostile(
             "png, 25k empty chunks after its pixels",
             png_with_empty_chunks(25_000, after_pixels=True),
@@ -429,6 +458,21 @@ def corpus() -> list[Hostile]:
         Hostile(
             "progressive jpeg of 100 scans (the limit)",
             jpeg_with_repeated_scans(1_000, 100),
+            statuses=ok,
+            **jpeg,
+        ),
+        # 100 KB, 4.6 s to decode: six of these held a lane long enough for the other images in
+        # their batches to time out.
+        Hostile(
+            "progressive jpeg 5000 x 5000 of 100 scans",
+            jpeg_with_repeated_scans(5_000, 100),
+            statuses=frozenset({413}),
+            message="are more decoding than 10 scans of the largest picture allowed",
+            **jpeg,
+        ),
+        Hostile(
+            "progressive jpeg 2000 x 2000 of 100 scans (within 10 scans of 50 megapixels)",
+            jpeg_with_repeated_scans(2_000, 100),
             statuses=ok,
             **jpeg,
         ),

@@ -168,7 +168,9 @@ def test_an_image_past_the_door_fails_its_own_job_in_time_and_is_set_aside_not_t
 ) -> None:
     # The door held open (an operator's setting, or an API of an older version): only the
     # worker's own time limit stands between this file and a minute of decoding per delivery.
-    opened = {"max_jpeg_scans": 1_000_000, "predict_timeout_s": 8}  # taken over after 2 s idle
+    # Scans may take as many passes as 10 over the largest picture: that one made larger too.
+    # A job is taken over after 2 s idle at this timeout.
+    opened = {"max_jpeg_scans": 1_000_000, "max_image_pixels": 10**10, "predict_timeout_s": 8}
     log = tmp_path / "worker.log"
     worker = spawn_worker(
         redis_url, model_dir, log, worker_concurrency=2, decode_timeout_s=4, **opened

@@ -16,6 +16,7 @@ from imgclf.queue.base import Job, JobResult, JobTimeoutError, QueueUnavailableE
 from imgclf.queue.local import LocalQueue
 from imgclf.worker import batching
 from imgclf.worker.batching import BatchingWorker
+from tests.security.hostile_files import jpeg_with_repeated_scans
 from tests.support import DOG_JPEG
 
 DOG = DOG_JPEG.read_bytes()
@@ -109,6 +110,45 @@ def test_expired_jobs_are_dropped_not_computed(classifier: Classifier) -> None:
     outcome, computed = asyncio.run(scenario())
     assert isinstance(outcome, JobTimeoutError)
     assert computed == 0
+
+
+def test_a_job_whose_deadline_passes_in_its_batch_is_not_decoded(
+    classifier: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images in a batch are decoded one after another: one that waited behind a costly one
+    past its deadline (its caller has had a 504) is not decoded for nobody."""
+    costly = jpeg_with_repeated_scans(2_000, 100)  # 0.2-0.9 s to decode
+    decoded: list[bytes] = []
+    preprocess = classifier.preprocess
+
+    def recording(image: bytes, limits: ImageLimits) -> Any:
+        decoded.append(image)
+        return preprocess(image, limits)
+
+    monkeypatch.setattr(classifier, "preprocess", recording)
+
+    async def scenario() -> list[JobResult | BaseException]:
+        queue = LocalQueue(max_pending=8)
+        await queue.start()
+        worker = BatchingWorker(
+            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
+        )
+        first = asyncio.create_task(queue.submit(costly, top_k=1, timeout_s=30))
+        await asyncio.sleep(0)  # queued first, decoded first
+        hurried = asyncio.create_task(queue.submit(DOG, top_k=1, timeout_s=0.15))
+        await asyncio.sleep(0.05)
+        worker.start()  # finds both waiting: one batch
+        try:
+            return await asyncio.gather(first, hurried, return_exceptions=True)
+        finally:
+            await queue.close()
+            await asyncio.to_thread(worker.stop)
+
+    slow, hurried = asyncio.run(scenario())
+    assert isinstance(slow, JobResult)
+    assert (slow.ok, slow.batch_size) == (True, 1)
+    assert isinstance(hurried, JobTimeoutError)
+    assert decoded == [costly]
 
 
 def test_stop_finishes_the_batches_already_taken(classifier: Classifier) -> None:

@@ -39,6 +39,7 @@ from imgclf.worker.models import ModelSource, SingleModel
 logger = logging.getLogger(__name__)
 # Pause after an unexpected error in taking a batch, so a persistent one does not spin.
 TAKE_RETRY_S = 1.0
+EXPIRED_IN_BATCH = "The image reached its deadline before it was decoded; send it again."
 
 
 @dataclass(slots=True)
@@ -204,6 +205,12 @@ class BatchingWorker:
         """The model's input for this job, or its failure: a poison image fails alone, and
         one that runs out of decoding time frees its lane for the next."""
         model_id = classifier.model_id
+        if job.expired(time.time()):
+            # Its caller has had a 504 while the images before it in the batch were decoded
+            # (costly ones take up to the decoding limit each): decoding it helps nobody.
+            return JobResult(
+                job.id, ok=False, error=EXPIRED_IN_BATCH, status_code=504, model_id=model_id
+            )
         try:
             with job_span(job.traceparent, "decode", **{"imgclf.job_id": job.id}):
                 return classifier.preprocess(job.image, self.limits)

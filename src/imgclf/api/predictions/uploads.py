@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from imgclf.api.predictions.form import FormFile
 from imgclf.db.models import Prediction
+from imgclf.model.image_end import may_inflate_metadata
 from imgclf.model.images import (
     ImageLimits,
     ImageTooLargeError,
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 # are bounded (model.images.check_structure), so a smaller file costs the loop 16 ms at worst
 # whatever it holds, an ordinary one a third of a millisecond; but hashing 20 MB alone takes 40,
 # and a thread's round trip would add a tenth of a millisecond to every ordinary prediction.
+# Nor are PNGs whose colour profile or text Pillow inflates as it opens them checked on the loop:
+# a few KB of such chunks inflate to megabytes (model.image_end.MAX_PNG_COMPRESSED_CHUNKS).
 INLINE_CHECK_BYTES = 256 * 1024
 
 
@@ -59,7 +62,7 @@ async def accept_upload(file: FormFile, settings: Settings) -> AcceptedUpload:
             raise ImageTooLargeError(f"The file is larger than the {limit / 2**20:g} MB limit.")
         extension = check_extension(file.filename)
         limits = ImageLimits.from_settings(settings)
-        if len(data) > INLINE_CHECK_BYTES:
+        if len(data) > INLINE_CHECK_BYTES or may_inflate_metadata(data):
             data, digest = await run_in_threadpool(_checked, data, limits)
         else:
             data, digest = _checked(data, limits)
