@@ -6,7 +6,8 @@ other request of the process for seconds at a time. Here the bytes of a head are
 they arrive: past ``IMGCLF_MAX_HEADER_BYTES`` the request gets 431, a URL past
 ``IMGCLF_MAX_URL_BYTES`` 414, and a head still unfinished ``IMGCLF_HEADER_TIMEOUT_S`` after its
 connection opened (or after its first byte, on a kept-alive one) 408; then the connection is
-closed. Bodies are not counted here: the app caps them per route.
+closed. Bodies are not counted here: the app caps them per route. An answer the client
+stops reading for ``IMGCLF_SEND_PAUSE_S`` ends its connection.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.head_timer: asyncio.TimerHandle | None = None
         self.refused = False
+        self.send_pause_s = settings.send_pause_s
+        self.send_timer: asyncio.TimerHandle | None = None
 
     # Connection events ----------------------------------------------------------------------
 
@@ -85,7 +88,36 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_send_timer()
         super().connection_lost(exc)
+
+    # The transport's write buffer is full while the client reads nothing of the answer: the
+    # request's task, its buffers and an open file (an image being sent) would wait for as long
+    # as the connection stays open, so after ``IMGCLF_SEND_PAUSE_S`` the connection is dropped.
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.send_timer is None:
+            self.send_timer = self.loop.call_later(self.send_pause_s, self._send_stalled)
+
+    def resume_writing(self) -> None:
+        self._disarm_send_timer()
+        super().resume_writing()
+
+    def _send_stalled(self) -> None:
+        self.send_timer = None
+        client = self.client[0] if self.client else "unknown"
+        logger.info(
+            "dropped the connection of %s: it read nothing of its answer for %g s",
+            client,
+            self.send_pause_s,
+        )
+        self.transport.abort()  # close() would wait to send what the client does not read
+
+    def _disarm_send_timer(self) -> None:
+        if self.send_timer is not None:
+            self.send_timer.cancel()
+            self.send_timer = None
 
     def data_received(self, data: bytes) -> None:
         if self.refused:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     body_pause_s: float = Field(
         default=30.0, gt=0, description="the longest wait for a request body's next piece"
     )
+    send_pause_s: float = Field(
+        default=30.0, gt=0, description="the longest a client may leave its answer unread"
+    )
     body_min_rate_kib_s: float = Field(
         default=16.0,
         gt=0,

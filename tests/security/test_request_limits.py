@@ -8,6 +8,7 @@ attack here is bounded (a few MB, a few seconds) and aimed at 127.0.0.1 only.
 
 from __future__ import annotations
 
+import io
 import re
 import select
 import socket
@@ -17,7 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.security.raw_http import (
     CHUNK,
@@ -26,7 +29,7 @@ from tests.security.raw_http import (
     status_and_detail,
     stream_head,
 )
-from tests.support import DOG_JPEG, ServedApi
+from tests.support import DOG_JPEG, ServedApi, signed_up
 
 HEADER_LIMIT = 16 * 1024
 URL_LIMIT = 8 * 1024
@@ -220,3 +223,38 @@ def test_strangers_cannot_hold_the_upload_budget_with_bodies_they_never_send(
         finally:
             for stranger in strangers:
                 stranger.close()
+
+
+def test_an_answer_left_unread_ends_its_connection(model_dir: Path, tmp_path: Path) -> None:
+    """A client that asked for its stored image and read none of it held the request, its
+    buffers and the open file for as long as it kept the connection (30 of them for minutes)."""
+    noise = np.random.default_rng(0).integers(0, 256, (2_500, 2_500, 3), dtype=np.uint8)
+    picture = io.BytesIO()
+    Image.fromarray(noise).save(picture, "JPEG", quality=95)  # 7 MB: more than buffers hold
+    with ServedApi(
+        tmp_path / "api.log",
+        tmp_path / "data",
+        model_dir=model_dir,
+        model_threads=1,
+        send_pause_s=1,
+    ) as api:
+        bearer = signed_up(api.url, "reader")
+        answer = httpx.post(
+            f"{api.url}/model/predict",
+            files={"file": ("noise.jpeg", picture.getvalue(), "image/jpeg")},
+            headers={"Authorization": f"Bearer {bearer}"},
+            timeout=60,
+        )
+        prediction_id = answer.json()["prediction_id"]
+        with socket.socket() as unread:
+            unread.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            unread.connect(("127.0.0.1", api.port))
+            unread.sendall(
+                f"GET /model/predictions/{prediction_id}/image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {bearer}\r\n\r\n".encode()
+            )
+            time.sleep(3)  # reading nothing, past the pause
+            received = read_answer(unread, timeout_s=10)
+        assert b" 200 " in received[:20]
+        assert len(received) < len(picture.getvalue())  # dropped, not sent whole
+        assert "it read nothing of its answer for 1 s" in api.output()
