@@ -324,6 +324,19 @@ def test_a_deleted_users_token_opens_no_route(embedded: Service) -> None:
         assert (answer.status_code, answer.json()) == (401, INVALID), path
 
 
+def test_a_deleted_users_token_has_the_model_run_no_more(embedded: Service) -> None:
+    """The upload path reads no account before the model: a deleted account's token had its
+    uploads classified (the model's time spent for nobody) until the record found it gone."""
+    alice = embedded.make_user()
+    worker = app_state(embedded.app).queue.worker  # type: ignore[union-attr]
+    assert embedded.client.delete(f"/user/{alice.id}", headers=alice.headers).status_code == 204
+    classified = worker.jobs_done
+    for _ in range(3):
+        answer = embedded.client.post("/model/predict", files=dog_upload(), headers=alice.headers)
+        assert (answer.status_code, answer.json()) == (401, INVALID)
+    assert worker.jobs_done == classified
+
+
 # Login: timing, throttling, and what is never shown ---------------------------------------------
 
 

@@ -12,7 +12,7 @@ from functools import cache
 
 import anyio
 import jwt
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 from fastapi import HTTPException
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -199,7 +199,20 @@ class VerifiedTokens:
     def __init__(self, settings: Settings, size: int = 4096) -> None:
         self._settings = settings
         self._known: LRUCache[str, tuple[int, float]] = LRUCache(maxsize=size)
+        # Accounts deleted through this process, for as long as a token of theirs can live:
+        # the upload path reads no account before the model, so their tokens would still
+        # have the model run until the answer's record found the account gone.
+        self._deleted: TTLCache[int, bool] = TTLCache(
+            maxsize=100_000, ttl=settings.access_token_minutes * 60
+        )
         self._lock = threading.Lock()
+
+    def forget_user(self, user_id: int) -> None:
+        """Refuse the tokens of a deleted account from now on (in this process)."""
+        with self._lock:
+            self._deleted[user_id] = True
+            for token in [token for token, (owner, _) in self._known.items() if owner == user_id]:
+                del self._known[token]
 
     def user_id(self, token: str) -> int:
         """The user id a valid token names; anything else raises InvalidTokenError."""
@@ -214,5 +227,7 @@ class VerifiedTokens:
             raise InvalidTokenError("Signature has expired")
         user_id, expires = _verified_claims(token, self._settings)
         with self._lock:
+            if user_id in self._deleted:
+                raise InvalidTokenError("The account was deleted")
             self._known[token] = (user_id, expires)
         return user_id

@@ -18,7 +18,7 @@ from imgclf.api.deps import (
     DatabaseDep,
     PageDep,
     PasswordHasherDep,
-    SettingsDep,
+    StateDep,
     id_path,
     too_many_attempts,
 )
@@ -120,8 +120,9 @@ async def read_user(user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep) -
     responses=error_responses(401, 403, 404, 422),
 )
 async def delete_user(
-    user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep, settings: SettingsDep
+    user_id: UserIdPath, caller: CurrentUser, db: DatabaseDep, state: StateDep
 ) -> None:
     """Delete yourself (or anyone, as an admin), with your predictions, your feedback and the
     images no one else has recorded."""
-    await db.run(_delete_target_user, user_id, caller, settings.upload_dir)
+    await db.run(_delete_target_user, user_id, caller, state.settings.upload_dir)
+    state.tokens.forget_user(user_id)
