@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -94,6 +95,38 @@ def test_weak_or_malformed_sign_up_is_422_with_every_reason(client: TestClient) 
     assert nul.status_code == 422
     assert "body.name: must not contain NUL characters" in nul.json()["detail"]
     assert "body.email" in nul.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("\u200b\u200b\u200b", "must have at least 2 visible characters"),  # zero-width spaces
+        ("A\u2060\u2060", "must have at least 2 visible characters"),
+        ("Eve\u202egnp.exe", "must not contain control characters or text-direction overrides"),
+        ("Eve\u2067x", "must not contain control characters or text-direction overrides"),
+        ("Eve\x07", "must not contain control characters or text-direction overrides"),
+    ],
+)
+def test_a_name_that_shows_as_nothing_or_turns_text_around_is_refused(
+    client: TestClient, name: str, reason: str
+) -> None:
+    answer = client.post(
+        "/user/", json={"name": name, "email": "e@example.com", "password": PASSWORD}
+    )
+    assert (answer.status_code, answer.json()) == (
+        422,
+        {"detail": f"body.name: {reason}"},
+    )
+
+
+def test_names_in_any_script_are_accepted(client: TestClient) -> None:
+    # Persian writes a zero-width non-joiner between some letters; emoji join with ZWJ.
+    for index, name in enumerate(
+        ["Zoë", "李明", "Mehr\u200cnaz", "\U0001f468\u200d\U0001f469 Lee"]
+    ):
+        body = {"name": name, "email": f"n{index}@example.com", "password": PASSWORD}
+        answer = client.post("/user/", json=body)
+        assert (answer.status_code, answer.json()["name"]) == (201, name)
 
 
 def test_unknown_fields_are_refused_and_is_admin_cannot_be_set(

@@ -6,9 +6,11 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from imgclf.api.text import NoNul
+from imgclf.api.text import NoNul, VisibleName
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=50), NoNul]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=2, max_length=50), NoNul, VisibleName
+]
 # Emails are compared lower-cased: Bob@Example.com and bob@example.com are one account.
 Email = Annotated[EmailStr, AfterValidator(lambda email: email.lower())]
 
