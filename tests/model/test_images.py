@@ -181,9 +181,18 @@ def test_a_progressive_jpeg_counts_its_coefficient_buffer(dog_image: Image.Image
 APPENDED = b"\0" * (2 * 2**20)
 
 
-@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
-def test_megabytes_after_the_image_are_cut_off(dog_image: Image.Image, image_format: str) -> None:
-    picture = encode(dog_image.resize((1, 1)), image_format)
+# Formats with one picture, and those with several pictures (frames) as well.
+CUT_OFF = [("JPEG", 1), ("BMP", 1)] + [(kind, n) for kind in ("PNG", "GIF", "WEBP") for n in (1, 3)]
+
+
+@pytest.mark.parametrize(("image_format", "frames"), CUT_OFF)
+def test_megabytes_after_the_image_are_cut_off(
+    dog_image: Image.Image, image_format: str, frames: int
+) -> None:
+    """Otherwise stored, and downloaded again: an account's quota of any file it likes."""
+    small = dog_image.resize((48, 32))
+    more = {"save_all": True, "append_images": [small.rotate(90)] * (frames - 1)}
+    picture = encode(small, image_format, **(more if frames > 1 else {}))
     data = picture + APPENDED
     assert picture_bytes(data, inspect_image(data, ImageLimits())) == picture
 
@@ -206,7 +215,10 @@ def test_what_cameras_and_encoders_write_is_accepted(
         encode(small, "JPEG", progressive=True),
         encode(small, "MPO", save_all=True, append_images=[small.rotate(90)]),  # two pictures
         encode(small, "PNG") + b"trailer",
-        encode(small, "GIF") + APPENDED,  # not checked: JPEG and PNG only
+        encode(small, "GIF", save_all=True, append_images=[small.rotate(90)], comment=b"hi"),
+        encode(small, "WEBP", save_all=True, append_images=[small.rotate(90)]),
+        encode(small, "WEBP", lossless=True) + b"\0" * 1000,
+        encode(small, "BMP") + b"\0" * 1000,
     ]
     for data in accepted:
         assert picture_bytes(data, inspect_image(data, ImageLimits())) == data

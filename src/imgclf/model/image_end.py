@@ -2,7 +2,8 @@
 
 Decoders stop once they have every pixel and ignore whatever follows, so a 1x1 PNG with 20 MB
 appended is a valid image to them (and was stored as one). JPEG and PNG say where they end
-(EOI, IEND): the API keeps no more than a little after that (``images.picture_bytes``).
+(EOI, IEND), GIF too (its trailer), WebP and BMP in their headers: the API keeps no more than a
+little after that (``images.picture_bytes``).
 """
 
 from __future__ import annotations
@@ -31,12 +32,33 @@ class EndNotFound(ValueError):
 
 def image_end(data: bytes, image_format: str) -> int | None:
     """Just after the picture's own bytes; None where its structure cannot be followed (the
-    decoder then has the last word) or for formats other than JPEG and PNG."""
+    decoder then has the last word)."""
     if image_format == "PNG":
         return _png_end(data)
     if image_format in ("JPEG", "MPO"):
         return _jpeg_end(data)
+    if image_format == "GIF":
+        return _gif_end(data)
+    if image_format == "WEBP":
+        return _riff_end(data)
+    if image_format == "BMP":
+        return _bmp_end(data)
     return None
+
+
+def _riff_end(data: bytes) -> int | None:
+    """A WebP is a RIFF file, whose header gives its length (libwebp reads no further)."""
+    size = int.from_bytes(data[4:8], "little")
+    end = 8 + size + (size & 1)  # a chunk of odd length is padded to an even one
+    return end if len(data) >= 12 and end <= len(data) else None
+
+
+def _bmp_end(data: bytes) -> int | None:
+    """A BMP's file header gives its length; one that names less than its own headers (or 0,
+    which some writers put there) says nothing."""
+    size = int.from_bytes(data[2:6], "little")
+    pixels_at = int.from_bytes(data[10:14], "little")
+    return size if 14 <= pixels_at < size <= len(data) else None
 
 
 def _png_end(data: bytes) -> int | None:
@@ -177,3 +199,39 @@ def check_gif_prelude(data: bytes) -> None:
             raise TooManySegments(
                 f"more than {MAX_GIF_PRELUDE_BLOCKS:,} blocks before its picture", file_kind="GIF"
             )
+
+
+# Sub-blocks in a whole GIF: an encoder fills them (255 bytes each), so 20 MB hold about 82,000,
+# plus one short one for each frame. 20 MB of 1-byte sub-blocks would be 10 million steps.
+MAX_GIF_BLOCKS = 200_000
+
+
+def _gif_end(data: bytes) -> int | None:
+    """Just after a GIF's trailer, walking its blocks: extensions and pictures, each a run of
+    sub-blocks up to a zero length; or where a byte that starts no block follows a picture (no
+    encoder writes one there). None where the walk leaves the file, or meets such a byte before
+    any picture (Pillow's to judge); TooManySegments past ``MAX_GIF_BLOCKS`` steps."""
+    position = 13  # after the signature and the logical screen descriptor
+    if len(data) > 10 and data[10] & 0x80:  # a global colour table follows
+        position += 3 << ((data[10] & 0x07) + 1)
+    steps, pictures = 0, 0
+    while position < len(data):
+        kind = data[position]
+        if kind == _TRAILER:
+            return position + 1
+        if kind == _EXTENSION:
+            position += 2  # the introducer and the label
+        elif kind == _PICTURE:
+            flags = data[position + 9] if position + 9 < len(data) else 0
+            position += 10 + ((3 << ((flags & 0x07) + 1)) if flags & 0x80 else 0)
+            position += 1  # the LZW code size
+            pictures += 1
+        else:
+            return position if pictures else None
+        while position < len(data) and data[position]:
+            position += 1 + data[position]
+            steps += 1
+            if steps > MAX_GIF_BLOCKS:
+                raise TooManySegments(f"more than {MAX_GIF_BLOCKS:,} blocks", file_kind="GIF")
+        position += 1  # the zero length that ends the run
+    return None
