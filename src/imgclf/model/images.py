@@ -31,8 +31,8 @@ SUPPORTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bm
 # The Pillow decoders we let near the bytes. A multi-picture JPEG (as phones write) opens through
 # the JPEG decoder with format "MPO".
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
-# Bytes a JPEG or PNG may hold after its picture ends (camera trailers, padding) before it is
-# refused: a 1x1 picture with 20 MB appended would otherwise be stored as an image.
+# Bytes a picture may hold after its end (camera trailers, padding) before what follows is
+# cut off: a 1x1 picture with 20 MB appended would otherwise be stored as an image.
 TRAILING_SLACK_BYTES = 64 * 1024
 
 
