@@ -54,11 +54,30 @@ def _riff_end(data: bytes) -> int | None:
 
 
 def _bmp_end(data: bytes) -> int | None:
-    """A BMP's file header gives its length; one that names less than its own headers (or 0,
-    which some writers put there) says nothing."""
+    """A BMP's file header gives its length, and its picture header where its pixels end (the
+    decoder reads them from there, whatever the file header says): the later of the two. None
+    where either is missing or beyond the file (0, which some writers put in the first)."""
     size = int.from_bytes(data[2:6], "little")
     pixels_at = int.from_bytes(data[10:14], "little")
-    return size if 14 <= pixels_at < size <= len(data) else None
+    pixels_end = _bmp_pixels_end(data, pixels_at)
+    if not 14 <= pixels_at < size <= len(data) or pixels_end is None or pixels_end > len(data):
+        return None
+    return max(size, pixels_end)
+
+
+def _bmp_pixels_end(data: bytes, pixels_at: int) -> int | None:
+    """Where an uncompressed BMP's rows end, or a compressed one's stated size; None for
+    what is not read that simply (OS/2 headers, JPEG or PNG inside a BMP)."""
+    if len(data) < 38 or int.from_bytes(data[14:18], "little") < 40:
+        return None
+    width = int.from_bytes(data[18:22], "little", signed=True)
+    height = int.from_bytes(data[22:26], "little", signed=True)
+    bits = int.from_bytes(data[28:30], "little")
+    compression = int.from_bytes(data[30:34], "little")
+    if compression in (0, 3, 6):  # rows as they are (with bit fields, or alpha bit fields)
+        return pixels_at + (abs(width) * bits + 31) // 32 * 4 * abs(height)
+    stated = int.from_bytes(data[34:38], "little")
+    return pixels_at + stated if compression in (1, 2) and stated else None
 
 
 def _png_end(data: bytes) -> int | None:
