@@ -116,7 +116,8 @@ def test_a_job_whose_deadline_passes_in_its_batch_is_not_decoded(
     classifier: Classifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Images in a batch are decoded one after another: one that waited behind a costly one
-    past its deadline (its caller has had a 504) is not decoded for nobody."""
+    past its deadline (its caller has had a 504) is dropped, as one past it when the batch was
+    taken is: neither decoded nor answered for nobody."""
     costly = jpeg_with_repeated_scans(2_000, 100)  # 0.2-0.9 s to decode
     decoded: list[bytes] = []
     preprocess = classifier.preprocess
@@ -127,8 +128,14 @@ def test_a_job_whose_deadline_passes_in_its_batch_is_not_decoded(
 
     monkeypatch.setattr(classifier, "preprocess", recording)
 
-    async def scenario() -> list[JobResult | BaseException]:
-        queue = LocalQueue(max_pending=8)
+    dropped: list[str] = []
+
+    class Dropping(LocalQueue):
+        def discard(self, jobs: list[Job]) -> None:
+            dropped.extend(job.id for job in jobs)
+
+    async def scenario() -> tuple[list[JobResult | BaseException], int]:
+        queue = Dropping(max_pending=8)
         await queue.start()
         worker = BatchingWorker(
             queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
@@ -139,16 +146,18 @@ def test_a_job_whose_deadline_passes_in_its_batch_is_not_decoded(
         await asyncio.sleep(0.05)
         worker.start()  # finds both waiting: one batch
         try:
-            return await asyncio.gather(first, hurried, return_exceptions=True)
+            answers = await asyncio.gather(first, hurried, return_exceptions=True)
         finally:
             await queue.close()
             await asyncio.to_thread(worker.stop)
+        return answers, worker.jobs_done
 
-    slow, hurried = asyncio.run(scenario())
+    (slow, hurried), computed = asyncio.run(scenario())
     assert isinstance(slow, JobResult)
     assert (slow.ok, slow.batch_size) == (True, 1)
     assert isinstance(hurried, JobTimeoutError)
     assert decoded == [costly]
+    assert (len(dropped), computed) == (1, 1)
 
 
 def test_stop_finishes_the_batches_already_taken(classifier: Classifier) -> None:

@@ -39,7 +39,6 @@ from imgclf.worker.models import ModelSource, SingleModel
 logger = logging.getLogger(__name__)
 # Pause after an unexpected error in taking a batch, so a persistent one does not spin.
 TAKE_RETRY_S = 1.0
-EXPIRED_IN_BATCH = "The image reached its deadline before it was decoded; send it again."
 
 
 @dataclass(slots=True)
@@ -48,6 +47,9 @@ class _Batch:
     taken_at: float
     # Jobs whose image ran out of decoding time: answered and set aside, never retried.
     set_aside: set[str] = field(default_factory=set)
+    # Jobs whose deadline passed while the images before them were decoded: dropped, as those
+    # past it when the batch was taken are.
+    expired: list[Job] = field(default_factory=list)
 
 
 class BatchingWorker:
@@ -131,16 +133,19 @@ class BatchingWorker:
         now = time.time()
         expired = [job for job in jobs if job.expired(now)]
         if expired:
-            # Their callers have had a 504 already: computing them helps nobody.
-            logger.warning(
-                "%d jobs past their deadline dropped: %s",
-                len(expired),
-                _named(expired),
-                extra=_request_ids(expired),
-            )
-            self.source.discard(expired)
+            self._drop(expired)
             return [job for job in jobs if not job.expired(now)]
         return jobs
+
+    def _drop(self, expired: list[Job]) -> None:
+        # Their callers have had a 504 already: computing them helps nobody.
+        logger.warning(
+            "%d jobs past their deadline dropped: %s",
+            len(expired),
+            _named(expired),
+            extra=_request_ids(expired),
+        )
+        self.source.discard(expired)
 
     def _run_lane(self) -> None:
         while not self._stopping.is_set():
@@ -192,10 +197,13 @@ class BatchingWorker:
                 )
             finally:
                 with self._lock:
-                    self.jobs_done += len(results)
+                    self.jobs_done += len(results) - len(batch.expired)
 
     def _hand_back(self, batch: _Batch, results: list[JobResult]) -> None:
-        answered = [result for result in results if result.job_id not in batch.set_aside]
+        if batch.expired:
+            self._drop(batch.expired)
+        unanswered = batch.set_aside | {job.id for job in batch.expired}
+        answered = [result for result in results if result.job_id not in unanswered]
         if answered:
             self.source.complete(answered)
         if batch.set_aside:
@@ -206,11 +214,10 @@ class BatchingWorker:
         one that runs out of decoding time frees its lane for the next."""
         model_id = classifier.model_id
         if job.expired(time.time()):
-            # Its caller has had a 504 while the images before it in the batch were decoded
-            # (costly ones take up to the decoding limit each): decoding it helps nobody.
-            return JobResult(
-                job.id, ok=False, error=EXPIRED_IN_BATCH, status_code=504, model_id=model_id
-            )
+            # Past it while the images before it in the batch were decoded (costly ones take
+            # up to the decoding limit each): dropped, its result never handed back.
+            batch.expired.append(job)
+            return JobResult(job.id, ok=False, status_code=504, model_id=model_id)
         try:
             with job_span(job.traceparent, "decode", **{"imgclf.job_id": job.id}):
                 return classifier.preprocess(job.image, self.limits)
