@@ -7,15 +7,19 @@ extra), so every machine runs every test. A server that cannot start fails the r
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from imgclf.launcher import imgclf_command
 from imgclf.localservers import PostgresServer, RedisServer, ServerUnavailable
 from imgclf.settings import get_settings
 from tests.support import CHEAP_ARGON2
@@ -153,3 +157,56 @@ def model_repository(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         meta.update(name=name, version=version, **extra)
         (target / "bundle.json").write_text(json.dumps(meta, indent=2))
     return root
+
+
+@dataclass(frozen=True, slots=True)
+class Int8Build:
+    """One run of ``imgclf quantize``: where it wrote, from which photos, what it said."""
+
+    repository: Path
+    calibration_dir: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def folder(self) -> Path:
+        return self.repository / "efficientnet-lite0-int8" / "3"
+
+
+@pytest.fixture(scope="session")
+def int8_build(tmp_path_factory: pytest.TempPathFactory) -> Int8Build:
+    """The real INT8 model, quantized once for the whole run by the CLI (version 3, 7-bit
+    weights, calibrated on three photos of a folder as the upload folder would be): a build
+    costs 40-80 s of a core, and the CLI's test and the shadow comparisons both need one. The
+    test processes of one run (pytest-xdist) share it: the first to ask builds it while the
+    others wait on a lock."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    # With workers, each has its own temporary root inside the run's: the run's is shared.
+    root = tmp_path_factory.getbasetemp()
+    shared = (root.parent if worker else root) / "int8-build"
+    shared.mkdir(exist_ok=True)
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        outcome = shared / "outcome.json"
+        if not outcome.exists():
+            _quantize(shared, outcome)
+        told = json.loads(outcome.read_text())
+    return Int8Build(shared / "repository", shared / "uploads", **told)
+
+
+def _quantize(shared: Path, outcome: Path) -> None:
+    photos = shared / "uploads"
+    photos.mkdir(exist_ok=True)
+    shutil.copy(DOG_JPEG, photos / "dog.jpeg")
+    skimage = pytest.importorskip("skimage")
+    for name in ("coffee.png", "chelsea.png"):
+        shutil.copy(Path(str(skimage.__file__)).parent / "data" / name, photos / name)
+    command = [
+        *imgclf_command(), "quantize", "--repository", str(shared / "repository"),
+        "--version", "3", "--calibration-dir", str(photos), "--weight-bits", "7",
+    ]  # fmt: skip
+    environment = {**os.environ, "IMGCLF_DATA_DIR": str(shared / "data")}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    told = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+    outcome.write_text(json.dumps(told))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,10 +17,10 @@ import redis
 from typer.testing import CliRunner
 
 from imgclf.cli import app as cli
-from imgclf.launcher import imgclf_command
 from imgclf.model import ImageLimits, load_bundle
 from imgclf.model.classifier import Classifier
 from tests.api.test_shadow import LITE0, _link_bundle
+from tests.conftest import Int8Build
 from tests.support import ServedApi, sample_photos, stop_process, wait_for_workers
 from tests.test_model_swap import start_worker
 
@@ -31,25 +30,15 @@ ADMIN = {"username": "admin@example.com", "password": "admin"}
 
 
 @pytest.fixture(scope="module")
-def fp32_and_int8(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repository with efficientnet-lite0@1 and efficientnet-lite0-int8@1: the built one
-    beside the FP32 bundle when there is one, else quantized here from the packaged photos."""
+def fp32_and_int8(
+    model_dir: Path, int8_build: Int8Build, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A repository with efficientnet-lite0@1 and efficientnet-lite0-int8@1, the run's INT8
+    build: the comparison needs a real INT8 model, not its best one."""
+    assert int8_build.returncode == 0, int8_build.stdout + int8_build.stderr
     root = tmp_path_factory.mktemp("fp32-int8")
     _link_bundle(model_dir, root / LITE0 / "1", name=LITE0, version=1)
-    built = model_dir.parents[1] / INT8 / "1"
-    if (built / "bundle.json").exists():
-        _link_bundle(built, root / INT8 / "1")
-    else:
-        # Calibrated on three photos: a minute faster than on every packaged one, and the
-        # comparison needs a real INT8 model, not its best one.
-        calibration = tmp_path_factory.mktemp("calibration")
-        for number, photo in enumerate(sample_photos(3)):
-            (calibration / f"photo{number}.jpg").write_bytes(photo)
-        command = [
-            *imgclf_command(), "quantize", "--repository", str(root), "--version", "1",
-            "--calibration-dir", str(calibration),
-        ]  # fmt: skip
-        subprocess.run(command, check=True, capture_output=True, timeout=300)
+    _link_bundle(int8_build.folder, root / INT8 / "1", version=1)
     return root
 
 

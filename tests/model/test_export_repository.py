@@ -1,23 +1,24 @@
 """``imgclf export-model`` and ``imgclf quantize`` into a model repository (needs torch).
 
 Each export runs the real weights through torch, ONNX and (for INT8) ONNX Runtime's
-quantization; the INT8 one calibrates on three pictures to stay quick.
+quantization; the INT8 one calibrates on three pictures to stay quick, and is built once for
+the run (``int8_build`` in tests/conftest.py), as the shadow comparisons use it too.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from model_helpers import DOG, skimage_photo
+from model_helpers import DOG
 from typer.testing import CliRunner, Result
 
 from imgclf.cli import app
 from imgclf.model import Classifier, ImageLimits, load_bundle
 from imgclf.model.cpu import int8_dot_product
+from tests.conftest import Int8Build
 
 pytest.importorskip("torch")
 
@@ -35,17 +36,6 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
     return invoke
 
 
-@pytest.fixture
-def photos(tmp_path: Path) -> Path:
-    """A small calibration folder, as the upload folder would be."""
-    folder = tmp_path / "uploads"
-    folder.mkdir()
-    shutil.copy(DOG, folder / "dog.jpeg")
-    for name in ("coffee.png", "chelsea.png"):
-        (folder / name).write_bytes(skimage_photo(name))
-    return folder
-
-
 def top_label(model_dir: Path) -> str:
     classifier = Classifier(load_bundle(model_dir), threads=2)
     result = classifier.classify_bytes([DOG.read_bytes()], ImageLimits(), 1)[0]
@@ -54,16 +44,9 @@ def top_label(model_dir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_quantize_writes_an_int8_version_that_still_sees_the_dog(
-    run: Invoke, tmp_path: Path, photos: Path
-) -> None:
-    repository = tmp_path / "repo"
-    result = run(
-        "quantize", "--repository", str(repository), "--version", "3",
-        "--calibration-dir", str(photos), "--weight-bits", "7",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    folder = repository / "efficientnet-lite0-int8" / "3"
+def test_quantize_writes_an_int8_version_that_still_sees_the_dog(int8_build: Int8Build) -> None:
+    assert int8_build.returncode == 0, int8_build.stdout + int8_build.stderr
+    repository, folder = int8_build.repository, int8_build.folder
     assert sorted(p.name for p in folder.iterdir()) == BUNDLE_FILES
     assert [p.name for p in repository.iterdir()] == ["efficientnet-lite0-int8"]
     assert [p.name for p in folder.parent.iterdir()] == ["3"]  # no staging folders left
@@ -79,12 +62,12 @@ def test_quantize_writes_an_int8_version_that_still_sees_the_dog(
     assert "S8 weights (7-bit range)" in meta["calibration"]["method"]
     assert meta["calibration"]["pictures"] == 3
     assert meta["calibration"]["inputs"] == 24
-    assert str(photos) in meta["calibration"]["images"]
+    assert str(int8_build.calibration_dir) in meta["calibration"]["images"]
     checked = meta["agreement_with_fp32"]
     assert checked["inputs"] >= 50
     assert 0 < checked["top1"] <= 1
     assert 0 < checked["top5_overlap"] <= 1
-    assert f"{checked['inputs']} held-out inputs" in result.stdout
+    assert f"{checked['inputs']} held-out inputs" in int8_build.stdout
     assert checked["checked_on"] == f"8-bit dot products on this CPU: {int8_dot_product()}"
     assert load_bundle(folder).weight_bits == 7
 
