@@ -18,7 +18,11 @@ from sqlalchemy.orm import Session
 from imgclf.api.predictions.quota import QuotaExceededError, StorageQuota
 from imgclf.api.predictions.recorder import PredictionRecorder, RecordingUnavailableError
 from imgclf.api.predictions.service import Answer, prediction_row
-from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError
+from imgclf.api.predictions.uploads import (
+    AcceptedUpload,
+    DigestCollisionError,
+    StorageFullError,
+)
 from imgclf.api.users.service import AccountGoneError, delete_user
 from imgclf.db.engine import Database, make_engine
 from imgclf.db.migrate import upgrade
@@ -345,6 +349,45 @@ def test_an_upload_that_cannot_be_stored_fails_alone(
     assert isinstance(stored, int)
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Prediction)) == 1
+
+
+def test_a_picture_forged_to_share_a_stored_pictures_digest_is_refused_and_changes_nothing(
+    engine: Engine, writes: Database, tmp_path: Path
+) -> None:
+    """What a forged MD5 collision presents to the recorder: the name of a picture someone
+    stored, other bytes. (Forging a pair of real images takes a collision search that this
+    machine has no tool for; the recorder sees only names and bytes.) Stored as the first, the
+    second sender's history would show the first picture, and the feedback data set would
+    label it with answers given on the second."""
+    mallory = add_user(writes, "mallory@example.com")
+    alice = add_user(writes, "alice@example.com")
+    first = upload_of(DOG_JPEG.read_bytes())
+    twin = AcceptedUpload(DOG_JPEG.read_bytes() + b"forged", first.digest, first.file_name)
+
+    (stored,) = record_all(writes, tmp_path, [(mallory, first)])
+    refused, recorded = record_all(writes, tmp_path, [(alice, twin), (alice, first)])
+
+    assert isinstance(stored, int)
+    assert isinstance(refused, DigestCollisionError)
+    assert "same MD5 digest" in str(refused)
+    assert isinstance(recorded, int)  # the picture itself is still welcome
+    assert (tmp_path / first.file_name).read_bytes() == first.data
+    assert stored_bytes(writes, alice) == len(first.data)  # the refused twin cost nothing
+    with Session(engine) as session:
+        rows = session.scalars(select(Prediction.id).where(Prediction.user_id == alice)).all()
+    assert rows == [recorded]
+
+
+def test_a_stored_upload_damaged_on_disk_is_written_again(writes: Database, tmp_path: Path) -> None:
+    alice = add_user(writes, "alice@example.com")
+    dog = upload_of(DOG_JPEG.read_bytes())
+    record_all(writes, tmp_path, [(alice, dog)])
+    (tmp_path / dog.file_name).write_bytes(dog.data[:1000])  # cut short, as a failing disk might
+
+    (again,) = record_all(writes, tmp_path, [(alice, dog)])
+
+    assert isinstance(again, int)
+    assert (tmp_path / dog.file_name).read_bytes() == dog.data
 
 
 def test_a_row_the_database_refuses_for_another_reason_is_not_a_deleted_account(

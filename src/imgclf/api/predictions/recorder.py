@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from imgclf.api.predictions.quota import Charge, StorageQuota
 from imgclf.api.predictions.uploads import (
     AcceptedUpload,
+    DigestCollisionError,
     StorageFullError,
     hold_uploads,
     store_upload,
@@ -102,6 +103,7 @@ class PredictionRecorder:
         """Store the upload (once per content) and insert the ``predictions`` row.
 
         Raises StorageFullError or QuotaExceededError when the upload cannot be stored,
+        DigestCollisionError when another picture is stored under its name,
         RecordingUnavailableError when the database does not answer in time, AccountGoneError
         when the row's user no longer exists."""
         if self._closing or self._loop is None or self._thread is None:
@@ -184,7 +186,7 @@ class PredictionRecorder:
                     if charge.refusal is not None:  # over its user's quota: neither stored
                         raise charge.refusal  # nor recorded
                     store_upload(self.upload_dir, record.upload)
-                except StorageFullError as error:
+                except (StorageFullError, DigestCollisionError) as error:
                     ledger.take_back(user_id, record.upload, charge)
                     outcomes.append(error)
                 else:

@@ -32,7 +32,12 @@ from imgclf.api.predictions.schemas import (
     ScoredLabelPublic,
 )
 from imgclf.api.predictions.timing import server_timing
-from imgclf.api.predictions.uploads import AcceptedUpload, StorageFullError, accept_upload
+from imgclf.api.predictions.uploads import (
+    AcceptedUpload,
+    DigestCollisionError,
+    StorageFullError,
+    accept_upload,
+)
 from imgclf.api.state import AppState
 from imgclf.api.users.service import AccountGoneError
 from imgclf.queue.base import (
@@ -211,14 +216,16 @@ async def _run_job(
         await state.recorder.record(service.prediction_row(user_id, upload, answer), upload)
     except AccountGoneError:
         logger.info("job %s: its account was deleted before the answer came", job_id)
-    except StorageFullError as error:
+    except (StorageFullError, DigestCollisionError) as error:
         # Over the quota since it was queued (jobs queued together all pass the early check),
-        # or the disk refused it: the job fails as the same upload to /model/predict would,
-        # instead of reading "done" with nothing recorded. Its answer was readable meanwhile.
+        # the disk refused it, or another picture has its name: the job fails as the same
+        # upload to /model/predict would, instead of reading "done" with nothing recorded.
+        # Its answer was readable meanwhile.
         logger.info("job %s: not recorded: %s", job_id, error)
+        status_code, detail, _headers = http_answer(error)
         with contextlib.suppress(QueueUnavailableError):
             await state.queue.record_result(
-                JobResult(job_id, ok=False, status_code=507, error=str(error), model_id=model)
+                JobResult(job_id, ok=False, status_code=status_code, error=detail, model_id=model)
             )
     except Exception as error:  # the answer stays readable; only the history lacks it
         logger.warning("job %s: its prediction could not be recorded: %s", job_id, error)

@@ -18,6 +18,7 @@ from imgclf.api.predictions.form import FormFile
 from imgclf.db.models import Prediction
 from imgclf.model.image_end import may_inflate_metadata
 from imgclf.model.images import (
+    ImageError,
     ImageLimits,
     ImageTooLargeError,
     check_extension,
@@ -39,6 +40,20 @@ INLINE_CHECK_BYTES = 256 * 1024
 
 class StorageFullError(Exception):
     """The upload could not be written (disk full, folder gone or read-only)."""
+
+
+class DigestCollisionError(ImageError):
+    """Another picture is stored under the upload's name: its MD5 digest (the name the API
+    contract gives an upload) is the same, its bytes are not. Only files forged to collide do
+    that, and storing the second as the first would show its sender someone else's picture in
+    their history, and label that picture in the feedback data set with the answers given on
+    theirs."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The image is refused: a different picture with the same MD5 digest is already "
+            "stored (only files forged to collide share one); send another picture."
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +93,13 @@ async def accept_upload(file: FormFile, settings: Settings) -> AcceptedUpload:
 def _checked(data: bytes, limits: ImageLimits) -> tuple[bytes, str]:
     """The picture's own bytes, once checked, and their digest."""
     data = picture_bytes(data, inspect_image(data, limits))
-    return data, hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return data, _md5(data)
+
+
+def _md5(data: bytes) -> str:
+    """An upload's name, as the API contract has it (``<md5 hex>.<ext>``); ``_write_once``
+    refuses a second picture forged to share one."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def display_file_name(name: str) -> str:
@@ -139,8 +160,8 @@ def remove_uploads(upload_dir: Path, names: Iterable[str]) -> None:
 
 
 def store_upload(upload_dir: Path, upload: AcceptedUpload) -> None:
-    """Write the upload once, or raise StorageFullError (the prediction is then not recorded
-    either)."""
+    """Write the upload once, or raise StorageFullError or DigestCollisionError (the prediction
+    is then not recorded either)."""
     try:
         _write_once(upload_dir, upload)
     except OSError as error:
@@ -152,10 +173,17 @@ def store_upload(upload_dir: Path, upload: AcceptedUpload) -> None:
 
 
 def _write_once(upload_dir: Path, upload: AcceptedUpload) -> None:
-    """Concurrent writers of the same content each rename a full file; none leaves a part."""
+    """Concurrent writers of the same content each rename a full file; none leaves a part.
+    A file already there is kept if it holds these bytes (0.02 ms for a photo, read back from
+    the page cache), or if it is another picture of the same digest (DigestCollisionError);
+    one that no longer matches its own name (damaged on disk) is written again."""
     target = upload_dir / upload.file_name
     if target.exists():
-        return
+        stored = target.read_bytes()
+        if stored == upload.data:
+            return
+        if _md5(stored) == upload.digest:
+            raise DigestCollisionError()
     upload_dir.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=upload_dir, prefix=".upload-")
     try:
