@@ -337,6 +337,23 @@ def test_a_deleted_users_token_has_the_model_run_no_more(embedded: Service) -> N
     assert worker.jobs_done == classified
 
 
+def test_an_account_deleted_elsewhere_has_the_model_run_once_more_at_most(
+    embedded: Service,
+) -> None:
+    """Deleted through another API process (here: in the database, behind this one's back),
+    an account's token is refused by the record after the model ran; from then on this process
+    refuses it before the model runs."""
+    alice = embedded.make_user()
+    worker = app_state(embedded.app).queue.worker  # type: ignore[union-attr]
+    with app_state(embedded.app).database.transaction() as session:
+        session.delete(session.get(User, alice.id))
+    classified = worker.jobs_done
+    for _ in range(3):
+        answer = embedded.client.post("/model/predict", files=dog_upload(), headers=alice.headers)
+        assert (answer.status_code, answer.json()) == (401, INVALID)
+    assert worker.jobs_done == classified + 1
+
+
 # Login: timing, throttling, and what is never shown ---------------------------------------------
 
 

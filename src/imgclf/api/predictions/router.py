@@ -106,7 +106,13 @@ async def predict(
     with span("record"):
         row = service.prediction_row(user_id, upload, answer)
         recording = time.perf_counter()
-        prediction_id = await recorder.record(row, upload)
+        try:
+            prediction_id = await recorder.record(row, upload)
+        except AccountGoneError:
+            # Deleted through another process: this one refuses the token from now on, before
+            # the model runs for nobody again.
+            state.tokens.forget_user(user_id)
+            raise
         recorded_ms = (time.perf_counter() - recording) * 1000
     if state.shadow is not None:  # a copy for the model's candidate, if it has one; not awaited
         state.shadow.offer(upload, answer)
@@ -216,6 +222,7 @@ async def _run_job(
         await state.recorder.record(service.prediction_row(user_id, upload, answer), upload)
     except AccountGoneError:
         logger.info("job %s: its account was deleted before the answer came", job_id)
+        state.tokens.forget_user(user_id)
     except (StorageFullError, DigestCollisionError) as error:
         # Over the quota since it was queued (jobs queued together all pass the early check),
         # the disk refused it, or another picture has its name: the job fails as the same
