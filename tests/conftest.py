@@ -180,7 +180,8 @@ def int8_build(tmp_path_factory: pytest.TempPathFactory) -> Int8Build:
     weights, calibrated on three photos of a folder as the upload folder would be): a build
     costs 40-80 s of a core, and the CLI's test and the shadow comparisons both need one. The
     test processes of one run (pytest-xdist) share it: the first to ask builds it while the
-    others wait on a lock."""
+    others wait on a lock, and a build that failed is not tried again."""
+    skimage = pytest.importorskip("skimage")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     # With workers, each has its own temporary root inside the run's: the run's is shared.
     root = tmp_path_factory.getbasetemp()
@@ -190,23 +191,35 @@ def int8_build(tmp_path_factory: pytest.TempPathFactory) -> Int8Build:
         fcntl.flock(lock, fcntl.LOCK_EX)
         outcome = shared / "outcome.json"
         if not outcome.exists():
-            _quantize(shared, outcome)
+            photos = Path(str(skimage.__file__)).parent / "data"
+            outcome.write_text(json.dumps(_quantize(shared, photos)))
         told = json.loads(outcome.read_text())
     return Int8Build(shared / "repository", shared / "uploads", **told)
 
 
-def _quantize(shared: Path, outcome: Path) -> None:
+def _quantize(shared: Path, skimage_photos: Path) -> dict[str, object]:
+    """Run ``imgclf quantize`` as a user would, in a folder of its own and without the
+    developer's IMGCLF_ settings; what it returned and said."""
     photos = shared / "uploads"
-    photos.mkdir(exist_ok=True)
+    photos.mkdir()
     shutil.copy(DOG_JPEG, photos / "dog.jpeg")
-    skimage = pytest.importorskip("skimage")
     for name in ("coffee.png", "chelsea.png"):
-        shutil.copy(Path(str(skimage.__file__)).parent / "data" / name, photos / name)
+        shutil.copy(skimage_photos / name, photos / name)
     command = [
         *imgclf_command(), "quantize", "--repository", str(shared / "repository"),
         "--version", "3", "--calibration-dir", str(photos), "--weight-bits", "7",
     ]  # fmt: skip
-    environment = {**os.environ, "IMGCLF_DATA_DIR": str(shared / "data")}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
-    told = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
-    outcome.write_text(json.dumps(told))
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("IMGCLF_") or name in _KEPT_VARIABLES
+    }
+    environment["IMGCLF_DATA_DIR"] = str(shared / "data")
+    try:
+        # Within pytest's own limit for the test that waits (300 s).
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=240, env=environment, cwd=shared
+        )
+    except subprocess.TimeoutExpired as error:
+        return {"returncode": -1, "stdout": str(error.stdout or ""), "stderr": "timed out"}
+    return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from imgclf.api.predictions.timing import parse_server_timing
+from imgclf.api.predictions.uploads import AcceptedUpload, DigestCollisionError
 from imgclf.model import ImageLimits, load_classifier
 from imgclf.serving import create_service_app
 from imgclf.settings import Settings
@@ -227,6 +228,33 @@ def test_async_job_is_readable_by_its_owner_only(
         time.sleep(0.05)
         history = client.get("/model/predictions", headers=alice.headers).json()
     assert [item["label"] for item in history] == ["Eskimo_dog"]
+
+
+def test_an_upload_refused_at_its_record_fails_its_prediction_and_its_job_with_the_reason(
+    client: TestClient, alice: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an upload forged to share a stored picture's MD5 meets once the model has answered
+    (tests/api/test_recorder.py forges one for the recorder): 400 with the reason, and a job
+    that reads "failed" with it rather than "done" with nothing recorded."""
+
+    def refuse(upload_dir: Path, upload: AcceptedUpload) -> None:
+        raise DigestCollisionError()
+
+    monkeypatch.setattr("imgclf.api.predictions.recorder.store_upload", refuse)
+    answer = client.post("/model/predict", files=dog_upload(), headers=alice.headers)
+    assert answer.status_code == 400
+    assert "same MD5 digest is already stored" in answer.json()["detail"]
+
+    accepted = client.post("/model/jobs", files=dog_upload(), headers=alice.headers)
+    job_id = accepted.json()["job_id"]
+    deadline = time.monotonic() + 10
+    status = client.get(f"/model/jobs/{job_id}", headers=alice.headers).json()
+    while status["status"] != "failed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = client.get(f"/model/jobs/{job_id}", headers=alice.headers).json()
+    assert status["status"] == "failed"
+    assert "same MD5 digest is already stored" in status["error"]
+    assert client.get("/model/predictions", headers=alice.headers).json() == []
 
 
 def test_ready_once_the_model_is_loaded_and_metrics_count_batches(

@@ -22,6 +22,7 @@ from imgclf.api.predictions.uploads import (
     AcceptedUpload,
     DigestCollisionError,
     StorageFullError,
+    store_upload,
 )
 from imgclf.api.users.service import AccountGoneError, delete_user
 from imgclf.db.engine import Database, make_engine
@@ -376,6 +377,53 @@ def test_a_picture_forged_to_share_a_stored_pictures_digest_is_refused_and_chang
     with Session(engine) as session:
         rows = session.scalars(select(Prediction.id).where(Prediction.user_id == alice)).all()
     assert rows == [recorded]
+
+
+def store_at_once(folder: Path, uploads: list[AcceptedUpload]) -> dict[bytes, str]:
+    """Each upload stored by a thread of its own, all let go at the same moment: "stored" or
+    "refused" for each one's bytes."""
+    start = threading.Barrier(len(uploads))
+    outcomes: dict[bytes, str] = {}
+
+    def store(upload: AcceptedUpload) -> None:
+        start.wait()
+        try:
+            store_upload(folder, upload)
+            outcomes[upload.data] = "stored"
+        except DigestCollisionError:
+            outcomes[upload.data] = "refused"
+
+    threads = [threading.Thread(target=store, args=(upload,)) for upload in uploads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_twins_stored_at_the_same_moment_publish_one_and_refuse_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorders of several API processes store at once on PostgreSQL (they share the upload
+    folder's lock); threads stand in for them here. Checking for the file and then renaming
+    over it let both twins through, the last one staying under the name. Whichever comes
+    first, the other must see a twin, not a damaged file: the digest here is MD5 with the
+    forgery's mark cut off, so that the two collide as a forged pair does."""
+
+    def colliding_md5(data: bytes) -> str:
+        return hashlib.md5(data.removesuffix(b"forged"), usedforsecurity=False).hexdigest()
+
+    monkeypatch.setattr("imgclf.api.predictions.uploads._md5", colliding_md5)
+    first = upload_of(DOG_JPEG.read_bytes())
+    twin = AcceptedUpload(DOG_JPEG.read_bytes() + b"forged", first.digest, first.file_name)
+    for attempt in range(40):
+        folder = tmp_path / str(attempt)
+        outcomes = store_at_once(folder, [first, twin])
+
+        assert sorted(outcomes.values()) == ["refused", "stored"], attempt
+        (stored,) = [data for data, outcome in outcomes.items() if outcome == "stored"]
+        assert (folder / first.file_name).read_bytes() == stored
+        assert [path.name for path in folder.iterdir()] == [first.file_name]  # nothing aside
 
 
 def test_a_stored_upload_damaged_on_disk_is_written_again(writes: Database, tmp_path: Path) -> None:

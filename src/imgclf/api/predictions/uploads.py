@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -173,23 +174,49 @@ def store_upload(upload_dir: Path, upload: AcceptedUpload) -> None:
 
 
 def _write_once(upload_dir: Path, upload: AcceptedUpload) -> None:
-    """Concurrent writers of the same content each rename a full file; none leaves a part.
-    A file already there is kept if it holds these bytes (0.02 ms for a photo, read back from
-    the page cache), or if it is another picture of the same digest (DigestCollisionError);
-    one that no longer matches its own name (damaged on disk) is written again."""
+    """Publish the upload under its name unless a file there holds it already.
+
+    The file is written aside and then linked to its name, which fails where a file is: of
+    writers of the same name at once (other processes' recorders, on PostgreSQL), the first
+    publishes and the others compare with what it published, so another picture forged to
+    share the digest is refused even when both arrive together (a check, then a rename, let
+    the last writer win). A file that no longer matches its own name (damaged on disk) is
+    replaced."""
     target = upload_dir / upload.file_name
-    if target.exists():
-        stored = target.read_bytes()
-        if stored == upload.data:
-            return
-        if _md5(stored) == upload.digest:
-            raise DigestCollisionError()
+    if _holds(target, upload):
+        return
     upload_dir.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=upload_dir, prefix=".upload-")
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(upload.data)
-        os.replace(temporary, target)
-    except BaseException:
+        try:
+            os.link(temporary, target)
+        except FileExistsError:
+            if not _holds(target, upload):
+                os.replace(temporary, target)
+        except OSError as error:
+            if error.errno not in _NO_HARD_LINKS:
+                raise
+            os.replace(temporary, target)  # a file system without links: the last one stays
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
+
+
+# What link(2) answers on a file system that has no hard links.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+def _holds(target: Path, upload: AcceptedUpload) -> bool:
+    """Whether the file at ``target`` is this upload (0.02 ms for a photo, read back from the
+    page cache); False when there is none or it is damaged, DigestCollisionError when it is
+    another picture of the same MD5."""
+    try:
+        stored = target.read_bytes()
+    except FileNotFoundError:
+        return False
+    if stored == upload.data:
+        return True
+    if _md5(stored) == upload.digest:
+        raise DigestCollisionError()
+    return False
