@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     user_storage_quota_mb: int = Field(
         default=1024, ge=1, description="distinct uploads stored per user; 507 beyond"
     )
+    user_feedback_quota_mb: int = Field(
+        default=16, ge=1, description="feedback notes stored per user (UTF-8 bytes); 507 beyond"
+    )
     history_keep: int = Field(
         default=100_000,
         ge=1,

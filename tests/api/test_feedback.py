@@ -294,7 +294,9 @@ def test_feedback_waits_behind_its_authors_deletion_without_a_deadlock(
         delete_user(session, session.get_one(User, alice.id), upload_dir)
 
     def give(session: Session) -> object:
-        return give_feedback(session, user_id=alice.id, data=body, classes_of=lambda _: None)
+        return give_feedback(
+            session, user_id=alice.id, data=body, classes_of=lambda _: None, byte_limit=2**20
+        )
 
     deletion, feedback = meet(app_state(app).database, delete, "FOR UPDATE", give)
     assert deletion.exception() is None

@@ -74,6 +74,11 @@ def stored_bytes(app: FastAPI, email: str) -> int:
         return session.scalar(select(User.storage_bytes).where(User.email == email)) or 0
 
 
+def feedback_bytes(app: FastAPI, email: str) -> int:
+    with app_state(app).database.transaction(writes=False) as session:
+        return session.scalar(select(User.feedback_bytes).where(User.email == email)) or 0
+
+
 @pytest.mark.parametrize("batch", [1, retention_module.PRUNE_BATCH])
 def test_the_oldest_predictions_go_with_their_feedback_and_unshared_uploads(
     client: TestClient, app: FastAPI, batch: int, monkeypatch: pytest.MonkeyPatch
@@ -84,7 +89,7 @@ def test_the_oldest_predictions_go_with_their_feedback_and_unshared_uploads(
     answers = [predict(client, alice, photo) for photo in photos]
     predict(client, bob, photos[0])  # Bob's copy of Alice's first picture
     for answer in (answers[0], answers[4]):
-        feedback = {"prediction_id": answer["prediction_id"], "correct": True}
+        feedback = {"prediction_id": answer["prediction_id"], "correct": True, "feedback": "Yes!"}
         assert client.post("/feedback/", json=feedback, headers=alice).status_code == 201
     uploads = app_state(app).settings.upload_dir
     names = [str(answer["image_file_name"]) for answer in answers]
@@ -101,6 +106,9 @@ def test_the_oldest_predictions_go_with_their_feedback_and_unshared_uploads(
     assert [(uploads / name).exists() for name in names] == [True, False, True, True, True]
     assert stored_bytes(app, "alice@example.com") == sum(len(p) for p in photos[2:])
     assert len(client.get("/model/predictions", headers=bob).json()) == 1
+    # The swept feedback's note no longer counts in her feedback quota; the kept one does.
+    (kept_note,) = [item["feedback"] for item in feedback]
+    assert feedback_bytes(app, "alice@example.com") == len(kept_note.encode()) > 0
 
     # The second picture again: stored and charged again, and the oldest kept one goes.
     again = predict(client, alice, photos[1])

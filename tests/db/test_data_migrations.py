@@ -149,3 +149,39 @@ def test_each_users_total_is_their_distinct_files(engine: Engine) -> None:
     assert count == len(predictions)
     assert "storage_bytes" not in columns
     assert link == 1
+
+
+def test_each_users_feedback_notes_are_counted_in_bytes(engine: Engine) -> None:
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0007_upload_names")
+        for user_id in (1, 2):
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, name, email, hashed_password, is_admin, created_at) "
+                    "VALUES (:id, 'Someone', :email, 'x', false, :t)"
+                ),
+                {"id": user_id, "email": f"user{user_id}@example.com", "t": T0},
+            )
+        for prediction_id, note in ((1, "Right."), (2, "\U0001f600 blue eyes"), (3, "")):
+            connection.execute(
+                text(
+                    "INSERT INTO predictions (id, user_id, image_file_name, image_bytes, label, "
+                    "score, top_k, model_id, latency_ms, cached, created_at) VALUES "
+                    "(:id, 1, 'a.jpg', 10, 'x', 0.5, '[]', 'm@1', 1.0, false, :t)"
+                ),
+                {"id": prediction_id, "t": T0},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO feedbacks (user_id, prediction_id, score, predicted_class, "
+                    "image_file_name, feedback, created_at) "
+                    "VALUES (1, :id, 0.5, 'x', 'a.jpg', :note, :t)"
+                ),
+                {"id": prediction_id, "note": note, "t": T0},
+            )
+
+    upgrade(engine)
+
+    with engine.connect() as connection:
+        totals = connection.execute(text("SELECT id, feedback_bytes FROM users ORDER BY id")).all()
+    assert [tuple(row) for row in totals] == [(1, 6 + 4 + 10), (2, 0)]  # the emoji is 4 bytes

@@ -15,7 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imgclf.api.feedback.service import PredictionNotFound
+from imgclf.api.feedback.service import FeedbackQuotaExceeded, PredictionNotFound
 from imgclf.api.middleware import REQUEST_ID_HEADER, SECURITY_HEADERS
 from imgclf.api.predictions.form import UploadFormError
 from imgclf.api.predictions.recorder import RecordingUnavailableError
@@ -49,8 +49,8 @@ _DESCRIPTIONS = {
     "seconds",
     503: "A dependency is unavailable; retry later",
     504: "No answer in time",
-    507: "The upload could not be stored: the disk is full or unwritable (retry later), "
-    "or your storage quota is used up (the message says which)",
+    507: "Not stored: the disk is full or unwritable (retry later), or your storage or "
+    "feedback quota is used up (the message says which)",
 }
 
 
@@ -68,6 +68,7 @@ DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     AccountGoneError,
     EmailTaken,
     PredictionNotFound,
+    FeedbackQuotaExceeded,
 )
 
 
@@ -90,7 +91,7 @@ def http_answer(error: Exception) -> tuple[int, str, dict[str, str] | None]:
             | UploadFormError(status_code=status_code)
         ):
             return status_code, str(error), None
-        case StorageFullError():  # the disk, or the user's quota
+        case StorageFullError() | FeedbackQuotaExceeded():  # the disk, or the user's quota
             return 507, str(error), None
         case RecordingUnavailableError():
             return 503, str(error), RETRY_SHORTLY

@@ -25,6 +25,9 @@ class User(CreatedAtMixin, Base):
     # Bytes of the distinct uploads stored for the user, added to as the recorder stores them:
     # the storage quota reads it instead of summing the user's whole history at every upload.
     storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Bytes (UTF-8) of the user's feedback notes, kept as they are written, replaced and
+    # removed: the feedback quota reads it.
+    feedback_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     predictions: Mapped[list[Prediction]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

@@ -29,7 +29,7 @@ router = APIRouter(prefix="/feedback", tags=["feedback"])
     summary="Say whether a prediction was right",
     response_model=FeedbackPublic,
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(400, 401, 404, 413, 422),
+    responses=error_responses(400, 401, 404, 413, 422, 507),
 )
 async def create_feedback(
     body: FeedbackCreate, user: CurrentUser, db: DatabaseDep, settings: SettingsDep
@@ -43,6 +43,7 @@ async def create_feedback(
         user_id=user.id,
         data=body,
         classes_of=partial(find_class_list, settings),
+        byte_limit=settings.user_feedback_quota_mb * 2**20,
     )
     try:
         return await db.run(give)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,7 @@ from imgclf.api.feedback.classes import ClassList, ModelClass, UnknownClassError
 from imgclf.api.feedback.schemas import FeedbackCreate
 from imgclf.api.users.service import hold_user
 from imgclf.db.base import utcnow
-from imgclf.db.models import Feedback, Prediction
+from imgclf.db.models import Feedback, Prediction, User
 
 ClassLists = Callable[[str], ClassList | None]
 
@@ -30,6 +30,30 @@ class PredictionNotFound(Exception):
 
 class InvalidVerdict(ValueError):
     """``correct`` and ``correct_class`` contradict each other."""
+
+
+class FeedbackQuotaExceeded(Exception):
+    """The note would take its user's feedback past their quota (``str()`` says by how much)."""
+
+
+def note_bytes(note: str | None) -> int:
+    """What a feedback note counts in its user's feedback quota."""
+    return len((note or "").encode())
+
+
+def release_notes(session: Session, user_id: int, freed: int) -> None:
+    """Take ``freed`` bytes off the user's feedback total (notes that counted them are gone)."""
+    if freed:
+        session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(
+                feedback_bytes=case(
+                    (User.feedback_bytes > freed, User.feedback_bytes - freed), else_=0
+                )
+            )
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _prediction_for(session: Session, user_id: int, data: FeedbackCreate) -> Prediction:
@@ -106,11 +130,20 @@ def _verdict(
 
 
 def give_feedback(
-    session: Session, *, user_id: int, data: FeedbackCreate, classes_of: ClassLists
+    session: Session,
+    *,
+    user_id: int,
+    data: FeedbackCreate,
+    classes_of: ClassLists,
+    byte_limit: int,
 ) -> Feedback:
-    """Store the feedback, replacing the prediction's earlier one (same id, newest time)."""
-    hold_user(session, user_id)  # before the prediction's row, as a deletion takes them
+    """Store the feedback, replacing the prediction's earlier one (same id, newest time), or
+    raise FeedbackQuotaExceeded when the user's notes would take more than ``byte_limit``."""
+    # Before the prediction's row, as a deletion takes them; exclusive, so that the user's
+    # notes are counted one writer at a time.
+    hold_user(session, user_id, exclusive=True)
     prediction = _prediction_for(session, user_id, data)
+    _count_note(session, user_id, prediction.id, data.feedback, byte_limit)
     predicted, model = prediction.label, prediction.model_id
     correct, right_class = _verdict(data, predicted, model, classes_of)
     values: dict[str, Any] = {
@@ -125,6 +158,33 @@ def give_feedback(
         "created_at": utcnow(),
     }
     return _replace(session, {**values, "user_id": user_id, "prediction_id": prediction.id})
+
+
+def _count_note(
+    session: Session, user_id: int, prediction_id: int, note: str, byte_limit: int
+) -> None:
+    """Add the note to its user's feedback total, less the note it replaces; refuse a note that
+    would take the total past ``byte_limit`` (a shorter one always passes)."""
+    replaced = session.scalar(
+        select(Feedback.feedback).where(Feedback.prediction_id == prediction_id)
+    )
+    added = note_bytes(note) - note_bytes(replaced)
+    used = session.scalar(select(User.feedback_bytes).where(User.id == user_id)) or 0
+    if added > 0 and used + added > byte_limit:
+        raise FeedbackQuotaExceeded(
+            f"Your feedback notes are full: they take {used / 1024:.0f} KB of "
+            f"{byte_limit / 2**20:g} MB and this one needs {note_bytes(note) / 1024:.1f} KB. "
+            "A shorter note, or none, still records whether the answer was right."
+        )
+    if added < 0:
+        release_notes(session, user_id, -added)
+    elif added > 0:
+        session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(feedback_bytes=User.feedback_bytes + added)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _replace(session: Session, values: dict[str, Any]) -> Feedback:
