@@ -48,7 +48,8 @@ def test_notes_are_bounded_per_user_and_a_shorter_note_gives_room_back(
     refused = note(client, alice, ids[fits], NOTE)
     assert refused.status_code == 507
     assert refused.json()["detail"].startswith(
-        "Your feedback notes are full: they take 1023 KB of 1 MB and this one needs 7.8 KB."
+        "Your feedback notes are full: this note needs 7.8 KB more than the 0.6 KB left of "
+        "your 1 MB."
     )
     assert (
         client.get("/feedback/", params={"limit": 100}, headers=alice.headers).json()[0][

@@ -180,6 +180,17 @@ def test_each_users_feedback_notes_are_counted_in_bytes(engine: Engine) -> None:
                 {"id": prediction_id, "note": note, "t": T0},
             )
 
+        # A note on no prediction, from before feedback had to name one: never given back, so
+        # never counted.
+        connection.execute(
+            text(
+                "INSERT INTO feedbacks (user_id, prediction_id, score, predicted_class, "
+                "image_file_name, feedback, created_at) "
+                "VALUES (2, NULL, 0.5, 'x', 'b.jpg', 'an old note', :t)"
+            ),
+            {"t": T0},
+        )
+
     upgrade(engine)
 
     with engine.connect() as connection:

@@ -171,10 +171,11 @@ def _count_note(
     added = note_bytes(note) - note_bytes(replaced)
     used = session.scalar(select(User.feedback_bytes).where(User.id == user_id)) or 0
     if added > 0 and used + added > byte_limit:
+        left = max(0, byte_limit - used)
         raise FeedbackQuotaExceeded(
-            f"Your feedback notes are full: they take {used / 1024:.0f} KB of "
-            f"{byte_limit / 2**20:g} MB and this one needs {note_bytes(note) / 1024:.1f} KB. "
-            "A shorter note, or none, still records whether the answer was right."
+            f"Your feedback notes are full: this note needs {added / 1024:.1f} KB more than "
+            f"the {left / 1024:.1f} KB left of your {byte_limit / 2**20:g} MB. A shorter note, "
+            "or none, still records whether the answer was right."
         )
     if added < 0:
         release_notes(session, user_id, -added)

@@ -29,8 +29,9 @@ from imgclf.db.models import Prediction, User
 # recorded prediction, and building and keying the statements each time was a third of its cost.
 _USERS = User.metadata.tables[User.__tablename__]
 _USED = select(_USERS.c.storage_bytes).where(_USERS.c.id == bindparam("user_id"))
-# FOR NO KEY UPDATE on PostgreSQL: other recorders wait for the row, inserts that only refer
-# to it (feedback) do not. SQLite leaves it out; its writer holds the whole database.
+# FOR NO KEY UPDATE on PostgreSQL: other recorders wait for the row, and so does feedback
+# (which counts the user's notes on it), but not inserts that only refer to it. SQLite leaves
+# it out; its writer holds the whole database.
 _USED_FOR_UPDATE = _USED.with_for_update(key_share=True)
 # The largest size a user's rows give the file, or None when they have none: rows from before
 # sizes were recorded say 0, and the file counts at its size from its next upload on.

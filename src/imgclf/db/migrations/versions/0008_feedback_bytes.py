@@ -24,11 +24,15 @@ def upgrade() -> None:
         "users",
         sa.Column("feedback_bytes", sa.BigInteger(), server_default="0", nullable=False),
     )
-    # Counted in Python: SQLite's length() counts characters, and the quota counts bytes.
+    # Counted in Python: SQLite's length() counts characters, and the quota counts bytes. Notes
+    # on no prediction (sent before feedback had to name one) are left out: nothing can replace
+    # or sweep them, so they could never be given back.
     connection = op.get_bind()
     totals: Counter[int] = Counter()
     notes = connection.execute(
-        sa.text("SELECT user_id, feedback FROM feedbacks").execution_options(yield_per=1000)
+        sa.text(
+            "SELECT user_id, feedback FROM feedbacks WHERE prediction_id IS NOT NULL"
+        ).execution_options(yield_per=1000)
     )
     for user_id, note in notes:
         totals[user_id] += len((note or "").encode())
