@@ -156,7 +156,8 @@ def test_a_full_queue_answers_503_at_once(redis_url: str, model_dir: Path, tmp_p
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "1"
     assert "busy" in refused.json()["detail"]
-    assert elapsed < 0.5  # behaviour, loosely: it does not wait for the deadline
+    # Behaviour, loosely (a loaded machine is slow): it does not wait for the 3 s deadline.
+    assert elapsed < 1.5
 
 
 def test_a_job_past_its_deadline_gets_504_and_is_skipped_by_workers(

@@ -80,6 +80,8 @@ def test_a_stranger_cannot_make_the_ui_server_hold_a_large_body(tmp_path: Path) 
             for p in psutil.Process(ui.process.pid).children(recursive=True)
             if "streamlit" in " ".join(p.cmdline())
         )
+        # The same refusal once first, small: what a first request imports is not counted.
+        assert _post_large(port, KEEP_PATH, 2**20, FROM_PAGE) == 413
         size = 64 * 2**20
         with PeakMemory(streamlit.pid) as memory:
             status = _post_large(port, KEEP_PATH, size, FROM_PAGE)
