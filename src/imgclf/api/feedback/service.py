@@ -41,17 +41,15 @@ def note_bytes(note: str | None) -> int:
     return len((note or "").encode())
 
 
-def release_notes(session: Session, user_id: int, freed: int) -> None:
-    """Take ``freed`` bytes off the user's feedback total (notes that counted them are gone)."""
-    if freed:
+def count_note_bytes(session: Session, user_id: int, change: int) -> None:
+    """Add ``change`` bytes to the user's feedback total (less where notes are gone); the total
+    never goes below nothing."""
+    if change:
+        total = User.feedback_bytes + change
         session.execute(
             update(User)
             .where(User.id == user_id)
-            .values(
-                feedback_bytes=case(
-                    (User.feedback_bytes > freed, User.feedback_bytes - freed), else_=0
-                )
-            )
+            .values(feedback_bytes=case((total > 0, total), else_=0))
             .execution_options(synchronize_session=False)
         )
 
@@ -177,15 +175,7 @@ def _count_note(
             f"the {left / 1024:.1f} KB left of your {byte_limit / 2**20:g} MB. A shorter note, "
             "or none, still records whether the answer was right."
         )
-    if added < 0:
-        release_notes(session, user_id, -added)
-    elif added > 0:
-        session.execute(
-            update(User)
-            .where(User.id == user_id)
-            .values(feedback_bytes=User.feedback_bytes + added)
-            .execution_options(synchronize_session=False)
-        )
+    count_note_bytes(session, user_id, added)
 
 
 def _replace(session: Session, values: dict[str, Any]) -> Feedback:

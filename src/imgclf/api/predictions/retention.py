@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from imgclf.api.feedback.service import note_bytes, release_notes
+from imgclf.api.feedback.service import count_note_bytes, note_bytes
 from imgclf.api.predictions.quota import counted_sizes, release
 from imgclf.api.predictions.uploads import hold_uploads, recorded_names, remove_uploads
 from imgclf.db.engine import Database
@@ -84,7 +84,7 @@ def _prune_batch(session: Session, upload_dir: Path, user_id: int, newest_gone: 
     counted_before = counted_sizes(session, user_id, names)
     feedback = Feedback.prediction_id.in_(select(Prediction.id).where(*old))
     notes = session.scalars(select(Feedback.feedback).where(feedback))
-    release_notes(session, user_id, sum(note_bytes(note) for note in notes))
+    count_note_bytes(session, user_id, -sum(note_bytes(note) for note in notes))
     session.execute(delete(Feedback).where(feedback))
     session.execute(delete(Prediction).where(*old).execution_options(synchronize_session=False))
     # What the quota counts for each of those files now; gone from the rows, nothing.
