@@ -28,7 +28,11 @@ NOTE = "\U0001f600" * 2000  # the longest note allowed, 8,000 bytes
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, user_feedback_quota_mb=1)
+    return Settings(
+        database_url=database_url,
+        user_feedback_quota_mb=1,
+        metrics_token="scraper-token",  # type: ignore[arg-type]
+    )
 
 
 def note(client: TestClient, caller: Caller, prediction_id: int, text: str) -> Response:
@@ -68,6 +72,9 @@ def test_notes_are_bounded_per_user_and_a_shorter_note_gives_room_back(
         == ids[fits - 1]
     )  # the refused note was not stored
     assert feedback_bytes(app, alice.id) == fits * 8000
+    # Counted apart from the service's own failures, which page whoever runs it.
+    scrape = client.get("/metrics", headers={"Authorization": "Bearer scraper-token"}).text
+    assert 'imgclf_quota_refusals_total{quota="feedback"} 1.0' in scrape
 
     # A short note still fits, and a long one replaced by a short one gives its room back.
     assert note(client, alice, ids[fits], "Right.").status_code == 201

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from tests.security.test_exposure import sign_up
 from tests.support import ServedApi
 
 QUOTA_MB = 1
+SCRAPER_TOKEN = "storage-scraper-token"
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,18 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         model_dir=model_dir,
         model_threads=1,
         user_storage_quota_mb=QUOTA_MB,
+        metrics_token=SCRAPER_TOKEN,
     ) as api:
         yield api
+
+
+def quota_refusals(served: ServedApi) -> float:
+    """``imgclf_quota_refusals_total{quota="storage"}`` as the server's /metrics has it."""
+    scrape = httpx.get(
+        f"{served.url}/metrics", headers={"Authorization": f"Bearer {SCRAPER_TOKEN}"}
+    ).text
+    found = re.search(r'^imgclf_quota_refusals_total\{quota="storage"\} (\S+)$', scrape, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def noise_png(seed: int, side: int = 320) -> bytes:
@@ -68,6 +80,7 @@ def test_megabytes_behind_a_tiny_picture_are_not_stored(served: ServedApi) -> No
 
 def test_each_user_stores_at_most_the_quota_and_a_repeat_costs_nothing(served: ServedApi) -> None:
     alice, bob = sign_up(served.url), sign_up(served.url)
+    refusals_before = quota_refusals(served)
     pictures = [noise_png(seed) for seed in range(5)]
     assert sum(len(p) for p in pictures[:3]) <= QUOTA_MB * 2**20 < sum(len(p) for p in pictures[:4])
 
@@ -93,6 +106,8 @@ def test_each_user_stores_at_most_the_quota_and_a_repeat_costs_nothing(served: S
     assert upload(served.url, bob, pictures[0]).status_code == 200
     history = httpx.get(f"{served.url}/model/predictions", headers=alice).json()
     assert len(history) == 4  # the refused uploads were not recorded
+    # Counted apart from the service's own failures, which page whoever runs it.
+    assert quota_refusals(served) - refusals_before == 2
 
 
 def test_jobs_queued_together_past_the_quota_fail_with_its_reason(served: ServedApi) -> None:

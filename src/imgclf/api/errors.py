@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from imgclf.api.feedback.service import FeedbackQuotaExceeded, PredictionNotFound
 from imgclf.api.middleware import REQUEST_ID_HEADER, SECURITY_HEADERS
 from imgclf.api.predictions.form import UploadFormError
+from imgclf.api.predictions.quota import QuotaExceededError
 from imgclf.api.predictions.recorder import RecordingUnavailableError
 from imgclf.api.predictions.uploads import StorageFullError
 from imgclf.api.users.service import AccountGoneError, EmailTaken
@@ -54,6 +55,10 @@ _DESCRIPTIONS = {
 }
 
 
+# Set in a request's scope when its answer is a 507 for the caller's own full quota, which the
+# metrics count apart (``imgclf_quota_refusals_total``): one user at their quota is no fault of
+# the service, and must not page whoever runs it as a full disk does.
+QUOTA_REFUSED = "imgclf.quota_refused"
 RETRY_SHORTLY = {"Retry-After": "5"}
 CREDENTIALS_ERROR = "Could not validate credentials"
 BEARER = {"WWW-Authenticate": "Bearer"}
@@ -143,7 +148,10 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, QuotaExceededError | FeedbackQuotaExceeded):
+        kind = "storage" if isinstance(exc, QuotaExceededError) else "feedback"
+        request.scope[QUOTA_REFUSED] = kind
     status_code, detail, headers = http_answer(exc)
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 

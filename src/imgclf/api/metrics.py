@@ -29,7 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imgclf.api.errors import error_responses
+from imgclf.api.errors import QUOTA_REFUSED, error_responses
 from imgclf.api.state import app_state
 from imgclf.queue.base import QueueError
 
@@ -54,6 +54,13 @@ class ServiceMetrics:
     def _define_http(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "imgclf_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.quota_refusals = Counter(
+            "imgclf_quota_refusals_total",
+            "507 answers for the caller's own full quota (storage, feedback): counted in "
+            "imgclf_http_requests_total too, but no fault of the service",
+            ["quota"],
+            registry=r,
         )
         self.latency = Histogram(
             "imgclf_http_request_duration_seconds",
@@ -201,6 +208,8 @@ class MetricsMiddleware:
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
             self.metrics.requests.labels(method, path, str(status)).inc()
+            if quota := scope.get(QUOTA_REFUSED):
+                self.metrics.quota_refusals.labels(quota).inc()
             self.metrics.latency.labels(method, path).observe(time.perf_counter() - started)
 
 
