@@ -3,6 +3,7 @@ comes back as known counts, shares and Wilson intervals (computed here independe
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from .conftest import Caller
 OUT_OF_RANGE = "the window must lie within the years 1 to 9999"
 
 NOW = datetime.now(UTC)
+PICTURES = itertools.count()
 OLD = NOW - timedelta(days=40)
 
 
@@ -42,11 +44,19 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     )
 
 
-def predict(app: FastAPI, owner: Caller, model: str, label: str, at: datetime = NOW) -> int:
+def predict(
+    app: FastAPI,
+    owner: Caller,
+    model: str,
+    label: str,
+    at: datetime = NOW,
+    image: str | None = None,
+) -> int:
+    """A prediction of ``image`` (by default a picture of its own)."""
     with app_state(app).database.transaction() as session:
         prediction = Prediction(
             user_id=owner.id,
-            image_file_name=f"{model}-{label}.jpg",
+            image_file_name=image or f"{next(PICTURES):032x}.jpg",
             label=label,
             score=0.5,
             top_k=[{"label": label, "score": 0.5}],
@@ -134,6 +144,7 @@ def test_quality_per_model_version_matches_the_feedback_given(
     first, second = report["models"]
     check_shares(first, right=11, wrong=6, predictions=20)
     check_shares(second, right=6, wrong=2, predictions=8)
+    assert (first["judges"], second["judges"]) == (2, 1)
     assert first["most_corrected"] == [
         {
             "predicted_class": "Eskimo_dog",
@@ -168,6 +179,38 @@ def test_quality_per_model_version_matches_the_feedback_given(
     ).json()
     check_shares(before["models"][0], right=4, wrong=0, predictions=4)
     assert [m["model"] for m in before["models"]] == ["m@1"]
+
+
+def test_one_users_repeats_of_a_picture_count_once_with_their_newest_verdict(
+    client: TestClient, app: FastAPI, admin: Caller, make_user: Callable[..., Caller]
+) -> None:
+    """An honest user marks 5 answers right; another sends one picture 300 times (repeats cost
+    no quota and come from the cache) and marks every answer wrong: one judgement, not 300."""
+    honest, mallory = make_user(), make_user()
+    for _ in range(5):
+        say(client, honest, predict(app, honest, "m@1", "Eskimo_dog"), correct=True)
+    repeats = [predict(app, mallory, "m@1", "Eskimo_dog", image="dog.jpg") for _ in range(300)]
+    for prediction_id in repeats:
+        say(client, mallory, prediction_id, correct_class="tabby")
+    # Her newest verdict on it is the one that counts; her other pictures count on their own.
+    say(client, mallory, repeats[7], correct=True)
+    say(client, mallory, predict(app, mallory, "m@1", "Eskimo_dog"), correct=False)
+    predict(app, mallory, "m@1", "Eskimo_dog", image="dog.jpg")  # once more, not marked
+    # The same picture answered by another version is judged apart.
+    say(client, mallory, predict(app, mallory, "m@2", "Eskimo_dog", image="dog.jpg"), correct=True)
+
+    models = client.get("/models/quality", headers=admin.headers).json()["models"]
+    first, second = models
+    check_shares(first, right=6, wrong=1, predictions=7)
+    assert first["judges"] == 2
+    assert first["most_corrected"] == [
+        {
+            "predicted_class": "Eskimo_dog",
+            "wrong": 1,
+            "corrected_to": [{"correct_class": None, "count": 1}],
+        }
+    ]
+    check_shares(second, right=1, wrong=0, predictions=1)
 
 
 @pytest.mark.usefixtures("known_feedback")

@@ -93,9 +93,13 @@ def _quality(report: QualityReport) -> None:
         return
     st.altair_chart(quality_chart(report), width="stretch")
     st.caption(
-        "Share of each version's predictions that users marked right, marked wrong, or left "
-        "unmarked; the whiskers are 95% (Wilson) intervals. "
-        + " · ".join(f"{q.model}: {_count(q.predictions, 'prediction')}" for q in report.models)
+        "Share of each version's answers that users marked right, marked wrong, or left "
+        "unmarked (a user's repeats of one picture once); the whiskers are 95% (Wilson) "
+        "intervals. "
+        + " · ".join(
+            f"{q.model}: {_count(q.predictions, 'picture')}, marked by {_count(q.judges, 'user')}"
+            for q in report.models
+        )
     )
     corrected = [
         {

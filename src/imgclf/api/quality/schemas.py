@@ -16,16 +16,23 @@ class Correction(BaseModel):
 
 class CorrectedClass(BaseModel):
     predicted_class: str
-    wrong: int = Field(description="Predictions of this class marked wrong.")
+    wrong: int = Field(description="Its answers marked wrong (a user's repeats once).")
     corrected_to: list[Correction]
 
 
 class ModelQuality(BaseModel):
     model: str = Field(description="The model version that answered, name@version.")
-    predictions: int
+    predictions: int = Field(
+        description="Pictures it answered, per user: a user's repeats of one picture count "
+        "once, with their newest verdict (so do right, wrong and unmarked)."
+    )
     right: int = Field(description="Marked right by their users.")
     wrong: int = Field(description="Marked wrong (with or without the right class).")
     unmarked: int = Field(description="No verdict: no feedback, or text only.")
+    judges: int = Field(
+        description="Users who marked its answers: the figures of a few say little, however "
+        "many answers they marked."
+    )
     right_share: float | None = Field(description="right / predictions; null without any.")
     interval: Interval | None = Field(description="Wilson 95% interval of right_share.")
     wrong_share: float | None

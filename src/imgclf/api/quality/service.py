@@ -1,5 +1,10 @@
 """Quality figures from ``predictions`` joined to ``feedbacks``, aggregated in SQL (the same
-on SQLite and PostgreSQL): per model version, counts and shares with Wilson 95% intervals."""
+on SQLite and PostgreSQL): per model version, counts and shares with Wilson 95% intervals.
+
+The unit is a user's judgement of a picture: one user's repeats of one picture (free of quota,
+answered from the cache) count once, with the newest verdict. Counted per prediction, one
+account sending one picture 300 times and marking each answer wrong took a version from 5 of 5
+right to 5 of 305, with a tight interval, as if 305 independent marks agreed."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import math
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, Subquery, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from imgclf.api.quality.schemas import (
@@ -53,16 +58,40 @@ def _in_window(
     return conditions
 
 
+def _judgements(window: list[ColumnElement[bool]]) -> Subquery:
+    """One row per model version, user and picture among the predictions in the window: the
+    one with a verdict (right or wrong) given last, else any (unmarked)."""
+    without_verdict = case((Feedback.correct.is_(None), 1), else_=0)
+    rank = func.row_number().over(
+        partition_by=(Prediction.model_id, Prediction.user_id, Prediction.image_file_name),
+        order_by=(without_verdict, Feedback.created_at.desc(), Prediction.id.desc()),
+    )
+    ranked = (
+        select(
+            Prediction.model_id,
+            Prediction.user_id,
+            Prediction.label,
+            Feedback.correct,
+            Feedback.correct_class,
+            rank.label("rank"),
+        )
+        .outerjoin(Feedback, Feedback.prediction_id == Prediction.id)
+        .where(*window)
+        .subquery()
+    )
+    return select(ranked).where(ranked.c.rank == 1).subquery()
+
+
 def _most_corrected(
-    session: Session, window: list[ColumnElement[bool]], classes: int, corrections: int
+    session: Session, judgements: Subquery, classes: int, corrections: int
 ) -> dict[str, list[CorrectedClass]]:
     """Per model: its predicted classes most often marked wrong, with what users said they were
     (one row per model, class and correction comes back from the database, not per feedback)."""
+    j = judgements.c
     rows = session.execute(
-        select(Prediction.model_id, Prediction.label, Feedback.correct_class, func.count())
-        .join(Feedback, Feedback.prediction_id == Prediction.id)
-        .where(Feedback.correct.is_(False), *window)
-        .group_by(Prediction.model_id, Prediction.label, Feedback.correct_class)
+        select(j.model_id, j.label, j.correct_class, func.count())
+        .where(j.correct.is_(False))
+        .group_by(j.model_id, j.label, j.correct_class)
     ).all()
     grouped: dict[str, dict[str, list[Correction]]] = defaultdict(lambda: defaultdict(list))
     for model, label, correct_class, count in rows:
@@ -95,19 +124,19 @@ def model_quality(
     corrections: int = 3,
 ) -> QualityReport:
     """Every model version with predictions made in ``[since, until)``."""
-    window = _in_window(Prediction.created_at, since, until)
-    right = func.count(case((Feedback.correct.is_(True), 1)))
-    wrong = func.count(case((Feedback.correct.is_(False), 1)))
+    judgements = _judgements(_in_window(Prediction.created_at, since, until))
+    j = judgements.c
+    right = func.count(case((j.correct.is_(True), 1)))
+    wrong = func.count(case((j.correct.is_(False), 1)))
+    judges = func.count(func.distinct(case((j.correct.is_not(None), j.user_id))))
     totals = session.execute(
-        select(Prediction.model_id, func.count(Prediction.id), right, wrong)
-        .outerjoin(Feedback, Feedback.prediction_id == Prediction.id)
-        .where(*window)
-        .group_by(Prediction.model_id)
-        .order_by(Prediction.model_id)
+        select(j.model_id, func.count(), right, wrong, judges)
+        .group_by(j.model_id)
+        .order_by(j.model_id)
     ).all()
-    corrected = _most_corrected(session, window, classes, corrections)
+    corrected = _most_corrected(session, judgements, classes, corrections)
     models = []
-    for model, predictions, right_count, wrong_count in totals:
+    for model, predictions, right_count, wrong_count, judge_count in totals:
         unmarked = predictions - right_count - wrong_count
         marked = right_count + wrong_count
         models.append(
@@ -117,6 +146,7 @@ def model_quality(
                 right=right_count,
                 wrong=wrong_count,
                 unmarked=unmarked,
+                judges=judge_count,
                 right_share=_share(right_count, predictions),
                 interval=wilson_interval(right_count, predictions),
                 wrong_share=_share(wrong_count, predictions),

@@ -25,7 +25,7 @@ def quality_table(report: QualityReport) -> Table:
     window = f"{report.since or 'the start'} to {report.until or 'now'}"
     table = Table(title=f"Quality from feedback, predictions from {window}")
     table.add_column("model", no_wrap=True)
-    for column in ("predictions", "right", "wrong", "unmarked", "right when marked"):
+    for column in ("predictions", "right", "wrong", "unmarked", "judges", "right when marked"):
         table.add_column(column, justify="right")
     table.add_column("most corrected")
     for model in report.models:
@@ -40,6 +40,7 @@ def quality_table(report: QualityReport) -> Table:
             f"{model.right}  {_percent(model.right_share, model.interval)}",
             f"{model.wrong}  {_percent(model.wrong_share, model.wrong_interval)}",
             f"{model.unmarked}  {_percent(model.unmarked_share, model.unmarked_interval)}",
+            str(model.judges),
             _percent(model.right_when_marked, model.right_when_marked_interval),
             corrected or "-",
         )
