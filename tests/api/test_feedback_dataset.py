@@ -79,15 +79,17 @@ def export(settings: Settings, target: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def read_back(target: Path) -> dict[int, tuple[str, str]]:
     """Walk the ImageFolder as a training loader would: every file must open as an image.
-    Returns prediction id -> (class folder, file sha256)."""
+    Returns prediction id -> (class folder, file sha256), through the manifest's rows; every
+    file is some row's."""
     found = {}
     for folder in sorted(p for p in target.iterdir() if p.is_dir()):
         for file in folder.iterdir():
             with Image.open(file) as image:
                 image.verify()
-            prediction_id = int(file.name.split("_")[0])
-            found[prediction_id] = (folder.name, hashlib.sha256(file.read_bytes()).hexdigest())
-    return found
+            found[f"{folder.name}/{file.name}"] = hashlib.sha256(file.read_bytes()).hexdigest()
+    rows = json.loads((target / "manifest.json").read_text())["images"]
+    assert {row["file"] for row in rows} == set(found)
+    return {row["prediction_id"]: (row["file"].split("/")[0], found[row["file"]]) for row in rows}
 
 
 def test_the_export_reads_back_as_images_labelled_by_their_feedback(
@@ -169,31 +171,69 @@ def wnid(settings: Settings, name: str) -> str:
     return next(label["wnid"] for label in labels if label["name"] == name)
 
 
+@pytest.fixture
+def target(tmp_path: Path) -> Path:
+    return tmp_path / "dataset"
+
+
+@pytest.fixture
+def export_again(
+    settings: Settings, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], str]:
+    """``imgclf export-feedback`` into ``target``, run again at each call; what it printed."""
+    return lambda: export(settings, target, monkeypatch)
+
+
 def test_running_it_again_changes_only_what_feedback_changed(
     client: TestClient,
-    settings: Settings,
     make_user: Callable[..., Caller],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    target: Path,
+    export_again: Callable[[], str],
 ) -> None:
     alice = make_user()
     first, second = upload(client, alice, 1), upload(client, alice, 2)
     say(client, alice, first, correct=True)
     say(client, alice, second, correct=False, correct_class="malamute")
-    target = tmp_path / "dataset"
-    export(settings, target, monkeypatch)
+    export_again()
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in target.rglob("*") if p.is_file()}
 
-    assert "(0 copied, 0 removed)" in export(settings, target, monkeypatch)
+    assert "(0 copied, 0 removed)" in export_again()
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in target.rglob("*") if p.is_file()}
     assert {p: b for p, (b, _) in after.items()} == {p: b for p, (b, _) in before.items()}
     images = [p for p in before if p.suffix != ".json" and p.suffix != ".csv"]
     assert all(after[p][1] == before[p][1] for p in images)  # not copied again
 
     say(client, alice, second, correct=True)  # changed her mind: it was right
-    assert "(1 copied, 1 removed)" in export(settings, target, monkeypatch)
+    assert "(1 copied, 1 removed)" in export_again()
     assert not (target / "n02110063_malamute").exists()
     assert len(read_back(target)) == 2
+
+
+def test_a_picture_sent_again_and_again_is_one_example_per_user_with_their_newest_verdict(
+    client: TestClient,
+    settings: Settings,
+    make_user: Callable[..., Caller],
+    target: Path,
+    export_again: Callable[[], str],
+) -> None:
+    """Repeats cost no quota: 30 predictions of one picture, each marked, once made 30 copies
+    under whatever classes their sender chose."""
+    alice, bob = make_user(), make_user()
+    repeats = [upload(client, alice, 3) for _ in range(30)]
+    for n, prediction in enumerate(repeats):
+        say(client, alice, prediction, correct=False, correct_class=("tabby", "tiger_cat")[n % 2])
+    say(client, alice, repeats[4], correct=False, correct_class="malamute")  # her last word
+    say(client, bob, upload(client, bob, 3), correct=False, correct_class="malamute")
+    say(client, bob, upload(client, bob, 5), correct=True)
+
+    assert "(2 copied, 0 removed)" in export_again()
+    found = read_back(target)
+    assert sorted(folder for folder, _ in found.values()) == sorted(
+        ["n02110063_malamute", "n02110063_malamute", f"{wnid(settings, 'Eskimo_dog')}_Eskimo_dog"]
+    )
+    assert repeats[4]["prediction_id"] in found  # the prediction of her newest verdict
+    files = [p for p in target.rglob("*") if p.is_file() and p.suffix not in (".json", ".csv")]
+    assert len(files) == 2  # the picture both said is a malamute, stored once
 
 
 def test_a_folder_that_is_not_an_export_is_refused(
