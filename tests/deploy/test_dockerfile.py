@@ -59,6 +59,15 @@ def test_runtime_targets_exist_run_as_non_root_and_check_health() -> None:
     assert "populate" in built["migrate"].all("CMD")[-1]
 
 
+def test_images_that_hold_secrets_run_in_production_mode_by_default() -> None:
+    """Outside compose too: the development secret key (published in the code) is refused, so
+    a token signed with it opens nothing. The UI holds no secret."""
+    built = stages()
+    for name in ("api", "migrate", "worker"):
+        settings = " ".join(arg for stage in lineage(name, built) for arg in stage.all("ENV"))
+        assert "IMGCLF_ENV=production" in settings, name
+
+
 def test_torch_and_compilers_stay_out_of_runtime_images() -> None:
     built = stages()
     for name in RUNTIME:

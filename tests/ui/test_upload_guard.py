@@ -86,3 +86,15 @@ def test_a_page_without_a_login_cannot_upload(stack: Stack) -> None:
     assert [answer.status_code for answer in answers] == [401] * UPLOADS
     assert answers[0].json() == {"detail": "Log in to upload images."}
     assert grown < UPLOAD_BYTES  # before: about 3 x 19 MB for every 3 uploads, kept
+
+
+def test_streamlits_own_figures_are_shown_to_nobody(stack: Stack) -> None:
+    """``/_stcore/metrics`` told anyone how many pages were open and how many bytes of
+    uploads the server held."""
+    stack.wait_for(stack.ui_port, "the UI")
+    ui = f"http://127.0.0.1:{stack.ui_port}"
+    for path in ("/_stcore/metrics", "/_stcore/metrics/", "//_stcore//metrics"):
+        answer = httpx.get(f"{ui}{path}", headers={"Accept": "application/openmetrics-text"})
+        assert answer.status_code == 404, (path, answer.text[:200])
+        assert "session" not in answer.text
+    assert httpx.get(f"{ui}/_stcore/health").status_code == 200

@@ -1,17 +1,41 @@
 """The UI server: the Streamlit page (``app.py``) and, beside it, the two routes that set and
-clear the login cookie (``imgclf.ui.login_cookie``), and the guard in front of Streamlit's
-upload route (``imgclf.ui.upload_guard``). ``imgclf ui`` runs this file."""
+clear the login cookie (``imgclf.ui.login_cookie``), the guard in front of Streamlit's upload
+route (``imgclf.ui.upload_guard``), and none of Streamlit's own figures. ``imgclf ui`` runs this
+file."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import streamlit as st
 from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgclf.ui.login_cookie import ROUTES
 from imgclf.ui.upload_guard import UploadGuard
 
+# Streamlit's figures (pages open, time spent on them, bytes of uploads held) answer anyone who
+# asks; the page never reads them, and strangers are shown nothing internal.
+_FIGURES = re.compile(r"/+_stcore/+metrics/*")
+
+
+class HideFigures:
+    """ASGI middleware: 404 for Streamlit's ``/_stcore/metrics``, however it is spelled."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _FIGURES.search(scope.get("path", "")):
+            await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 app = st.App(
-    Path(__file__).with_name("app.py"), routes=ROUTES, middleware=[Middleware(UploadGuard)]
+    Path(__file__).with_name("app.py"),
+    routes=ROUTES,
+    middleware=[Middleware(HideFigures), Middleware(UploadGuard)],
 )
