@@ -44,6 +44,7 @@ def test_imgclf_ui_runs_streamlit_headless_on_the_ui_port() -> None:
     assert flags["--server.headless"] == "true"
     assert flags["--browser.gatherUsageStats"] == "false"
     assert flags["--client.showErrorDetails"] == "none"  # no traceback on the page
+    assert flags["--server.fileWatcherType"] == "none"  # the code served is the code started
     assert flags["--server.maxUploadSize"] == "20"  # the API's limit, not Streamlit's 200 MB
 
 

@@ -116,7 +116,10 @@ def render_feedback_form(
             "it and send again.",
             icon=":material/error:",
         )
-    pressed = st.button("Send feedback", key=f"{key}-send", disabled=verdict is None or too_long)
+    # Not disabled by a note too long: a click on Send is what commits the shortened note
+    # (the box loses focus), and a button disabled until then dropped that click, so it took
+    # two. A note still too long is not sent (below), the message above saying why.
+    pressed = st.button("Send feedback", key=f"{key}-send", disabled=verdict is None)
     if not (pressed or session.take_pending_send(rated.prediction_id)) or verdict is None:
         return None
     if too_long:

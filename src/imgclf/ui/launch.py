@@ -40,6 +40,11 @@ def streamlit_command(settings: Settings) -> list[str]:
         # traceback goes to the log).
         "--client.showErrorDetails",
         "none",
+        # No watching of the source files: a served page has no author editing it, and a change
+        # under a running server (a deploy, a pull) made Streamlit import the changed modules
+        # afresh for the next runs, beside objects of the old ones still held by open pages.
+        "--server.fileWatcherType",
+        "none",
         # The uploader refuses what the API would (Streamlit counts whole megabytes).
         "--server.maxUploadSize",
         str(max(1, math.ceil(settings.max_upload_bytes / 2**20))),
