@@ -232,6 +232,15 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     page.mouse.move(0, 0)
     page.screenshot(path=SCREENSHOTS / f"ui-grid-{width}.png", full_page=True)
 
+    # A tile's popover stays open through a rerun that moves it (the "already here" above the
+    # grid goes): it was drawn afresh, closed, as "No" was chosen.
+    page.get_by_role("button", name="Details and feedback").first.click()
+    page.get_by_text("No", exact=True).click()
+    settle(page)
+    expect(page.get_by_text("What is it?")).to_be_visible()
+    page.keyboard.press("Escape")
+    settle(page)
+
     # Pasted (Ctrl+V with an image on the clipboard): classified as a drop would be.
     paste(page, sample("coffee.jpeg"), "image/jpeg")
     expect(page.get_by_text("6 images: 3 answered, 3 refused")).to_be_visible()
@@ -252,9 +261,9 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
     expect(page.get_by_text("Thank you! Your feedback was saved.")).to_be_visible()
     page.keyboard.press("Escape")
     settle(page)
-    # The next tile's too, once the one before it has changed its label to "Feedback sent".
-    expect(page.get_by_role("button", name="Feedback sent")).to_be_visible()
-    page.get_by_role("button", name="Details and feedback").first.click()
+    # The next tile's too, once the one before it says "Feedback sent".
+    expect(page.get_by_text("Feedback sent")).to_be_visible()
+    page.get_by_role("button", name="Details and feedback").nth(1).click()
     page.get_by_text("No", exact=True).click()
     settle(page)
     expect(page.get_by_text("What is it?")).to_be_visible()

@@ -153,8 +153,19 @@ def render_tile(
             f"**{escape_markdown(headline(outcome))}**  \n{percent(outcome.score)} sure, "
             f"by `{outcome.model}`"
         )
-        sent = outcome.prediction_id in st.session_state.get(session.FEEDBACK_SENT, {})
-        label = "Feedback sent" if sent else "Details and feedback"
-        with st.popover(label, icon=":material/rate_review:", width="stretch"):
+        if outcome.prediction_id in st.session_state.get(session.FEEDBACK_SENT, {}):
+            st.caption(":material/check_circle: Feedback sent")
+        # Open or closed is kept by the server (a key, and a rerun when it changes): left to
+        # the page, a popover whose place in the page moved in a rerun (a message above the
+        # grid came or went) was drawn afresh, closed, in the middle of a feedback being
+        # written. Its content runs either way, so that a form's draft lives on when closed.
+        # Its label and icon stay as they are (another label makes another popover, closed).
+        with st.popover(
+            "Details and feedback",
+            icon=":material/rate_review:",
+            width="stretch",
+            key=f"tile-{outcome.prediction_id}",
+            on_change="rerun",
+        ):
             st.altair_chart(top_k_chart(outcome), width="stretch")
             _feedback(client, outcome)
