@@ -566,5 +566,20 @@ def test_back_and_forward_go_between_the_tabs(
         page.go_forward()
         expect(history_tab).to_have_attribute("aria-selected", "true")
         expect(page.get_by_text("No predictions yet")).to_be_visible()
+        settle(page)
+
+        # A reload keeps the open tab (it went back to Classify): the address names it.
+        assert page.url.endswith("?view=History"), page.url
+        page.reload()
+        expect(history_tab).to_have_attribute("aria-selected", "true")
+        expect(page.get_by_text("No predictions yet")).to_be_visible()
+        settle(page)
+        classify_tab.click()
+        expect(classify_tab).to_have_attribute("aria-selected", "true")
+        settle(page)
+        assert "view=" not in page.url, page.url
+        page.reload()
+        expect(classify_tab).to_have_attribute("aria-selected", "true")
+        expect(page.get_by_text("Signed in as")).to_be_visible()
     finally:
         context.close()

@@ -17,6 +17,7 @@ from imgclf.ui.text import escape_markdown
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 CLASSIFY, HISTORY, ADMIN = "Classify", "History", "Admin"
+VIEW = "view"  # the tabs' key, and the address's parameter naming the open one
 
 
 @st.cache_resource
@@ -44,6 +45,14 @@ def header(client: ApiClient) -> None:
         st.button("Log out", icon=":material/logout:", on_click=session.log_out, args=(client,))
 
 
+def _open_the_addressed_tab(names: list[str]) -> None:
+    """A reload opens the tab that was open: the address names it (``?view=History``, set by
+    ``imgclf.ui.back_button`` as tabs are opened); a reload went back to Classify."""
+    asked = st.query_params.get(VIEW)
+    if VIEW not in st.session_state and asked in names:
+        st.session_state[VIEW] = asked
+
+
 def main() -> None:
     st.set_page_config(page_title="imgclf", page_icon="🔎", layout="centered")
     client = api_client(api_url())
@@ -59,7 +68,8 @@ def main() -> None:
     # The Classify tab always runs, so its uploads and answers survive a look at History;
     # History and Admin ask the API only while open. Admin is there for admins only.
     names = [CLASSIFY, HISTORY, ADMIN] if session.is_admin() else [CLASSIFY, HISTORY]
-    classify_tab, history_tab, *admin_tab = st.tabs(names, key="view", on_change="rerun")
+    _open_the_addressed_tab(names)
+    classify_tab, history_tab, *admin_tab = st.tabs(names, key=VIEW, on_change="rerun")
     with classify_tab:
         classify_view.render(client)
     with history_tab:
