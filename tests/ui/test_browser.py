@@ -555,31 +555,30 @@ def test_back_and_forward_go_between_the_tabs(
         logged_in(page, ui_url, account)
         history_tab = page.get_by_role("tab", name="History")
         classify_tab = page.get_by_role("tab", name="Classify")
-        history_tab.click()
-        expect(history_tab).to_have_attribute("aria-selected", "true")
-        settle(page)
+        on_history = (history_tab, page.get_by_text("No predictions yet"))
+        on_classify = (classify_tab, page.get_by_text("Signed in as"))
 
+        def shows(tab_and_content: tuple[Locator, Locator]) -> None:
+            tab, content = tab_and_content
+            expect(tab).to_have_attribute("aria-selected", "true")
+            expect(content).to_be_visible()
+            settle(page)
+
+        history_tab.click()
+        shows(on_history)
         page.go_back()
-        expect(classify_tab).to_have_attribute("aria-selected", "true")
-        expect(page.get_by_text("Signed in as")).to_be_visible()
-        settle(page)
+        shows(on_classify)
         page.go_forward()
-        expect(history_tab).to_have_attribute("aria-selected", "true")
-        expect(page.get_by_text("No predictions yet")).to_be_visible()
-        settle(page)
+        shows(on_history)
 
         # A reload keeps the open tab (it went back to Classify): the address names it.
         assert page.url.endswith("?view=History"), page.url
         page.reload()
-        expect(history_tab).to_have_attribute("aria-selected", "true")
-        expect(page.get_by_text("No predictions yet")).to_be_visible()
-        settle(page)
+        shows(on_history)
         classify_tab.click()
-        expect(classify_tab).to_have_attribute("aria-selected", "true")
-        settle(page)
+        shows(on_classify)
         assert "view=" not in page.url, page.url
         page.reload()
-        expect(classify_tab).to_have_attribute("aria-selected", "true")
-        expect(page.get_by_text("Signed in as")).to_be_visible()
+        shows(on_classify)
     finally:
         context.close()
