@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imgclf.ui.client import ApiClient, Model
-from imgclf.ui.model_picker import CHOICE, describe
+from imgclf.ui.model_picker import CHOICE, describe, details
 from tests.ui.conftest import Account
 from tests.ui.test_app import classify_dog, log_in, logged_in_page, page, texts
 
@@ -19,12 +19,15 @@ def test_the_picker_lists_the_models_in_words_with_the_default_chosen(
     said = picker.options  # as the page shows them
     assert len(said) == 2
     # Both networks take 224 px; the INT8 one is the faster, the FP32 one the more accurate.
-    assert said[0].startswith("Default · Most accurate — efficientnet-lite0@")
-    assert "(FP32, 224 px), standard speed, 75.1% ImageNet top-1" in said[0]
-    assert (
-        said[1]
-        == "Fast — second-model@1 (INT8, 224 px), about 2.1x the speed, 74.4% ImageNet top-1"
-    )
+    assert said == [
+        "Default · Most accurate — standard speed, 75.1% right on ImageNet",
+        "Fast — about 2.1x the speed, 74.4% right on ImageNet",
+    ]
+    # Which network each is, under it, for those who know them.
+    captions = list(picker.proto.captions)
+    assert captions[0].startswith("efficientnet-lite0@")
+    assert captions[0].endswith(", FP32, 224 px")
+    assert captions[1] == "second-model@1, INT8, 224 px"
 
 
 def test_the_picked_model_answers_and_is_named_on_the_card_and_remembered(
@@ -77,4 +80,5 @@ def test_a_speed_is_said_from_the_input_size_and_precision(
     )
     bigger = bigger.model_copy(update={"accuracy": 0.776})
     line = describe(bigger, [default, bigger])
-    assert line.startswith("Most accurate — big@1 (FP32, 260 px), about half the speed, 77.6%")
+    assert line.startswith("Most accurate — about half the speed, 77.6% right on ImageNet")
+    assert details(bigger) == "big@1, FP32, 260 px"

@@ -44,8 +44,8 @@ def speed_words(speed: float, *, is_default: bool = False) -> str:
 
 
 def describe(model: Model, models: Sequence[Model]) -> str:
-    """One line: "Fast — efficientnet-lite0-int8@1 (INT8, 224 px), about 2.1x the speed, 74.4%
-    ImageNet top-1"; the default model is the speed reference."""
+    """One line in plain words: "Fast — about 2.1x the speed, 74.4% right on ImageNet"; the
+    default model is the speed reference. ``details`` says which network it is."""
     reference = next((m for m in models if m.default), models[0])
     speeds = {m.name: relative_speed(m, reference) for m in models}
     accuracies = [m.accuracy for m in models if m.accuracy is not None]
@@ -56,16 +56,19 @@ def describe(model: Model, models: Sequence[Model]) -> str:
         tags.append("Fast")
     if accuracies and len(models) > 1 and model.accuracy == max(accuracies):
         tags.append("Most accurate")
-    parts = [
-        f"{model.live} ({model.precision.upper()}, {model.input_size} px)",
-        speed_words(speeds[model.name], is_default=model.default),
-    ]
+    parts = [speed_words(speeds[model.name], is_default=model.default)]
     if model.accuracy is not None:
-        parts.append(f"{model.accuracy:.1%} ImageNet top-1")
+        parts.append(f"{model.accuracy:.1%} right on ImageNet")
     if model.workers == 0:
         parts.append("no worker serving it now")
     line = ", ".join(parts)
     return f"{' · '.join(tags)} — {line}" if tags else line
+
+
+def details(model: Model) -> str:
+    """Which network answers, for those who know them: "efficientnet-lite0-int8@1, INT8,
+    224 px"."""
+    return f"{model.live}, {model.precision.upper()}, {model.input_size} px"
 
 
 def render(client: ApiClient) -> str | None:
@@ -86,6 +89,9 @@ def render(client: ApiClient) -> str | None:
         "Model",
         names,
         format_func=lines.__getitem__,
+        # The network's name, precision and input size under each, small: the line above is
+        # what tells most people which to pick.
+        captions=[details(m) for m in models],
         key=CHOICE,
         help="Faster models answer sooner; more accurate ones are right more often.",
     )

@@ -24,7 +24,9 @@ from imgclf.model.images import (
 PREVIEW_SIDE = 512
 LIMITS = ImageLimits()
 # Also what a HEIC or TIFF photo gets: an image, but not one the model is given.
-NOT_AN_IMAGE = "This file is not an image we read; use a JPEG, PNG, GIF, WebP or BMP file."
+NOT_AN_IMAGE = (
+    "This file is not a picture the model can read: use a JPEG, PNG, GIF, WebP or BMP file."
+)
 DAMAGED = "The image is damaged or incomplete, so it cannot be shown."
 
 
