@@ -47,8 +47,16 @@ def test_the_quality_chart_has_a_share_and_an_interval_per_verdict(
     assert (ours["low"] <= ours["share"]).all()
     assert (ours["share"] <= ours["high"]).all()
     assert ours.loc["wrong", "count"] >= 1
+    assert (
+        ours.loc["wrong", "label"]
+        == f"{ours.loc['wrong', 'share']:.0%} ({ours.loc['wrong', 'count']})"
+    )
     spec = quality_chart(report).to_dict()
-    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "errorbar"]
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "errorbar", "text"]
+    # A version nobody marked draws nothing: its intervals would span most of the axis.
+    silent = report.models[0].model_copy(update={"model": "silent@1", "judges": 0})
+    with_silent = report.model_copy(update={"models": [*report.models, silent]})
+    assert "silent@1" not in set(quality_rows(with_silent)["version"])
 
 
 def test_the_agreement_chart_reads_the_shadow_answer() -> None:

@@ -16,9 +16,13 @@ INTERVAL_COLOR = "#212121"
 
 
 def quality_rows(report: QualityReport) -> pd.DataFrame:
-    """One row per model version and verdict: its share, interval and count."""
+    """One row per model version and verdict: its share, interval, count and the label its
+    bar carries. Versions nobody has marked are left out: all unmarked, their intervals for
+    right and wrong spanned most of the axis and said nothing."""
     rows = []
     for quality in report.models:
+        if quality.judges == 0:
+            continue
         figures = {
             "right": (quality.right_share, quality.interval, quality.right),
             "wrong": (quality.wrong_share, quality.wrong_interval, quality.wrong),
@@ -36,9 +40,11 @@ def quality_rows(report: QualityReport) -> pd.DataFrame:
                     "low": low,
                     "high": high,
                     "count": count,
+                    "label": f"{share:.0%} ({count})",
                 }
             )
-    return pd.DataFrame(rows, columns=["version", "verdict", "share", "low", "high", "count"])
+    columns = ["version", "verdict", "share", "low", "high", "count", "label"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def quality_chart(report: QualityReport) -> alt.LayerChart:
@@ -69,7 +75,11 @@ def quality_chart(report: QualityReport) -> alt.LayerChart:
         x=alt.X("low:Q", title="share of predictions", scale=alt.Scale(domain=[0, 1])),
         x2="high:Q",
     )
-    chart: alt.LayerChart = (bars + errors).properties(height=alt.Step(18))
+    # Each bar's share and count in words, past the end of its interval.
+    labels = base.mark_text(align="left", dx=4, fontSize=11).encode(
+        x=alt.X("high:Q"), text="label:N"
+    )
+    chart: alt.LayerChart = (bars + errors + labels).properties(height=alt.Step(18))
     return chart
 
 

@@ -91,11 +91,14 @@ def _quality(report: QualityReport) -> None:
     if not report.models:
         st.info("No predictions yet, so no feedback to count.")
         return
-    st.altair_chart(quality_chart(report), width="stretch")
+    if any(q.judges for q in report.models):
+        st.altair_chart(quality_chart(report), width="stretch")
+    else:
+        st.info("No one has marked an answer right or wrong yet.")
     st.caption(
         "Share of each version's answers that users marked right, marked wrong, or left "
         "unmarked (a user's repeats of one picture once); the whiskers are 95% (Wilson) "
-        "intervals. "
+        "intervals; versions no one has marked are not drawn. "
         + " · ".join(
             f"{q.model}: {_count(q.predictions, 'picture')}, marked by {_count(q.judges, 'user')}"
             for q in report.models
