@@ -63,7 +63,7 @@ def quality_chart(report: QualityReport) -> alt.LayerChart:
         ],
     )
     bars = base.mark_bar().encode(
-        x=alt.X("share:Q", title="share of predictions", axis=alt.Axis(format="%")),
+        x=alt.X("share:Q", title="share of its answers", axis=alt.Axis(format="%")),
         color=alt.Color(
             "verdict:N",
             sort=VERDICTS,
@@ -72,7 +72,7 @@ def quality_chart(report: QualityReport) -> alt.LayerChart:
         ),
     )
     errors = base.mark_errorbar(ticks=True, color=INTERVAL_COLOR).encode(
-        x=alt.X("low:Q", title="share of predictions", scale=alt.Scale(domain=[0, 1])),
+        x=alt.X("low:Q", title="share of its answers", scale=alt.Scale(domain=[0, 1])),
         x2="high:Q",
     )
     # Each bar's share and count in words, past the end of its interval.
