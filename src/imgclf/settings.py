@@ -88,7 +88,10 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1, le=16)
     password_hash_memory_kib: int = Field(default=65536, ge=64, le=2**20)
     login_max_failures_per_email: int = Field(
-        default=5, ge=1, description="per email from one client address"
+        default=5,
+        ge=1,
+        description="per email from all the client addresses that have not logged in to it "
+        "before, and per email from each address",
     )
     login_max_failures_per_address: int = Field(default=50, ge=1)
     login_max_per_email: int = Field(
@@ -98,6 +101,12 @@ class Settings(BaseSettings):
         "password check, and a client that knows the password could otherwise repeat it",
     )
     login_failure_window_s: int = Field(default=15 * 60, ge=1)
+    login_known_client_days: int = Field(
+        default=30,
+        ge=1,
+        description="how long an address an account logged in from is spared the failures "
+        "that others sent for the account",
+    )
     signup_max_per_address: int = Field(default=10, ge=1)
     signup_window_s: int = Field(default=60 * 60, ge=1)
     password_checks_waiting: int = Field(

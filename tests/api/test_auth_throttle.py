@@ -1,5 +1,6 @@
-"""Login throttling: failures per email and client and per client address, every login per
-email and client, windows that end; sign-ups budgeted per address."""
+"""Login throttling: failures per email (from strangers together), per email and client and per
+client address, every login per email and client, windows that end, the addresses an owner
+logged in from; sign-ups budgeted per address."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ import redis
 from fastapi.testclient import TestClient
 
 from imgclf.api.app import create_app
-from imgclf.api.auth.throttle import AttemptsRefused, Budget, WindowCounter, in_words
+from imgclf.api.auth.shared_throttle import RedisWindowCounter
+from imgclf.api.auth.throttle import (
+    AttemptCounter,
+    AttemptsRefused,
+    AuthThrottle,
+    Budget,
+    WindowCounter,
+    in_words,
+)
 from imgclf.localservers import free_port
 from imgclf.settings import Settings
 
@@ -158,6 +167,74 @@ def test_memory_stays_bounded() -> None:
     assert len(counter) <= 100
 
 
+# Per email, from every address together; but not for the addresses its owner uses ------------
+
+
+def failed_login(throttle: AuthThrottle, email: str, address: str) -> int | None:
+    """A wrong password tried: None once counted, else the seconds it must wait."""
+    try:
+        asyncio.run(throttle.login(email, address))
+    except AttemptsRefused as refused:
+        return refused.retry_after_s
+    return None
+
+
+def logged_in(throttle: AuthThrottle, email: str, address: str) -> bool:
+    """The right password tried: whether the throttle let it be checked."""
+    try:
+        attempt = asyncio.run(throttle.login(email, address))
+    except AttemptsRefused:
+        return False
+    asyncio.run(throttle.succeeded(attempt, email, address))
+    return True
+
+
+def make_throttle(counter: AttemptCounter) -> AuthThrottle:
+    return AuthThrottle(counter, Settings(database_url="sqlite://"))
+
+
+def test_failures_from_many_addresses_refuse_that_email_to_every_stranger() -> None:
+    """A guesser spread over many addresses (a botnet) had 5 tries for one email from each."""
+    throttle = make_throttle(WindowCounter(clock=FakeClock()))
+    for number in range(5):
+        assert failed_login(throttle, "ann@example.com", f"203.0.113.{number}") is None
+    assert failed_login(throttle, "ann@example.com", "203.0.113.99") == 15 * 60
+    assert not logged_in(throttle, "ann@example.com", "198.51.100.7")  # a stranger too
+    assert logged_in(throttle, "bob@example.com", "203.0.113.99")  # other emails still may
+
+
+def test_the_owners_own_address_is_spared_the_strangers_failures() -> None:
+    clock = FakeClock()
+    throttle = make_throttle(WindowCounter(clock=clock))
+    owner = "198.51.100.7"
+    assert logged_in(throttle, "ann@example.com", owner)
+    for number in range(5):
+        assert failed_login(throttle, "ann@example.com", f"203.0.113.{number}") is None
+    assert not logged_in(throttle, "ann@example.com", "192.0.2.1")
+    assert logged_in(throttle, "ann@example.com", owner)
+    # The owner's own mistakes still count against that address alone.
+    for _ in range(5):
+        assert failed_login(throttle, "ann@example.com", owner) is None
+    assert failed_login(throttle, "ann@example.com", owner) is not None
+    # An address is known for one account only, and for a while.
+    assert not logged_in(throttle, "ann@example.com", "192.0.2.1")
+    clock.now += 29 * 86_400
+    assert logged_in(throttle, "ann@example.com", owner)  # the window ended; known again
+    clock.now += 30 * 86_400 + 1
+    for number in range(5):
+        assert failed_login(throttle, "ann@example.com", f"203.0.113.{number}") is None
+    assert not logged_in(throttle, "ann@example.com", owner)  # not logged in for 30 days
+
+
+def test_remembered_addresses_stay_bounded() -> None:
+    counter = WindowCounter(max_keys=100, clock=FakeClock())
+    for number in range(1000):
+        asyncio.run(counter.remember(f"known{number}", 3600))
+    assert not asyncio.run(counter.remembers("known0"))
+    assert asyncio.run(counter.remembers("known999"))
+    assert len(counter._remembered) <= 100
+
+
 def test_waits_are_said_in_minutes_beyond_one() -> None:
     assert [in_words(s) for s in (1, 40, 60, 61, 898, 900)] == [
         "1 second",
@@ -187,8 +264,9 @@ def test_api_processes_sharing_redis_share_one_budget(
             assert 15 * 60 - 60 < int(refused.headers["Retry-After"]) <= 15 * 60
             assert refused.json()["detail"].startswith("Too many failed logins; try again in")
         keys = redis.Redis.from_url(redis_url).keys("imgclf:attempts:*")
-    # Failures per email and address and per address; every login per email and address.
-    assert len(keys) == 3
+    # Failures per email from strangers, per email and address and per address; every login
+    # per email and address.
+    assert len(keys) == 4
     assert not any(alice.email.encode() in key or b"testclient" in key for key in keys)
 
 
@@ -204,6 +282,45 @@ def test_api_processes_sharing_redis_count_successful_logins_together(
             refused = attempt(client, alice.email, PASSWORD)
             assert refused.status_code == 429
             assert refused.json()["detail"].startswith("Too many logins; try again in")
+
+
+def test_api_processes_sharing_redis_know_the_owners_address_together(redis_url: str) -> None:
+    """The owner logged in through one replica; strangers' failures came through the others."""
+
+    async def attack() -> tuple[list[bool], bool, bool]:
+        replicas = [
+            make_throttle(RedisWindowCounter(redis_url, WindowCounter(), prefix="test:known"))
+            for _ in range(3)
+        ]
+        owner = await replicas[0].login("ann@example.com", "198.51.100.7")
+        await replicas[0].succeeded(owner, "ann@example.com", "198.51.100.7")
+        guesses = []
+        for number in range(5):
+            replica = replicas[1 + number % 2]
+            try:
+                await replica.login("ann@example.com", f"203.0.113.{number}")
+                guesses.append(True)
+            except AttemptsRefused:
+                guesses.append(False)
+        stranger_refused = owner_admitted = False
+        try:
+            await replicas[2].login("ann@example.com", "192.0.2.1")
+        except AttemptsRefused:
+            stranger_refused = True
+        with contextlib.suppress(AttemptsRefused):
+            await replicas[1].login("ann@example.com", "198.51.100.7")
+            owner_admitted = True
+        for replica in replicas:
+            await replica.close()
+        return guesses, stranger_refused, owner_admitted
+
+    guesses, stranger_refused, owner_admitted = asyncio.run(attack())
+    assert guesses == [True] * 5
+    assert stranger_refused
+    assert owner_admitted
+    keys = redis.Redis.from_url(redis_url).keys("test:known:*")
+    assert keys
+    assert not any(b"ann" in key or b"198.51" in key for key in keys)  # HMACs only
 
 
 def test_without_redis_the_throttle_still_counts_in_process(

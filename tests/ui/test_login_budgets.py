@@ -17,7 +17,7 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-from tests.ui.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Stack
+from tests.ui.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, Stack
 
 FINISHED_EARLY_FOR_RERUN = ForwardMsg.ScriptFinishedStatus.FINISHED_EARLY_FOR_RERUN
 
@@ -85,20 +85,27 @@ def visit(stack: Stack) -> Iterator[type[Visitor]]:
 
 
 def test_failures_through_the_page_spend_only_that_visitors_budget(
-    visit: type[Visitor],
+    visit: type[Visitor], account: Account
 ) -> None:
-    """Before: the API saw every visitor as the UI server, so 5 wrong passwords for the admin,
-    or 50 for anyone, through the page refused every visitor's right password for 15 minutes."""
+    """Before: the API saw every visitor as the UI server, so 5 wrong passwords for an email,
+    or 50 for anyone, through the page refused every visitor's right password for 15 minutes.
+    Now they refuse that email to strangers only: its owner, where they logged in before,
+    still logs in, and the attacker's failures refuse no other email to anyone."""
+    email, password = account.user.email, account.password
+    signed_in = "Signed in as **UI Tester**"
+    assert signed_in in visit("198.51.100.7").log_in(email, password)
+    assert signed_in in visit(None).log_in(email, password)  # a browser on the UI's own host
+
     attacker = visit("203.0.113.66")
     for number in range(5):
-        assert "Incorrect email or password" in attacker.log_in(ADMIN_EMAIL, f"guess {number}")
+        assert "Incorrect email or password" in attacker.log_in(email, f"guess {number}")
     for number in range(45):
         said = attacker.log_in(f"someone{number}@example.com", "guess")
         assert "Incorrect email or password" in said
-    spent = attacker.log_in(ADMIN_EMAIL, ADMIN_PASSWORD)
-    assert "Too many failed logins; try again in 15 minutes" in spent
+    spent = "Too many failed logins; try again in 15 minutes"
+    assert spent in attacker.log_in(email, password)
+    assert spent in visit("192.0.2.44").log_in(email, password)  # a stranger to the account
 
-    owner = visit("198.51.100.7")
-    assert "Signed in as **Admin**" in owner.log_in(ADMIN_EMAIL, ADMIN_PASSWORD)
-    on_this_machine = visit(None)  # a browser on the UI's own host: no address to pass on
-    assert "Signed in as **Admin**" in on_this_machine.log_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert signed_in in visit("198.51.100.7").log_in(email, password)
+    assert signed_in in visit(None).log_in(email, password)
+    assert "Signed in as **Admin**" in visit("192.0.2.44").log_in(ADMIN_EMAIL, ADMIN_PASSWORD)

@@ -68,7 +68,7 @@ async def login(
             detail="Incorrect email or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    await throttle.succeeded(attempt)  # not a failure; still a password check
+    await throttle.succeeded(attempt, email, address)  # not a failure; still a password check
     assert credentials is not None  # verify_and_renew never accepts the dummy hash
     if renewed_hash is not None:  # made at another cost than the settings' now
         try:

@@ -1,4 +1,5 @@
-"""Attempt windows kept in Redis, so every API process and replica counts together.
+"""Attempt windows kept in Redis, and the addresses accounts logged in from, so every API
+process and replica counts and knows them together.
 
 Without it, each process has its own budget: N processes behind a load balancer give an
 attacker N times the tries. Each window is a sorted set of attempt tokens scored by Redis's own
@@ -63,7 +64,13 @@ class RedisWindowCounter:
     def __init__(self, url: str, local: WindowCounter, *, prefix: str = "imgclf:attempts") -> None:
         self.local = local
         self.prefix = prefix
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        # Logins beyond the pool wait for a connection: a pool that refused them instead (as
+        # redis-py's default one does past 100 at once) would let a burst of guesses fall back
+        # to each process's own, smaller count.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=16, timeout=2.0, socket_connect_timeout=1.0, socket_timeout=1.0
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._admit = self._redis.register_script(ADMIT)
 
     async def close(self) -> None:
@@ -87,6 +94,20 @@ class RedisWindowCounter:
             what = attempt.budgets[int(spent) - 1].what  # Lua counts from 1
             raise AttemptsRefused(seconds_to_wait(int(wait_ms) / 1000), what)
         return attempt
+
+    async def remember(self, key: str, ttl_s: float) -> None:
+        await self.local.remember(key, ttl_s)
+        try:
+            await self._redis.set(f"{self.prefix}:{key}", 1, px=math.ceil(ttl_s * 1000))
+        except (RedisError, OSError) as error:
+            logger.warning("remembered clients: Redis unreachable (%s); kept in process", error)
+
+    async def remembers(self, key: str) -> bool:
+        try:
+            return bool(await self._redis.exists(f"{self.prefix}:{key}"))
+        except (RedisError, OSError) as error:
+            logger.warning("remembered clients: Redis unreachable (%s); asked in process", error)
+            return await self.local.remembers(key)
 
     async def give_back(self, attempt: Attempt, budgets: Sequence[Budget]) -> None:
         await self.local.give_back(attempt, budgets)

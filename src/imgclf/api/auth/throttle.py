@@ -74,6 +74,12 @@ class AttemptCounter(Protocol):
         """Count the attempt no more in these of its budgets."""
         ...
 
+    async def remember(self, key: str, ttl_s: float) -> None:
+        """Keep ``key`` for ``ttl_s`` seconds (again from now if it is kept already)."""
+        ...
+
+    async def remembers(self, key: str) -> bool: ...
+
     async def close(self) -> None: ...
 
 
@@ -95,7 +101,8 @@ class _Window:
 
 class WindowCounter:
     """Attempts counted in this process. Memory is bounded: a window holds at most its limit,
-    and at most ``max_keys`` windows are kept (expired ones go first)."""
+    and at most ``max_keys`` windows are kept (expired ones go first); as many remembered keys,
+    the oldest forgotten first."""
 
     def __init__(
         self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
@@ -103,6 +110,7 @@ class WindowCounter:
         self._max_keys = max_keys
         self._clock = clock
         self._windows: dict[str, _Window] = {}
+        self._remembered: dict[str, float] = {}  # key -> until when, oldest first
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -141,6 +149,17 @@ class WindowCounter:
                     kept = [entry for entry in window.entries if entry[1] != attempt.token]
                     window.entries = deque(kept)
 
+    async def remember(self, key: str, ttl_s: float) -> None:
+        with self._lock:
+            self._remembered.pop(key, None)
+            if len(self._remembered) >= self._max_keys:
+                del self._remembered[next(iter(self._remembered))]
+            self._remembered[key] = self._clock() + ttl_s
+
+    async def remembers(self, key: str) -> bool:
+        with self._lock:
+            return self._remembered.get(key, -math.inf) > self._clock()
+
     async def close(self) -> None:
         """Nothing to release in process."""
 
@@ -167,12 +186,14 @@ def build_attempt_counter(settings: Settings) -> AttemptCounter:
 class AuthThrottle:
     """Who may try a password, or sign up, now.
 
-    A login is counted per (email, client address) and per client address, never per email
-    alone: a budget that every client shares for one email would let anyone who knows the email
-    lock its owner out. So another client's failures never refuse the owner's own client; a
-    guesser spread over many addresses gets ``max_per_email`` tries from each, at the pace
-    Argon2 and the per-address limits allow. Keys are an HMAC of the email and address under
-    the secret key, so the counts (in Redis too) name neither.
+    Failed logins are counted per email (``max_failures_per_email`` in a window, from every
+    client together), per (email, client address) and per client address. A client address
+    that has logged in to an account before (within ``login_known_client_days``) is counted
+    only per (email, address) and per address for it: so a guesser spread over many addresses
+    gets ``max_failures_per_email`` tries in all, and strangers' failures, which refuse that
+    email to every other stranger for the rest of the window, never refuse its owner where the
+    owner has logged in before. Keys are an HMAC of the email and address under the secret
+    key, so the counts (in Redis too) name neither.
     """
 
     def __init__(self, counter: AttemptCounter, settings: Settings) -> None:
@@ -188,29 +209,37 @@ class AuthThrottle:
     async def login(self, email: str, address: str) -> Attempt:
         settings = self._settings
         window = settings.login_failure_window_s
-        return await self.counter.admit(
-            [
+        budgets = [
+            Budget(
+                self._key("login-email", email, address),
+                settings.login_max_failures_per_email,
+                window,
+                "failed logins",
+            ),
+            Budget(
+                self._key("login-address", address),
+                settings.login_max_failures_per_address,
+                window,
+                "failed logins",
+            ),
+            Budget(
+                self._key("logins-email", email, address),
+                settings.login_max_per_email,
+                window,
+                "logins",
+                counts_successes=True,
+            ),
+        ]
+        if not await self.counter.remembers(self._key("known-client", email, address)):
+            budgets.append(
                 Budget(
-                    self._key("login-email", email, address),
+                    self._key("login-email-strangers", email),
                     settings.login_max_failures_per_email,
                     window,
                     "failed logins",
-                ),
-                Budget(
-                    self._key("login-address", address),
-                    settings.login_max_failures_per_address,
-                    window,
-                    "failed logins",
-                ),
-                Budget(
-                    self._key("logins-email", email, address),
-                    settings.login_max_per_email,
-                    window,
-                    "logins",
-                    counts_successes=True,
-                ),
-            ]
-        )
+                )
+            )
+        return await self.counter.admit(budgets)
 
     async def sign_up(self, address: str) -> Attempt:
         settings = self._settings
@@ -229,10 +258,13 @@ class AuthThrottle:
         """The attempt did not count: no password was checked, nothing was created."""
         await self.counter.give_back(attempt, attempt.budgets)
 
-    async def succeeded(self, attempt: Attempt) -> None:
-        """A login that succeeded: no failure, still a login."""
+    async def succeeded(self, attempt: Attempt, email: str, address: str) -> None:
+        """A login that succeeded: no failure, still a login; and from now on its address is
+        one the account's owner uses."""
         failures = [budget for budget in attempt.budgets if not budget.counts_successes]
         await self.counter.give_back(attempt, failures)
+        known_for_s = self._settings.login_known_client_days * 86_400
+        await self.counter.remember(self._key("known-client", email, address), known_for_s)
 
     async def close(self) -> None:
         await self.counter.close()
