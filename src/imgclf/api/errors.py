@@ -150,8 +150,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, QuotaExceededError | FeedbackQuotaExceeded):
-        kind = "storage" if isinstance(exc, QuotaExceededError) else "feedback"
-        request.scope[QUOTA_REFUSED] = kind
+        request.scope[QUOTA_REFUSED] = exc.quota
     status_code, detail, headers = http_answer(exc)
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 

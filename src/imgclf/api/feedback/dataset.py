@@ -26,10 +26,9 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Row, or_, select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session
 
 from imgclf.api.feedback.classes import ClassList, UnknownClassError, find_class_list
@@ -90,30 +89,29 @@ def class_folder(name: str, wnid: str) -> str:
     return f"{wnid}_{safe}" if wnid else safe
 
 
-def _newest_verdicts(session: Session) -> list[tuple[Prediction, Feedback]]:
-    """Per user and picture, the labelled prediction whose verdict was given last, in the
-    order of the predictions."""
-    newest: dict[tuple[int, str], tuple[datetime, int, Prediction, Feedback]] = {}
-    for prediction, feedback in _labelled_rows(session):
-        key = (prediction.user_id, prediction.image_file_name)
-        held = newest.get(key)
-        if held is None or (feedback.created_at, prediction.id) > held[:2]:
-            newest[key] = (feedback.created_at, prediction.id, prediction, feedback)
-    chosen = sorted(newest.values(), key=lambda held: held[1])
-    return [(prediction, feedback) for _at, _id, prediction, feedback in chosen]
-
-
-def _labelled_rows(session: Session) -> Iterator[Row[Prediction, Feedback]]:
-    """Feedback that says what an upload shows: marked right, or wrong with the right class."""
+def _newest_verdicts(session: Session) -> Iterator[Row[Prediction, Feedback]]:
+    """Per user and picture, the labelled prediction whose verdict was given last (marked
+    right, or wrong with the right class), in the order of the predictions; chosen by the
+    database and read in pieces, whatever the history."""
+    labelled = or_(
+        Feedback.correct.is_(True),
+        Feedback.correct.is_(False) & Feedback.correct_class.is_not(None),
+    )
+    rank = func.row_number().over(
+        partition_by=(Prediction.user_id, Prediction.image_file_name),
+        order_by=(Feedback.created_at.desc(), Prediction.id.desc()),
+    )
+    ranked = (
+        select(Prediction.id.label("prediction"), Feedback.id.label("feedback"), rank.label("rank"))
+        .join(Feedback, Feedback.prediction_id == Prediction.id)
+        .where(labelled)
+        .subquery()
+    )
     query = (
         select(Prediction, Feedback)
-        .join(Feedback, Feedback.prediction_id == Prediction.id)
-        .where(
-            or_(
-                Feedback.correct.is_(True),
-                Feedback.correct.is_(False) & Feedback.correct_class.is_not(None),
-            )
-        )
+        .join(ranked, ranked.c.prediction == Prediction.id)
+        .join(Feedback, Feedback.id == ranked.c.feedback)
+        .where(ranked.c.rank == 1)
         .order_by(Prediction.id)
         .execution_options(yield_per=500)
     )

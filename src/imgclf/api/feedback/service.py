@@ -35,6 +35,8 @@ class InvalidVerdict(ValueError):
 class FeedbackQuotaExceeded(Exception):
     """The note would take its user's feedback past their quota (``str()`` says by how much)."""
 
+    quota = "feedback"  # the user's own, counted apart from the service's faults
+
 
 def note_bytes(note: str | None) -> int:
     """What a feedback note counts in its user's feedback quota."""

@@ -85,6 +85,8 @@ class QuotaStatements:
 class QuotaExceededError(StorageFullError):
     """The upload would take its user past the storage quota."""
 
+    quota = "storage"  # the user's own, counted apart from the service's faults
+
 
 def quota_exceeded(used: int, size: int, limit: int) -> QuotaExceededError:
     mb = 2**20

@@ -12,7 +12,18 @@ import math
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Subquery, case, func, select
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    String,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from imgclf.api.quality.schemas import (
@@ -58,9 +69,11 @@ def _in_window(
     return conditions
 
 
-def _judgements(window: list[ColumnElement[bool]]) -> Subquery:
+def _judgements(window: list[ColumnElement[bool]]) -> CTE:
     """One row per model version, user and picture among the predictions in the window: the
-    one with a verdict (right or wrong) given last, else any (unmarked)."""
+    one with a verdict (right or wrong) given last, else any (unmarked). A named subquery that
+    one statement reads twice: the databases compute it (and sort every prediction in the
+    window) once."""
     without_verdict = case((Feedback.correct.is_(None), 1), else_=0)
     rank = func.row_number().over(
         partition_by=(Prediction.model_id, Prediction.user_id, Prediction.image_file_name),
@@ -79,20 +92,47 @@ def _judgements(window: list[ColumnElement[bool]]) -> Subquery:
         .where(*window)
         .subquery()
     )
-    return select(ranked).where(ranked.c.rank == 1).subquery()
+    return select(ranked).where(ranked.c.rank == 1).cte("judgements")
+
+
+Totals = tuple[str, int, int, int, int]  # model, judgements, right, wrong, judges
+Corrected = tuple[str, str, str | None, int]  # model, predicted class, said to be, how often
+
+
+def _figures(session: Session, judgements: CTE) -> tuple[list[Totals], list[Corrected]]:
+    """Per model version, in one statement: its totals, ordered by model, and its answers
+    marked wrong, counted per predicted class and correction."""
+    j = judgements.c
+    right = func.count(case((j.correct.is_(True), 1)))
+    wrong = func.count(case((j.correct.is_(False), 1)))
+    judges = func.count(func.distinct(case((j.correct.is_not(None), j.user_id))))
+    no_class, zero = cast(null(), String), literal(0)
+    count = func.count()
+    totals = select(
+        literal("total"), j.model_id, no_class, no_class, count, right, wrong, judges
+    ).group_by(j.model_id)
+    corrected = (
+        select(literal("corrected"), j.model_id, j.label, j.correct_class, count, zero, zero, zero)
+        .where(j.correct.is_(False))
+        .group_by(j.model_id, j.label, j.correct_class)
+    )
+    model_totals: list[Totals] = []
+    corrections: list[Corrected] = []
+    for kind, model, label, said, rows, right_n, wrong_n, judge_n in session.execute(
+        union_all(totals, corrected)
+    ):
+        if kind == "total":
+            model_totals.append((model, rows, right_n, wrong_n, judge_n))
+        else:
+            corrections.append((model, label, said, rows))
+    return sorted(model_totals), corrections
 
 
 def _most_corrected(
-    session: Session, judgements: Subquery, classes: int, corrections: int
+    rows: list[Corrected], classes: int, corrections: int
 ) -> dict[str, list[CorrectedClass]]:
     """Per model: its predicted classes most often marked wrong, with what users said they were
     (one row per model, class and correction comes back from the database, not per feedback)."""
-    j = judgements.c
-    rows = session.execute(
-        select(j.model_id, j.label, j.correct_class, func.count())
-        .where(j.correct.is_(False))
-        .group_by(j.model_id, j.label, j.correct_class)
-    ).all()
     grouped: dict[str, dict[str, list[Correction]]] = defaultdict(lambda: defaultdict(list))
     for model, label, correct_class, count in rows:
         grouped[model][label].append(Correction(correct_class=correct_class, count=count))
@@ -125,16 +165,8 @@ def model_quality(
 ) -> QualityReport:
     """Every model version with predictions made in ``[since, until)``."""
     judgements = _judgements(_in_window(Prediction.created_at, since, until))
-    j = judgements.c
-    right = func.count(case((j.correct.is_(True), 1)))
-    wrong = func.count(case((j.correct.is_(False), 1)))
-    judges = func.count(func.distinct(case((j.correct.is_not(None), j.user_id))))
-    totals = session.execute(
-        select(j.model_id, func.count(), right, wrong, judges)
-        .group_by(j.model_id)
-        .order_by(j.model_id)
-    ).all()
-    corrected = _most_corrected(session, judgements, classes, corrections)
+    totals, wrong_rows = _figures(session, judgements)
+    corrected = _most_corrected(wrong_rows, classes, corrections)
     models = []
     for model, predictions, right_count, wrong_count, judge_count in totals:
         unmarked = predictions - right_count - wrong_count
