@@ -52,7 +52,7 @@ from imgclf.api.state import AppState
 from imgclf.api.users.router import router as users_router
 from imgclf.db.engine import Database, make_engine
 from imgclf.db.migrate import ensure_admin, schema_is_current, upgrade
-from imgclf.heap import freeze_startup_heap
+from imgclf.heap import freeze_startup_heap, return_large_blocks
 from imgclf.queue.base import JobQueue
 from imgclf.settings import Settings, get_settings
 
@@ -239,6 +239,7 @@ def create_app(
             app.state.running = await _start(settings, queue, metrics, started, migrate=migrate)
             if freeze_heap:
                 freeze_startup_heap()
+                return_large_blocks()
             yield
 
     # /docs and /redoc with their scripts and styles served from the package itself: the pages

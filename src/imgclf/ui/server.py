@@ -13,8 +13,13 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from imgclf.heap import return_large_blocks
 from imgclf.ui.login_cookie import ROUTES
 from imgclf.ui.upload_guard import UploadGuard
+
+# The previews decode uploads of up to 50 MP in this process (imgclf.ui.preview): their memory
+# goes back to the system after them.
+return_large_blocks()
 
 # Streamlit's figures (pages open, time spent on them, bytes of uploads held) answer anyone who
 # asks; the page never reads them, and strangers are shown nothing internal.

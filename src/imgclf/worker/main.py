@@ -12,7 +12,7 @@ from types import FrameType
 
 import psutil
 
-from imgclf.heap import freeze_startup_heap
+from imgclf.heap import freeze_startup_heap, return_large_blocks
 from imgclf.launcher import environment
 from imgclf.logs import configure_logging
 from imgclf.model import ImageLimits
@@ -92,6 +92,7 @@ def run_worker_process(
     versions = VersionKeeper(source, models, names, heartbeat_ttl_s=heartbeat_ttl)
     versions.tick(wait=True)
     freeze_startup_heap()
+    return_large_blocks()
     worker = BatchingWorker(
         source,
         models,
