@@ -14,6 +14,12 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgclf.heap import return_large_blocks
+
+# What the page imports (pandas, Altair, the API's client), imported as the server starts: the
+# page's first run would import it for its first visitor, who waited 1.95 s for a login form
+# that later visitors get in 0.2 s. (classify_view, whose cache Streamlit makes when it is
+# imported, waits for the page: the cache belongs to the running server.)
+from imgclf.ui import admin_view, history_view, login_view  # noqa: F401
 from imgclf.ui.login_cookie import ROUTES
 from imgclf.ui.upload_guard import UploadGuard
 
