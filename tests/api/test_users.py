@@ -88,6 +88,13 @@ def test_weak_or_malformed_sign_up_is_422_with_every_reason(client: TestClient) 
     wrong_type = client.post("/user/", json={"name": 42, "email": [], "password": None})
     assert wrong_type.status_code == 422
 
+    typo_in_email = {"name": "Ann", "email": "ann@example.c", "password": PASSWORD}
+    typo = client.post("/user/", json=typo_in_email)
+    assert typo.status_code == 422
+    assert typo.json()["detail"] == (
+        "body.email: the email's domain must end in a top-level domain such as .com or .de"
+    )
+
     # PostgreSQL cannot store a NUL character: refused as input, never a 500.
     nul = client.post(
         "/user/", json={"name": "Ada\x00", "email": "a\x00@example.com", "password": PASSWORD}

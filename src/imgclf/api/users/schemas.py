@@ -11,8 +11,20 @@ from imgclf.api.text import NoNul, VisibleName
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=2, max_length=50), NoNul, VisibleName
 ]
+
+
+def _reachable_domain(email: str) -> str:
+    """Every top-level domain has two letters or more: ``ann@example.c`` is a typo that
+    email-validator lets through (without a DNS lookup it checks the syntax alone)."""
+    if len(email.rpartition(".")[2]) < 2:
+        raise ValueError("the email's domain must end in a top-level domain such as .com or .de")
+    return email
+
+
 # Emails are compared lower-cased: Bob@Example.com and bob@example.com are one account.
-Email = Annotated[EmailStr, AfterValidator(lambda email: email.lower())]
+Email = Annotated[
+    EmailStr, AfterValidator(_reachable_domain), AfterValidator(lambda email: email.lower())
+]
 
 
 class UserCreate(BaseModel):
