@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     login_max_failures_per_email: int = Field(
         default=5,
         ge=1,
-        description="per email from all the client addresses that have not logged in to it "
-        "before, and per email from each address",
+        description="per email from the clients that have not logged in to it lately, per "
+        "email from those that have, and per email from each client",
     )
     login_max_failures_per_address: int = Field(default=50, ge=1)
     login_max_per_email: int = Field(
@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     login_known_client_days: int = Field(
         default=30,
         ge=1,
-        description="how long an address an account logged in from is spared the failures "
-        "that others sent for the account",
+        description="how long a client an account logged in from is spared the failures "
+        "that strangers sent for the account",
     )
     signup_max_per_address: int = Field(default=10, ge=1)
     signup_window_s: int = Field(default=60 * 60, ge=1)

@@ -22,6 +22,7 @@ from imgclf.api.auth.throttle import (
     AuthThrottle,
     Budget,
     WindowCounter,
+    client_network,
     in_words,
 )
 from imgclf.localservers import free_port
@@ -226,13 +227,50 @@ def test_the_owners_own_address_is_spared_the_strangers_failures() -> None:
     assert not logged_in(throttle, "ann@example.com", owner)  # not logged in for 30 days
 
 
-def test_remembered_addresses_stay_bounded() -> None:
-    counter = WindowCounter(max_keys=100, clock=FakeClock())
+def test_the_owners_addresses_share_a_budget_of_their_own() -> None:
+    """Each address the owner logged in from had 5 tries of its own beside the strangers' 5:
+    anyone sharing those addresses (a NAT, a VPN's exit) added 5 guesses each."""
+    throttle = make_throttle(WindowCounter(clock=FakeClock()))
+    homes = [f"198.51.100.{number}" for number in range(4)]
+    for home in homes:
+        assert logged_in(throttle, "ann@example.com", home)
+    for number in range(5):
+        assert failed_login(throttle, "ann@example.com", homes[number % 4]) is None
+    assert failed_login(throttle, "ann@example.com", homes[1]) is not None
+    for number in range(5):  # strangers have theirs
+        assert failed_login(throttle, "ann@example.com", f"203.0.113.{number}") is None
+    assert failed_login(throttle, "ann@example.com", "203.0.113.99") is not None
+
+
+def test_an_ipv6_network_is_one_client() -> None:
+    """A host holds a whole /64 and may send from any address in it."""
+    throttle = make_throttle(WindowCounter(clock=FakeClock()))
+    for number in range(5):
+        assert failed_login(throttle, "ann@example.com", f"2001:db8:1:2::{number:x}") is None
+    assert failed_login(throttle, "ann@example.com", "2001:db8:1:2:ffff::1") is not None
+    assert client_network("2001:db8:1:2:abcd::1") == "2001:db8:1:2::/64"
+    assert client_network("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_network("testclient") == "testclient"
+
+
+def test_known_clients_stay_bounded_per_account_and_in_all() -> None:
+    """One account logging in from ever new addresses could push every other account's known
+    addresses out; now it keeps only its own newest."""
+    clock = FakeClock()
+    counter = WindowCounter(max_keys=100, clock=clock)
+    throttle = make_throttle(counter)
+    assert logged_in(throttle, "owner@example.com", "198.51.100.7")
     for number in range(1000):
-        asyncio.run(counter.remember(f"known{number}", 3600))
-    assert not asyncio.run(counter.remembers("known0"))
-    assert asyncio.run(counter.remembers("known999"))
-    assert len(counter._remembered) <= 100
+        assert logged_in(throttle, "attacker@example.com", f"10.{number // 250}.0.{number % 250}")
+        clock.now += 0.01
+    assert len(counter._known) == 2
+    assert max(len(clients) for clients in counter._known.values()) == 16
+    for number in range(5):
+        assert failed_login(throttle, "owner@example.com", f"203.0.113.{number}") is None
+    assert logged_in(throttle, "owner@example.com", "198.51.100.7")
+    for number in range(200):
+        assert logged_in(throttle, f"user{number}@example.com", "192.0.2.1")
+    assert len(counter._known) <= 100
 
 
 def test_waits_are_said_in_minutes_beyond_one() -> None:

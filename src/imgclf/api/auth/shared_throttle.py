@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
+import time
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
@@ -24,97 +26,152 @@ from imgclf.api.auth.throttle import (
     Attempt,
     AttemptsRefused,
     Budget,
+    KnownClients,
     WindowCounter,
     seconds_to_wait,
 )
 
 logger = logging.getLogger(__name__)
 
-# KEYS: the windows. ARGV: the attempt's token, then each window's limit and length in ms.
-# Answers {0, 0} once counted, else {the milliseconds until every window has room, the index
-# of the window that waits longest}.
+# KEYS: the windows, then the account's known clients (a hash: client -> until when, in ms).
+# ARGV: the attempt's token, the client ('' for none), then each window's limit, length in ms
+# and whom it applies to (0 every client, 1 strangers, 2 known clients). Answers {0, 0, known}
+# once counted, else {the milliseconds until every window has room, the index of the window
+# that waits longest, known}.
 ADMIT = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local known = 0
+if ARGV[2] ~= '' then
+  local until_ms = redis.call('HGET', KEYS[#KEYS], ARGV[2])
+  if until_ms and tonumber(until_ms) > now then
+    known = 1
+  end
+end
 local wait, spent = 0, 0
-for i, key in ipairs(KEYS) do
-  local limit, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local count = redis.call('ZCARD', key)
-  if count >= limit then
-    local freeing = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
-    local until_free = tonumber(freeing[2]) + window - now
-    if until_free > wait then
-      wait, spent = until_free, i
+local counted = {}
+for i = 1, #KEYS - 1 do
+  local applies = tonumber(ARGV[3 * i + 2])
+  if applies == 0 or (applies == 1 and known == 0) or (applies == 2 and known == 1) then
+    local key, limit, window = KEYS[i], tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+    table.insert(counted, i)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    local count = redis.call('ZCARD', key)
+    if count >= limit then
+      local freeing = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+      local until_free = tonumber(freeing[2]) + window - now
+      if until_free > wait then
+        wait, spent = until_free, i
+      end
     end
   end
 end
 if wait > 0 then
-  return {wait, spent}
+  return {wait, spent, known}
 end
-for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now, ARGV[1])
-  redis.call('PEXPIRE', key, ARGV[2 * i + 1])
+for _, i in ipairs(counted) do
+  redis.call('ZADD', KEYS[i], now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[3 * i + 1])
 end
-return {0, 0}
+return {0, 0, known}
 """
+
+# KEYS: the windows to take the attempt out of, then the account's known clients. ARGV: the
+# attempt's token, the client to know from now on ('' for none), how long in ms, and how many
+# clients an account keeps (the newest).
+GIVE_BACK = """
+for i = 1, #KEYS - 1 do
+  redis.call('ZREM', KEYS[i], ARGV[1])
+end
+if ARGV[2] == '' then
+  return 0
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local record, keep = KEYS[#KEYS], tonumber(ARGV[3])
+redis.call('HSET', record, ARGV[2], now + keep)
+local entries = redis.call('HGETALL', record)
+local kept = {}
+for j = 1, #entries, 2 do
+  if tonumber(entries[j + 1]) <= now then
+    redis.call('HDEL', record, entries[j])
+  else
+    table.insert(kept, {entries[j], tonumber(entries[j + 1])})
+  end
+end
+local most = tonumber(ARGV[4])
+if #kept > most then
+  table.sort(kept, function(a, b) return a[2] < b[2] end)
+  for j = 1, #kept - most do
+    redis.call('HDEL', record, kept[j][1])
+  end
+end
+redis.call('PEXPIRE', record, keep)
+return 0
+"""
+# After Redis fails, this process counts on its own for this long before it tries again: a
+# Redis that hangs would otherwise hold every login for its timeouts.
+RETRY_AFTER_S = 5.0
 
 
 class RedisWindowCounter:
     def __init__(self, url: str, local: WindowCounter, *, prefix: str = "imgclf:attempts") -> None:
         self.local = local
         self.prefix = prefix
-        # Logins beyond the pool wait for a connection: a pool that refused them instead (as
-        # redis-py's default one does past 100 at once) would let a burst of guesses fall back
-        # to each process's own, smaller count.
+        # Logins beyond the pool wait for a connection (2 s at most), where a pool that
+        # refused them at once (redis-py's default one, past 100) let a burst of guesses fall
+        # back to each process's own, smaller count.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=16, timeout=2.0, socket_connect_timeout=1.0, socket_timeout=1.0
         )
         self._redis = aioredis.Redis.from_pool(pool)
         self._admit = self._redis.register_script(ADMIT)
+        self._give_back = self._redis.register_script(GIVE_BACK)
+        self._down_until = 0.0
 
     async def close(self) -> None:
         await self._redis.aclose()
 
-    def _keys(self, budgets: Sequence[Budget]) -> list[str]:
-        return [f"{self.prefix}:{budget.key}" for budget in budgets]
+    def _keys(self, budgets: Sequence[Budget], known: KnownClients | None) -> list[str]:
+        record = known.record if known is not None else "no-record"
+        return [f"{self.prefix}:{key}" for key in [*(b.key for b in budgets), record]]
 
-    async def admit(self, budgets: Sequence[Budget]) -> Attempt:
-        attempt = await self.local.admit(budgets)
-        windows: list[str | int] = [attempt.token]
+    def _reachable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _unreachable(self, error: Exception, meanwhile: str) -> None:
+        self._down_until = time.monotonic() + RETRY_AFTER_S
+        logger.warning("attempt windows: Redis unreachable (%s); %s", error, meanwhile)
+
+    async def admit(self, budgets: Sequence[Budget], known: KnownClients | None = None) -> Attempt:
+        if not self._reachable():
+            return await self.local.admit(budgets, known)
+        token = secrets.token_hex(8)
+        args: list[str | int] = [token, known.client if known is not None else ""]
         for budget in budgets:
-            windows += [budget.limit, math.ceil(budget.window_s * 1000)]
+            args += [budget.limit, math.ceil(budget.window_s * 1000), budget.applies]
         try:
-            wait_ms, spent = await self._admit(keys=self._keys(attempt.budgets), args=windows)
+            wait_ms, spent, is_known = await self._admit(keys=self._keys(budgets, known), args=args)
         except (RedisError, OSError) as error:
-            logger.warning("attempt windows: Redis unreachable (%s); counting in process", error)
-            return attempt
+            self._unreachable(error, "counting in process")
+            return await self.local.admit(budgets, known)
         if int(wait_ms) > 0:
-            await self.local.give_back(attempt, attempt.budgets)
-            what = attempt.budgets[int(spent) - 1].what  # Lua counts from 1
+            what = budgets[int(spent) - 1].what  # Lua counts from 1
             raise AttemptsRefused(seconds_to_wait(int(wait_ms) / 1000), what)
-        return attempt
+        # Counted here too, for the moments Redis cannot be reached.
+        return self.local.admit_now(budgets, bool(int(is_known)), token, force=True)
 
-    async def remember(self, key: str, ttl_s: float) -> None:
-        await self.local.remember(key, ttl_s)
+    async def give_back(
+        self, attempt: Attempt, budgets: Sequence[Budget], remember: KnownClients | None = None
+    ) -> None:
+        await self.local.give_back(attempt, budgets, remember)
+        if not self._reachable():
+            return
+        args: list[str | int] = [attempt.token, "", 0, 0]
+        if remember is not None:
+            keep_ms = math.ceil(remember.keep_s * 1000)
+            args = [attempt.token, remember.client, keep_ms, remember.most]
         try:
-            await self._redis.set(f"{self.prefix}:{key}", 1, px=math.ceil(ttl_s * 1000))
+            await self._give_back(keys=self._keys(budgets, remember), args=args)
         except (RedisError, OSError) as error:
-            logger.warning("remembered clients: Redis unreachable (%s); kept in process", error)
-
-    async def remembers(self, key: str) -> bool:
-        try:
-            return bool(await self._redis.exists(f"{self.prefix}:{key}"))
-        except (RedisError, OSError) as error:
-            logger.warning("remembered clients: Redis unreachable (%s); asked in process", error)
-            return await self.local.remembers(key)
-
-    async def give_back(self, attempt: Attempt, budgets: Sequence[Budget]) -> None:
-        await self.local.give_back(attempt, budgets)
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for key in self._keys(budgets):
-                    pipe.zrem(key, attempt.token)
-                await pipe.execute()
-        except (RedisError, OSError) as error:
-            logger.warning("attempt windows: Redis unreachable (%s); given back in process", error)
+            self._unreachable(error, "given back in process")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
 import secrets
@@ -32,23 +33,43 @@ from typing import Protocol
 
 from imgclf.settings import Settings
 
+# Which clients a budget counts: every one, only those that have not logged in to the account
+# before (strangers), or only those that have (known).
+ALWAYS, STRANGERS, KNOWN = 0, 1, 2
+
 
 @dataclass(frozen=True, slots=True)
 class Budget:
     """At most ``limit`` attempts counted under ``key`` in any ``window_s`` seconds; ``what``
     they are, in the refusal's words; ``counts_successes``: a login that succeeds stays
-    counted here."""
+    counted here; ``applies``: to which clients (``ALWAYS``, ``STRANGERS`` or ``KNOWN``)."""
 
     key: str
     limit: int
     window_s: float
     what: str
     counts_successes: bool = False
+    applies: int = ALWAYS
+
+    def counts(self, known: bool) -> bool:
+        return self.applies == ALWAYS or self.applies == (KNOWN if known else STRANGERS)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownClients:
+    """The clients that have logged in to one account: its ``record``, this client's entry in
+    it, kept ``keep_s`` seconds after its last login; at most ``most`` per account (the newest),
+    so one account's logins from many addresses cannot grow it, nor push another's out."""
+
+    record: str
+    client: str
+    keep_s: float
+    most: int = 16
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One admitted attempt: its entry in each of its budgets' windows."""
+    """One admitted attempt: its entry in each window it was counted in."""
 
     budgets: tuple[Budget, ...]
     token: str = field(default_factory=lambda: secrets.token_hex(8))
@@ -66,19 +87,18 @@ class AttemptsRefused(Exception):
 class AttemptCounter(Protocol):
     """Counts attempts in windows, in process or shared."""
 
-    async def admit(self, budgets: Sequence[Budget]) -> Attempt:
-        """Count one attempt in every budget, or in none and raise ``AttemptsRefused``."""
+    async def admit(self, budgets: Sequence[Budget], known: KnownClients | None = None) -> Attempt:
+        """Count one attempt in every budget that applies to the client (known to ``known``
+        or not), or in none and raise ``AttemptsRefused``; one step, so that whether the
+        client is known and the counts cannot change in between."""
         ...
 
-    async def give_back(self, attempt: Attempt, budgets: Sequence[Budget]) -> None:
-        """Count the attempt no more in these of its budgets."""
+    async def give_back(
+        self, attempt: Attempt, budgets: Sequence[Budget], remember: KnownClients | None = None
+    ) -> None:
+        """Count the attempt no more in these of its budgets; and know its client from now on
+        for ``remember``, if given."""
         ...
-
-    async def remember(self, key: str, ttl_s: float) -> None:
-        """Keep ``key`` for ``ttl_s`` seconds (again from now if it is kept already)."""
-        ...
-
-    async def remembers(self, key: str) -> bool: ...
 
     async def close(self) -> None: ...
 
@@ -101,8 +121,8 @@ class _Window:
 
 class WindowCounter:
     """Attempts counted in this process. Memory is bounded: a window holds at most its limit,
-    and at most ``max_keys`` windows are kept (expired ones go first); as many remembered keys,
-    the oldest forgotten first."""
+    and at most ``max_keys`` windows are kept (expired ones go first); as many accounts' known
+    clients, each at most ``KnownClients.most``."""
 
     def __init__(
         self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
@@ -110,55 +130,83 @@ class WindowCounter:
         self._max_keys = max_keys
         self._clock = clock
         self._windows: dict[str, _Window] = {}
-        self._remembered: dict[str, float] = {}  # key -> until when, oldest first
-        self._lock = threading.Lock()
+        self._known: dict[str, dict[str, float]] = {}  # record -> client -> until when
+        self._lock = threading.RLock()  # admit holds it across knows and admit_now
 
     def __len__(self) -> int:
         return len(self._windows)
 
-    async def admit(self, budgets: Sequence[Budget]) -> Attempt:
-        attempt = Attempt(tuple(budgets))
-        now = self._clock()
+    async def admit(self, budgets: Sequence[Budget], known: KnownClients | None = None) -> Attempt:
         with self._lock:
-            wait, spent = 0.0, budgets[0]
-            for budget in budgets:
-                window = self._windows.get(budget.key)
-                if window is None:
-                    continue
-                window.drop_expired(now)
-                over = len(window.entries) - budget.limit
-                # Room again when the entry `over` places from the oldest expires.
-                if over >= 0 and window.entries[over][0] + budget.window_s - now > wait:
-                    wait, spent = window.entries[over][0] + budget.window_s - now, budget
-            if wait > 0:
-                raise AttemptsRefused(seconds_to_wait(wait), spent.what)
-            for budget in budgets:
-                window = self._windows.get(budget.key)
-                if window is None:
-                    if len(self._windows) >= self._max_keys:
-                        self._evict(now)
-                    window = self._windows[budget.key] = _Window(budget.window_s)
-                window.entries.append((now, attempt.token))
+            return self.admit_now(budgets, self.knows(known), secrets.token_hex(8), force=False)
+
+    def knows(self, known: KnownClients | None) -> bool:
+        """Whether ``known``'s client has logged in to its account lately."""
+        if known is None:
+            return False
+        with self._lock:
+            until = self._known.get(known.record, {}).get(known.client, -math.inf)
+        return until > self._clock()
+
+    def admit_now(
+        self, budgets: Sequence[Budget], known: bool, token: str, *, force: bool
+    ) -> Attempt:
+        """``admit`` for a client known or not; ``force``: counted even where a budget is
+        spent (Redis, which decides, admitted it)."""
+        with self._lock:
+            return self._admit_now(budgets, known, token, force=force)
+
+    def _admit_now(
+        self, budgets: Sequence[Budget], known: bool, token: str, *, force: bool
+    ) -> Attempt:
+        counted = tuple(budget for budget in budgets if budget.counts(known))
+        attempt = Attempt(counted, token)
+        now = self._clock()
+        wait, spent = 0.0, counted[0]
+        for budget in counted:
+            window = self._windows.get(budget.key)
+            if window is None:
+                continue
+            window.drop_expired(now)
+            over = len(window.entries) - budget.limit
+            # Room again when the entry `over` places from the oldest expires.
+            if over >= 0 and window.entries[over][0] + budget.window_s - now > wait:
+                wait, spent = window.entries[over][0] + budget.window_s - now, budget
+        if wait > 0 and not force:
+            raise AttemptsRefused(seconds_to_wait(wait), spent.what)
+        for budget in counted:
+            window = self._windows.get(budget.key)
+            if window is None:
+                if len(self._windows) >= self._max_keys:
+                    self._evict(now)
+                window = self._windows[budget.key] = _Window(budget.window_s)
+            window.entries.append((now, attempt.token))
         return attempt
 
-    async def give_back(self, attempt: Attempt, budgets: Sequence[Budget]) -> None:
+    async def give_back(
+        self, attempt: Attempt, budgets: Sequence[Budget], remember: KnownClients | None = None
+    ) -> None:
         with self._lock:
             for budget in budgets:
                 window = self._windows.get(budget.key)
                 if window is not None:
                     kept = [entry for entry in window.entries if entry[1] != attempt.token]
                     window.entries = deque(kept)
+            if remember is not None:
+                self._remember_now(remember)
 
-    async def remember(self, key: str, ttl_s: float) -> None:
+    def remember_now(self, known: KnownClients) -> None:
         with self._lock:
-            self._remembered.pop(key, None)
-            if len(self._remembered) >= self._max_keys:
-                del self._remembered[next(iter(self._remembered))]
-            self._remembered[key] = self._clock() + ttl_s
+            self._remember_now(known)
 
-    async def remembers(self, key: str) -> bool:
-        with self._lock:
-            return self._remembered.get(key, -math.inf) > self._clock()
+    def _remember_now(self, known: KnownClients) -> None:
+        record = self._known.pop(known.record, None) or {}
+        if len(self._known) >= self._max_keys:  # the account that logged in longest ago goes
+            del self._known[next(iter(self._known))]
+        record[known.client] = self._clock() + known.keep_s
+        if len(record) > known.most:
+            record = dict(sorted(record.items(), key=lambda item: item[1])[-known.most :])
+        self._known[known.record] = record  # last: the newest login
 
     async def close(self) -> None:
         """Nothing to release in process."""
@@ -183,17 +231,31 @@ def build_attempt_counter(settings: Settings) -> AttemptCounter:
     return WindowCounter()
 
 
+def client_network(address: str) -> str:
+    """The unit a budget counts clients in: an IPv4 address, or an IPv6 address's /64 (one
+    host, or one home's network, holds a whole /64 and picks any address in it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # "testclient", a Unix socket: as it is
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class AuthThrottle:
     """Who may try a password, or sign up, now.
 
-    Failed logins are counted per email (``max_failures_per_email`` in a window, from every
-    client together), per (email, client address) and per client address. A client address
-    that has logged in to an account before (within ``login_known_client_days``) is counted
-    only per (email, address) and per address for it: so a guesser spread over many addresses
-    gets ``max_failures_per_email`` tries in all, and strangers' failures, which refuse that
-    email to every other stranger for the rest of the window, never refuse its owner where the
-    owner has logged in before. Keys are an HMAC of the email and address under the secret
-    key, so the counts (in Redis too) name neither.
+    Failed logins are counted per email, per (email, client) and per client (an IPv4 address or
+    an IPv6 /64). Per email, two budgets of ``max_failures_per_email``: one for the clients
+    that have not logged in to the account lately (``login_known_client_days``; strangers),
+    one for the clients that have (its owner's). So strangers' failures, which refuse that
+    email to every stranger for the rest of the window, never refuse its owner where the owner
+    logs in, and one email gets at most twice ``max_failures_per_email`` password checks a
+    window, however many addresses guess. Keys are an HMAC of the email and address under the
+    secret key, so the counts (in Redis too) name neither.
     """
 
     def __init__(self, counter: AttemptCounter, settings: Settings) -> None:
@@ -206,47 +268,41 @@ class AuthThrottle:
         digest = hmac.new(self._key_secret, text.encode(), hashlib.sha256).hexdigest()[:32]
         return f"{kind}:{digest}"
 
+    def _known(self, email: str, client: str) -> KnownClients:
+        keep_s = self._settings.login_known_client_days * 86_400
+        return KnownClients(self._key("known", email), self._key("client", client), keep_s)
+
     async def login(self, email: str, address: str) -> Attempt:
         settings = self._settings
-        window = settings.login_failure_window_s
+        window, most = settings.login_failure_window_s, settings.login_max_failures_per_email
+        client = client_network(address)
+        failed = "failed logins"
         budgets = [
+            Budget(self._key("login-email", email, client), most, window, failed),
             Budget(
-                self._key("login-email", email, address),
-                settings.login_max_failures_per_email,
-                window,
-                "failed logins",
-            ),
-            Budget(
-                self._key("login-address", address),
+                self._key("login-address", client),
                 settings.login_max_failures_per_address,
                 window,
-                "failed logins",
+                failed,
             ),
             Budget(
-                self._key("logins-email", email, address),
+                self._key("logins-email", email, client),
                 settings.login_max_per_email,
                 window,
                 "logins",
                 counts_successes=True,
             ),
+            Budget(self._key("failed-strangers", email), most, window, failed, applies=STRANGERS),
+            Budget(self._key("failed-known", email), most, window, failed, applies=KNOWN),
         ]
-        if not await self.counter.remembers(self._key("known-client", email, address)):
-            budgets.append(
-                Budget(
-                    self._key("login-email-strangers", email),
-                    settings.login_max_failures_per_email,
-                    window,
-                    "failed logins",
-                )
-            )
-        return await self.counter.admit(budgets)
+        return await self.counter.admit(budgets, self._known(email, client))
 
     async def sign_up(self, address: str) -> Attempt:
         settings = self._settings
         return await self.counter.admit(
             [
                 Budget(
-                    self._key("sign-up-address", address),
+                    self._key("sign-up-address", client_network(address)),
                     settings.signup_max_per_address,
                     settings.signup_window_s,
                     "sign-ups from your address",
@@ -259,12 +315,11 @@ class AuthThrottle:
         await self.counter.give_back(attempt, attempt.budgets)
 
     async def succeeded(self, attempt: Attempt, email: str, address: str) -> None:
-        """A login that succeeded: no failure, still a login; and from now on its address is
+        """A login that succeeded: no failure, still a login; and from now on its client is
         one the account's owner uses."""
         failures = [budget for budget in attempt.budgets if not budget.counts_successes]
-        await self.counter.give_back(attempt, failures)
-        known_for_s = self._settings.login_known_client_days * 86_400
-        await self.counter.remember(self._key("known-client", email, address), known_for_s)
+        known = self._known(email, client_network(address))
+        await self.counter.give_back(attempt, failures, remember=known)
 
     async def close(self) -> None:
         await self.counter.close()
