@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -370,3 +372,38 @@ def test_without_redis_the_throttle_still_counts_in_process(
         for _ in range(5):
             assert attempt(client, alice.email, "wrong password").status_code == 401
         assert attempt(client, alice.email, PASSWORD).status_code == 429
+
+
+def test_a_redis_that_hangs_is_waited_for_once_not_at_every_login() -> None:
+    """A Redis that accepts connections and never answers (stopped, or its host overloaded).
+    Before: every login waited for its Redis calls' timeouts (a successful one 4 s). Now the
+    first waits for one timeout and the next ones, for a while, count in process at once;
+    they are still counted."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+
+    async def logins() -> tuple[list[float], int | None]:
+        counter = RedisWindowCounter(f"redis://127.0.0.1:{port}/0", WindowCounter())
+        throttle = make_throttle(counter)
+        took = []
+        for number in range(5):
+            started = time.perf_counter()
+            await throttle.login("ann@example.com", f"203.0.113.{number}")
+            took.append(time.perf_counter() - started)
+        try:
+            await throttle.login("ann@example.com", "203.0.113.99")
+            refused = None
+        except AttemptsRefused as error:
+            refused = error.retry_after_s
+        await counter.close()
+        return took, refused
+
+    try:
+        took, refused = asyncio.run(logins())
+    finally:
+        silent.close()
+    print(f"\nlogins against a silent Redis took {[round(t, 3) for t in took]} s")
+    assert took[0] >= 0.9  # the first waited for the socket's timeout (1 s)
+    assert max(took[1:]) < 0.5  # the others did not wait on Redis again
+    assert refused is not None  # and the in-process count held the strangers' budget
