@@ -195,10 +195,6 @@ class WindowCounter:
             if remember is not None:
                 self._remember_now(remember)
 
-    def remember_now(self, known: KnownClients) -> None:
-        with self._lock:
-            self._remember_now(known)
-
     def _remember_now(self, known: KnownClients) -> None:
         record = self._known.pop(known.record, None) or {}
         if len(self._known) >= self._max_keys:  # the account that logged in longest ago goes
