@@ -160,6 +160,21 @@ def test_a_name_too_long_is_kept_and_said_to_be_too_long(
     assert session.USER not in app.session_state
 
 
+def test_an_email_with_a_one_letter_top_level_domain_is_a_typo_said_on_the_page(
+    monkeypatch: pytest.MonkeyPatch, api_url: str
+) -> None:
+    """The API refuses ann@example.c; the page said so in the API's words (``body.email: ...``)."""
+    app = page(monkeypatch, api_url)
+    app.text_input(key="signup-name").input("Ann")
+    app.text_input(key="signup-email").input("ann@example.c")
+    app.text_input(key="signup-password").input(PASSWORD)
+    app.button[1].click()
+    app.run()
+    assert not app.exception
+    assert [e.value for e in app.error] == ["Enter a valid email address, like name@example.com."]
+    assert session.USER not in app.session_state
+
+
 def test_classifying_shows_the_class_its_score_and_the_top_5(
     monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account
 ) -> None:

@@ -17,8 +17,9 @@ MAX_NAME = 50
 # The API's words for a duplicate email (its contract), and what a person is told to do.
 EMAIL_TAKEN = "The user with this email already exists"
 EMAIL_TAKEN_HINT = "An account with this email already exists; log in instead."
-# The API checks emails properly; this catches what a person mistypes, before a round trip.
-EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# The API checks emails properly; this catches what a person mistypes, before a round trip
+# (with the API: a top-level domain has two letters or more, so ann@example.c is a typo).
+EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
 
 
 def render(client: ApiClient) -> None:
