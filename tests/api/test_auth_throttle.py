@@ -252,7 +252,7 @@ def test_an_ipv6_network_is_one_client() -> None:
     assert failed_login(throttle, "ann@example.com", "2001:db8:1:2:ffff::1") is not None
     assert client_network("2001:db8:1:2:abcd::1") == "2001:db8:1:2::/64"
     assert client_network("::ffff:192.0.2.7") == "192.0.2.7"
-    assert client_network("testclient") == "testclient"
+    assert client_network("testclient") == client_network("010.0.0.1") == "not an address"
 
 
 def test_known_clients_stay_bounded_per_account_and_in_all() -> None:
@@ -407,3 +407,51 @@ def test_a_redis_that_hangs_is_waited_for_once_not_at_every_login() -> None:
     assert took[0] >= 0.9  # the first waited for the socket's timeout (1 s)
     assert max(took[1:]) < 0.5  # the others did not wait on Redis again
     assert refused is not None  # and the in-process count held the strangers' budget
+
+
+def test_what_a_process_counted_while_redis_hung_reaches_redis_when_it_answers_again(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Strangers' failures counted in process during an outage (or a burst that made one) were
+    never told to Redis, which then gave the same budget again: 5 more checks per process and
+    outage. And a process that fell back refused the owner whom Redis knew."""
+    monkeypatch.setattr("imgclf.api.auth.shared_throttle.RETRY_AFTER_S", 0.2)
+    pause = redis.Redis.from_url(redis_url)
+
+    async def outage() -> dict[str, object]:
+        first, second = (
+            make_throttle(RedisWindowCounter(redis_url, WindowCounter(), prefix="test:outage"))
+            for _ in range(2)
+        )
+        owner = "198.51.100.7"
+        attempt = await first.login("ann@example.com", owner)
+        await first.succeeded(attempt, "ann@example.com", owner)
+        await second.login("ann@example.com", owner)  # the second process meets the owner
+        pause.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        strangers = 0
+        for number in range(5):
+            with contextlib.suppress(AttemptsRefused):
+                await second.login("ann@example.com", f"203.0.113.{number}")
+                strangers += 1
+        owner_in_outage = True
+        try:
+            await second.login("ann@example.com", owner)
+        except AttemptsRefused:
+            owner_in_outage = False
+        await asyncio.sleep(1.6)  # Redis answers again
+        await second.login("bob@example.com", "192.0.2.1")  # the second's next login tells it
+        try:
+            await first.login("ann@example.com", "203.0.113.99")
+            stranger_after = "admitted"
+        except AttemptsRefused:
+            stranger_after = "refused"
+        for throttle in (first, second):
+            await throttle.close()
+        return {"strangers": strangers, "owner": owner_in_outage, "after": stranger_after}
+
+    try:
+        seen = asyncio.run(outage())
+    finally:
+        pause.execute_command("CLIENT", "UNPAUSE")
+        pause.close()
+    assert seen == {"strangers": 5, "owner": True, "after": "refused"}

@@ -17,7 +17,9 @@ import logging
 import math
 import secrets
 import time
+from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -35,17 +37,17 @@ logger = logging.getLogger(__name__)
 
 # KEYS: the windows, then the account's known clients (a hash: client -> until when, in ms).
 # ARGV: the attempt's token, the client ('' for none), then each window's limit, length in ms
-# and whom it applies to (0 every client, 1 strangers, 2 known clients). Answers {0, 0, known}
-# once counted, else {the milliseconds until every window has room, the index of the window
-# that waits longest, known}.
+# and whom it applies to (0 every client, 1 strangers, 2 known clients). Answers {0, 0, known
+# for ms} once counted, else {the milliseconds until every window has room, the index of the
+# window that waits longest, known for ms}; known for ms is 0 for a stranger.
 ADMIT = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local known = 0
+local known, known_for = 0, 0
 if ARGV[2] ~= '' then
   local until_ms = redis.call('HGET', KEYS[#KEYS], ARGV[2])
   if until_ms and tonumber(until_ms) > now then
-    known = 1
+    known, known_for = 1, tonumber(until_ms) - now
   end
 end
 local wait, spent = 0, 0
@@ -67,13 +69,30 @@ for i = 1, #KEYS - 1 do
   end
 end
 if wait > 0 then
-  return {wait, spent, known}
+  return {wait, spent, known_for}
 end
 for _, i in ipairs(counted) do
   redis.call('ZADD', KEYS[i], now, ARGV[1])
   redis.call('PEXPIRE', KEYS[i], ARGV[3 * i + 1])
 end
-return {0, 0, known}
+return {0, 0, known_for}
+"""
+
+# An attempt this process counted while Redis could not be reached, told to Redis once it can
+# be. KEYS: its windows. ARGV: its token, when it was made (ms, this host's clock), then each
+# window's length in ms.
+CATCH_UP = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local made = math.min(tonumber(ARGV[2]), now)
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[2 + i])
+  if made > now - window then
+    redis.call('ZADD', key, made, ARGV[1])
+    redis.call('PEXPIRE', key, window)
+  end
+end
+return 0
 """
 
 # KEYS: the windows to take the attempt out of, then the account's known clients. ARGV: the
@@ -112,6 +131,12 @@ return 0
 # After Redis fails, this process counts on its own for this long before it tries again: a
 # Redis that hangs would otherwise hold every login for its timeouts.
 RETRY_AFTER_S = 5.0
+# What this process counted or gave back while Redis could not be reached, told to Redis when
+# it can be again (the oldest dropped beyond this): else every outage, or a burst that made
+# one, would give each process a fresh budget that Redis then gives again.
+MAX_MISSED = 10_000
+
+Call = tuple[Any, list[str], list[str | int]]  # a script, its keys and its arguments
 
 
 class RedisWindowCounter:
@@ -127,7 +152,9 @@ class RedisWindowCounter:
         self._redis = aioredis.Redis.from_pool(pool)
         self._admit = self._redis.register_script(ADMIT)
         self._give_back = self._redis.register_script(GIVE_BACK)
+        self._catch_up = self._redis.register_script(CATCH_UP)
         self._down_until = 0.0
+        self._missed: deque[Call] = deque(maxlen=MAX_MISSED)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -136,42 +163,68 @@ class RedisWindowCounter:
         record = known.record if known is not None else "no-record"
         return [f"{self.prefix}:{key}" for key in [*(b.key for b in budgets), record]]
 
-    def _reachable(self) -> bool:
-        return time.monotonic() >= self._down_until
-
     def _unreachable(self, error: Exception, meanwhile: str) -> None:
         self._down_until = time.monotonic() + RETRY_AFTER_S
         logger.warning("attempt windows: Redis unreachable (%s); %s", error, meanwhile)
 
+    async def _reachable(self) -> bool:
+        """Whether to ask Redis now; first, what it missed is told to it."""
+        if time.monotonic() < self._down_until:
+            return False
+        try:
+            while self._missed:
+                script, keys, args = self._missed[0]
+                await script(keys=keys, args=args)
+                self._missed.popleft()
+        except (RedisError, OSError) as error:
+            self._unreachable(error, "counting in process")
+            return False
+        return True
+
+    async def _admit_in_process(
+        self, budgets: Sequence[Budget], known: KnownClients | None
+    ) -> Attempt:
+        attempt = await self.local.admit(budgets, known)
+        if attempt.budgets:
+            args: list[str | int] = [attempt.token, int(time.time() * 1000)]
+            args += [math.ceil(budget.window_s * 1000) for budget in attempt.budgets]
+            self._missed.append((self._catch_up, self._keys(attempt.budgets, None)[:-1], args))
+        return attempt
+
     async def admit(self, budgets: Sequence[Budget], known: KnownClients | None = None) -> Attempt:
-        if not self._reachable():
-            return await self.local.admit(budgets, known)
+        if not await self._reachable():
+            return await self._admit_in_process(budgets, known)
         token = secrets.token_hex(8)
         args: list[str | int] = [token, known.client if known is not None else ""]
         for budget in budgets:
             args += [budget.limit, math.ceil(budget.window_s * 1000), budget.applies]
         try:
-            wait_ms, spent, is_known = await self._admit(keys=self._keys(budgets, known), args=args)
+            wait_ms, spent, known_ms = await self._admit(keys=self._keys(budgets, known), args=args)
         except (RedisError, OSError) as error:
             self._unreachable(error, "counting in process")
-            return await self.local.admit(budgets, known)
+            return await self._admit_in_process(budgets, known)
+        if known is not None and int(known_ms) > 0:  # so that an outage does not forget it
+            self.local.learn(known, int(known_ms) / 1000)
         if int(wait_ms) > 0:
             what = budgets[int(spent) - 1].what  # Lua counts from 1
             raise AttemptsRefused(seconds_to_wait(int(wait_ms) / 1000), what)
         # Counted here too, for the moments Redis cannot be reached.
-        return self.local.admit_now(budgets, bool(int(is_known)), token, force=True)
+        return self.local.admit_now(budgets, int(known_ms) > 0, token, force=True)
 
     async def give_back(
         self, attempt: Attempt, budgets: Sequence[Budget], remember: KnownClients | None = None
     ) -> None:
         await self.local.give_back(attempt, budgets, remember)
-        if not self._reachable():
-            return
         args: list[str | int] = [attempt.token, "", 0, 0]
         if remember is not None:
             keep_ms = math.ceil(remember.keep_s * 1000)
             args = [attempt.token, remember.client, keep_ms, remember.most]
+        keys = self._keys(budgets, remember)
+        if not await self._reachable():
+            self._missed.append((self._give_back, keys, args))
+            return
         try:
-            await self._give_back(keys=self._keys(budgets, remember), args=args)
+            await self._give_back(keys=keys, args=args)
         except (RedisError, OSError) as error:
             self._unreachable(error, "given back in process")
+            self._missed.append((self._give_back, keys, args))

@@ -161,6 +161,8 @@ class WindowCounter:
     ) -> Attempt:
         counted = tuple(budget for budget in budgets if budget.counts(known))
         attempt = Attempt(counted, token)
+        if not counted:
+            return attempt
         now = self._clock()
         wait, spent = 0.0, counted[0]
         for budget in counted:
@@ -195,11 +197,16 @@ class WindowCounter:
             if remember is not None:
                 self._remember_now(remember)
 
-    def _remember_now(self, known: KnownClients) -> None:
+    def learn(self, known: KnownClients, for_s: float) -> None:
+        """What Redis knows: ``known``'s client is known for ``for_s`` seconds more."""
+        with self._lock:
+            self._remember_now(known, for_s)
+
+    def _remember_now(self, known: KnownClients, for_s: float | None = None) -> None:
         record = self._known.pop(known.record, None) or {}
         if len(self._known) >= self._max_keys:  # the account that logged in longest ago goes
             del self._known[next(iter(self._known))]
-        record[known.client] = self._clock() + known.keep_s
+        record[known.client] = self._clock() + (known.keep_s if for_s is None else for_s)
         if len(record) > known.most:
             record = dict(sorted(record.items(), key=lambda item: item[1])[-known.most :])
         self._known[known.record] = record  # last: the newest login
@@ -232,8 +239,8 @@ def client_network(address: str) -> str:
     host, or one home's network, holds a whole /64 and picks any address in it)."""
     try:
         ip = ipaddress.ip_address(address)
-    except ValueError:  # "testclient", a Unix socket: as it is
-        return address
+    except ValueError:  # one client for whatever is not an address (010.0.0.1, a Unix socket)
+        return "not an address"
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
