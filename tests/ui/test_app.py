@@ -253,6 +253,13 @@ def test_feedback_is_sent_with_the_prediction_id(
     assert history.feedback[0].prediction_id == prediction_id
     assert history.feedback[0].feedback == "Wrong. Right class: Siberian_husky. Blue eyes."
     assert history.feedback[0].predicted_class == "Eskimo_dog"
+    # The History table: the mark under "You", then only what it does not say (the whole
+    # sentence did not fit its column).
+    app.session_state["view"] = "History"
+    app.run()
+    (table,) = (frame.value for frame in app.dataframe)
+    row = table.iloc[0]
+    assert (row["You"], row["Your feedback"]) == ("✗", "→ Siberian husky. Blue eyes.")
 
 
 def said_no_to_the_dog(
@@ -363,7 +370,7 @@ def test_history_lists_predictions_and_feedback(
     (table,) = (frame.value for frame in app.dataframe)
     row = table.iloc[0]
     assert (row["File"], row["Answer"], row["Score"]) == ("dog.jpeg", "Eskimo dog", "62.2%")
-    assert (row["You"], row["Your feedback"]) == ("✓", "Correct.")
+    assert (row["You"], row["Your feedback"]) == ("✓", "")  # "You" says it
     assert row["Image"].startswith("data:image/jpeg;base64,")
     # The answer, its score and what was said of it first: what a phone's width shows.
     assert list(table.columns)[:4] == ["Image", "Answer", "Score", "You"]

@@ -14,7 +14,7 @@ import streamlit as st
 
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, HistoryItem, HistoryPage
-from imgclf.ui.feedback_form import Rated, feedback_in_words, render_feedback_form
+from imgclf.ui.feedback_form import Rated, feedback_in_words, note_of, render_feedback_form
 from imgclf.ui.labels import display_name
 from imgclf.ui.preview import make_preview
 from imgclf.ui.result_view import SURE_ENOUGH
@@ -76,6 +76,15 @@ def _verdict(item: HistoryItem) -> str:
     return "✓" if item.feedback.correct else "✗"
 
 
+def _said(item: HistoryItem) -> str:
+    """What the user added to the mark under "You": the class they named, and their note."""
+    if item.feedback is None:
+        return ""
+    named = item.feedback.correct_class
+    note = note_of(item.feedback.feedback)
+    return " ".join(part for part in (f"→ {display_name(named)}." if named else "", note) if part)
+
+
 def _turn(step: int) -> None:
     st.session_state[PAGE] = max(1, st.session_state.get(PAGE, 1) + step)
 
@@ -128,7 +137,7 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
                 "Score": percent(item.score),
                 "You": _verdict(item),
                 "File": item.original_name or item.image_file_name,
-                "Your feedback": feedback_in_words(item.feedback.feedback) if item.feedback else "",
+                "Your feedback": _said(item),
                 "When": when(item.created_at, zone),
                 "Model": item.model_id,
             }
@@ -148,8 +157,10 @@ def _table(client: ApiClient, page: HistoryPage, page_number: int) -> Any:
                 "You", width=36, help="What you said: ✓ right, ✗ wrong, ✎ a note alone"
             ),
             "File": st.column_config.TextColumn("File", width=90),
-            "Your feedback": st.column_config.TextColumn("Your feedback", width=100),
-            "When": st.column_config.TextColumn(f"When ({zone})", width=116),
+            "Your feedback": st.column_config.TextColumn(
+                "Your feedback", width=100, help="The class you named, and your note"
+            ),
+            "When": st.column_config.TextColumn("When", width=116, help=f"Times in {zone}"),
             "Model": st.column_config.TextColumn("Model", width=90),
         },
         # As tall as its rows: at most ten by default, which the 64-pixel rows overflowed.
