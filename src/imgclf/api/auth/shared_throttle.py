@@ -13,6 +13,7 @@ weakens the throttle to its in-process form, never to nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import secrets
@@ -155,31 +156,51 @@ class RedisWindowCounter:
         self._catch_up = self._redis.register_script(CATCH_UP)
         self._down_until = 0.0
         self._missed: deque[Call] = deque(maxlen=MAX_MISSED)
+        self._catching_up = asyncio.Lock()
 
     async def close(self) -> None:
         await self._redis.aclose()
 
+    def _windows(self, budgets: Sequence[Budget]) -> list[str]:
+        return [f"{self.prefix}:{budget.key}" for budget in budgets]
+
     def _keys(self, budgets: Sequence[Budget], known: KnownClients | None) -> list[str]:
+        """The windows, then the account's known clients (a key never read without one)."""
         record = known.record if known is not None else "no-record"
-        return [f"{self.prefix}:{key}" for key in [*(b.key for b in budgets), record]]
+        return [*self._windows(budgets), f"{self.prefix}:{record}"]
 
     def _unreachable(self, error: Exception, meanwhile: str) -> None:
         self._down_until = time.monotonic() + RETRY_AFTER_S
         logger.warning("attempt windows: Redis unreachable (%s); %s", error, meanwhile)
 
     async def _reachable(self) -> bool:
-        """Whether to ask Redis now; first, what it missed is told to it."""
+        """Whether to ask Redis now; first, what it missed is told to it, in order, by one
+        caller at a time (the others wait: they would count against windows it has not caught
+        up with), in pipelined pieces (after a long outage, thousands of calls)."""
         if time.monotonic() < self._down_until:
             return False
+        if not self._missed:
+            return True
+        async with self._catching_up:
+            try:
+                while self._missed and time.monotonic() >= self._down_until:
+                    await self._tell(
+                        [self._missed.popleft() for _ in range(min(500, len(self._missed)))]
+                    )
+            except (RedisError, OSError) as error:
+                self._unreachable(error, "counting in process")
+        return time.monotonic() >= self._down_until
+
+    async def _tell(self, calls: list[Call]) -> None:
+        """Run these missed calls in Redis; on failure, keep them first in line."""
         try:
-            while self._missed:
-                script, keys, args = self._missed[0]
-                await script(keys=keys, args=args)
-                self._missed.popleft()
-        except (RedisError, OSError) as error:
-            self._unreachable(error, "counting in process")
-            return False
-        return True
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)  # queued in the pipeline
+                await pipe.execute()
+        except (RedisError, OSError):
+            self._missed.extendleft(reversed(calls))
+            raise
 
     async def _admit_in_process(
         self, budgets: Sequence[Budget], known: KnownClients | None
@@ -188,7 +209,7 @@ class RedisWindowCounter:
         if attempt.budgets:
             args: list[str | int] = [attempt.token, int(time.time() * 1000)]
             args += [math.ceil(budget.window_s * 1000) for budget in attempt.budgets]
-            self._missed.append((self._catch_up, self._keys(attempt.budgets, None)[:-1], args))
+            self._missed.append((self._catch_up, self._windows(attempt.budgets), args))
         return attempt
 
     async def admit(self, budgets: Sequence[Budget], known: KnownClients | None = None) -> Attempt:
