@@ -260,7 +260,7 @@ def report(
         f"(per round {_listed(embedded.vs_raw)}); Redis mode, 1 worker / embedded: "
         f"**{redis_vs_embedded:.2f}** (median of the rounds' ratios)",
         f"- a lone request over one raw decode+classify made right after it (the median of "
-        f"200 pairs per round, the Python client's own time included): "
+        f"200 pairs per round, the client's own time included): "
         f"**{statistics.median(lone_overheads):+.1f} ms** (target ≤ 3 ms; per round "
         f"{', '.join(f'{value:+.1f}' for value in lone_overheads)})",
         f"- open loop at 70% of peak: p99 **{open_figure.median('p99_ms'):.1f} ms** "
@@ -305,8 +305,8 @@ def report(
 def stage_table(breakdowns: list[dict[str, float]]) -> list[str]:
     """A lone request stage by stage (bench/stages.py), one column per round."""
     names = {
-        "read": "read: body, form and token, to the route",
-        "check": "check: the upload's size, type and header",
+        "read": "read: from arrival to the route (the token checked)",
+        "check": "check: the body read, its form parsed, the picture checked and named",
         "queue": "queue: until a lane takes the job",
         "decode": "decode, and the hand-offs to the lane and back",
         "inference": "inference",
@@ -314,6 +314,7 @@ def stage_table(breakdowns: list[dict[str, float]]) -> list[str]:
         "app": "the app, all of the above",
         "outside": "outside the app: HTTP server, loopback, client",
         "client": "the client's time",
+        "client cpu": "of which the client's own CPU time",
         "raw decode": "raw: one decode, right after the request",
         "raw inference": "raw: one inference of it",
         "raw": "raw: decode + inference",
@@ -322,8 +323,9 @@ def stage_table(breakdowns: list[dict[str, float]]) -> list[str]:
     rounds = " | ".join(f"round {number}" for number in range(1, len(breakdowns) + 1))
     lines = [
         "A lone request, stage by stage: medians over 200 uploads sent one at a time on one "
-        "keep-alive connection (Python's http.client), from each answer's `Server-Timing` "
-        "header, each followed by one raw decode + classify of the same picture in the "
+        "keep-alive connection (a bare socket client, bench/stages.py), from each answer's "
+        "`Server-Timing` header, each followed by one raw decode + classify of the same picture in "
+        "the "
         "benchmark's process (the service idle meanwhile), ms:",
         "",
         f"| stage | {rounds} |",

@@ -8,7 +8,7 @@ import json
 import logging
 import logging.config
 import re
-import uuid
+import secrets
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +23,7 @@ TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s%(request_tag)s"
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)  # as random as uuid4's hex, without building a UUID
 
 
 def accepted_request_id(offered: str | None) -> str:

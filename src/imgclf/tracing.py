@@ -21,13 +21,15 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 tracer = trace.get_tracer("imgclf")
 _propagator = TraceContextTextMapPropagator()
 _NO_SPAN = nullcontext()
-_provider_set = False
+_provider_set: bool | None = None
 
 
 def tracing() -> bool:
-    """Whether this process exports spans: once a provider is set, it stays set."""
+    """Whether this process exports spans, decided at its first request (``configure_tracing``
+    runs before, as the process starts): asking OpenTelemetry each time cost every upload
+    four reads of the process's environment."""
     global _provider_set
-    if not _provider_set:
+    if _provider_set is None:
         _provider_set = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     return _provider_set
 
@@ -52,6 +54,8 @@ def configure_tracing(service_name: str) -> None:
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    global _provider_set
+    _provider_set = True
 
 
 def current_traceparent() -> str:

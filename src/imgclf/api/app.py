@@ -12,6 +12,7 @@ from functools import lru_cache, partial
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 from pwdlib import PasswordHash
 
@@ -251,11 +252,21 @@ def create_app(
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,
         openapi_tags=[{"name": section} for section in DOCS_SECTIONS],
+        telemetry=_fastapi_telemetry(settings),
     )
     install_error_handlers(app)
     _add_middleware(app, settings, metrics)
     _include_routers(app)
     return app
+
+
+def _fastapi_telemetry(settings: Settings) -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry spans when the service traces; off entirely otherwise:
+    deciding for each request that nothing was configured cost it two reads of the process's
+    environment."""
+    if settings.tracing:
+        return {}
+    return {"tracing": False, "metrics": False, "logs": False}
 
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:

@@ -178,12 +178,6 @@ class BatchingWorker:
                 with self._lock:
                     self._busy_lanes -= 1
                     self.busy_s += time.perf_counter() - started
-            logger.info(
-                "batch of %d: %s",
-                len(batch.jobs),
-                _named(batch.jobs),
-                extra=_request_ids(batch.jobs),
-            )
             try:
                 self._hand_back(batch, results)
             except Exception:
@@ -198,6 +192,13 @@ class BatchingWorker:
             finally:
                 with self._lock:
                     self.jobs_done += len(results) - len(batch.expired)
+            # Once the answers are on their way: the line is written while they travel.
+            logger.info(
+                "batch of %d: %s",
+                len(batch.jobs),
+                _named(batch.jobs),
+                extra=_request_ids(batch.jobs),
+            )
 
     def _hand_back(self, batch: _Batch, results: list[JobResult]) -> None:
         if batch.expired:

@@ -5,9 +5,10 @@ The W3C Server Timing header: browsers' developer tools draw it beside the reque
 store an upload says whether anyone had sent that picture before), ``POST /model/predict``
 names these stages, in milliseconds:
 
-- ``read``: from the request's arrival in the app to the route (the body received and its
-  multipart form parsed, the token checked);
-- ``check``: the upload checked (size, extension, the picture's header and decoding cost);
+- ``read``: from the request's arrival in the app to the route (the middleware, the token
+  checked);
+- ``check``: the body read and its multipart form parsed, the upload checked (size, extension,
+  the picture's header and decoding cost) and named by its MD5;
 - ``queue``: waiting for a lane of a model worker to take the job;
 - ``decode``: the worker decoding the picture, and the hand-offs to it and back;
 - ``inference``: the model's call for the batch the job was in;
