@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgclf.settings import Settings
@@ -36,7 +37,20 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
     and waits its turn; read-only ones stay DEFERRED and never wait. Units of work run whole
     in one thread (``api.deps.UnitsOfWork``), so the lock is held for microseconds."""
     immediate = connection.get_execution_options().get(WRITES, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    # On the driver's own cursor, as ``db.driver`` runs the recorder's statements: through
+    # ``exec_driver_sql`` SQLAlchemy's execution of a statement without rows or parameters
+    # was most of what beginning cost (every unit of work begins, and every recorded answer).
+    dbapi = connection.dialect.loaded_dbapi
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(statement)
+    except dbapi.Error as error:  # as SQLAlchemy's own exceptions, so callers see no change
+        raise DBAPIError.instance(
+            statement, (), error, dbapi.Error, dialect=connection.dialect
+        ) from error
+    finally:
+        cursor.close()
 
 
 def make_engine(settings: Settings) -> Engine:
