@@ -248,3 +248,28 @@ def test_a_folder_that_is_not_an_export_is_refused(
     assert result.exit_code == 2
     assert "holds files and no manifest.json: it is not an earlier export" in result.output
     assert (target / "holiday.jpg").read_bytes() == b"mine"
+
+
+def test_an_export_that_cannot_be_written_says_why_and_leaves_the_last_one_whole(
+    client: TestClient,
+    settings: Settings,
+    make_user: Callable[..., Caller],
+    target: Path,
+    export_again: Callable[[], str],
+) -> None:
+    """The manifests are written a row at a time beside their names and put in place at the
+    end: an export that fails half way leaves the last one's as they were, and says why."""
+    alice = make_user()
+    say(client, alice, upload(client, alice, 1), correct=True)
+    export_again()
+    manifests = {name: (target / name).read_bytes() for name in ("manifest.json", "manifest.csv")}
+    say(client, alice, upload(client, alice, 2), correct=False, correct_class="malamute")
+    (target / "n02110063_malamute").write_bytes(b"in the way")  # where its class folder goes
+
+    result = CliRunner().invoke(cli, ["export-feedback", str(target), "--salt", SALT])
+    assert result.exit_code == 2
+    assert "The export could not be written: File exists" in result.output
+    assert "n02110063_malamute" in result.output
+    assert {name: (target / name).read_bytes() for name in manifests} == manifests
+    assert not [p.name for p in target.iterdir() if p.name.endswith(".tmp")]
+    assert len(read_back(target)) == 1

@@ -85,11 +85,6 @@ MODELS = {
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
-def repository_folder(repository: Path, name: str, version: int) -> Path:
-    """Where a version of a model lives in a repository: ``<repository>/<name>/<version>``."""
-    return Path(repository) / name / str(version)
-
-
 class ExportError(RuntimeError):
     """The exported graph does not reproduce the torch network; nothing was written."""
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
-import io
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Row, func, or_, select
@@ -150,33 +149,58 @@ def _copy_once(source: Path, target: Path) -> bool:
 
 
 def _previous_files(target: Path) -> set[str]:
-    """Files the last export wrote here; refuses a non-empty folder that is not an export."""
-    manifest = target / MANIFEST_JSON
-    if not manifest.is_file():
+    """Files the last export wrote here, read from its CSV manifest row by row; refuses a
+    non-empty folder that is not an export."""
+    if not (target / MANIFEST_JSON).is_file():
         if target.exists() and any(target.iterdir()):
             raise ExportError(
                 f"{target} holds files and no {MANIFEST_JSON}: it is not an earlier export. "
                 "Choose an empty or new folder."
             )
         return set()
+    manifest = target / MANIFEST_CSV
     try:
-        return {row["file"] for row in json.loads(manifest.read_text())["images"]}
-    except (ValueError, KeyError, TypeError) as error:
+        with manifest.open(newline="", encoding="utf-8") as file:
+            return {row["file"] for row in csv.DictReader(file)}
+    except (OSError, ValueError, KeyError, csv.Error) as error:
         raise ExportError(f"{manifest} cannot be read ({error}); remove the folder") from None
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8", newline="")
-    os.replace(temporary, path)
+class _Manifests:
+    """manifest.json and manifest.csv, written a row at a time beside their final names and
+    put in place once whole: a data set's rows are never all in memory."""
 
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.json_path = target / f".{MANIFEST_JSON}.tmp"
+        self.csv_path = target / f".{MANIFEST_CSV}.tmp"
+        self._json = self.json_path.open("w", encoding="utf-8")
+        self._csv_file = self.csv_path.open("w", encoding="utf-8", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=list(Labelled.__dataclass_fields__))
+        self._csv.writeheader()
+        self._json.write('{\n "images": [')
+        self._first = True
 
-def _csv_text(rows: list[Labelled]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(Labelled.__dataclass_fields__))
-    writer.writeheader()
-    writer.writerows(asdict(row) for row in rows)
-    return buffer.getvalue()
+    def add(self, row: Labelled) -> None:
+        fields = asdict(row)
+        self._csv.writerow(fields)
+        self._json.write(("\n  " if self._first else ",\n  ") + json.dumps(fields))
+        self._first = False
+
+    def finish(self, classes: Counter[str], missing: int) -> None:
+        counts = json.dumps(dict(sorted(classes.items())))
+        self._json.write(f'\n ],\n "classes": {counts},\n "missing_files": {missing}\n}}\n')
+        self._json.close()
+        self._csv_file.close()
+        os.replace(self.json_path, self.target / MANIFEST_JSON)
+        os.replace(self.csv_path, self.target / MANIFEST_CSV)
+
+    def close(self) -> None:
+        """Close both files (again, harmlessly); what was not put in place is removed."""
+        self._json.close()
+        self._csv_file.close()
+        self.json_path.unlink(missing_ok=True)
+        self.csv_path.unlink(missing_ok=True)
 
 
 def _remove(target: Path, stale: set[str]) -> int:
@@ -202,15 +226,51 @@ def export_feedback(
     if target == uploads or uploads in target.parents:
         raise ExportError("The export folder must be outside the uploads folder")
     previous = _previous_files(target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        manifests = _Manifests(target)
+        try:
+            written = _write_examples(settings, session, target, manifests, salt)
+            manifests.finish(written.classes, written.missing)
+        finally:
+            manifests.close()
+        removed = _remove(target, previous - written.files)
+    except OSError as error:  # the last export's manifests are left as they were
+        where = error.filename or target
+        raise ExportError(f"The export could not be written: {error.strerror} ({where})") from None
+    return ExportSummary(
+        sum(written.classes.values()),
+        written.copied,
+        removed,
+        written.missing,
+        len(written.classes),
+    )
+
+
+@dataclass
+class _Written:
+    """What an export wrote: its files (relative to its folder), its rows per class folder,
+    how many files it copied, and how many pictures were missing."""
+
+    files: set[str] = field(default_factory=set)
+    classes: Counter[str] = field(default_factory=Counter)
+    copied: int = 0
+    missing: int = 0
+
+
+def _write_examples(
+    settings: Settings, session: Session, target: Path, manifests: _Manifests, salt: str | None
+) -> _Written:
+    """Copy each labelled picture into its class folder and add its manifest row."""
+    uploads = settings.upload_dir.resolve()
     key = user_key(settings, salt)
     wordnet = _WordNetIds(settings)
-    rows: list[Labelled] = []
-    copied = missing = 0
+    written = _Written()
     for prediction, feedback in _newest_verdicts(session):
         source = uploads / prediction.image_file_name
         # The service stores plain files: a link there would copy whatever it points at.
         if source.parent != uploads or source.is_symlink() or not source.is_file():
-            missing += 1  # removed since, or stored by another host
+            written.missing += 1  # removed since, or stored by another host
             continue
         if feedback.correct:
             name = prediction.label
@@ -218,9 +278,12 @@ def export_feedback(
         else:
             name = feedback.correct_class or ""
             wnid = feedback.correct_wnid or wordnet.of(prediction.model_id, name)
-        relative = f"{class_folder(name, wnid)}/{prediction.image_file_name}"
-        copied += _copy_once(source, target / relative)
-        rows.append(
+        folder = class_folder(name, wnid)
+        relative = f"{folder}/{prediction.image_file_name}"
+        written.copied += _copy_once(source, target / relative)
+        written.files.add(relative)
+        written.classes[folder] += 1
+        manifests.add(
             Labelled(
                 prediction_id=prediction.id,
                 model=prediction.model_id,
@@ -234,17 +297,7 @@ def export_feedback(
                 predicted_at=prediction.created_at.isoformat(),
             )
         )
-    removed = _remove(target, previous - {row.file for row in rows})
-    classes = Counter(row.file.split("/")[0] for row in rows)
-    target.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "images": [asdict(row) for row in rows],
-        "classes": dict(sorted(classes.items())),
-        "missing_files": missing,
-    }
-    _write_atomically(target / MANIFEST_JSON, json.dumps(manifest, indent=1) + "\n")
-    _write_atomically(target / MANIFEST_CSV, _csv_text(rows))
-    return ExportSummary(len(rows), copied, removed, missing, len(classes))
+    return written
 
 
 def run_export(settings: Settings, target: Path, *, salt: str | None = None) -> ExportSummary:
