@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgclf.logs import accepted_request_id, current_request_id
+from imgclf.tracing import tracing
 
 REQUEST_ID_HEADER = "X-Request-ID"
 access_logger = logging.getLogger("imgclf.access")
@@ -51,8 +52,8 @@ class RequestIdMiddleware:
         # Also in the scope, for the answer to an unexpected error (sent from outside here).
         scope["request_id"] = request_id
         token = current_request_id.set(request_id)
-        # FastAPI's own server span, when tracing is on, is current here: name the request.
-        trace.get_current_span().set_attribute("imgclf.request_id", request_id)
+        if tracing():  # FastAPI's own server span is current here: name the request
+            trace.get_current_span().set_attribute("imgclf.request_id", request_id)
         status = 500  # what the client gets if the app fails before answering
         started = scope[RECEIVED_AT] = time.perf_counter()
 
