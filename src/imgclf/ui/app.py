@@ -65,6 +65,7 @@ def main() -> None:
         session.mark_upload_rights()  # logged in by this run's form, if it was
         back_button.follow_tabs_in_history()  # last: its element's gap is below everything
         return
+    session.keep_history_drafts()
     # The Classify tab always runs, so its uploads and answers survive a look at History;
     # History and Admin ask the API only while open. Admin is there for admins only.
     names = [CLASSIFY, HISTORY, ADMIN] if session.is_admin() else [CLASSIFY, HISTORY]

@@ -150,6 +150,16 @@ def _unsent_drafts() -> dict[str, Any]:
     }
 
 
+def keep_history_drafts() -> None:
+    """Keep History's unsent forms while they are not drawn (another row's form is shown, or
+    another tab is open): Streamlit forgets a widget's value after a run that does not draw
+    it, so a note typed for one prediction was gone on coming back to it. A value set again
+    before its widget is drawn stays; the form then starts from it (``feedback_form``)."""
+    for key, value in _form_fields().items():
+        if key.startswith("fbh-"):
+            st.session_state[key] = value
+
+
 def _prediction_of(key: str) -> int | None:
     """The prediction a form's widget key is about: ``fb-<id>-<field>``, ``fbh-<id>-<field>``."""
     number = key.split("-")[1] if key.count("-") >= 2 else ""
