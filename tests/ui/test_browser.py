@@ -23,6 +23,7 @@ import io
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -529,24 +530,34 @@ def test_a_picked_model_answers_and_the_admin_sees_how_often_each_was_right(
     admin.close()
 
 
-def test_a_history_row_picked_on_a_phone_brings_its_form_into_view(
-    browser: Browser, ui_url: str, account: Account, api: ApiClient
-) -> None:
-    """Ten rows fill a phone's screen: the form of the one picked came below them, unseen."""
-    for n in range(10):
+@contextmanager
+def history_of(
+    browser: Browser, ui_url: str, account: Account, api: ApiClient, *, uploads: int, width: str
+) -> Iterator[Page]:
+    """History's tab open in a new browser of ``width``, over ``uploads`` predictions of the
+    dog (``dog-0.jpeg`` first, so the newest is on top)."""
+    for n in range(uploads):
         assert not isinstance(
             api.predict(account.token, f"dog-{n}.jpeg", DOG_JPEG.read_bytes()), ApiError
         )
-    context = browser.new_context(viewport=VIEWPORTS["phone"])  # type: ignore[arg-type]
+    context = browser.new_context(viewport=VIEWPORTS[width])  # type: ignore[arg-type]
     context.set_default_timeout(TIMEOUT_MS)
     try:
         page = logged_in(context.new_page(), ui_url, account)
         page.get_by_role("tab", name="History").click()
         expect(page.get_by_text(re.compile(r"Page 1 of \d+"))).to_be_visible()
-        select_first_row(page)
-        expect(page.locator(".st-key-history-feedback")).to_be_in_viewport()
+        yield page
     finally:
         context.close()
+
+
+def test_a_history_row_picked_on_a_phone_brings_its_form_into_view(
+    browser: Browser, ui_url: str, account: Account, api: ApiClient
+) -> None:
+    """Ten rows fill a phone's screen: the form of the one picked came below them, unseen."""
+    with history_of(browser, ui_url, account, api, uploads=10, width="phone") as page:
+        select_first_row(page)
+        expect(page.locator(".st-key-history-feedback")).to_be_in_viewport()
 
 
 def test_a_note_typed_in_history_is_still_there_after_looking_at_another_row(
@@ -554,16 +565,7 @@ def test_a_note_typed_in_history_is_still_there_after_looking_at_another_row(
 ) -> None:
     """Streamlit forgets a widget's value after a run that does not draw it: a draft typed for
     one row was gone after picking another row and coming back."""
-    for n in range(2):
-        assert not isinstance(
-            api.predict(account.token, f"dog-{n}.jpeg", DOG_JPEG.read_bytes()), ApiError
-        )
-    context = browser.new_context(viewport=VIEWPORTS["desktop"])  # type: ignore[arg-type]
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        page = logged_in(context.new_page(), ui_url, account)
-        page.get_by_role("tab", name="History").click()
-        expect(page.get_by_text("Page 1 of 1 · 2 predictions")).to_be_visible()
+    with history_of(browser, ui_url, account, api, uploads=2, width="desktop") as page:
         select_first_row(page)
         form = page.locator(".st-key-history-feedback")
         expect(form.get_by_text("Feedback on dog-1.jpeg")).to_be_visible()
@@ -580,8 +582,6 @@ def test_a_note_typed_in_history_is_still_there_after_looking_at_another_row(
         page.get_by_role("tab", name="History").click()
         select_first_row(page)
         expect(form.locator("textarea")).to_have_value("Not sent yet.")
-    finally:
-        context.close()
 
 
 def test_back_and_forward_go_between_the_tabs(
