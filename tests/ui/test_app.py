@@ -22,6 +22,7 @@ from imgclf.ui.preview import NOT_AN_IMAGE
 from imgclf.ui.result_view import FEEDBACK_SAVED
 from imgclf.ui.session import EXPIRED_NOTICE, KEPT_NOTICE, LOGGED_OUT_KEPT_NOTICE
 from imgclf.ui.shelf import SHELF
+from imgclf.ui.text import escape_markdown
 from tests.conftest import DOG_JPEG
 from tests.ui.conftest import PASSWORD, Account
 
@@ -199,6 +200,11 @@ def test_an_unsure_answer_says_so_and_names_the_candidates(
     assert "Not sure" in said
     assert re.search(r"### Maybe [^\n]+, [^\n]+ or [^\n]+", said), said
     assert "Most likely" not in said
+    # In the grid (a second picture), its tile says how unsure too.
+    add_files(app, ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg"))
+    tiles = texts(app)
+    assert re.search(r"\*\*Not sure — maybe [^*]+\*\*  \nAt most \d+\.\d% sure, by", tiles), tiles
+    assert "**Eskimo dog**  \n62.2% sure" in tiles
 
 
 def test_a_file_that_is_not_an_image_gets_an_error_card_in_the_grid(
@@ -247,6 +253,9 @@ def test_feedback_is_sent_with_the_prediction_id(
     app.run()
     assert not app.exception
     assert [s.value for s in app.success] == [FEEDBACK_SAVED]
+    # What was saved, in words, where the form was.
+    said = escape_markdown("Wrong. Right class: Siberian husky. Blue eyes.")
+    assert f"You said: {said}" in texts(app)
 
     history = api.history(account.token)
     assert isinstance(history, History)

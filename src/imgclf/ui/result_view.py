@@ -9,7 +9,7 @@ import streamlit as st
 
 from imgclf.ui import session
 from imgclf.ui.client import ApiClient, ApiError, Prediction
-from imgclf.ui.feedback_form import Rated, render_feedback_form
+from imgclf.ui.feedback_form import Rated, feedback_in_words, render_feedback_form
 from imgclf.ui.labels import display_name
 from imgclf.ui.preview import DAMAGED, Preview
 from imgclf.ui.text import escape_markdown, percent
@@ -99,8 +99,11 @@ def _rated(prediction: Prediction) -> Rated:
 
 
 def _feedback(client: ApiClient, prediction: Prediction) -> None:
-    if prediction.prediction_id in st.session_state.get(session.FEEDBACK_SENT, {}):
+    sent = st.session_state.get(session.FEEDBACK_SENT, {}).get(prediction.prediction_id)
+    if sent is not None:
         st.success(FEEDBACK_SAVED, icon=":material/check_circle:")
+        # What was saved, as History says it: the form that said it is gone.
+        st.caption(f"You said: {escape_markdown(feedback_in_words(sent.feedback))}")
         return
     if render_feedback_form(client, _rated(prediction), f"fb-{prediction.prediction_id}"):
         st.rerun()
@@ -149,8 +152,10 @@ def render_tile(
         if isinstance(outcome, ApiError):
             _refusal(name, outcome)
             return
+        # "At most" where the headline says it is not sure ("Not sure ... 2.1% sure" read oddly).
+        sure = "" if outcome.score >= SURE_ENOUGH else "At most "
         st.markdown(
-            f"**{escape_markdown(headline(outcome))}**  \n{percent(outcome.score)} sure, "
+            f"**{escape_markdown(headline(outcome))}**  \n{sure}{percent(outcome.score)} sure, "
             f"by `{outcome.model}`"
         )
         if outcome.prediction_id in st.session_state.get(session.FEEDBACK_SENT, {}):
