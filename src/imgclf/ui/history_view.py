@@ -113,7 +113,12 @@ def render(client: ApiClient) -> None:
     rows = chosen.selection.rows
     if not rows:
         st.session_state.pop(SHOWN, None)
-        st.caption("Select a row to give or change its feedback.")
+        # The narrow columns cut long notes and model names, and a phone scrolls the last ones
+        # sideways: the panel a row opens says all of it.
+        st.caption(
+            "Select a row to read it whole and give or change its feedback; on a narrow "
+            "screen, slide the table sideways for the rest of its columns."
+        )
         return
     item = page.items[rows[0]]
     _feedback(client, item)
