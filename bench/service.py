@@ -324,9 +324,8 @@ def stage_table(breakdowns: list[dict[str, float]]) -> list[str]:
     lines = [
         "A lone request, stage by stage: medians over 200 uploads sent one at a time on one "
         "keep-alive connection (a bare socket client, bench/stages.py), from each answer's "
-        "`Server-Timing` header, each followed by one raw decode + classify of the same picture in "
-        "the "
-        "benchmark's process (the service idle meanwhile), ms:",
+        "`Server-Timing` header, each followed by one raw decode + classify of the same picture "
+        "in the benchmark's process (the service idle meanwhile), ms:",
         "",
         f"| stage | {rounds} |",
         "|---|" + "---:|" * len(breakdowns),

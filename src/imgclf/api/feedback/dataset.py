@@ -175,7 +175,12 @@ class _Manifests:
         self.json_path = target / f".{MANIFEST_JSON}.tmp"
         self.csv_path = target / f".{MANIFEST_CSV}.tmp"
         self._json = self.json_path.open("w", encoding="utf-8")
-        self._csv_file = self.csv_path.open("w", encoding="utf-8", newline="")
+        try:
+            self._csv_file = self.csv_path.open("w", encoding="utf-8", newline="")
+        except OSError:
+            self._json.close()
+            self.json_path.unlink(missing_ok=True)
+            raise
         self._csv = csv.DictWriter(self._csv_file, fieldnames=list(Labelled.__dataclass_fields__))
         self._csv.writeheader()
         self._json.write('{\n "images": [')
@@ -235,9 +240,11 @@ def export_feedback(
         finally:
             manifests.close()
         removed = _remove(target, previous - written.files)
-    except OSError as error:  # the last export's manifests are left as they were
-        where = error.filename or target
-        raise ExportError(f"The export could not be written: {error.strerror} ({where})") from None
+    except OSError as error:  # a picture that cannot be read or copied, a full disk
+        raise ExportError(
+            f"The export stopped: {error.strerror} ({error.filename or target}); the last "
+            "export's manifests are as they were."
+        ) from None
     return ExportSummary(
         sum(written.classes.values()),
         written.copied,
