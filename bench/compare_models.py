@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf.model import Classifier, ImageLimits, ModelBundle, load_bundle
 from imgclf.model import calibration as cal
+from imgclf.model.bundle import ModelBundle, load_bundle
+from imgclf.model.classifier import Classifier
+from imgclf.model.images import ImageLimits
 from imgclf.model.quantize import Agreement, agreement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +115,8 @@ def peak_rss_mb(model_dir: Path, threads: int) -> float:
         f"""
         import numpy as np
         from pathlib import Path
-        from imgclf.model import Classifier, load_bundle
+        from imgclf.model.bundle import load_bundle
+        from imgclf.model.classifier import Classifier
 
         c = Classifier(load_bundle(Path({str(model_dir)!r})), threads={threads})
         c.classify(np.zeros((8, 3, c.input_size, c.input_size), dtype=np.float32))

@@ -32,8 +32,10 @@ import compare_models
 import numpy as np
 from PIL import Image
 
-from imgclf.model import Classifier, ImageLimits, ModelBundle, load_bundle, preprocess
-from imgclf.model.preprocessing import decode_rgb, to_tensor
+from imgclf.model.bundle import ModelBundle, load_bundle
+from imgclf.model.classifier import Classifier
+from imgclf.model.images import ImageLimits
+from imgclf.model.preprocessing import decode_rgb, preprocess, to_tensor
 from imgclf.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,7 +363,8 @@ def peak_rss_mb(model_dir: Path, threads: int) -> tuple[float, float]:
         f"""
         import numpy as np
         from pathlib import Path
-        from imgclf.model import Classifier, load_bundle
+        from imgclf.model.bundle import load_bundle
+        from imgclf.model.classifier import Classifier
 
         def peak_kb():  # VmHWM, not ru_maxrss, which keeps the forking parent's peak
             status = Path("/proc/self/status").read_text()

@@ -44,8 +44,9 @@ from wrkload import Upload, WrkResult, ensure_wrk, run_wrk, wrk_command_line
 
 from imgclf.launcher import Child, http_get, wait_until
 from imgclf.localservers import RedisServer, free_port, port_open
-from imgclf.model import ImageLimits, load_bundle
+from imgclf.model.bundle import load_bundle
 from imgclf.model.classifier import Classifier
+from imgclf.model.images import ImageLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).resolve().parent / "peers"

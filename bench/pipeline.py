@@ -18,8 +18,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from imgclf.model import ImageLimits, load_bundle
+from imgclf.model.bundle import load_bundle
 from imgclf.model.classifier import Classifier
+from imgclf.model.images import ImageLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 DOG = ROOT / "tests" / "data" / "dog.jpeg"

@@ -22,8 +22,9 @@ from pipeline import MODEL_DIR
 from wrkload import Upload
 
 from imgclf.api.predictions.timing import parse_server_timing
-from imgclf.model import ImageLimits, load_bundle
+from imgclf.model.bundle import load_bundle
 from imgclf.model.classifier import Classifier
+from imgclf.model.images import ImageLimits
 
 # The stages in the order a request meets them; "outside" is what the HTTP server, the loopback
 # and this client add to the app's own time. Then the raw pipeline's, and the pairs' difference.

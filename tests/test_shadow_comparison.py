@@ -17,8 +17,9 @@ import redis
 from typer.testing import CliRunner
 
 from imgclf.cli import app as cli
-from imgclf.model import ImageLimits, load_bundle
+from imgclf.model.bundle import load_bundle
 from imgclf.model.classifier import Classifier
+from imgclf.model.images import ImageLimits
 from tests.api.test_shadow import LITE0, _link_bundle
 from tests.conftest import Int8Build
 from tests.support import ServedApi, sample_photos, stop_process, wait_for_workers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -95,15 +97,28 @@ def worker(
     raise typer.Exit(run_workers(settings, processes))
 
 
-def _admin_token(api_url: str, email: str | None, password: str | None) -> str:
-    from imgclf.models_admin import login
+@contextlib.contextmanager
+def _admin_session(
+    api_url: str | None, email: str | None, password: str | None
+) -> Iterator[tuple[str, str]]:
+    """The API's URL and an admin token (from the options, else the settings); a refusal or
+    an unreachable API, at login or within the block, ends the command with its reason."""
+    from imgclf.models_admin import AdminCallError, login
 
     settings = load_settings()
-    return login(
-        api_url,
-        email or settings.admin_email,
-        password or settings.admin_password.get_secret_value(),
-    )
+    url = api_url or settings.api_url
+    try:
+        yield (
+            url,
+            login(
+                url,
+                email or settings.admin_email,
+                password or settings.admin_password.get_secret_value(),
+            ),
+        )
+    except AdminCallError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 ApiUrl = Annotated[str | None, typer.Option(help="Base URL of the API (IMGCLF_API_URL).")]
@@ -118,15 +133,11 @@ def models_list(
     api_url: ApiUrl = None, email: AdminEmail = None, password: AdminPassword = None
 ) -> None:
     """The models the running service serves, their versions and workers."""
-    from imgclf.models_admin import AdminCallError, describe, list_models
+    from imgclf.models_admin import describe, list_models
 
-    url = api_url or load_settings().api_url
-    try:
-        for model in list_models(url, _admin_token(url, email, password)):
+    with _admin_session(api_url, email, password) as (url, token):
+        for model in list_models(url, token):
             typer.echo(describe(model))
-    except AdminCallError as error:
-        typer.secho(str(error), fg="red", err=True)
-        raise typer.Exit(1) from None
 
 
 @models_app.command("promote")
@@ -138,14 +149,10 @@ def models_promote(
     password: AdminPassword = None,
 ) -> None:
     """Make a version live without downtime (rolling back: promote the old one)."""
-    from imgclf.models_admin import AdminCallError, describe, promote
+    from imgclf.models_admin import describe, promote
 
-    url = api_url or load_settings().api_url
-    try:
-        model = promote(url, _admin_token(url, email, password), name, version)
-    except AdminCallError as error:
-        typer.secho(str(error), fg="red", err=True)
-        raise typer.Exit(1) from None
+    with _admin_session(api_url, email, password) as (url, token):
+        model = promote(url, token, name, version)
     typer.echo(f"live: {describe(model)}")
 
 
@@ -167,26 +174,15 @@ def models_shadow(
 ) -> None:
     """Copy a share of a model's uploads to a candidate version and compare their answers
     (off the callers' path); without a candidate, show how they compared."""
-    from imgclf.models_admin import (
-        AdminCallError,
-        describe_shadow,
-        read_shadow,
-        set_shadow,
-        stop_shadow,
-    )
+    from imgclf.models_admin import describe_shadow, read_shadow, set_shadow, stop_shadow
 
-    url = api_url or load_settings().api_url
-    try:
-        token = _admin_token(url, email, password)
+    with _admin_session(api_url, email, password) as (url, token):
         if off:
             stop_shadow(url, token, name)
         elif candidate is not None:
             set_shadow(url, token, name, candidate, fraction)
         for line in describe_shadow(read_shadow(url, token, name, days)):
             typer.echo(line)
-    except AdminCallError as error:
-        typer.secho(str(error), fg="red", err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -14,7 +14,8 @@ from PIL import Image
 
 from imgclf.api.predictions.timing import parse_server_timing
 from imgclf.api.predictions.uploads import AcceptedUpload, DigestCollisionError
-from imgclf.model import ImageLimits, load_classifier
+from imgclf.model.classifier import load_classifier
+from imgclf.model.images import ImageLimits
 from imgclf.serving import create_service_app
 from imgclf.settings import Settings
 from tests.api.conftest import Caller

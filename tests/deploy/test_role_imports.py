@@ -63,7 +63,7 @@ def test_api_in_redis_mode_runs_without_onnxruntime_or_torch(
 
 def test_worker_runs_without_the_web_stack(model_dir: Path) -> None:
     body = """
-    from imgclf.model import load_classifier
+    from imgclf.model.classifier import load_classifier
     from imgclf.settings import Settings
     import imgclf.cli, imgclf.worker.main
 

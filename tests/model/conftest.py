@@ -9,7 +9,8 @@ import pytest
 from model_helpers import DOG
 from PIL import Image
 
-from imgclf.model import Classifier, ModelBundle, load_bundle
+from imgclf.model.bundle import ModelBundle, load_bundle
+from imgclf.model.classifier import Classifier
 
 
 @pytest.fixture(scope="session")

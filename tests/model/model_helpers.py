@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.model import ModelBundle
 from imgclf.model import calibration as cal
+from imgclf.model.bundle import ModelBundle
 
 TEST_DATA = Path(__file__).parents[1] / "data"
 DOG = TEST_DATA / "dog.jpeg"

@@ -18,8 +18,8 @@ import onnx
 import pytest
 from model_helpers import CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, photo_views
 
-from imgclf.model import ModelBundle
 from imgclf.model.bias_correction import channel_means, correct_biases
+from imgclf.model.bundle import ModelBundle
 from imgclf.model.cpu import default_weight_bits
 from imgclf.model.quantize import logits, quantize_int8
 

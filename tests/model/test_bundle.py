@@ -11,8 +11,9 @@ import pytest
 from model_helpers import encode
 from PIL import Image
 
-from imgclf.model import BundleError, Classifier, ImageLimits, ModelBundle, load_bundle
-from imgclf.model.bundle import file_sha256
+from imgclf.model.bundle import BundleError, ModelBundle, file_sha256, load_bundle
+from imgclf.model.classifier import Classifier
+from imgclf.model.images import ImageLimits
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 from model_helpers import PHOTOS
 
-from imgclf.model import (
-    Classifier,
-    CorruptImageError,
-    ImageLimits,
-    UnsupportedImageError,
-    load_classifier,
-)
+from imgclf.model.classifier import Classifier, load_classifier
+from imgclf.model.images import CorruptImageError, ImageLimits, UnsupportedImageError
 from imgclf.settings import Settings
 
 LIMITS = ImageLimits()
@@ -125,11 +120,12 @@ def test_serving_imports_no_torch(model_dir: Path, dog_bytes: bytes) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        import imgclf.model
-        assert "onnxruntime" not in sys.modules, "importing imgclf.model loaded onnxruntime"
         import imgclf.model.classifier, imgclf.model.predict_cli
+        assert "onnxruntime" not in sys.modules, "importing the classifier loaded onnxruntime"
         from pathlib import Path
-        from imgclf.model import Classifier, ImageLimits, load_bundle
+        from imgclf.model.bundle import load_bundle
+        from imgclf.model.classifier import Classifier
+        from imgclf.model.images import ImageLimits
         classifier = Classifier(load_bundle(Path({str(model_dir)!r})), threads=1)
         data = Path({str(Path(__file__).parents[1] / "data" / "dog.jpeg")!r}).read_bytes()
         [top] = classifier.classify_bytes([data], ImageLimits())

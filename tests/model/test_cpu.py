@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.model import Classifier, load_bundle
 from imgclf.model import classifier as classifier_module
+from imgclf.model.bundle import load_bundle
+from imgclf.model.classifier import Classifier
 from imgclf.model.cpu import Int8DotProduct, default_weight_bits, int8_dot_product
 
 EPYC_AVX2 = "processor\t: 0\nflags\t\t: fpu vme sse4_2 avx avx2 fma bmi2\n\nprocessor\t: 1\n"

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from model_helpers import PHOTOS
 
-from imgclf.model import ImageLimits, ModelBundle, preprocess
+from imgclf.model.bundle import ModelBundle
+from imgclf.model.images import ImageLimits
+from imgclf.model.preprocessing import preprocess
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")

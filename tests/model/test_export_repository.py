@@ -16,8 +16,10 @@ from model_helpers import DOG
 from typer.testing import CliRunner, Result
 
 from imgclf.cli import app
-from imgclf.model import Classifier, ImageLimits, load_bundle
+from imgclf.model.bundle import load_bundle
+from imgclf.model.classifier import Classifier
 from imgclf.model.cpu import int8_dot_product
+from imgclf.model.images import ImageLimits
 from tests.conftest import Int8Build
 
 pytest.importorskip("torch")

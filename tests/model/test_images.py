@@ -10,7 +10,7 @@ import pytest
 from model_helpers import encode
 from PIL import Image
 
-from imgclf.model import (
+from imgclf.model.images import (
     CorruptImageError,
     ImageLimits,
     ImageTooLargeError,

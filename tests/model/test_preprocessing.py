@@ -10,17 +10,17 @@ import pytest
 from model_helpers import encode
 from PIL import Image
 
-from imgclf.model import (
-    Classifier,
+from imgclf.model.bundle import Preprocessing
+from imgclf.model.classifier import Classifier
+from imgclf.model.images import (
     CorruptImageError,
     DecodeTimeoutError,
     ImageError,
     ImageLimits,
     ImageTooLargeError,
-    Preprocessing,
     UnsupportedImageError,
-    preprocess,
 )
+from imgclf.model.preprocessing import preprocess
 from tests.security.hostile_files import flat_png, jpeg_with_repeated_scans
 
 CONFIG = Preprocessing()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.model import BundleError, load_bundle
+from imgclf.model.bundle import BundleError, load_bundle
 from imgclf.model.repository import (
     live_versions,
     read_catalogue,

@@ -15,7 +15,7 @@ import pytest
 from model_helpers import CALIBRATION_PHOTOS, HELD_OUT_PHOTOS, photo_views
 from onnx import numpy_helper
 
-from imgclf.model import ModelBundle
+from imgclf.model.bundle import ModelBundle
 from imgclf.model.onnx_graph import tensors_by_batch
 from imgclf.model.quantize import logits, quantize_int8
 from imgclf.model.rounding import receptive_fields, round_weights, second_moments

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgclf.ui.client import ApiClient, ApiError
+from imgclf.ui.client import ApiError
 from tests.support import ServedApi
+from tests.ui_api import ApiForTests
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"  # the development admin
 ATTACKER, OWNER = "203.0.113.66", "198.51.100.7"  # documentation addresses, named by a proxy
@@ -221,7 +222,7 @@ def test_another_clients_failures_never_refuse_the_owner_where_they_logged_in(
     anywhere refused the admin's right password everywhere for 15 minutes; 50 failures
     through the UI refused every user of the UI."""
     server = serve(trusted_proxies=LOOPBACK_PROXY)
-    ui = ApiClient(server.url)
+    ui = ApiForTests(server.url)
     try:
         assert isinstance(ui.login(ADMIN_EMAIL, ADMIN_PASSWORD, OWNER), str)
         assert isinstance(ui.login(ADMIN_EMAIL, ADMIN_PASSWORD), str)  # the UI's own address

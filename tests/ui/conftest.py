@@ -14,8 +14,9 @@ import pytest
 
 from imgclf.launcher import Child, LaunchFailed, environment, imgclf_command, wait_until
 from imgclf.localservers import free_port, port_open
-from imgclf.ui.client import ApiClient, Me, User
+from imgclf.ui.client import Me, User
 from tests.support import CHEAP_ARGON2
+from tests.ui_api import ApiForTests
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"
 PASSWORD = "correct horse battery"
@@ -79,14 +80,14 @@ def api_url(stack: Stack) -> str:
 
 
 @pytest.fixture
-def api(api_url: str) -> Iterator[ApiClient]:
-    client = ApiClient(api_url)
+def api(api_url: str) -> Iterator[ApiForTests]:
+    client = ApiForTests(api_url)
     yield client
     client.close()
 
 
 @pytest.fixture
-def account(api: ApiClient) -> Account:
+def account(api: ApiForTests) -> Account:
     """A user of its own, signed up through the API, with a token.
 
     The token is minted with the development secret the API runs with, as ``/login`` would
@@ -103,7 +104,7 @@ def account(api: ApiClient) -> Account:
 
 
 @pytest.fixture
-def admin(api: ApiClient) -> Account:
+def admin(api: ApiForTests) -> Account:
     """The development admin, with a token minted as ``account``'s are (30 minutes)."""
     from imgclf.api.security import create_access_token
     from imgclf.settings import Settings

@@ -9,9 +9,10 @@ from imgclf.ui.admin_charts import (
     quality_chart,
     quality_rows,
 )
-from imgclf.ui.client import ApiClient, QualityReport, ShadowReport
+from imgclf.ui.client import QualityReport, ShadowReport
 from tests.ui.conftest import Account
 from tests.ui.test_admin_view import give_feedback
+from tests.ui_api import ApiForTests
 
 # GET /models/{name}/shadow as its schema describes it (docs: design/api.md), extra figures
 # included: the page reads the setting and each pair's top-1 agreement.
@@ -36,7 +37,7 @@ SHADOW_ANSWER = {
 
 
 def test_the_quality_chart_has_a_share_and_an_interval_per_verdict(
-    api: ApiClient, api_url: str, account: Account, admin: Account
+    api: ApiForTests, api_url: str, account: Account, admin: Account
 ) -> None:
     give_feedback(api_url, account, "second-model", correct=False)
     report = api.quality(admin.token)

@@ -12,6 +12,7 @@ from imgclf.ui.client import ApiClient, Prediction
 from tests.conftest import DOG_JPEG
 from tests.ui.conftest import Account
 from tests.ui.test_app import logged_in_page, texts
+from tests.ui_api import ApiForTests
 
 
 def open_admin(app: AppTest) -> None:
@@ -46,7 +47,7 @@ def give_feedback(api_url: str, account: Account, model: str, correct: bool) -> 
 
 
 def test_a_regular_user_gets_no_admin_tab_and_the_api_refuses_them(
-    monkeypatch: pytest.MonkeyPatch, api: ApiClient, api_url: str, account: Account
+    monkeypatch: pytest.MonkeyPatch, api: ApiForTests, api_url: str, account: Account
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
     assert [tab.label for tab in app.tabs] == ["Classify", "History"]
@@ -80,7 +81,7 @@ def test_the_admin_sees_models_quality_and_most_corrected_classes(
 
 
 def test_a_version_is_made_live_only_after_a_confirmation(
-    monkeypatch: pytest.MonkeyPatch, api: ApiClient, api_url: str, admin: Account
+    monkeypatch: pytest.MonkeyPatch, api: ApiForTests, api_url: str, admin: Account
 ) -> None:
     live = {m.name: m.live_version for m in api.models(admin.token)}  # type: ignore[union-attr]
     before = live["efficientnet-lite0"]

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from imgclf.localservers import free_port
 from imgclf.ui import session
 from imgclf.ui.classify_view import UPLOADER_ROUND, ImageResult, Upload, answers_csv
-from imgclf.ui.client import ApiClient, ApiError, History, Me, Prediction
+from imgclf.ui.client import ApiError, Me, Prediction
 from imgclf.ui.history_view import PAGE_SIZE
 from imgclf.ui.launch import APP_PATH
 from imgclf.ui.preview import NOT_AN_IMAGE
@@ -25,6 +25,7 @@ from imgclf.ui.shelf import SHELF
 from imgclf.ui.text import escape_markdown
 from tests.conftest import DOG_JPEG
 from tests.ui.conftest import PASSWORD, Account
+from tests.ui_api import ApiForTests, History
 
 
 def page(monkeypatch: pytest.MonkeyPatch, api_url: str) -> AppTest:
@@ -235,7 +236,7 @@ def test_the_tab_keeps_no_megabytes_of_what_is_not_an_image(
 
 
 def test_feedback_is_sent_with_the_prediction_id(
-    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiForTests
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
     classify_dog(app)
@@ -285,7 +286,7 @@ def said_no_to_the_dog(
 
 
 def test_unsent_feedback_is_still_there_after_a_reload(
-    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiForTests
 ) -> None:
     """A reload is a new tab state: the form a person was filling in came back empty."""
     app, key = said_no_to_the_dog(monkeypatch, api_url, account)
@@ -328,7 +329,7 @@ def test_a_reload_brings_back_no_draft_of_an_image_cleared_from_the_tab(
 
 
 def test_a_note_too_long_is_kept_and_not_sent(
-    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiForTests
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
     classify_dog(app)
@@ -389,7 +390,7 @@ def test_history_lists_predictions_and_feedback(
 
 
 def test_adding_the_same_file_again_makes_no_new_prediction(
-    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiForTests
 ) -> None:
     app = logged_in_page(monkeypatch, api_url, account)
     classify_dog(app)
@@ -401,7 +402,7 @@ def test_adding_the_same_file_again_makes_no_new_prediction(
 
 
 def test_feedback_sent_after_the_login_ended_is_sent_after_logging_in_again(
-    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiForTests
 ) -> None:
     from imgclf.api.security import create_access_token
     from imgclf.settings import Settings
@@ -457,7 +458,7 @@ def test_log_out_forgets_the_user(
 
 
 def test_history_pages_through_more_than_a_page_with_the_total(
-    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiClient
+    monkeypatch: pytest.MonkeyPatch, api_url: str, account: Account, api: ApiForTests
 ) -> None:
     for n in range(PAGE_SIZE + 1):
         assert not isinstance(

@@ -46,7 +46,7 @@ from playwright.sync_api import (
 )
 
 from imgclf.ui.classify_view import sample
-from imgclf.ui.client import ApiClient, ApiError
+from imgclf.ui.client import ApiError
 from imgclf.ui.preview import DAMAGED, NOT_AN_IMAGE
 from imgclf.ui.session import LOGGED_OUT_KEPT_NOTICE
 from tests.conftest import DOG_JPEG, unavailable
@@ -60,6 +60,7 @@ from tests.ui.conftest import (
     Stack,
 )
 from tests.ui.test_admin_view import give_feedback
+from tests.ui_api import ApiForTests
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -310,7 +311,7 @@ def test_files_of_every_kind_get_an_answer_or_an_error_card(
 
 
 def test_the_login_page_says_what_is_wrong_in_words_and_minutes(
-    page: Page, ui_url: str, stack: Stack, account: Account, api: ApiClient, width: str
+    page: Page, ui_url: str, stack: Stack, account: Account, api: ApiForTests, width: str
 ) -> None:
     page.goto(ui_url)
     expect(page.get_by_role("tab", name="Log in")).to_be_visible()
@@ -392,7 +393,7 @@ def test_a_login_survives_reloads_and_tabs_and_its_end_loses_no_feedback(
     page: Page,
     ui_url: str,
     account: Account,
-    api: ApiClient,
+    api: ApiForTests,
     width: str,
 ) -> None:
     logged_in(page, ui_url, account)
@@ -533,7 +534,7 @@ def test_a_picked_model_answers_and_the_admin_sees_how_often_each_was_right(
 
 @contextmanager
 def history_of(
-    browser: Browser, ui_url: str, account: Account, api: ApiClient, *, uploads: int, width: str
+    browser: Browser, ui_url: str, account: Account, api: ApiForTests, *, uploads: int, width: str
 ) -> Iterator[Page]:
     """History's tab open in a new browser of ``width``, over ``uploads`` predictions of the
     dog (``dog-0.jpeg`` first, so the newest is on top)."""
@@ -553,7 +554,7 @@ def history_of(
 
 
 def test_a_history_row_picked_on_a_phone_brings_its_form_into_view(
-    browser: Browser, ui_url: str, account: Account, api: ApiClient
+    browser: Browser, ui_url: str, account: Account, api: ApiForTests
 ) -> None:
     """Ten rows fill a phone's screen: the form of the one picked came below them, unseen."""
     with history_of(browser, ui_url, account, api, uploads=10, width="phone") as page:
@@ -562,7 +563,7 @@ def test_a_history_row_picked_on_a_phone_brings_its_form_into_view(
 
 
 def test_a_note_typed_in_history_is_still_there_after_looking_at_another_row(
-    browser: Browser, ui_url: str, account: Account, api: ApiClient
+    browser: Browser, ui_url: str, account: Account, api: ApiForTests
 ) -> None:
     """Streamlit forgets a widget's value after a run that does not draw it: a draft typed for
     one row was gone after picking another row and coming back."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from imgclf.ui.client import ApiClient, Model
+from imgclf.ui.client import Model
 from imgclf.ui.model_picker import CHOICE, describe, details
 from tests.ui.conftest import Account
 from tests.ui.test_app import classify_dog, log_in, logged_in_page, page, texts
+from tests.ui_api import ApiForTests
 
 
 def test_the_picker_lists_the_models_in_words_with_the_default_chosen(
@@ -70,7 +71,7 @@ def test_history_names_the_model_version_that_answered(
 
 
 def test_a_speed_is_said_from_the_input_size_and_precision(
-    api: ApiClient, account: Account
+    api: ApiForTests, account: Account
 ) -> None:
     models = api.models(account.token)
     assert isinstance(models, list)

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from imgclf.model import ImageLimits, load_bundle
+from imgclf.model.bundle import load_bundle
 from imgclf.model.classifier import Classifier
+from imgclf.model.images import ImageLimits
 from imgclf.queue.base import Job, JobResult, JobTimeoutError, QueueUnavailableError
 from imgclf.queue.local import LocalQueue
 from imgclf.worker import batching
@@ -20,6 +21,16 @@ from tests.security.hostile_files import jpeg_with_repeated_scans
 from tests.support import DOG_JPEG
 
 DOG = DOG_JPEG.read_bytes()
+
+
+class OneModel:
+    """One classifier for every job, whatever version it names."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+
+    def classifier_for(self, ref: str) -> Classifier:
+        return self.classifier
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +48,7 @@ def run_with_worker(
         queue = LocalQueue(max_pending=64)
         await queue.start()
         worker = BatchingWorker(
-            queue, classifier, ImageLimits(), max_batch_size=16, max_batch_wait_ms=0
+            queue, OneModel(classifier), ImageLimits(), max_batch_size=16, max_batch_wait_ms=0
         )
         if not start_late:
             worker.start()
@@ -99,7 +110,7 @@ def test_expired_jobs_are_dropped_not_computed(classifier: Classifier) -> None:
         except JobTimeoutError as error:
             outcome = error
         worker = BatchingWorker(
-            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
+            queue, OneModel(classifier), ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
         )
         worker.start()
         await asyncio.sleep(0.3)
@@ -138,7 +149,7 @@ def test_a_job_whose_deadline_passes_in_its_batch_is_not_decoded(
         queue = Dropping(max_pending=8)
         await queue.start()
         worker = BatchingWorker(
-            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
+            queue, OneModel(classifier), ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
         )
         first = asyncio.create_task(queue.submit(costly, top_k=1, timeout_s=30))
         await asyncio.sleep(0)  # queued first, decoded first
@@ -165,7 +176,7 @@ def test_stop_finishes_the_batches_already_taken(classifier: Classifier) -> None
         queue = LocalQueue(max_pending=32)
         await queue.start()
         worker = BatchingWorker(
-            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
+            queue, OneModel(classifier), ImageLimits(), max_batch_size=4, max_batch_wait_ms=0
         )
         tasks = [asyncio.create_task(queue.submit(DOG, top_k=1, timeout_s=20)) for _ in range(6)]
         await asyncio.sleep(0.02)
@@ -208,7 +219,12 @@ def test_a_lane_outlives_a_source_that_fails_and_takes_again(
         queue = _FailingOnce()
         await queue.start()
         worker = BatchingWorker(
-            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0, lanes=2
+            queue,
+            OneModel(classifier),
+            ImageLimits(),
+            max_batch_size=4,
+            max_batch_wait_ms=0,
+            lanes=2,
         )
         worker.start()
         try:
@@ -231,7 +247,12 @@ def test_idle_lanes_all_stop_while_one_waits_for_a_job(classifier: Classifier) -
         queue = LocalQueue(max_pending=8)
         await queue.start()
         worker = BatchingWorker(
-            queue, classifier, ImageLimits(), max_batch_size=4, max_batch_wait_ms=0, lanes=3
+            queue,
+            OneModel(classifier),
+            ImageLimits(),
+            max_batch_size=4,
+            max_batch_wait_ms=0,
+            lanes=3,
         )
         worker.start()
         await asyncio.sleep(0.1)  # one lane waits in take(), the others for their turn
@@ -262,7 +283,12 @@ def test_lanes_share_the_cores_when_busy_and_a_lone_job_gets_them_all(model_dir:
         queue = LocalQueue(max_pending=64)
         await queue.start()
         worker = BatchingWorker(
-            queue, classifier, ImageLimits(), max_batch_size=2, max_batch_wait_ms=0, lanes=2
+            queue,
+            OneModel(classifier),
+            ImageLimits(),
+            max_batch_size=2,
+            max_batch_wait_ms=0,
+            lanes=2,
         )
         worker.start()
         try:

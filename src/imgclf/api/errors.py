@@ -183,7 +183,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     return JSONResponse(
         {"detail": "The database is unavailable; retry shortly."},
         status_code=503,
-        headers={"Retry-After": "5"},
+        headers=RETRY_SHORTLY,
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
@@ -16,6 +17,7 @@ from imgclf.settings import Settings
 
 # Sessions of units of work that will write carry this execution option.
 WRITES = "imgclf_writes"
+Row = TypeVar("Row")
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -144,3 +146,21 @@ class Database:
                 self._sqlite_writer.close()
                 self._sqlite_writer = None
         self.engine.dispose()
+
+
+def take_rows(
+    pending: queue.SimpleQueue[Row | None] | queue.Queue[Row | None], max_rows: int
+) -> tuple[list[Row], bool]:
+    """A background writer's next rows: waits for one, then takes what else is waiting, up to
+    ``max_rows``, to write them in one transaction; and whether ``None`` (stop) was met."""
+    rows: list[Row] = []
+    item = pending.get()
+    while item is not None:
+        rows.append(item)
+        if len(rows) >= max_rows:
+            break
+        try:
+            item = pending.get_nowait()
+        except queue.Empty:
+            break
+    return rows, item is None

@@ -23,7 +23,6 @@ from imgclf.api.auth.schemas import Token
 from imgclf.api.feedback.schemas import FeedbackPublic as Feedback
 from imgclf.api.history.schemas import HistoryItem, HistoryPage
 from imgclf.api.models.schemas import ModelPublic as Model
-from imgclf.api.predictions.schemas import PredictionPublic as PastPrediction
 from imgclf.api.predictions.schemas import PredictionResponse as Prediction
 from imgclf.api.quality.schemas import QualityReport
 from imgclf.api.users.schemas import UserMe as Me
@@ -33,12 +32,10 @@ __all__ = [
     "ApiClient",
     "ApiError",
     "Feedback",
-    "History",
     "HistoryItem",
     "HistoryPage",
     "Me",
     "Model",
-    "PastPrediction",
     "Prediction",
     "QualityReport",
     "ShadowPair",
@@ -67,13 +64,6 @@ class ApiError:
     def unauthorized(self) -> bool:
         """The token is missing, expired or no longer valid: the user must log in again."""
         return self.status == 401
-
-
-class History(BaseModel):
-    """A user's latest predictions and feedback, newest first."""
-
-    predictions: list[PastPrediction]
-    feedback: list[Feedback]
 
 
 class ShadowAgreement(BaseModel):
@@ -158,17 +148,6 @@ class ApiClient:
                     return ApiError(f"The service answered {response.status_code}, not in JSON.")
             return response.content
         return ApiError(_detail(response), response.status_code)
-
-    def login(self, email: str, password: str, client_address: str | None = None) -> str | ApiError:
-        """An access token for these credentials (the OAuth2 password form of ``/login``)."""
-        body = self._call(
-            "POST",
-            "/login",
-            client_address=client_address,
-            data={"username": email, "password": password},
-        )
-        token = self._parse(body, Token)
-        return token if isinstance(token, ApiError) else token.access_token
 
     def start_session(
         self, email: str, password: str, client_address: str | None = None
@@ -264,17 +243,6 @@ class ApiClient:
             },
         )
         return self._parse(body, Feedback)
-
-    def history(self, token: str, limit: int = 20) -> History | ApiError:
-        """The user's latest predictions and feedback, newest first."""
-        page = {"limit": limit}
-        predictions = self._call("GET", "/model/predictions", token, params=page)
-        if isinstance(predictions, ApiError):
-            return predictions
-        feedback = self._call("GET", "/feedback/", token, params=page)
-        if isinstance(feedback, ApiError):
-            return feedback
-        return self._parse({"predictions": predictions, "feedback": feedback}, History)
 
     def history_page(self, token: str, limit: int, offset: int) -> HistoryPage | ApiError:
         """One page of the user's predictions, each with its latest feedback, and the total."""

@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgclf.model import BundleError, Classifier, DecodeTimeoutError, ImageError, ImageLimits
+from imgclf.model.bundle import BundleError
+from imgclf.model.classifier import Classifier
+from imgclf.model.images import DecodeTimeoutError, ImageError, ImageLimits
 from imgclf.queue.base import Job, JobResult, JobSource
 from imgclf.tracing import job_span, record_job_span
-from imgclf.worker.models import ModelSource, SingleModel
+from imgclf.worker.models import ModelSource
 
 logger = logging.getLogger(__name__)
 # Pause after an unexpected error in taking a batch, so a persistent one does not spin.
@@ -55,14 +57,14 @@ class _Batch:
 class BatchingWorker:
     """Runs ``lanes`` lane threads until ``stop()``; finishes what it has taken.
 
-    ``models`` (or one classifier for every job) should be built with
+    ``models`` should be built with
     ``single_thread_runs=True`` when ``lanes`` > 1.
     """
 
     def __init__(
         self,
         source: JobSource,
-        models: ModelSource | Classifier,
+        models: ModelSource,
         limits: ImageLimits,
         *,
         max_batch_size: int,
@@ -70,7 +72,7 @@ class BatchingWorker:
         lanes: int = 1,
     ) -> None:
         self.source = source
-        self.models = SingleModel(models) if isinstance(models, Classifier) else models
+        self.models = models
         self.limits = limits
         self.max_batch_size = max_batch_size
         self.max_batch_wait_s = max_batch_wait_ms / 1000

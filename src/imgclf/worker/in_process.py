@@ -14,7 +14,8 @@ import contextlib
 import logging
 import time
 
-from imgclf.model import BundleError, ImageLimits
+from imgclf.model.bundle import BundleError
+from imgclf.model.images import ImageLimits
 from imgclf.model.repository import (
     ModelCatalogue,
     live_record_path,

@@ -15,7 +15,7 @@ import psutil
 from imgclf.heap import freeze_startup_heap, return_large_blocks
 from imgclf.launcher import environment
 from imgclf.logs import configure_logging
-from imgclf.model import ImageLimits
+from imgclf.model.images import ImageLimits
 from imgclf.settings import Settings, get_settings
 from imgclf.tracing import configure_tracing
 from imgclf.worker.batching import BatchingWorker

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from imgclf.model import Classifier, load_bundle
-from imgclf.model.bundle import BundleError
+from imgclf.model.bundle import BundleError, load_bundle
+from imgclf.model.classifier import Classifier
 from imgclf.model.repository import ModelCatalogue, read_catalogue
 from imgclf.settings import Settings
 
@@ -29,16 +29,6 @@ class ModelSource(Protocol):
     def classifier_for(self, ref: str) -> Classifier:
         """The classifier of ``name@version``; raises BundleError when it cannot be loaded."""
         ...
-
-
-class SingleModel:
-    """One classifier for every job, whatever it names (a worker built around one bundle)."""
-
-    def __init__(self, classifier: Classifier) -> None:
-        self.classifier = classifier
-
-    def classifier_for(self, ref: str) -> Classifier:
-        return self.classifier
 
 
 def parse_ref(ref: str) -> tuple[str, int]:

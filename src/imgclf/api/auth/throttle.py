@@ -153,37 +153,32 @@ class WindowCounter:
     ) -> Attempt:
         """``admit`` for a client known or not; ``force``: counted even where a budget is
         spent (Redis, which decides, admitted it)."""
-        with self._lock:
-            return self._admit_now(budgets, known, token, force=force)
-
-    def _admit_now(
-        self, budgets: Sequence[Budget], known: bool, token: str, *, force: bool
-    ) -> Attempt:
         counted = tuple(budget for budget in budgets if budget.counts(known))
         attempt = Attempt(counted, token)
         if not counted:
             return attempt
-        now = self._clock()
-        wait, spent = 0.0, counted[0]
-        for budget in counted:
-            window = self._windows.get(budget.key)
-            if window is None:
-                continue
-            window.drop_expired(now)
-            over = len(window.entries) - budget.limit
-            # Room again when the entry `over` places from the oldest expires.
-            if over >= 0 and window.entries[over][0] + budget.window_s - now > wait:
-                wait, spent = window.entries[over][0] + budget.window_s - now, budget
-        if wait > 0 and not force:
-            raise AttemptsRefused(seconds_to_wait(wait), spent.what)
-        for budget in counted:
-            window = self._windows.get(budget.key)
-            if window is None:
-                if len(self._windows) >= self._max_keys:
-                    self._evict(now)
-                window = self._windows[budget.key] = _Window(budget.window_s)
-            window.entries.append((now, attempt.token))
-        return attempt
+        with self._lock:
+            now = self._clock()
+            wait, spent = 0.0, counted[0]
+            for budget in counted:
+                window = self._windows.get(budget.key)
+                if window is None:
+                    continue
+                window.drop_expired(now)
+                over = len(window.entries) - budget.limit
+                # Room again when the entry `over` places from the oldest expires.
+                if over >= 0 and window.entries[over][0] + budget.window_s - now > wait:
+                    wait, spent = window.entries[over][0] + budget.window_s - now, budget
+            if wait > 0 and not force:
+                raise AttemptsRefused(seconds_to_wait(wait), spent.what)
+            for budget in counted:
+                window = self._windows.get(budget.key)
+                if window is None:
+                    if len(self._windows) >= self._max_keys:
+                        self._evict(now)
+                    window = self._windows[budget.key] = _Window(budget.window_s)
+                window.entries.append((now, attempt.token))
+            return attempt
 
     async def give_back(
         self, attempt: Attempt, budgets: Sequence[Budget], remember: KnownClients | None = None

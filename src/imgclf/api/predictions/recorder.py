@@ -36,7 +36,7 @@ from imgclf.api.predictions.uploads import (
 from imgclf.api.users.service import AccountGoneError
 from imgclf.db.base import utcnow
 from imgclf.db.driver import DriverStatement
-from imgclf.db.engine import Database
+from imgclf.db.engine import Database, take_rows
 from imgclf.db.errors import is_foreign_key_violation
 from imgclf.db.models import Prediction
 
@@ -123,17 +123,7 @@ class PredictionRecorder:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            records: list[_Record] = []
-            item = self._pending.get()
-            while item is not None:
-                records.append(item)
-                if len(records) >= self.max_rows:
-                    break
-                try:
-                    item = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-            stopping = item is None
+            records, stopping = take_rows(self._pending, self.max_rows)
             try:
                 self._write(records)
             except BaseException as error:  # never leave a caller waiting on a dead thread

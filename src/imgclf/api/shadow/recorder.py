@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from imgclf.db.engine import Database
+from imgclf.db.engine import Database, take_rows
 from imgclf.db.models import ShadowComparison
 
 logger = logging.getLogger(__name__)
@@ -59,17 +59,7 @@ class ComparisonRecorder:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            rows: list[dict[str, Any]] = []
-            item = self._pending.get()
-            while item is not None:
-                rows.append(item)
-                if len(rows) >= self.max_rows:
-                    break
-                try:
-                    item = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-            stopping = item is None
+            rows, stopping = take_rows(self._pending, self.max_rows)
             if not rows:
                 continue
             try:

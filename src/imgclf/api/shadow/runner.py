@@ -17,9 +17,8 @@ import contextlib
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from imgclf.api.shadow.compare import comparison_row
 from imgclf.api.shadow.recorder import ComparisonRecorder
 from imgclf.api.shadow.store import ShadowSetting, ShadowStore
 from imgclf.queue.base import JobQueue, JobTimeoutError, QueueError, QueueFullError
@@ -171,3 +170,31 @@ class ShadowRunner:
 
     def _dropped(self, name: str, reason: str) -> None:
         self.metrics.shadow_dropped.labels(name, reason).inc()
+
+
+TopK = list[tuple[str, float]]
+
+
+def comparison_row(
+    model: str,
+    live: str,
+    candidate: str,
+    live_top_k: TopK,
+    candidate_top_k: TopK,
+    live_latency_ms: float,
+    candidate_latency_ms: float,
+) -> dict[str, Any]:
+    """The ``shadow_comparisons`` row: top-1 agreement, labels both top-5 lists hold, the
+    candidate's top-1 score minus the live one's, and each side's latency."""
+    (live_label, live_score), (candidate_label, candidate_score) = live_top_k[0], candidate_top_k[0]
+    overlap = {label for label, _ in live_top_k[:5]} & {label for label, _ in candidate_top_k[:5]}
+    return {
+        "model": model,
+        "live": live,
+        "candidate": candidate,
+        "agreed": live_label == candidate_label,
+        "top5_overlap": len(overlap),
+        "score_difference": candidate_score - live_score,
+        "live_latency_ms": round(live_latency_ms, 3),
+        "candidate_latency_ms": round(candidate_latency_ms, 3),
+    }
