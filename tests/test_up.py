@@ -182,7 +182,7 @@ def test_up_default_starts_api_and_ui_and_stops_cleanly(
     assert healthcheck("api", **env) == 0
     assert healthcheck("ui", **env) == 0
     group = up.group()
-    streamlit = next(p for p in group if "streamlit" in " ".join(p.cmdline()))
+    streamlit = next(p for p in group if "page_server" in " ".join(p.cmdline()))
     assert streamlit.environ()["IMGCLF_API_URL"] == f"http://127.0.0.1:{port}"
     up.process.send_signal(signal.SIGTERM)
     assert up.process.wait(60) == 0, up.output

@@ -6,8 +6,9 @@ other request of the process for seconds at a time. Here the bytes of a head are
 they arrive: past ``IMGCLF_MAX_HEADER_BYTES`` the request gets 431, a URL past
 ``IMGCLF_MAX_URL_BYTES`` 414, and a head still unfinished ``IMGCLF_HEADER_TIMEOUT_S`` after its
 connection opened (or after its first byte, on a kept-alive one) 408; then the connection is
-closed. Bodies are not counted here: the app caps them per route. An answer the client
-stops reading for ``IMGCLF_SEND_PAUSE_S`` ends its connection.
+closed. Bodies are not counted here: the app caps them per route; a connection whose answer
+was sent before its body was read ends. An answer the client stops reading for
+``IMGCLF_SEND_PAUSE_S`` ends its connection.
 """
 
 from __future__ import annotations
@@ -23,10 +24,17 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from imgclf.api.middleware import SECURITY_HEADERS
 from imgclf.settings import get_settings
 
 logger = logging.getLogger("imgclf.http")
+# On every answer of the API, this module's refusals included.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    # Answers carry tokens and personal data: no shared or browser cache may keep them.
+    ("Cache-Control", "no-store"),
+)
 # After a refusal the client may still be sending: its bytes are read and dropped for a moment,
 # so that it can read the answer (closing on unread bytes resets the connection and loses it).
 LINGER_S = 1.0
@@ -180,6 +188,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Whatever follows on this connection is the next request's head.
         self.reading_head = True
         self.head_bytes = 0
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.cycle is None or not self.cycle.more_body or self.transport.is_closing():
+            return
+        # Answered before its body was read (a 401 at the upload door, a route that takes
+        # none): the rest of the body would be read and dropped for as long as it trickles in,
+        # each byte putting off the keep-alive timeout, and no body timer runs where the app
+        # reads nothing. The connection ends after a moment's linger instead.
+        self.refused = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     # Refusing -------------------------------------------------------------------------------
 

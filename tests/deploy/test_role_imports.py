@@ -27,6 +27,7 @@ NOT_IN_API = {"onnxruntime", "torch", "onnx", "streamlit"}
 NOT_IN_WORKER = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "jwt"}
 NOT_IN_WORKER |= {"pwdlib", "streamlit", "torch", "onnx"}
 NOT_IN_UI = {"fastapi", "sqlalchemy", "alembic", "psycopg", "onnxruntime", "torch", "redis"}
+NOT_IN_UI |= {"opentelemetry"}
 
 
 def run_as_role(blocked: set[str], body: str, *args: str) -> subprocess.CompletedProcess[str]:

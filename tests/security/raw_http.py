@@ -93,3 +93,29 @@ def trickle_body(sock: socket.socket, piece: bytes, every_s: float, for_s: float
         except OSError:
             break
     return read_answer(sock)
+
+
+def trickle_after_answer(port: int, head: bytes, limit_s: float = 10.0) -> tuple[bytes, float]:
+    """Send ``head`` (which announces a body) and then a byte of its body every 0.2 s, reading
+    whatever comes back, until the server closes the connection or ``limit_s`` passes;
+    returns (the answer, seconds the connection stayed open after it, inf if never closed)."""
+    answer, answered_at = b"", 0.0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        started = time.monotonic()
+        while time.monotonic() - started < limit_s:
+            if select.select([sock], [], [], 0.2)[0]:
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    chunk = b""
+                if not chunk:
+                    return answer, time.monotonic() - answered_at
+                answer += chunk
+                answered_at = answered_at or time.monotonic()
+                continue
+            try:
+                sock.sendall(b"a")
+            except OSError:
+                return answer, time.monotonic() - answered_at
+    return answer, float("inf")

@@ -28,6 +28,7 @@ from tests.security.raw_http import (
     read_answer,
     status_and_detail,
     stream_head,
+    trickle_after_answer,
 )
 from tests.support import DOG_JPEG, ServedApi, signed_up
 
@@ -125,6 +126,23 @@ def test_bodies_keep_alive_and_pipelining_are_unaffected(served: ServedApi) -> N
         answer = read_answer(sock)
     statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
     assert statuses == [401, 200, 200, 200]
+
+
+def test_a_body_no_route_reads_does_not_hold_its_connection(served: ServedApi) -> None:
+    """A stranger's upload is 401 at the door before its body is read, and a route such as the
+    probe reads no body: a client that went on sending the rest a byte every few seconds held
+    its connection for good (2,000 of them, 2,000 open files), since each byte put off the
+    keep-alive timeout and no body timer runs where nothing reads. Now the connection ends a
+    moment after the answer."""
+    upload = (
+        b"POST /model/predict HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 19000000\r\n\r\n"
+    )
+    probe = b"GET /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n"
+    for head, status in ((upload, 401), (probe, 200)):
+        answer, open_after_s = trickle_after_answer(served.port, head + b"a" * 10)
+        assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:100]
+        assert open_after_s < 5, head
 
 
 def test_large_bodies_are_refused_before_being_read_except_on_upload_routes(

@@ -37,7 +37,7 @@ def test_names_a_user_typed_stay_text_in_markdown() -> None:
 
 def test_imgclf_ui_runs_streamlit_headless_on_the_ui_port() -> None:
     command = streamlit_command(Settings(ui_port=8599))
-    assert command[1:4] == ["-m", "streamlit", "run"]
+    assert command[1:4] == ["-m", "imgclf.ui.page_server", "run"]
     assert command[4].endswith("imgclf/ui/server.py")
     flags = dict(zip(command[5::2], command[6::2], strict=False))
     assert flags["--server.port"] == "8599"

@@ -78,7 +78,7 @@ def test_a_stranger_cannot_make_the_ui_server_hold_a_large_body(tmp_path: Path) 
         streamlit = next(
             p
             for p in psutil.Process(ui.process.pid).children(recursive=True)
-            if "streamlit" in " ".join(p.cmdline())
+            if "page_server" in " ".join(p.cmdline())
         )
         # The same refusal once first, small: what a first request imports is not counted.
         assert _post_large(port, KEEP_PATH, 2**20, FROM_PAGE) == 413

@@ -49,7 +49,7 @@ async def anonymous_session(ui: str, xsrf: str) -> tuple[websockets.ClientConnec
 def ui_server_rss(stack: Stack) -> int:
     """The resident memory of the Streamlit process under ``imgclf up``."""
     children = psutil.Process(stack.up.pid).children(recursive=True)
-    (streamlit,) = [p for p in children if "streamlit" in " ".join(p.cmdline())]
+    (streamlit,) = [p for p in children if "page_server" in " ".join(p.cmdline())]
     return int(streamlit.memory_info().rss)
 
 

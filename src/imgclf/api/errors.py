@@ -16,12 +16,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgclf.api.feedback.service import FeedbackQuotaExceeded, PredictionNotFound
-from imgclf.api.middleware import REQUEST_ID_HEADER, SECURITY_HEADERS
+from imgclf.api.middleware import REQUEST_ID_HEADER
 from imgclf.api.predictions.form import UploadFormError
 from imgclf.api.predictions.quota import QuotaExceededError
 from imgclf.api.predictions.recorder import RecordingUnavailableError
 from imgclf.api.predictions.uploads import StorageFullError
 from imgclf.api.users.service import AccountGoneError, EmailTaken
+from imgclf.http_protocol import SECURITY_HEADERS
 from imgclf.model.images import ImageError
 from imgclf.queue.base import (
     JobFailedError,

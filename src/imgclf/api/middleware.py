@@ -13,19 +13,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imgclf.http_protocol import SECURITY_HEADERS
 from imgclf.logs import accepted_request_id, current_request_id
 from imgclf.tracing import tracing
 
 REQUEST_ID_HEADER = "X-Request-ID"
 access_logger = logging.getLogger("imgclf.access")
 
-SECURITY_HEADERS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-    # Answers carry tokens and personal data: no shared or browser cache may keep them.
-    ("Cache-Control", "no-store"),
-)
 # The scope's key for when the request reached the app (``time.perf_counter()``), set by the
 # outermost middleware: the answer's Server-Timing counts from there.
 RECEIVED_AT = "imgclf.received_at"

@@ -22,7 +22,7 @@ def streamlit_command(settings: Settings) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "streamlit",
+        "imgclf.ui.page_server",
         "run",
         str(SERVER_PATH),
         "--server.address",

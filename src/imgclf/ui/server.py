@@ -1,7 +1,7 @@
 """The UI server: the Streamlit page (``app.py``) and, beside it, the two routes that set and
 clear the login cookie (``imgclf.ui.login_cookie``), the guard in front of Streamlit's upload
-route (``imgclf.ui.upload_guard``), and none of Streamlit's own figures. ``imgclf ui`` runs this
-file."""
+route (``imgclf.ui.upload_guard``), and none of Streamlit's own figures; safe headers on every
+answer. ``imgclf ui`` runs this file (through ``imgclf.ui.page_server``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import re
 from pathlib import Path
 
 import streamlit as st
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgclf.heap import return_large_blocks
 
@@ -32,6 +33,38 @@ return_large_blocks()
 _FIGURES = re.compile(r"/+_stcore/+metrics/*")
 
 
+# What the API's answers carry, but the cache: Streamlit names its scripts and styles by their
+# content and lets browsers keep them, and no answer of the UI server carries a token.
+PAGE_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "frame-ancestors 'none'"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+
+class PageHeaders:
+    """ASGI middleware: ``PAGE_HEADERS`` on every answer, so no other site can frame the page
+    (and have a logged-in user click through it) or sniff a type into its files."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in PAGE_HEADERS:
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class HideFigures:
     """ASGI middleware: 404 for Streamlit's ``/_stcore/metrics``, however it is spelled."""
 
@@ -48,5 +81,5 @@ class HideFigures:
 app = st.App(
     Path(__file__).with_name("app.py"),
     routes=ROUTES,
-    middleware=[Middleware(HideFigures), Middleware(UploadGuard)],
+    middleware=[Middleware(PageHeaders), Middleware(HideFigures), Middleware(UploadGuard)],
 )
