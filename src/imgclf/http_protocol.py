@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
 import httptools
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -38,6 +41,29 @@ SECURITY_HEADERS = (
 # After a refusal the client may still be sending: its bytes are read and dropped for a moment,
 # so that it can read the answer (closing on unread bytes resets the connection and loses it).
 LINGER_S = 1.0
+
+
+class SecurityHeadersMiddleware:
+    """ASGI middleware: ``headers`` (the API's ``SECURITY_HEADERS`` by default) on every
+    answer, where the route did not set its own."""
+
+    def __init__(self, app: ASGIApp, headers: Sequence[tuple[str, str]] = SECURITY_HEADERS) -> None:
+        self.app = app
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in self.headers:
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class HeadRefused(Exception):

@@ -27,7 +27,6 @@ from imgclf.api.metrics import ServiceMetrics, install_metrics
 from imgclf.api.middleware import (
     BodySizeLimitMiddleware,
     RequestIdMiddleware,
-    SecurityHeadersMiddleware,
 )
 from imgclf.api.models.router import router as models_router
 from imgclf.api.paths import serve_slash_twins
@@ -54,6 +53,7 @@ from imgclf.api.users.router import router as users_router
 from imgclf.db.engine import Database, make_engine
 from imgclf.db.migrate import ensure_admin, schema_is_current, upgrade
 from imgclf.heap import freeze_startup_heap, return_large_blocks
+from imgclf.http_protocol import SecurityHeadersMiddleware
 from imgclf.queue.base import JobQueue
 from imgclf.settings import Settings, get_settings
 

@@ -13,7 +13,6 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imgclf.http_protocol import SECURITY_HEADERS
 from imgclf.logs import accepted_request_id, current_request_id
 from imgclf.tracing import tracing
 
@@ -70,25 +69,6 @@ class RequestIdMiddleware:
                     (time.perf_counter() - started) * 1000,
                 )
             current_request_id.reset(token)
-
-
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
-                    headers.setdefault(name, value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 # JSON and form bodies here are small (a feedback is at most 2000 characters). Only the upload

@@ -9,12 +9,12 @@ import re
 from pathlib import Path
 
 import streamlit as st
-from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imgclf.heap import return_large_blocks
+from imgclf.http_protocol import SecurityHeadersMiddleware
 
 # What the page imports (pandas, Altair, the API's client), imported as the server starts: the
 # page's first run would import it for its first visitor, who waited 1.95 s for a login form
@@ -34,35 +34,14 @@ _FIGURES = re.compile(r"/+_stcore/+metrics/*")
 
 
 # What the API's answers carry, but the cache: Streamlit names its scripts and styles by their
-# content and lets browsers keep them, and no answer of the UI server carries a token.
+# content and lets browsers keep them, and no answer of the UI server carries a token. No other
+# site may frame the page (and have a logged-in user click through it).
 PAGE_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     ("Content-Security-Policy", "frame-ancestors 'none'"),
     ("Referrer-Policy", "no-referrer"),
 )
-
-
-class PageHeaders:
-    """ASGI middleware: ``PAGE_HEADERS`` on every answer, so no other site can frame the page
-    (and have a logged-in user click through it) or sniff a type into its files."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in PAGE_HEADERS:
-                    headers.setdefault(name, value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 class HideFigures:
@@ -81,5 +60,9 @@ class HideFigures:
 app = st.App(
     Path(__file__).with_name("app.py"),
     routes=ROUTES,
-    middleware=[Middleware(PageHeaders), Middleware(HideFigures), Middleware(UploadGuard)],
+    middleware=[
+        Middleware(SecurityHeadersMiddleware, headers=PAGE_HEADERS),
+        Middleware(HideFigures),
+        Middleware(UploadGuard),
+    ],
 )
