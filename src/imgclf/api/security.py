@@ -93,7 +93,10 @@ class PasswordHasher:
     worker thread that database work needs. Beyond ``max_waiting`` checks waiting for a core a
     check is refused (503), so a burst cannot make every login behind it wait seconds; one
     client address may run ``max_per_client`` at once (429 beyond), so a burst from one address
-    holds only that many. Made in the app's lifespan (it belongs to a loop).
+    holds only that many. The last ``reserved_for_known`` places are kept for the clients that
+    logged in to their account lately: strangers from a handful of addresses filled the whole
+    line with made-up emails, and every owner's login was 503 for as long as they kept it
+    full. Made in the app's lifespan (it belongs to a loop).
     """
 
     def __init__(
@@ -103,22 +106,24 @@ class PasswordHasher:
         *,
         max_waiting: int = 16,
         max_per_client: int = 4,
+        reserved_for_known: int = 4,
     ) -> None:
         self._hashing = hashing
         self._limiter = anyio.CapacityLimiter(max_concurrent or os.cpu_count() or 2)
         self._max_admitted = int(self._limiter.total_tokens) + max_waiting
+        self._max_for_strangers = self._max_admitted - min(reserved_for_known, max_waiting)
         self._max_per_client = max_per_client
         self._admitted = 0
         self._per_client: dict[str, int] = {}
 
     @contextmanager
-    def _admission(self, client: str | None) -> Iterator[None]:
+    def _admission(self, client: str | None, known: bool) -> Iterator[None]:
         """Counted on the event loop (one thread), so no lock is needed."""
         if client is not None and self._per_client.get(client, 0) >= self._max_per_client:
             raise PasswordChecksBusy(
                 429, "Too many password checks at once from your address; try again in 1 second"
             )
-        if self._admitted >= self._max_admitted:
+        if self._admitted >= (self._max_admitted if known else self._max_for_strangers):
             raise PasswordChecksBusy(
                 503, "The server is busy checking other passwords; try again in 1 second"
             )
@@ -135,17 +140,23 @@ class PasswordHasher:
                     del self._per_client[client]
 
     async def hash(self, password: str, *, client: str | None = None) -> str:
-        with self._admission(client):
+        with self._admission(client, known=False):
             return await anyio.to_thread.run_sync(
                 hash_password, password, self._hashing, limiter=self._limiter
             )
 
     async def verify_and_renew(
-        self, password: str, password_hash: str | None, *, client: str | None = None
+        self,
+        password: str,
+        password_hash: str | None,
+        *,
+        client: str | None = None,
+        known: bool = False,
     ) -> tuple[bool, str | None]:
         """``verify_and_renew`` off the loop. ``client`` (an address) limits how many checks
-        it runs at once; None: no limit."""
-        with self._admission(client):
+        it runs at once; None: no limit. ``known``: the client logged in to this account
+        lately, and may take the places kept for such clients."""
+        with self._admission(client, known):
             return await anyio.to_thread.run_sync(
                 verify_and_renew, password, password_hash, self._hashing, limiter=self._limiter
             )

@@ -56,7 +56,10 @@ async def login(
         # against a dummy hash, so it takes as long as a wrong password.
         credentials = await db.run(find_credentials, email)
         verified, renewed_hash = await hasher.verify_and_renew(
-            form.password, credentials.password_hash if credentials else None, client=address
+            form.password,
+            credentials.password_hash if credentials else None,
+            client=address,
+            known=attempt.known,
         )
     except Exception:
         await throttle.give_back(attempt)  # busy, or the database is down: nothing was tried

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,15 @@ class Credentials:
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """The email as accounts are kept: lower-cased, a domain in Unicode (bücher.de) in its
+    ASCII form (xn--bcher-kva.de), as sign-up stores it."""
+    email = email.strip().lower()
+    if email.isascii():
+        return email
+    try:
+        return (validate_email(email, check_deliverability=False).ascii_email or email).lower()
+    except EmailNotValidError:
+        return email  # no account has it: the login fails as any unknown email does
 
 
 def find_credentials(session: Session, email: str) -> Credentials | None:

@@ -73,6 +73,7 @@ class Attempt:
 
     budgets: tuple[Budget, ...]
     token: str = field(default_factory=lambda: secrets.token_hex(8))
+    known: bool = False  # the client logged in to the account lately
 
 
 class AttemptsRefused(Exception):
@@ -154,7 +155,7 @@ class WindowCounter:
         """``admit`` for a client known or not; ``force``: counted even where a budget is
         spent (Redis, which decides, admitted it)."""
         counted = tuple(budget for budget in budgets if budget.counts(known))
-        attempt = Attempt(counted, token)
+        attempt = Attempt(counted, token, known)
         if not counted:
             return attempt
         with self._lock:

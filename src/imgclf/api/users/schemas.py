@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from imgclf.api.text import NoNul, VisibleName
@@ -21,10 +22,19 @@ def _reachable_domain(email: str) -> str:
     return email
 
 
-# Emails are compared lower-cased: Bob@Example.com and bob@example.com are one account.
-Email = Annotated[
-    EmailStr, AfterValidator(_reachable_domain), AfterValidator(lambda email: email.lower())
-]
+def _plain_form(email: str) -> str:
+    """The email as one account: ASCII before the @ (admin@… with a fullwidth or a Cyrillic
+    first letter signed up as a second "admin" that reads the same in every list),
+    the domain in its ASCII form (bücher.de as xn--bcher-kva.de, so a look-alike domain
+    shows), and lower-cased (Bob@Example.com and bob@example.com are one account)."""
+    try:
+        plain = validate_email(email, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as error:
+        raise ValueError(f"the email is not accepted: {error}") from None
+    return f"{plain.local_part}@{plain.ascii_domain}".lower()
+
+
+Email = Annotated[EmailStr, AfterValidator(_reachable_domain), AfterValidator(_plain_form)]
 
 
 class UserCreate(BaseModel):
