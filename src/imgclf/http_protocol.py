@@ -109,6 +109,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_timeout_s = settings.header_timeout_s
         self.reading_head = True
         self.head_bytes = 0
+        # After the head: the body's bytes, and the others (chunk sizes, trailers).
+        self.body_bytes = 0
+        self.framing_bytes = 0
+        self.fed_body_bytes = 0  # of the bytes being fed now
         self.head_timer: asyncio.TimerHandle | None = None
         self.refused = False
         self.send_pause_s = settings.send_pause_s
@@ -158,7 +162,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return  # lingering: dropped unread
         self._unset_keepalive_if_required()
         if not self.reading_head:
-            self._feed(data)
+            self._feed_body(data)
             return
         self._arm_head_timer()
         budget = self.max_head_bytes - self.head_bytes
@@ -177,6 +181,34 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(HeadRefused(431, detail))
             return
         self.data_received(data[budget:])
+
+    def _feed_body(self, data: bytes) -> None:
+        """Bytes after a head: the body, with a chunked body's framing and trailers. httptools
+        joins a trailer's pieces as it does a header's, and uvicorn keeps each trailer, so
+        endless trailers after a body's last chunk grew the process by their size (300 MB in
+        a second); what is not body counts against the head's cap, plus a quarter of the
+        body's size for chunk sizes."""
+        self.fed_body_bytes = 0
+        self._feed(data)
+        if self.refused or self.transport.is_closing():
+            return
+        others = len(data) - self.fed_body_bytes
+        if self.reading_head:  # the message ended: the rest began the next head
+            self.head_bytes += others
+            over = self.head_bytes > self.max_head_bytes
+        else:
+            self.framing_bytes += others
+            over = self.framing_bytes > self.max_head_bytes + self.body_bytes // 4
+        if over:
+            limit = _kb(self.max_head_bytes)
+            self._refuse(
+                HeadRefused(431, f"The request's headers are larger than the {limit} limit.")
+            )
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        self.fed_body_bytes += len(body)
+        super().on_body(body)
 
     def _feed(self, data: bytes) -> None:
         """httptools' feed, as uvicorn's ``data_received`` does it, plus our refusals."""
@@ -213,7 +245,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         # Whatever follows on this connection is the next request's head.
         self.reading_head = True
-        self.head_bytes = 0
+        self.head_bytes = self.body_bytes = self.framing_bytes = 0
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

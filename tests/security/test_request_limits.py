@@ -30,7 +30,7 @@ from tests.security.raw_http import (
     stream_head,
     trickle_after_answer,
 )
-from tests.support import DOG_JPEG, ServedApi, signed_up
+from tests.support import DOG_JPEG, PeakMemory, ServedApi, signed_up
 
 HEADER_LIMIT = 16 * 1024
 URL_LIMIT = 8 * 1024
@@ -189,6 +189,73 @@ def test_a_chunked_body_is_cut_off_at_its_limit(served: ServedApi) -> None:
         status, _detail = status_and_detail(read_answer(sock))
     assert status == 413
     assert sent < 8 * 2**20
+
+
+def test_endless_trailers_after_a_chunked_body_are_cut_off(served: ServedApi) -> None:
+    """A chunked body that ends at once and is followed by trailers without end: httptools
+    joined them and uvicorn kept each one, so a stranger's login grew the API by 345 MB in a
+    second (held until the body pause, 30 s). Now what is not body counts against the head's
+    cap: the connection ends after 16 KB of them."""
+    head = (
+        b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\n0\r\n"
+    )
+    trailer = b"X-Trailer: " + b"t" * 1000 + b"\r\n"
+    with (
+        PeakMemory(served.child.pid) as memory,
+        socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock,
+    ):
+        sock.sendall(head)
+        sent = 0
+        while sent < 64 * 2**20:
+            try:
+                sock.sendall(trailer * 64)
+            except OSError:
+                break
+            sent += 64 * len(trailer)
+        read_answer(sock, timeout_s=5)
+    assert sent < 8 * 2**20, sent
+    assert memory.grown_mb < 16, f"the API grew {memory.grown_mb:.0f} MB"
+
+
+def test_a_head_pipelined_behind_a_body_is_capped_too(served: ServedApi) -> None:
+    """The read in which a body ended was fed whole, and the next head's bytes in it were not
+    counted: a 17 KB head sent behind a login form's body was served."""
+    form = b"username=nobody%40example.com&password=x"
+    login = (
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+        b"\r\nContent-Length: %d\r\n\r\n" % len(form)
+    )
+    large = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-F: " + b"f" * 17_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(login)
+        time.sleep(0.3)  # the head is read: the body and the next head come in one read
+        sock.sendall(form + large)
+        answer = read_answer(sock)
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+    assert 200 not in statuses, statuses
+    assert statuses in ([401, 431], [401], [431], []), statuses
+
+
+def test_a_chunked_upload_in_small_chunks_is_served(served: ServedApi) -> None:
+    token = signed_up(served.url, "chunked")
+    files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
+    request = httpx.Request("POST", served.url, files=files)
+    content_type = request.headers["Content-Type"]
+    body = request.read()
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(body), 1024):
+            yield body[start : start + 1024]
+
+    answer = httpx.post(
+        f"{served.url}/model/predict",
+        content=pieces(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prediction"] == "Eskimo_dog"
 
 
 def test_strangers_cannot_hold_the_upload_budget_with_bodies_they_never_send(

@@ -10,14 +10,19 @@ Bounded attacks, on 127.0.0.1 only.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
 import psutil
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from imgclf.launcher import Child, environment, imgclf_command, wait_until
 from imgclf.localservers import free_port, port_open
+from imgclf.ui.server import MAX_PAGES_PER_ADDRESS
 from tests.security.raw_http import (
     read_answer,
     status_and_detail,
@@ -93,3 +98,57 @@ def test_every_answer_forbids_framing_and_sniffing(ui: tuple[int, int], path: st
     assert answer.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
     assert answer.headers["Referrer-Policy"] == "no-referrer"
+
+
+def _open_page(port: int) -> ClientConnection:
+    return connect(
+        f"ws://127.0.0.1:{port}/_stcore/stream",
+        subprotocols=[Subprotocol("streamlit")],
+        open_timeout=10,
+        max_size=None,
+    )
+
+
+def test_a_message_sent_in_pieces_and_never_finished_is_cut_off(ui: tuple[int, int]) -> None:
+    """Streamlit's 200 MB websocket messages: a stranger's page sending one in pieces, never
+    the last, held 190 MB of the server per connection for as long as it answered pings."""
+    port, pid = ui
+    piece = b"x" * 2**18
+    sent = 0
+
+    def pieces() -> Iterator[bytes]:
+        nonlocal sent
+        while sent < 64 * 2**20:
+            sent += len(piece)
+            yield piece
+        time.sleep(30)  # never the last piece
+        yield b""
+
+    def send_unfinished(page: ClientConnection) -> None:
+        page.send(pieces())
+        page.recv(timeout=10)
+
+    with (
+        PeakMemory(pid) as memory,
+        _open_page(port) as page,
+        pytest.raises(ConnectionClosed),  # "message too big" (1009), or the connection's end
+    ):
+        send_unfinished(page)
+    assert sent <= 8 * 2**20, sent
+    assert memory.grown_mb < 32, f"the UI server grew {memory.grown_mb:.0f} MB"
+
+
+def test_one_address_may_keep_only_so_many_pages_open(ui: tuple[int, int]) -> None:
+    port, _ = ui
+    pages = []
+    try:
+        for _ in range(MAX_PAGES_PER_ADDRESS):
+            pages.append(_open_page(port))
+        with pytest.raises(InvalidStatus) as refused:
+            _open_page(port)
+        assert refused.value.response.status_code == 403
+        pages.pop().close()
+        pages.append(_open_page(port))  # a page closed makes room for another
+    finally:
+        for page in pages:
+            page.close()

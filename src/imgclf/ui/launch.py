@@ -16,6 +16,7 @@ from imgclf.settings import Settings
 APP_PATH = Path(__file__).with_name("app.py")
 # The page and the login cookie's routes beside it.
 SERVER_PATH = Path(__file__).with_name("server.py")
+MAX_MESSAGE_MB = 2
 
 
 def streamlit_command(settings: Settings) -> list[str]:
@@ -48,6 +49,11 @@ def streamlit_command(settings: Settings) -> list[str]:
         # The uploader refuses what the API would (Streamlit counts whole megabytes).
         "--server.maxUploadSize",
         str(max(1, math.ceil(settings.max_upload_bytes / 2**20))),
+        # The largest websocket message either way, in MB (files go over HTTP). Streamlit's
+        # 200 let anyone hold 200 MB of the server per connection with a message sent in
+        # pieces and never finished; the page's own are under 0.2 MB.
+        "--server.maxMessageSize",
+        str(MAX_MESSAGE_MB),
     ]
 
 

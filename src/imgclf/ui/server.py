@@ -5,6 +5,7 @@ answer. ``imgclf ui`` runs this file (through ``imgclf.ui.page_server``)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from imgclf.ui.upload_guard import UploadGuard
 # goes back to the system after them.
 return_large_blocks()
 
+logger = logging.getLogger(__name__)
+
 # Streamlit's figures (pages open, time spent on them, bytes of uploads held) answer anyone who
 # asks; the page never reads them, and strangers are shown nothing internal.
 _FIGURES = re.compile(r"/+_stcore/+metrics/*")
@@ -42,6 +45,41 @@ PAGE_HEADERS = (
     ("Content-Security-Policy", "frame-ancestors 'none'"),
     ("Referrer-Policy", "no-referrer"),
 )
+
+
+# Each open page is a websocket that may hold a message of up to 2 MB while it arrives
+# (``imgclf.ui.launch.MAX_MESSAGE_MB``): the pages one address may keep open, and all of them
+# together, are bounded.
+MAX_PAGES_PER_ADDRESS = 32
+MAX_PAGES = 256
+_PAGE_STREAM = re.compile(r"/+_stcore/+stream/*")
+
+
+class LimitPages:
+    """ASGI middleware: refuses (403) a page's websocket beyond ``MAX_PAGES_PER_ADDRESS`` open
+    from its address or ``MAX_PAGES`` in all; the page shows that it cannot connect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.open_per_address: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or not _PAGE_STREAM.fullmatch(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        address = scope["client"][0] if scope.get("client") else "unknown"
+        opened = self.open_per_address.get(address, 0)
+        if opened >= MAX_PAGES_PER_ADDRESS or sum(self.open_per_address.values()) >= MAX_PAGES:
+            logger.warning("refused a page's connection from %s: too many open", address)
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        self.open_per_address[address] = opened + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open_per_address[address] -= 1
+            if not self.open_per_address[address]:
+                del self.open_per_address[address]
 
 
 class HideFigures:
@@ -62,6 +100,7 @@ app = st.App(
     routes=ROUTES,
     middleware=[
         Middleware(SecurityHeadersMiddleware, headers=PAGE_HEADERS),
+        Middleware(LimitPages),
         Middleware(HideFigures),
         Middleware(UploadGuard),
     ],
