@@ -8,12 +8,15 @@ Each attack is bounded (at most 300 requests) and the numbers it met are printed
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import socket
+import threading
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,6 +216,56 @@ def test_strangers_filling_the_password_line_never_refuse_an_owner_where_they_lo
     assert counts.get(503, 0) > 0
     assert meanwhile[0][0] == 503
     assert meanwhile[1][0] == 200
+
+
+def test_strangers_known_to_their_own_accounts_cannot_keep_an_owner_out(serve: Serve) -> None:
+    """Strangers with accounts of their own are known clients too: five addresses, three
+    accounts each, each address keeping four right-password logins in flight, filled the
+    places kept for owners as well, and the admin's logins were 503 (47 of 51). Now a kept
+    place goes to a known client holding no other, and a login refused as busy still counts
+    in its (email, client) budget of logins."""
+    argon2 = {name: str(value) for name, value in DEFAULT_ARGON2.items()}
+    server = serve(trusted_proxies=LOOPBACK_PROXY, **argon2)
+    assert timed_login(server.url, ADMIN_EMAIL, ADMIN_PASSWORD, OWNER)[0] == 200
+    addresses = [f"10.8.0.{n}" for n in range(1, 6)]
+    accounts: dict[str, list[str]] = {}
+    for address in addresses:
+        for number in range(3):
+            email = f"own-{address.replace('.', '-')}-{number}@example.com"
+            body = {"name": "Known Stranger", "email": email, "password": "a long password"}
+            forwarded = {"X-Forwarded-For": address}
+            created = httpx.post(f"{server.url}/user/", json=body, headers=forwarded)
+            assert created.status_code == 201, created.text
+            assert timed_login(server.url, email, "a long password", address)[0] == 200
+            accounts.setdefault(address, []).append(email)
+    stop = threading.Event()
+    attackers: Counter[int] = Counter()
+
+    def keep_logging_in(address: str, first: int) -> None:
+        with httpx.Client(timeout=60) as client:
+            for turn in itertools.count(first):
+                if stop.is_set():
+                    return
+                email = accounts[address][turn % len(accounts[address])]
+                answer = client.post(
+                    f"{server.url}/login",
+                    data={"username": email, "password": "a long password"},
+                    headers={"X-Forwarded-For": address},
+                )
+                attackers[answer.status_code] += 1
+
+    owner: list[int] = []
+    with ThreadPoolExecutor(4 * len(addresses)) as pool:
+        for address in addresses:
+            for first in range(4):
+                pool.submit(keep_logging_in, address, first)
+        time.sleep(1)  # the line is full
+        for _ in range(12):
+            owner.append(timed_login(server.url, ADMIN_EMAIL, ADMIN_PASSWORD, OWNER)[0])
+            time.sleep(0.3)
+        stop.set()
+    print(f"\nattackers' answers {dict(attackers)}; the owner's {Counter(owner)}")
+    assert owner.count(200) >= 10, owner
 
 
 # 2. Guessers spread over many addresses, and the owner they cannot lock out --------------------

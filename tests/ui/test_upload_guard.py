@@ -14,19 +14,25 @@ import websockets
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-from tests.ui.conftest import Stack
+from imgclf.ui.login_cookie import COOKIE
+from imgclf.ui.upload_guard import BUDGET_IN_LARGEST_UPLOADS
+from tests.ui.conftest import Account, Stack
 
 UPLOADS = 6
 UPLOAD_BYTES = 19 * 2**20
 
 
-async def anonymous_session(ui: str, xsrf: str) -> tuple[websockets.ClientConnection, str]:
-    """A page opened as a browser opens it (a websocket, a first run), not logged in; returned
-    once that first run has finished, so that what it imports and builds is not counted."""
+async def anonymous_session(
+    ui: str, xsrf: str, login_cookie: str = ""
+) -> tuple[websockets.ClientConnection, str]:
+    """A page opened as a browser opens it (a websocket, a first run), not logged in unless
+    ``login_cookie`` (a refresh token, as the cookie route keeps it); returned once that first
+    run has finished, so that what it imports and builds is not counted."""
+    cookies = f"_streamlit_xsrf={xsrf}" + (f"; {COOKIE}={login_cookie}" if login_cookie else "")
     socket = await websockets.connect(
         f"ws://{ui}/_stcore/stream",
         subprotocols=[websockets.Subprotocol("streamlit"), websockets.Subprotocol(xsrf)],
-        additional_headers={"Cookie": f"_streamlit_xsrf={xsrf}"},
+        additional_headers={"Cookie": cookies},
         origin=websockets.Origin(f"http://{ui}"),
         max_size=None,
     )
@@ -98,3 +104,38 @@ def test_streamlits_own_figures_are_shown_to_nobody(stack: Stack) -> None:
         assert answer.status_code == 404, (path, answer.text[:200])
         assert "session" not in answer.text
     assert httpx.get(f"{ui}/_stcore/health").status_code == 200
+
+
+def test_uploads_sent_together_stay_within_the_budget(stack: Stack, account: Account) -> None:
+    """The budget was checked against what Streamlit held, which counts a file once it is
+    whole: 24 uploads of 19 MB sent at once from a logged-in page all passed (456 MB held
+    against 160). Now the uploads being received count too."""
+    stack.wait_for(stack.ui_port, "the UI")
+    ui = f"127.0.0.1:{stack.ui_port}"
+    login = {"username": account.email, "password": account.password, "scope": "offline_access"}
+    refresh = httpx.post(f"{stack.api_url}/login", data=login).json()["refresh_token"]
+    together = BUDGET_IN_LARGEST_UPLOADS + 4
+
+    async def attack() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=f"http://{ui}", timeout=60) as client:
+            await client.get("/_stcore/health")
+            xsrf = client.cookies["_streamlit_xsrf"]
+            socket, session_id = await anonymous_session(ui, xsrf, refresh)
+            blob = os.urandom(UPLOAD_BYTES)
+
+            async def upload(n: int) -> httpx.Response:
+                return await client.put(
+                    f"/_stcore/upload_file/{session_id}/together-{n}",
+                    files={"file": ("x.png", blob, "image/png")},
+                    headers={"X-Xsrftoken": xsrf},
+                )
+
+            try:
+                return await asyncio.gather(*(upload(n) for n in range(together)))
+            finally:
+                await socket.close()
+
+    statuses = sorted(answer.status_code for answer in asyncio.run(attack()))
+    assert statuses.count(204) <= BUDGET_IN_LARGEST_UPLOADS, statuses
+    assert statuses.count(503) >= together - BUDGET_IN_LARGEST_UPLOADS, statuses
+    assert set(statuses) <= {204, 503}, statuses

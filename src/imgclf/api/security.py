@@ -94,9 +94,9 @@ class PasswordHasher:
     check is refused (503), so a burst cannot make every login behind it wait seconds; one
     client address may run ``max_per_client`` at once (429 beyond), so a burst from one address
     holds only that many. The last ``reserved_for_known`` places are kept for the clients that
-    logged in to their account lately: strangers from a handful of addresses filled the whole
-    line with made-up emails, and every owner's login was 503 for as long as they kept it
-    full. Made in the app's lifespan (it belongs to a loop).
+    logged in to their account lately, one each: strangers from a handful of addresses filled
+    the whole line with made-up emails, and every owner's login was 503 for as long as they
+    kept it full. Made in the app's lifespan (it belongs to a loop).
     """
 
     def __init__(
@@ -123,7 +123,10 @@ class PasswordHasher:
             raise PasswordChecksBusy(
                 429, "Too many password checks at once from your address; try again in 1 second"
             )
-        if self._admitted >= (self._max_admitted if known else self._max_for_strangers):
+        # A kept place goes to a known client holding none: with accounts of their own,
+        # strangers from five addresses were known, and kept every place full.
+        owner = known and (client is None or client not in self._per_client)
+        if self._admitted >= (self._max_admitted if owner else self._max_for_strangers):
             raise PasswordChecksBusy(
                 503, "The server is busy checking other passwords; try again in 1 second"
             )

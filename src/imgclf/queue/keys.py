@@ -64,6 +64,10 @@ class RedisKeys:
     def owner(self, job_id: str) -> str:
         return f"{self.prefix}:owner:{job_id}"
 
+    def jobs_of(self, owner: int) -> str:
+        """List, expiring: an owner's async jobs, oldest first (``KEPT_JOBS_PER_OWNER``)."""
+        return f"{self.prefix}:jobs-of:{owner}"
+
     def cache(self, model_id: str, owner: int, digest: str) -> str:
         return f"{self.prefix}:cache:{model_id}:{owner}:{digest}"
 
@@ -71,4 +75,7 @@ class RedisKeys:
 # Results outlive the request so an async-job client or a missed notice can still read them.
 RESULT_TTL_S = 3600
 REPLY_STREAM_MAXLEN = 10_000
+# Each owner's async jobs kept (answer and owner): past it, an owner's new job pushes out that
+# owner's oldest, so one account queuing jobs without end fills neither memory nor Redis.
+KEPT_JOBS_PER_OWNER = 1_000
 DEAD_LETTER_MAXLEN = 1000

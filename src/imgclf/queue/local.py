@@ -18,7 +18,7 @@ from imgclf.queue.base import (
     QueueUnavailableError,
     new_job_id,
 )
-from imgclf.queue.keys import RESULT_TTL_S
+from imgclf.queue.keys import KEPT_JOBS_PER_OWNER, RESULT_TTL_S
 from imgclf.tracing import current_traceparent
 
 T = TypeVar("T")
@@ -31,7 +31,10 @@ class LocalQueue:
     """
 
     def __init__(
-        self, max_pending: int, kept_results: int = 50_000, kept_per_owner: int = 1_000
+        self,
+        max_pending: int,
+        kept_results: int = 50_000,
+        kept_per_owner: int = KEPT_JOBS_PER_OWNER,
     ) -> None:
         self.max_pending = max_pending
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()

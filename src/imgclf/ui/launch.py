@@ -61,6 +61,11 @@ def run_ui(settings: Settings) -> int:
     """Run the UI until it stops; its exit code. SIGTERM is passed on to Streamlit, so a
     supervisor that stops ``imgclf ui`` does not leave the page server behind."""
     env = {**os.environ, "IMGCLF_API_URL": settings.api_url}
+    if settings.trusted_proxies:
+        # Streamlit's uvicorn believes X-Forwarded-For from loopback only: behind a proxy
+        # elsewhere every page would have the proxy's address, and share its page limit
+        # (imgclf.ui.server.LimitPages).
+        env["FORWARDED_ALLOW_IPS"] = ",".join(settings.trusted_proxies)
     print(f"UI: http://{settings.host}:{settings.ui_port}  (API: {settings.api_url})", flush=True)
     process = subprocess.Popen(streamlit_command(settings), env=env)
     previous = None

@@ -13,7 +13,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from imgclf.api.auth import sessions
 from imgclf.api.auth.schemas import RefreshRequest, Token
 from imgclf.api.auth.service import find_credentials, normalize_email, renew_password_hash
-from imgclf.api.auth.throttle import AttemptsRefused
+from imgclf.api.auth.throttle import AttemptsRefused, client_network
 from imgclf.api.deps import (
     AuthThrottleDep,
     ClientAddressDep,
@@ -23,7 +23,7 @@ from imgclf.api.deps import (
     too_many_attempts,
 )
 from imgclf.api.errors import error_responses
-from imgclf.api.security import create_access_token
+from imgclf.api.security import PasswordChecksBusy, create_access_token
 from imgclf.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,14 @@ async def login(
         verified, renewed_hash = await hasher.verify_and_renew(
             form.password,
             credentials.password_hash if credentials else None,
-            client=address,
+            client=client_network(address),  # an IPv6 client is its /64, as in the budgets
             known=attempt.known,
         )
+    except PasswordChecksBusy:
+        await throttle.busy(attempt)
+        raise
     except Exception:
-        await throttle.give_back(attempt)  # busy, or the database is down: nothing was tried
+        await throttle.give_back(attempt)  # the database is down: nothing was tried
         raise
     if not verified:
         # One answer for an unknown email and a wrong password: it must not tell them apart.

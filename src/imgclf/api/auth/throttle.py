@@ -313,6 +313,13 @@ class AuthThrottle:
         """The attempt did not count: no password was checked, nothing was created."""
         await self.counter.give_back(attempt, attempt.budgets)
 
+    async def busy(self, attempt: Attempt) -> None:
+        """No password was checked (the line was full): no failure, but still a login, so
+        that a client cannot try again and again for free while it keeps the line full."""
+        await self.counter.give_back(
+            attempt, [budget for budget in attempt.budgets if not budget.counts_successes]
+        )
+
     async def succeeded(self, attempt: Attempt, email: str, address: str) -> None:
         """A login that succeeded: no failure, still a login; and from now on its client is
         one the account's owner uses."""

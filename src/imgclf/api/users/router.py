@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy.orm import Session
 
-from imgclf.api.auth.throttle import AttemptsRefused
+from imgclf.api.auth.throttle import AttemptsRefused, client_network
 from imgclf.api.deps import (
     AdminUser,
     AuthenticatedUser,
@@ -75,7 +75,7 @@ async def create_user(
         raise service.EmailTaken(body.email)
     # Hashed outside any transaction: the insert then holds its lock for a moment only.
     try:
-        password_hash = await hasher.hash(body.password, client=address)
+        password_hash = await hasher.hash(body.password, client=client_network(address))
     except PasswordChecksBusy:
         await throttle.give_back(attempt)  # nothing was created or told
         raise
