@@ -186,8 +186,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Bytes after a head: the body, with a chunked body's framing and trailers. httptools
         joins a trailer's pieces as it does a header's, and uvicorn keeps each trailer, so
         endless trailers after a body's last chunk grew the process by their size (300 MB in
-        a second); what is not body counts against the head's cap, plus a quarter of the
-        body's size for chunk sizes."""
+        a second); what is not body counts against the head's cap, plus as much as the body
+        for chunk sizes (chunks of 5 bytes or more fit)."""
         self.fed_body_bytes = 0
         self._feed(data)
         if self.refused or self.transport.is_closing():
@@ -198,7 +198,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             over = self.head_bytes > self.max_head_bytes
         else:
             self.framing_bytes += others
-            over = self.framing_bytes > self.max_head_bytes + self.body_bytes // 4
+            over = self.framing_bytes > self.max_head_bytes + self.body_bytes
         if over:
             limit = _kb(self.max_head_bytes)
             self._refuse(
@@ -249,7 +249,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.cycle is None or not self.cycle.more_body or self.transport.is_closing():
+        cycle = self.cycle  # a pipelined request started just now is not the one answered
+        if cycle is None or not cycle.response_complete or not cycle.more_body:
+            return
+        if self.transport.is_closing():
             return
         # Answered before its body was read (a 401 at the upload door, a route that takes
         # none): the rest of the body would be read and dropped for as long as it trickles in,

@@ -254,6 +254,11 @@ class Settings(BaseSettings):
 
     api_url: str = "http://127.0.0.1:8000"
     ui_port: int = Field(default=8501, ge=1, le=65535)
+    ui_max_pages_per_client: int = Field(
+        default=32,
+        ge=1,
+        description="pages one client (an IPv4 address, an IPv6 /64) may keep open on the UI",
+    )
 
     @property
     def is_production(self) -> bool:

@@ -196,3 +196,30 @@ def test_each_users_feedback_notes_are_counted_in_bytes(engine: Engine) -> None:
     with engine.connect() as connection:
         totals = connection.execute(text("SELECT id, feedback_bytes FROM users ORDER BY id")).all()
     assert [tuple(row) for row in totals] == [(1, 6 + 4 + 10), (2, 0)]  # the emoji is 4 bytes
+
+
+def test_emails_with_an_internationalized_domain_are_kept_in_ascii(engine: Engine) -> None:
+    """Sign-up kept ``ann@bücher.de`` as typed; login now looks up the ASCII form."""
+    emails = {
+        1: "ann@b\u00fccher.de",
+        2: "j\u00f6rg@example.com",  # not ASCII before the @: kept as it was
+        3: "bo@m\u00fcller.de",
+        4: "bo@xn--mller-kva.de",  # 3's ASCII form, taken already: 3 is kept as it was
+        5: "cy@example.com",
+    }
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0008_feedback_bytes")
+        for user_id, email in emails.items():
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, name, email, hashed_password, is_admin, created_at) "
+                    "VALUES (:id, 'Someone', :email, 'x', false, :t)"
+                ),
+                {"id": user_id, "email": email, "t": T0},
+            )
+
+    upgrade(engine)
+
+    with engine.connect() as connection:
+        rows = dict(connection.execute(text("SELECT id, email FROM users")).all())
+    assert rows == {**emails, 1: "ann@xn--bcher-kva.de"}

@@ -237,6 +237,28 @@ def test_a_head_pipelined_behind_a_body_is_capped_too(served: ServedApi) -> None
     assert statuses in ([401, 431], [401], [431], []), statuses
 
 
+def test_a_request_pipelined_behind_an_answered_one_keeps_its_connection(
+    served: ServedApi,
+) -> None:
+    """The connection ends when an answered request's body was left unread, not when the next
+    request, started as the first one's answer ends, is still receiving its own body."""
+    form = b"username=nobody%40example.com&password=x"
+    login = (
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+        b"\r\nContent-Length: %d\r\n\r\n" % len(form)
+    )
+    live = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(live + login + form[:10])
+        time.sleep(0.5)  # the probe is answered while the login's body is still arriving
+        sock.sendall(
+            form[10:] + b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answer = read_answer(sock)
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+    assert statuses == [200, 401, 200]
+
+
 def test_a_chunked_upload_in_small_chunks_is_served(served: ServedApi) -> None:
     token = signed_up(served.url, "chunked")
     files = {"file": ("dog.jpeg", DOG_JPEG.read_bytes(), "image/jpeg")}
@@ -245,8 +267,8 @@ def test_a_chunked_upload_in_small_chunks_is_served(served: ServedApi) -> None:
     body = request.read()
 
     def pieces() -> Iterator[bytes]:
-        for start in range(0, len(body), 1024):
-            yield body[start : start + 1024]
+        for start in range(0, len(body), 16):  # framing half the size of the body
+            yield body[start : start + 16]
 
     answer = httpx.post(
         f"{served.url}/model/predict",

@@ -22,6 +22,7 @@ ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin"
 PASSWORD = "correct horse battery"
 # Access tokens of the UI's logins live this long, so that tests see them renewed and run out.
 ACCESS_TOKEN_SECONDS = 4
+BODY_PAUSE_S = 5
 _emails = itertools.count(1)
 
 
@@ -63,6 +64,8 @@ def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     # Every test signs up its own user, all from this machine's address.
     settings |= {"port": api_port, "ui_port": ui_port, "signup_max_per_address": 1000}
     settings |= {"access_token_minutes": ACCESS_TOKEN_SECONDS / 60}
+    # An upload that stops arriving is cut off this soon (30 s by default), for the test of it.
+    settings |= {"body_pause_s": BODY_PAUSE_S}
     env = environment(settings, clean=True)
     log = root / "up.log"
     up = Child("up", [*imgclf_command(), "up"], env, log, cwd=root).start()

@@ -22,7 +22,7 @@ from websockets.typing import Subprotocol
 
 from imgclf.launcher import Child, environment, imgclf_command, wait_until
 from imgclf.localservers import free_port, port_open
-from imgclf.ui.server import MAX_PAGES_PER_ADDRESS
+from imgclf.settings import Settings
 from tests.security.raw_http import (
     read_answer,
     status_and_detail,
@@ -142,7 +142,7 @@ def test_one_address_may_keep_only_so_many_pages_open(ui: tuple[int, int]) -> No
     port, _ = ui
     pages = []
     try:
-        for _ in range(MAX_PAGES_PER_ADDRESS):
+        for _ in range(Settings.model_fields["ui_max_pages_per_client"].default):
             pages.append(_open_page(port))
         with pytest.raises(InvalidStatus) as refused:
             _open_page(port)

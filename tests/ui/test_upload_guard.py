@@ -16,7 +16,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from imgclf.ui.login_cookie import COOKIE
 from imgclf.ui.upload_guard import BUDGET_IN_LARGEST_UPLOADS
-from tests.ui.conftest import Account, Stack
+from tests.ui.conftest import BODY_PAUSE_S, Account, Stack
 
 UPLOADS = 6
 UPLOAD_BYTES = 19 * 2**20
@@ -139,3 +139,52 @@ def test_uploads_sent_together_stay_within_the_budget(stack: Stack, account: Acc
     assert statuses.count(204) <= BUDGET_IN_LARGEST_UPLOADS, statuses
     assert statuses.count(503) >= together - BUDGET_IN_LARGEST_UPLOADS, statuses
     assert set(statuses) <= {204, 503}, statuses
+
+
+def test_an_upload_that_sends_nothing_is_cut_off_and_gives_its_room_back(
+    stack: Stack, account: Account
+) -> None:
+    """Its declared bytes count in the budget while it arrives, and Streamlit reads a body
+    with no timeout: eight uploads from a logged-in page that declared 19 MB and sent nothing
+    kept every other page's uploads refused for as long as their connections stayed open."""
+    stack.wait_for(stack.ui_port, "the UI")
+    ui = f"127.0.0.1:{stack.ui_port}"
+    login = {"username": account.email, "password": account.password, "scope": "offline_access"}
+    refresh = httpx.post(f"{stack.api_url}/login", data=login).json()["refresh_token"]
+
+    async def attack() -> tuple[list[bytes], float, int]:
+        async with httpx.AsyncClient(base_url=f"http://{ui}", timeout=60) as client:
+            await client.get("/_stcore/health")
+            xsrf = client.cookies["_streamlit_xsrf"]
+            socket, session_id = await anonymous_session(ui, xsrf, refresh)
+            head = (
+                f"PUT /_stcore/upload_file/{session_id}/silent HTTP/1.1\r\nHost: {ui}\r\n"
+                f"Cookie: _streamlit_xsrf={xsrf}\r\nX-Xsrftoken: {xsrf}\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n"
+                f"Content-Length: {2**20}\r\n\r\n"
+            ).encode()
+            started = time.monotonic()
+            silent = [await asyncio.open_connection("127.0.0.1", stack.ui_port) for _ in range(4)]
+            try:
+                for _, writer in silent:
+                    writer.write(head)
+                answers = [
+                    await asyncio.wait_for(reader.readline(), 10 * BODY_PAUSE_S)
+                    for reader, _ in silent
+                ]
+                waited = time.monotonic() - started
+                upload = await client.put(
+                    f"/_stcore/upload_file/{session_id}/after",
+                    files={"file": ("x.png", b"\x89PNG not really", "image/png")},
+                    headers={"X-Xsrftoken": xsrf},
+                )
+                return answers, waited, upload.status_code
+            finally:
+                for _, writer in silent:
+                    writer.close()
+                await socket.close()
+
+    answers, waited, after = asyncio.run(attack())
+    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers
+    assert waited < 3 * BODY_PAUSE_S
+    assert after == 204  # the room they held is given back

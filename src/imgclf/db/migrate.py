@@ -48,7 +48,10 @@ def schema_is_current(engine: Engine) -> bool:
 
 def ensure_admin(database: Database, settings: Settings, password_hash: str) -> bool:
     """Create the admin from settings unless that email exists; True if it was created."""
-    email = settings.admin_email.strip().lower()
+    # As sign-up and login spell it (an internationalized domain in its ASCII form).
+    from imgclf.api.auth.service import normalize_email
+
+    email = normalize_email(settings.admin_email)
     try:
         with database.transaction() as session:
             if database.engine.dialect.name == "postgresql":

@@ -62,10 +62,10 @@ def run_ui(settings: Settings) -> int:
     supervisor that stops ``imgclf ui`` does not leave the page server behind."""
     env = {**os.environ, "IMGCLF_API_URL": settings.api_url}
     if settings.trusted_proxies:
-        # Streamlit's uvicorn believes X-Forwarded-For from loopback only: behind a proxy
-        # elsewhere every page would have the proxy's address, and share its page limit
-        # (imgclf.ui.server.LimitPages).
-        env["FORWARDED_ALLOW_IPS"] = ",".join(settings.trusted_proxies)
+        # Streamlit's uvicorn believes X-Forwarded-For from loopback only (uvicorn's default):
+        # behind a proxy elsewhere every page would have the proxy's address, and share its
+        # page limit (imgclf.ui.server.LimitPages). An operator's own value wins.
+        env.setdefault("FORWARDED_ALLOW_IPS", ",".join(settings.trusted_proxies))
     print(f"UI: http://{settings.host}:{settings.ui_port}  (API: {settings.api_url})", flush=True)
     process = subprocess.Popen(streamlit_command(settings), env=env)
     previous = None

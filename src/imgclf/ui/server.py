@@ -14,8 +14,10 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from imgclf.api.auth.throttle import client_network
 from imgclf.heap import return_large_blocks
 from imgclf.http_protocol import SecurityHeadersMiddleware
+from imgclf.settings import get_settings
 
 # What the page imports (pandas, Altair, the API's client), imported as the server starts: the
 # page's first run would import it for its first visitor, who waited 1.95 s for a login form
@@ -48,38 +50,37 @@ PAGE_HEADERS = (
 
 
 # Each open page is a websocket that may hold a message of up to 2 MB while it arrives
-# (``imgclf.ui.launch.MAX_MESSAGE_MB``): the pages one address may keep open, and all of them
-# together, are bounded.
-MAX_PAGES_PER_ADDRESS = 32
-MAX_PAGES = 256
-_PAGE_STREAM = re.compile(r"/+_stcore/+stream/*")
+# (``imgclf.ui.launch.MAX_MESSAGE_MB``): the pages one client may keep open are bounded. Not
+# all pages together: eight addresses holding them all would lock out every other visitor.
+_PAGE_STREAM = re.compile(r"/+_stcore/+stream/*$")  # under any server.baseUrlPath
 
 
 class LimitPages:
-    """ASGI middleware: refuses (403) a page's websocket beyond ``MAX_PAGES_PER_ADDRESS`` open
-    from its address or ``MAX_PAGES`` in all; the page shows that it cannot connect."""
+    """ASGI middleware: refuses (403) a page's websocket beyond ``IMGCLF_UI_MAX_PAGES_PER_CLIENT``
+    open from its client (an IPv4 address, an IPv6 /64); the page shows it cannot connect."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.open_per_address: dict[str, int] = {}
+        self.most = get_settings().ui_max_pages_per_client
+        self.open_per_client: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or not _PAGE_STREAM.fullmatch(scope.get("path", "")):
+        if scope["type"] != "websocket" or not _PAGE_STREAM.search(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
-        address = scope["client"][0] if scope.get("client") else "unknown"
-        opened = self.open_per_address.get(address, 0)
-        if opened >= MAX_PAGES_PER_ADDRESS or sum(self.open_per_address.values()) >= MAX_PAGES:
-            logger.warning("refused a page's connection from %s: too many open", address)
+        client = client_network(scope["client"][0] if scope.get("client") else "")
+        opened = self.open_per_client.get(client, 0)
+        if opened >= self.most:
+            logger.warning("refused a page's connection from %s: too many open", client)
             await send({"type": "websocket.close", "code": 1008})
             return
-        self.open_per_address[address] = opened + 1
+        self.open_per_client[client] = opened + 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.open_per_address[address] -= 1
-            if not self.open_per_address[address]:
-                del self.open_per_address[address]
+            self.open_per_client[client] -= 1
+            if not self.open_per_client[client]:
+                del self.open_per_client[client]
 
 
 class HideFigures:

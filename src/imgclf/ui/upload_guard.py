@@ -9,17 +9,21 @@ run; ``imgclf.ui.session``), and the files all sessions hold together have a bud
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
+import time
 from collections import OrderedDict
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from streamlit import config
 from streamlit.runtime import Runtime
 from streamlit.runtime.stats import CacheStat
 
-_UPLOAD_PATH = re.compile(r"/_stcore/upload_file/([^/]+)/[^/]+")
+from imgclf.settings import get_settings
+
+_UPLOAD_PATH = re.compile(r"/_stcore/upload_file/([^/]+)/[^/]+$")  # under any baseUrlPath
 # All sessions' uploads held at once: this many of the largest upload the page takes.
 BUDGET_IN_LARGEST_UPLOADS = 8
 # Sessions remembered as logged in; past it the oldest is forgotten (and uploads again once its
@@ -81,7 +85,7 @@ class UploadGuard:
         self.arriving = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _UPLOAD_PATH.fullmatch(scope.get("path", "")) if scope["type"] == "http" else None
+        match = _UPLOAD_PATH.search(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None or scope["method"] != "PUT":
             await self.app(scope, receive, send)
             return
@@ -93,9 +97,40 @@ class UploadGuard:
         assert size is not None  # refused above otherwise
         self.arriving += size
         try:
-            await self.app(scope, receive, send)
+            await self._receive_in_time(scope, receive, send, size)
         finally:
             self.arriving -= size
+
+    async def _receive_in_time(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        """The upload, its body timed as the API times one: each piece within
+        ``IMGCLF_BODY_PAUSE_S`` of the one before, the whole within that plus a second per
+        ``IMGCLF_BODY_MIN_RATE_KIB_S``. Streamlit reads it with no timeout, and the bytes it
+        declares are held in the budget meanwhile: eight uploads that sent nothing kept every
+        other page's uploads refused for as long as their connections stayed open."""
+        settings = get_settings()
+        pause_s = settings.body_pause_s
+        deadline = time.monotonic() + pause_s + size / (settings.body_min_rate_kib_s * 1024)
+        answered = False
+
+        async def receive_in_time() -> Message:
+            try:
+                async with asyncio.timeout(min(pause_s, deadline - time.monotonic())):
+                    return await receive()
+            except TimeoutError:
+                raise _TooSlow from None
+
+        async def send_noted(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive_in_time, send_noted)
+        except _TooSlow:
+            if answered:
+                raise
+            detail = "The upload arrived too slowly; try again."
+            await JSONResponse({"detail": detail}, status_code=408)(scope, receive, send)
 
     def _refusal(self, session_id: str, size: int | None) -> JSONResponse | None:
         if session_id not in LOGGED_IN:
@@ -111,6 +146,10 @@ class UploadGuard:
                 headers={"Retry-After": "60"},
             )
         return None
+
+
+class _TooSlow(Exception):
+    """An upload's body did not arrive in time."""
 
 
 def _declared_size(scope: Scope) -> int | None:
