@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -64,6 +65,52 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodyTooSlow(Exception):
+    """A request's body stopped arriving, or arrives too slowly (``timed_receive``)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def timed_receive(receive: Receive, *, pause_s: float, min_rate: float) -> Receive:
+    """``receive`` with a body timer: each piece within ``pause_s`` of the one before, and,
+    since a trickle (a byte every few seconds) never pauses that long, the whole body within
+    ``pause_s`` of its start plus a second for each ``min_rate`` bytes received, as Apache's
+    mod_reqtimeout sets it. Neither uvicorn nor Starlette times a body: a stalled one holds
+    whatever its request was admitted with for as long as the connection stays open. Raises
+    ``BodyTooSlow``; after the body, ``receive`` waits for the client to go, untimed."""
+    started = time.monotonic()
+    received = 0
+    body_done = False
+
+    async def receive_in_time() -> Message:
+        nonlocal received, body_done
+        if body_done:
+            return await receive()
+        deadline = started + pause_s + received / min_rate
+        wait_s = min(pause_s, deadline - time.monotonic())
+        try:
+            async with asyncio.timeout(wait_s):  # a timer, not a task as wait_for
+                message = await receive()
+        except TimeoutError:
+            if wait_s >= pause_s:
+                raise BodyTooSlow(
+                    f"The request's body stopped arriving for {pause_s:g} s."
+                ) from None
+            raise BodyTooSlow(
+                f"The request's body arrived too slowly: {received / 1024:.1f} KiB in "
+                f"{time.monotonic() - started:.0f} s, where {pause_s:g} s and a second more for "
+                f"each {min_rate / 1024:g} KiB are allowed."
+            ) from None
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            body_done = not message.get("more_body", False)
+        return message
+
+    return receive_in_time
 
 
 class HeadRefused(Exception):

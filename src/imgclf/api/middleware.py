@@ -3,7 +3,6 @@ size caps."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -13,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imgclf.http_protocol import BodyTooSlow, timed_receive
 from imgclf.logs import accepted_request_id, current_request_id
 from imgclf.tracing import tracing
 
@@ -97,12 +97,9 @@ class BodySizeLimitMiddleware:
     Neither uvicorn nor FastAPI caps a body by default, so without this one large body would
     be buffered whole. The check runs on the declared Content-Length and again on the bytes
     as they arrive (a chunked body declares nothing). Nor does either time a body out: an
-    upload that stalls holds its sender's admission (a place among their uploads, its bytes in
-    the process's budget) for as long as the connection stays open, so each piece must come
-    within ``body_pause_s`` of the one before. A trickle (a byte every few seconds) never
-    pauses that long, so the body as a whole has a deadline too, as Apache's mod_reqtimeout
-    sets one: ``body_pause_s`` from its start, and one more second for each ``min_rate``
-    bytes received.
+    upload that stalls would hold its sender's admission (a place among their uploads, its
+    bytes in the process's budget) for as long as the connection stays open, so its body is
+    timed (``imgclf.http_protocol.timed_receive``).
     """
 
     def __init__(
@@ -137,37 +134,20 @@ class BodySizeLimitMiddleware:
             response = JSONResponse({"detail": message}, status_code=413, headers=CLOSE)
             await response(scope, receive, send)
             return
+        timed = timed_receive(receive, pause_s=self.body_pause_s, min_rate=self.min_rate)
         received = 0
-        body_done = False
-        started = time.monotonic()
 
         async def receive_within_limit() -> Message:
-            nonlocal received, body_done
-            if body_done:  # after the body, receive() waits for the client to go: no limit
-                return await receive()
-            deadline = started + self.body_pause_s + received / self.min_rate
-            wait_s = min(self.body_pause_s, deadline - time.monotonic())
+            nonlocal received
             try:
-                async with asyncio.timeout(wait_s):  # a timer, not a task as wait_for
-                    message_in = await receive()
-            except TimeoutError:
-                slow = self._too_slow(wait_s, received, time.monotonic() - started)
-                raise HTTPException(408, slow, headers=CLOSE) from None
+                message_in = await timed()
+            except BodyTooSlow as slow:
+                raise HTTPException(408, slow.detail, headers=CLOSE) from None
             if message_in["type"] == "http.request":
                 received += len(message_in.get("body", b""))
-                body_done = not message_in.get("more_body", False)
                 if received > limit:
                     # An HTTPException, so the app's error handler answers it in the usual shape.
                     raise HTTPException(413, message, headers=CLOSE)
             return message_in
 
         await self.app(scope, receive_within_limit, send)
-
-    def _too_slow(self, waited_s: float, received: int, elapsed_s: float) -> str:
-        if waited_s >= self.body_pause_s:
-            return f"The request's body stopped arriving for {self.body_pause_s:g} s."
-        return (
-            f"The request's body arrived too slowly: {received / 1024:.1f} KiB in "
-            f"{elapsed_s:.0f} s, where {self.body_pause_s:g} s and a second more for each "
-            f"{self.min_rate / 1024:g} KiB are allowed."
-        )

@@ -9,10 +9,8 @@ run; ``imgclf.ui.session``), and the files all sessions hold together have a bud
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
-import time
 from collections import OrderedDict
 
 from starlette.responses import JSONResponse
@@ -21,6 +19,7 @@ from streamlit import config
 from streamlit.runtime import Runtime
 from streamlit.runtime.stats import CacheStat
 
+from imgclf.http_protocol import BodyTooSlow, timed_receive
 from imgclf.settings import get_settings
 
 _UPLOAD_PATH = re.compile(r"/_stcore/upload_file/([^/]+)/[^/]+$")  # under any baseUrlPath
@@ -97,27 +96,20 @@ class UploadGuard:
         assert size is not None  # refused above otherwise
         self.arriving += size
         try:
-            await self._receive_in_time(scope, receive, send, size)
+            await self._receive_in_time(scope, receive, send)
         finally:
             self.arriving -= size
 
-    async def _receive_in_time(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
-        """The upload, its body timed as the API times one: each piece within
-        ``IMGCLF_BODY_PAUSE_S`` of the one before, the whole within that plus a second per
-        ``IMGCLF_BODY_MIN_RATE_KIB_S``. Streamlit reads it with no timeout, and the bytes it
+    async def _receive_in_time(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The upload, its body timed as the API times one (``IMGCLF_BODY_PAUSE_S``,
+        ``IMGCLF_BODY_MIN_RATE_KIB_S``). Streamlit reads it with no timeout, and the bytes it
         declares are held in the budget meanwhile: eight uploads that sent nothing kept every
         other page's uploads refused for as long as their connections stayed open."""
         settings = get_settings()
-        pause_s = settings.body_pause_s
-        deadline = time.monotonic() + pause_s + size / (settings.body_min_rate_kib_s * 1024)
+        receive_in_time = timed_receive(
+            receive, pause_s=settings.body_pause_s, min_rate=settings.body_min_rate_kib_s * 1024
+        )
         answered = False
-
-        async def receive_in_time() -> Message:
-            try:
-                async with asyncio.timeout(min(pause_s, deadline - time.monotonic())):
-                    return await receive()
-            except TimeoutError:
-                raise _TooSlow from None
 
         async def send_noted(message: Message) -> None:
             nonlocal answered
@@ -126,11 +118,10 @@ class UploadGuard:
 
         try:
             await self.app(scope, receive_in_time, send_noted)
-        except _TooSlow:
+        except BodyTooSlow as slow:
             if answered:
                 raise
-            detail = "The upload arrived too slowly; try again."
-            await JSONResponse({"detail": detail}, status_code=408)(scope, receive, send)
+            await JSONResponse({"detail": slow.detail}, status_code=408)(scope, receive, send)
 
     def _refusal(self, session_id: str, size: int | None) -> JSONResponse | None:
         if session_id not in LOGGED_IN:
@@ -146,10 +137,6 @@ class UploadGuard:
                 headers={"Retry-After": "60"},
             )
         return None
-
-
-class _TooSlow(Exception):
-    """An upload's body did not arrive in time."""
 
 
 def _declared_size(scope: Scope) -> int | None:

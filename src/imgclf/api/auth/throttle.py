@@ -75,6 +75,11 @@ class Attempt:
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     known: bool = False  # the client logged in to the account lately
 
+    @property
+    def failures(self) -> list[Budget]:
+        """Its budgets that count failures only (a success, or no check, gives them back)."""
+        return [budget for budget in self.budgets if not budget.counts_successes]
+
 
 class AttemptsRefused(Exception):
     """A budget of ``what`` is spent; it has room again in ``retry_after_s`` seconds."""
@@ -316,16 +321,13 @@ class AuthThrottle:
     async def busy(self, attempt: Attempt) -> None:
         """No password was checked (the line was full): no failure, but still a login, so
         that a client cannot try again and again for free while it keeps the line full."""
-        await self.counter.give_back(
-            attempt, [budget for budget in attempt.budgets if not budget.counts_successes]
-        )
+        await self.counter.give_back(attempt, attempt.failures)
 
     async def succeeded(self, attempt: Attempt, email: str, address: str) -> None:
         """A login that succeeded: no failure, still a login; and from now on its client is
         one the account's owner uses."""
-        failures = [budget for budget in attempt.budgets if not budget.counts_successes]
         known = self._known(email, client_network(address))
-        await self.counter.give_back(attempt, failures, remember=known)
+        await self.counter.give_back(attempt, attempt.failures, remember=known)
 
     async def close(self) -> None:
         await self.counter.close()
